@@ -1,0 +1,178 @@
+"""BertModel: one immutable, registered model version with its weights, measured
+metrics, lineage and (for compressed variants) the compression recipe.
+
+Three origins, exactly one per object: ``trainingRef`` (created by the operator when a
+BertTraining succeeds), ``artifactUri`` (an external artifact to verify and evaluate),
+or ``compression`` (a recipe applied to a parent BertModel by a ``compress`` step).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, StatusBase, StatusModel
+from bertops.api.training import ClassificationMetrics, RetrainTrigger, Task
+
+READY = "Ready"
+REASON_VERIFIED = "Verified"
+REASON_COMPRESSING = "Compressing"
+REASON_EVALUATING = "Evaluating"
+REASON_WAITING_FOR_PARENT = "WaitingForParent"
+REASON_PARENT_NOT_FOUND = "ParentNotFound"
+REASON_GATE_FAILED = "QualityGateFailed"
+REASON_VERIFICATION_FAILED = "VerificationFailed"
+REASON_STEP_FAILED = "StepFailed"
+
+CompressionMethod = Literal["magnitudePrune", "headPrune", "quantize", "onnxExport", "distill"]
+
+_METHOD_FIELDS = {
+    # Each method's settings are refused on other methods, so a misplaced field is an error.
+    "sparsity": "magnitudePrune",
+    "scope": "magnitudePrune",
+    "headsToPrune": "headPrune",
+    "granularity": "quantize",
+    "backend": "quantize",
+    "studentLayers": "distill",
+    "temperature": "distill",
+    "alpha": "distill",
+}
+
+
+class CompressionStep(ApiModel):
+    """One method in a recipe. Steps compose in order (e.g. distill, prune, quantize)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.method != 'magnitudePrune' || has(self.sparsity)",
+                    "message": "magnitudePrune needs sparsity (a fraction in (0, 1))",
+                },
+                {
+                    "rule": "self.method != 'headPrune' || has(self.headsToPrune)",
+                    "message": "headPrune needs headsToPrune",
+                },
+                *(
+                    {
+                        "rule": f"!has(self.{field}) || self.method == '{method}'",
+                        "message": f"{field} only applies to method {method}",
+                    }
+                    for field, method in _METHOD_FIELDS.items()
+                ),
+            ]
+        }
+    }
+
+    method: CompressionMethod
+    sparsity: float | None = Field(default=None, gt=0, lt=1, description="Fraction of weights zeroed.")
+    scope: Literal["global", "perLayer"] | None = None
+    heads_to_prune: int | None = Field(
+        default=None, ge=1, le=4096, description="Attention heads removed in total."
+    )
+    granularity: Literal["perTensor", "perChannel"] | None = None
+    backend: Literal["torch", "onnxruntime"] | None = None
+    student_layers: int | None = Field(default=None, ge=1, le=48)
+    temperature: float | None = Field(default=None, gt=0, le=100)
+    alpha: float | None = Field(
+        default=None, ge=0, le=1, description="Weight of the soft (teacher) loss."
+    )
+    fine_tune_epochs: int = Field(default=0, ge=0, le=20, description="Recovery fine-tune after.")
+
+
+class QualityGate(ApiModel):
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    max_f1_drop: float = Field(default=0.01, ge=0, le=1)
+
+
+class Compression(ApiModel):
+    parent_ref: LocalObjectReference = Field(description="The BertModel to compress.")
+    steps: list[CompressionStep] = Field(min_length=1, max_length=10)
+    gate: QualityGate = Field(default_factory=QualityGate)
+    dataset_ref: LocalObjectReference | None = Field(
+        default=None, description="Data for fine-tunes, calibration and evaluation "
+        "(default: the parent's dataset).",
+    )
+
+
+class BertModelSpec(ApiModel):
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.trainingRef), has(self.artifactUri), has(self.compression)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "set exactly one of trainingRef, artifactUri or compression",
+                },
+                {"rule": "self == oldSelf", "message": "a BertModel is immutable; create a new version"},
+            ]
+        }
+    }
+
+    family: DnsName | None = Field(default=None, description="Model family for selection.")
+    task: Task = "sequenceClassification"
+    training_ref: LocalObjectReference | None = None
+    artifact_uri: str | None = Field(default=None, min_length=1)
+    compression: Compression | None = None
+    evaluation_dataset_ref: LocalObjectReference | None = Field(
+        default=None, description="Dataset whose test split scores an external artifact."
+    )
+
+
+class ModelSize(StatusModel):
+    parameters: int | None = None
+    bytes_on_disk: int | None = None
+    display: str | None = Field(default=None, description="e.g. 23.1MB")
+
+
+class Latency(StatusModel):
+    """Measured on the machine that ran the step, seq 128."""
+
+    p50_batch1_ms: float | None = None
+    p95_batch1_ms: float | None = None
+    p50_batch32_ms: float | None = None
+    p95_batch32_ms: float | None = None
+    throughput_per_second: float | None = None
+
+
+class QualityDelta(StatusModel):
+    accuracy: float | None = None
+    macro_f1: float | None = None
+
+
+class Lineage(StatusModel):
+    dataset: str | None = None
+    dataset_checksum: str | None = None
+    training_run: str | None = None
+    base_model: str | None = None
+    hyperparameters: dict[str, str] | None = None
+    parent_model: str | None = None
+    recipe: list[str] | None = None
+    code_version: str | None = None
+    trigger: RetrainTrigger | None = None
+
+
+class BertModelStatus(StatusBase):
+    artifact_uri: str | None = None
+    manifest_sha256: str | None = None
+    format: Literal["safetensors", "onnx"] | None = None
+    labels: list[str] | None = None
+    metrics: ClassificationMetrics | None = None
+    size: ModelSize | None = None
+    latency: Latency | None = None
+    quality_delta: QualityDelta | None = None
+    lineage: Lineage | None = None
+    registered_at: datetime | None = None
+    step: str | None = None
+
+
+class BertModel(ApiModel):
+    model_config = {"extra": "ignore"}
+
+    api_version: str = "bertops.io/v1alpha1"
+    kind: Literal["BertModel"] = "BertModel"
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: BertModelSpec
+    status: BertModelStatus = Field(default_factory=BertModelStatus)

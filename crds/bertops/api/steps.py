@@ -1,0 +1,125 @@
+"""Step contracts: what a step process (``bertops trainer prepare|train|evaluate|compress``)
+reads and the result document it writes.
+
+The operator builds a step spec from a resource's spec, hands it to a runtime (a local
+process or a Kubernetes Job) as JSON, and reads the :class:`StepResult` back (a result
+file, or the container's termination message). Exit codes tell a runtime whether to
+retry: see :class:`ExitCode`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from bertops.api.dataset import BertDatasetSpec
+from bertops.api.meta import ApiModel
+from bertops.api.model import Compression, QualityGate
+from bertops.api.training import BertTrainingSpec
+
+RESULT_FILE = "result.json"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1  # a bug: retried a few times, then reported
+    BAD_INPUT = 2  # permanent: retrying cannot help (bad data, bad spec, missing file)
+    TRANSIENT = 3  # retry: storage hiccup, peer rank lost, out of memory on a shared node
+
+
+class StepBase(ApiModel):
+    name: str = Field(min_length=1, description="Run id, unique per object and generation.")
+    result_uri: str | None = Field(
+        default=None, description="Where to write the result document (default: stdout only)."
+    )
+
+
+class PrepareStep(StepBase):
+    kind: Literal["prepare"] = "prepare"
+    dataset: BertDatasetSpec
+    output_uri: str = Field(description="Folder (fsspec URI) for the prepared dataset artifact.")
+
+
+class TrainStep(StepBase):
+    kind: Literal["train"] = "train"
+    training: BertTrainingSpec
+    dataset_uri: str = Field(description="The prepared dataset artifact folder.")
+    output_uri: str = Field(description="Folder for the model artifact.")
+    checkpoint_uri: str | None = Field(
+        default=None, description="Folder for per-epoch checkpoints (default: output + .ckpt)."
+    )
+    model_name: str | None = Field(default=None, description="Name recorded in the manifest.")
+
+
+class EvaluateStep(StepBase):
+    kind: Literal["evaluate"] = "evaluate"
+    model_uri: str
+    dataset_uri: str
+    split: Literal["train", "validation", "test"] = "test"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class CompressStep(StepBase):
+    kind: Literal["compress"] = "compress"
+    parent_uri: str
+    dataset_uri: str
+    output_uri: str
+    compression: Compression
+    model_name: str | None = None
+    measure_latency: bool = True
+
+
+StepSpec = PrepareStep | TrainStep | EvaluateStep | CompressStep
+
+
+class StepResult(ApiModel):
+    """The small document every step writes last (also its termination message)."""
+
+    model_config = {"extra": "ignore"}
+
+    kind: Literal["prepare", "train", "evaluate", "compress"]
+    name: str
+    succeeded: bool
+    exit_code: int = 0
+    reason: str = Field(default="Succeeded", description="CamelCase reason for the condition.")
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict, description="role -> URI")
+    checksums: dict[str, str] = Field(default_factory=dict, description="role -> sha256")
+    details: dict[str, Any] = Field(default_factory=dict, description="Step-specific facts.")
+
+
+class ProgressEvent(ApiModel):
+    """One JSON line a step prints on stdout while it works."""
+
+    model_config = {"extra": "allow"}
+
+    event: Literal["start", "progress", "epoch", "checkpoint", "done", "error"] = "progress"
+    epoch: int | None = None
+    total_epochs: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+    message: str | None = None
+
+
+__all__ = [
+    "RESULT_FILE",
+    "CompressStep",
+    "EvaluateStep",
+    "ExitCode",
+    "PrepareStep",
+    "ProgressEvent",
+    "QualityGate",
+    "StepResult",
+    "StepSpec",
+    "TrainStep",
+]

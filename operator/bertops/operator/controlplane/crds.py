@@ -1,0 +1,41 @@
+"""Installs the bertops CRDs into a cluster with server-side apply and waits until the
+API server reports them Established. Called by ``Cluster.up`` and ``bertops crds install``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kubernetes import client, config, dynamic
+
+from bertops.api.crdgen import load_crds
+
+FIELD_MANAGER = "bertops"
+
+
+def install(kubeconfig: str | None = None, timeout: float = 30.0) -> list[str]:
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        crd_api = dynamic.DynamicClient(api_client).resources.get(
+            api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+        )
+        names = []
+        for crd in load_crds():
+            crd_api.server_side_apply(body=crd, field_manager=FIELD_MANAGER, force_conflicts=True)
+            names.append(crd["metadata"]["name"])
+        extensions = client.ApiextensionsV1Api(api_client)
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                status = extensions.read_custom_resource_definition(name).status
+                conditions = {c.type: c.status for c in (status.conditions or [])}
+                if conditions.get("Established") == "True":
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"CRDs not established after {timeout:.0f}s: {sorted(pending)}")
+        return names
+    finally:
+        api_client.close()
