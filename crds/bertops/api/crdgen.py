@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
 
 from bertops.api.kinds import CATEGORY, GROUP, KINDS, VERSION, KindInfo
 
@@ -56,6 +58,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         merged = dict(node.pop("allOf")[0])
         merged.update(node)
         node = merged
+    if "$ref" in node or "anyOf" in node:  # an Optional[Model] collapses to a $ref
+        return _resolve(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP_KEYS:
@@ -89,9 +93,33 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+class _WithFactoryDefaults(GenerateJsonSchema):
+    """Emit defaults for fields built by a default_factory too, so the API server fills
+    a missing `hyperparameters` with the whole default object and `kubectl get -o yaml`
+    shows the effective spec. The full object rather than `{}`: the API server checks a
+    default against the CEL rules before nested defaults would apply."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is None or schema.get("default_factory_takes_data"):
+            return super().get_default_value(schema)
+        value = factory()  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(value, list):
+            return [
+                v.model_dump(mode="json", by_alias=True, exclude_none=True)
+                if isinstance(v, BaseModel) else v
+                for v in value
+            ]
+        return value if value is not None else NoDefault
+
+
 def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A structural OpenAPI v3 schema for one pydantic model (camelCase aliases)."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+    raw = model.model_json_schema(
+        by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults
+    )
     defs = raw.pop("$defs", {})
     return _resolve(raw, defs)
 

@@ -33,6 +33,10 @@ from bertops.operator.controlplane.build import Binaries, ensure_binaries
 
 Progress = Callable[[str], None]
 
+# Children started by this process, kept so they are reaped (not left as zombies) and so
+# Popen's destructor does not warn about a still-running process we meant to keep.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class ClusterError(RuntimeError):
     """The control plane could not be started or reached; the message says why."""
@@ -229,6 +233,7 @@ class Cluster:
             start_new_session=True,  # survives the CLI that started it; `down` stops it
         )
         log.close()
+        _CHILDREN[proc.pid] = proc
         return proc.pid
 
     def _wait_ready(self, timeout: float) -> None:
@@ -337,7 +342,6 @@ def _terminate(pid: int, name: str, timeout: float) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our child (no zombie left)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout=5)
