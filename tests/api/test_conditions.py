@@ -14,8 +14,12 @@ T1 = T0 + timedelta(minutes=5)
 
 def ready(status: str, reason: str = "Prepared", message: str = "ok", gen: int = 1) -> Condition:
     return Condition(
-        type="Ready", status=ConditionStatus(status), reason=reason, message=message,
-        last_transition_time=T0, observed_generation=gen,
+        type="Ready",
+        status=ConditionStatus(status),
+        reason=reason,
+        message=message,
+        last_transition_time=T0,
+        observed_generation=gen,
     )
 
 
@@ -34,9 +38,10 @@ def ready(status: str, reason: str = "Prepared", message: str = "ok", gen: int =
 def test_set_condition(existing, args, changed, transition) -> None:  # type: ignore[no-untyped-def]
     status, reason, message, generation = args
     conditions = list(existing)
-    assert set_condition(
-        conditions, "Ready", status, reason, message, now=T1, generation=generation
-    ) is changed
+    assert (
+        set_condition(conditions, "Ready", status, reason, message, now=T1, generation=generation)
+        is changed
+    )
     found = find_condition(conditions, "Ready")
     assert found is not None
     assert found.reason == reason and found.message == message

@@ -73,6 +73,9 @@ def test_defaults_reach_the_schema() -> None:
     schema = crdgen.openapi_schema(KINDS[1].spec_model)
     hp = schema["properties"]["hyperparameters"]["properties"]
     assert hp["learningRate"] == {
-        "default": 5e-05, "maximum": 0.001, "minimum": 1e-06, "type": "number",
+        "default": 5e-05,
+        "maximum": 0.001,
+        "minimum": 1e-06,
+        "type": "number",
     }
     assert hp["scheduler"]["enum"] == ["linear", "cosine", "constant"]

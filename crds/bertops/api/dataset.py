@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, StatusBase, StatusModel
+from bertops.api.meta import ApiModel, StatusBase, StatusModel, cel
 from bertops.api.sources import ModelSource
 
 # Condition types and reasons the operator sets on a BertDataset.
@@ -52,29 +52,21 @@ class Cleaning(ApiModel):
     max_chars: int = Field(default=10000, ge=1)
     deduplicate: bool = True
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {"rule": "self.minChars <= self.maxChars", "message": "minChars must be <= maxChars"}
-            ]
-        }
-    }
+    model_config = cel(
+        ("self.minChars <= self.maxChars", "minChars must be <= maxChars"),
+    )
 
 
 class Split(ApiModel):
     """Stratified train/validation/test fractions; they must sum to 1."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.train + self.validation + self.test >= 0.999 && "
-                    "self.train + self.validation + self.test <= 1.001",
-                    "message": "split ratios train + validation + test must sum to 1",
-                }
-            ]
-        }
-    }
+    model_config = cel(
+        (
+            "self.train + self.validation + self.test >= 0.999 && "
+            "self.train + self.validation + self.test <= 1.001",
+            "split ratios train + validation + test must sum to 1",
+        ),
+    )
 
     train: float = Field(default=0.8, gt=0, lt=1)
     validation: float = Field(default=0.1, ge=0, lt=1)
@@ -92,20 +84,14 @@ class WordPieceTraining(ApiModel):
 
 
 class Tokenizer(ApiModel):
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.baseModel) != has(self.trainWordPiece)",
-                    "message": "set exactly one of tokenizer.baseModel or tokenizer.trainWordPiece",
-                }
-            ]
-        }
-    }
-
-    base_model: ModelSource | None = Field(
-        default=None, description="Use this model's tokenizer."
+    model_config = cel(
+        (
+            "has(self.baseModel) != has(self.trainWordPiece)",
+            "set exactly one of tokenizer.baseModel or tokenizer.trainWordPiece",
+        ),
     )
+
+    base_model: ModelSource | None = Field(default=None, description="Use this model's tokenizer.")
     train_word_piece: WordPieceTraining | None = None
     max_length: int = Field(default=128, ge=8, le=4096)
 
@@ -141,7 +127,9 @@ class BertDatasetStatus(StatusBase):
     labels: list[str] | None = None
     num_labels: int | None = None
     label_counts: dict[str, int] | None = None
-    dropped_rows: dict[str, int] | None = Field(default=None, description="Rows dropped, by reason.")
+    dropped_rows: dict[str, int] | None = Field(
+        default=None, description="Rows dropped, by reason."
+    )
     token_length_p50: float | None = None
     token_length_p95: float | None = None
     unknown_token_rate: float | None = None

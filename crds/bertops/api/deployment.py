@@ -14,8 +14,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, Resources, StatusBase
-from bertops.api.meta import StatusModel
+from bertops.api.meta import (
+    ApiModel,
+    DnsName,
+    LocalObjectReference,
+    Resources,
+    StatusBase,
+    StatusModel,
+    cel,
+    validations,
+)
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -42,16 +50,9 @@ class ModelSelector(ApiModel):
 
 
 class ModelChoice(ApiModel):
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.ref) != has(self.selector)",
-                    "message": "set exactly one of model.ref or model.selector",
-                }
-            ]
-        }
-    }
+    model_config = cel(
+        ("has(self.ref) != has(self.selector)", "set exactly one of model.ref or model.selector"),
+    )
 
     ref: LocalObjectReference | None = None
     selector: ModelSelector | None = None
@@ -94,15 +95,13 @@ class Rollout(ApiModel):
             RolloutStep(weight=50, pause_seconds=60),
         ],
         max_length=20,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.map(s, s.weight).isSorted() && "
-                    "self.all(a, self.exists_one(b, b.weight == a.weight))",
-                    "message": "canary weights must strictly increase from step to step",
-                }
-            ]
-        },
+        json_schema_extra=validations(
+            (
+                "self.map(s, s.weight).isSorted() && "
+                "self.all(a, self.exists_one(b, b.weight == a.weight))",
+                "canary weights must strictly increase from step to step",
+            )
+        ),
     )
     analysis: Analysis = Field(default_factory=Analysis)
     auto_promote: bool = True

@@ -31,7 +31,11 @@ class PrinterColumn:
     priority: int = 0
 
     def to_crd(self) -> dict[str, object]:
-        column: dict[str, object] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        column: dict[str, object] = {
+            "name": self.name,
+            "type": self.type,
+            "jsonPath": self.json_path,
+        }
         if self.description:
             column["description"] = self.description
         if self.priority:

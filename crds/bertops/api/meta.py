@@ -12,13 +12,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """RFC 1123 label: what Kubernetes accepts as an object name in our references."""
 
 DnsName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+
+def validations(*rules: tuple[str, str]) -> dict[str, JsonValue]:
+    """CEL ``x-kubernetes-validations`` as a JSON-schema extra: (rule, message) pairs the API
+    server evaluates, so a cross-field mistake is refused at `kubectl apply` time."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """A model_config carrying CEL rules for the object the model describes."""
+    return ConfigDict(json_schema_extra=validations(*rules))
 
 
 class ApiModel(BaseModel):
@@ -143,7 +154,8 @@ class Resources(ApiModel):
 
     cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request.")
     memory: str = Field(
-        default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        default="2Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
         description="Memory request and limit.",
     )
     gpu: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu per pod.")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, StatusBase, StatusModel
+from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, StatusBase, StatusModel, cel
 from bertops.api.training import ClassificationMetrics, RetrainTrigger, Task
 
 READY = "Ready"
@@ -44,30 +44,25 @@ _METHOD_FIELDS = {
 class CompressionStep(ApiModel):
     """One method in a recipe. Steps compose in order (e.g. distill, prune, quantize)."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.method != 'magnitudePrune' || has(self.sparsity)",
-                    "message": "magnitudePrune needs sparsity (a fraction in (0, 1))",
-                },
-                {
-                    "rule": "self.method != 'headPrune' || has(self.headsToPrune)",
-                    "message": "headPrune needs headsToPrune",
-                },
-                *(
-                    {
-                        "rule": f"!has(self.{field}) || self.method == '{method}'",
-                        "message": f"{field} only applies to method {method}",
-                    }
-                    for field, method in _METHOD_FIELDS.items()
-                ),
-            ]
-        }
-    }
+    model_config = cel(
+        (
+            "self.method != 'magnitudePrune' || has(self.sparsity)",
+            "magnitudePrune needs sparsity (a fraction in (0, 1))",
+        ),
+        ("self.method != 'headPrune' || has(self.headsToPrune)", "headPrune needs headsToPrune"),
+        *(
+            (
+                f"!has(self.{field}) || self.method == '{method}'",
+                f"{field} only applies to method {method}",
+            )
+            for field, method in _METHOD_FIELDS.items()
+        ),
+    )
 
     method: CompressionMethod
-    sparsity: float | None = Field(default=None, gt=0, lt=1, description="Fraction of weights zeroed.")
+    sparsity: float | None = Field(
+        default=None, gt=0, lt=1, description="Fraction of weights zeroed."
+    )
     scope: Literal["global", "perLayer"] | None = None
     heads_to_prune: int | None = Field(
         default=None, ge=1, le=4096, description="Attention heads removed in total."
@@ -92,24 +87,21 @@ class Compression(ApiModel):
     steps: list[CompressionStep] = Field(min_length=1, max_length=10)
     gate: QualityGate = Field(default_factory=QualityGate)
     dataset_ref: LocalObjectReference | None = Field(
-        default=None, description="Data for fine-tunes, calibration and evaluation "
+        default=None,
+        description="Data for fine-tunes, calibration and evaluation "
         "(default: the parent's dataset).",
     )
 
 
 class BertModelSpec(ApiModel):
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.trainingRef), has(self.artifactUri), has(self.compression)]"
-                    ".filter(x, x).size() == 1",
-                    "message": "set exactly one of trainingRef, artifactUri or compression",
-                },
-                {"rule": "self == oldSelf", "message": "a BertModel is immutable; create a new version"},
-            ]
-        }
-    }
+    model_config = cel(
+        (
+            "[has(self.trainingRef), has(self.artifactUri), has(self.compression)]"
+            ".filter(x, x).size() == 1",
+            "set exactly one of trainingRef, artifactUri or compression",
+        ),
+        ("self == oldSelf", "a BertModel is immutable; create a new version"),
+    )
 
     family: DnsName | None = Field(default=None, description="Model family for selection.")
     task: Task = "sequenceClassification"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel
+from bertops.api.meta import ApiModel, cel
 
-EXACTLY_ONE_SOURCE = {
-    "rule": "[has(self.path), has(self.package), has(self.config)].filter(x, x).size() == 1",
-    "message": "set exactly one of path, package or config",
-}
+EXACTLY_ONE_SOURCE = (
+    "[has(self.path), has(self.package), has(self.config)].filter(x, x).size() == 1",
+    "set exactly one of path, package or config",
+)
 
 
 class BertConfigSpec(ApiModel):
@@ -30,7 +30,7 @@ class BertConfigSpec(ApiModel):
 class ModelSource(ApiModel):
     """Exactly one of ``path``, ``package`` or ``config``."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": [EXACTLY_ONE_SOURCE]}}
+    model_config = cel(EXACTLY_ONE_SOURCE)
 
     path: str | None = Field(
         default=None, min_length=1, description="Folder or fsspec URI of a transformers model."

@@ -13,8 +13,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, Resources, StatusBase
-from bertops.api.meta import StatusModel
+from bertops.api.meta import (
+    ApiModel,
+    DnsName,
+    LocalObjectReference,
+    Resources,
+    StatusBase,
+    StatusModel,
+)
 from bertops.api.sources import ModelSource
 
 SUCCEEDED = "Succeeded"

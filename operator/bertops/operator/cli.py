@@ -11,19 +11,23 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import typer
 
 from bertops.api import crdgen
 
-app = typer.Typer(help="bertops: GitOps MLOps for BERT-family models on Kubernetes.",
-                  no_args_is_help=True, add_completion=False)
-cluster_app = typer.Typer(help="The embedded control plane (real kube-apiserver + etcd).",
-                          no_args_is_help=True)
-crds_app = typer.Typer(help="The CustomResourceDefinitions generated from bertops.api.",
-                       no_args_is_help=True)
+app = typer.Typer(
+    help="bertops: GitOps MLOps for BERT-family models on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cluster_app = typer.Typer(
+    help="The embedded control plane (real kube-apiserver + etcd).", no_args_is_help=True
+)
+crds_app = typer.Typer(
+    help="The CustomResourceDefinitions generated from bertops.api.", no_args_is_help=True
+)
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(crds_app, name="crds")
 
@@ -134,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

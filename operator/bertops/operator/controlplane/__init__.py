@@ -6,7 +6,12 @@ folder, certificates, token and kubeconfig. Used by ``bertops cluster ...``, the
 the integration-test fixture.
 """
 
-from bertops.operator.controlplane.build import ETCD_VERSION, KUBERNETES_VERSION, Binaries, ensure_binaries
+from bertops.operator.controlplane.build import (
+    ETCD_VERSION,
+    KUBERNETES_VERSION,
+    Binaries,
+    ensure_binaries,
+)
 from bertops.operator.controlplane.cluster import Cluster, ClusterError
 
 __all__ = [

@@ -93,18 +93,27 @@ def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
     Pure: reads the upstream go.mod text (``k8s.io/api => ./staging/src/k8s.io/api``).
     """
     staging_version = "v0." + version.split(".", 1)[1]
-    modules = re.findall(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s*=>\s*\./staging/", kubernetes_go_mod, re.M)
+    modules = re.findall(
+        r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s*=>\s*\./staging/", kubernetes_go_mod, re.M
+    )
     if not modules:
         raise RuntimeError("no staging replace directives found in k8s.io/kubernetes go.mod")
     return [f"\t{module} => {module} {staging_version}" for module in sorted(set(modules))]
 
 
 def _go_mod_of(go: str, module: str, version: str, workdir: Path, progress: Progress) -> str:
-    _run([go, "mod", "download", "-json", f"{module}@v{version}"], workdir, progress,
-         f"download {module}@v{version}")
+    _run(
+        [go, "mod", "download", "-json", f"{module}@v{version}"],
+        workdir,
+        progress,
+        f"download {module}@v{version}",
+    )
     out = subprocess.run(
         [go, "mod", "download", "-json", f"{module}@v{version}"],
-        cwd=workdir, capture_output=True, text=True, check=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return Path(json.loads(out)["GoMod"]).read_text()
 
@@ -148,22 +157,45 @@ def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
         )
         _run([go, "mod", "tidy"], workdir, progress, "resolve kube-apiserver modules")
         _run(
-            [go, "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", str(target),
-             "k8s.io/kubernetes/cmd/kube-apiserver"],
-            workdir, progress, f"compile kube-apiserver v{KUBERNETES_VERSION} (minutes)",
+            [
+                go,
+                "build",
+                "-trimpath",
+                f"-ldflags=-s -w {_version_ldflags()}",
+                "-o",
+                str(target),
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+            ],
+            workdir,
+            progress,
+            f"compile kube-apiserver v{KUBERNETES_VERSION} (minutes)",
         )
 
 
 def build_etcd(go: str, target: Path, progress: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="bertops-etcd-") as tmp:
         workdir = Path(tmp)
-        _wrapper(workdir, "etcd-build", f"go.etcd.io/etcd/server/v3 v{ETCD_VERSION}", [],
-                 "go.etcd.io/etcd/server/v3")
+        _wrapper(
+            workdir,
+            "etcd-build",
+            f"go.etcd.io/etcd/server/v3 v{ETCD_VERSION}",
+            [],
+            "go.etcd.io/etcd/server/v3",
+        )
         _run([go, "mod", "tidy"], workdir, progress, "resolve etcd modules")
         _run(
-            [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(target),
-             "go.etcd.io/etcd/server/v3"],
-            workdir, progress, f"compile etcd v{ETCD_VERSION}",
+            [
+                go,
+                "build",
+                "-trimpath",
+                "-ldflags=-s -w",
+                "-o",
+                str(target),
+                "go.etcd.io/etcd/server/v3",
+            ],
+            workdir,
+            progress,
+            f"compile etcd v{ETCD_VERSION}",
         )
 
 

@@ -147,8 +147,9 @@ class Cluster:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def up(self, binaries: Binaries | None = None, *, install_crds: bool = True,
-           timeout: float = 90.0) -> ClusterState:
+    def up(
+        self, binaries: Binaries | None = None, *, install_crds: bool = True, timeout: float = 90.0
+    ) -> ClusterState:
         """Start the cluster (or reuse it when already running) and install the CRDs."""
         if self.running() and self.ready():
             self.progress(f"cluster {self.name!r} already running at {self.state().server}")
@@ -220,8 +221,9 @@ class Cluster:
         self._save(state)
         self._write_kubeconfig(state.server, token)
         self._wait_ready(timeout)
-        self.progress(f"cluster {self.name!r} ready at {state.server} "
-                      f"in {time.monotonic() - started:.1f}s")
+        self.progress(
+            f"cluster {self.name!r} ready at {state.server} in {time.monotonic() - started:.1f}s"
+        )
         if install_crds:
             self.install_crds()
         return state
@@ -229,7 +231,10 @@ class Cluster:
     def _spawn(self, name: str, argv: list[str]) -> int:
         log = (self.directory / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI that started it; `down` stops it
         )
         log.close()
@@ -250,7 +255,9 @@ class Cluster:
             time.sleep(0.25)
         tail = self._log_tail("kube-apiserver")
         self.down(quiet=True)
-        raise ClusterError(f"kube-apiserver not ready after {timeout:.0f}s; last log lines:\n{tail}")
+        raise ClusterError(
+            f"kube-apiserver not ready after {timeout:.0f}s; last log lines:\n{tail}"
+        )
 
     def _log_tail(self, name: str, lines: int = 20) -> str:
         path = self.directory / f"{name}.log"

@@ -29,7 +29,7 @@ def install(kubeconfig: str | None = None, timeout: float = 30.0) -> list[str]:
         while pending and time.monotonic() < deadline:
             for name in list(pending):
                 status = extensions.read_custom_resource_definition(name).status
-                conditions = {c.type: c.status for c in (status.conditions or [])}
+                conditions = {c.type: c.status for c in ((status and status.conditions) or [])}
                 if conditions.get("Established") == "True":
                     pending.discard(name)
             if pending:

