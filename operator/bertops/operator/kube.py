@@ -1,0 +1,176 @@
+"""The one layer of the operator that talks to the Kubernetes API (besides kopf's own
+watching): read bertops objects, create children, patch status through the status
+subresource, post Events, and apply the Jobs/Services/ConfigMaps of the kubernetes
+runtime. Everything above it works with plain dicts and pydantic types.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from bertops.api.kinds import GROUP, VERSION, kind_info
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "bertops-operator"
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self._dynamic: dynamic.DynamicClient | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None) -> Kube:
+        try:
+            config.load_incluster_config()
+            return cls(client.ApiClient())
+        except config.ConfigException:
+            return cls(config.new_client_from_config(config_file=path))
+
+    # -- bertops objects -------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind_info(kind).plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind_info(kind).plural, label_selector=label_selector
+        )
+        return cast(list[dict[str, Any]], cast(dict[str, Any], listed)["items"])
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a bertops object; an existing one of that name is returned instead."""
+        meta = manifest["metadata"]
+        plural = kind_info(manifest["kind"]).plural
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, manifest
+            )
+            return cast(dict[str, Any], created)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        existing = self.get(manifest["kind"], meta["namespace"], meta["name"])
+        assert existing is not None
+        return existing
+
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the status through the status subresource (a JSON merge patch of the
+        whole status: fields the planner dropped are nulled, so nothing stale remains)."""
+        current = self.get(kind, namespace, name) or {}
+        old = current.get("status") or {}
+        body = {key: None for key in old if key not in status}
+        body.update(status)
+        patched = self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, kind_info(kind).plural, name, {"status": body}
+        )
+        return cast(dict[str, Any], patched)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def event(
+        self,
+        obj: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        component: str = "bertops-operator",
+    ) -> None:
+        """Post a core/v1 Event about obj (what `kubectl describe` shows)."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{meta['name']}.{uuid.uuid4().hex[:12]}", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=obj.get("apiVersion"),
+                kind=obj.get("kind"),
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            count=1,
+            first_timestamp=now,
+            last_timestamp=now,
+            source=client.V1EventSource(component=component),
+            reporting_component=component,
+            reporting_instance=component,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as error:  # an Event is best-effort; never fail a reconcile
+            log.warning("could not post event %s: %s", reason, error.reason)
+
+    def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        listed = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [{"type": e.type, "reason": e.reason, "message": e.message} for e in listed.items]
+
+    # -- generic resources (kubernetes runtime) ----------------------------------------------
+
+    @property
+    def dynamic(self) -> dynamic.DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = dynamic.DynamicClient(self.api_client)
+        return self._dynamic
+
+    def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply any manifest (Jobs, Services, ConfigMaps)."""
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        applied = resource.server_side_apply(
+            body=manifest, namespace=manifest["metadata"].get("namespace"), **kwargs
+        )
+        return applied.to_dict()
+
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            return resource.get(name=name, namespace=namespace).to_dict()
+        except dynamic.exceptions.NotFoundError:
+            return None
+
+    def list_resources(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        found = resource.get(namespace=namespace, label_selector=label_selector)
+        return [item.to_dict() for item in found.items]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            resource.delete(name=name, namespace=namespace, propagation_policy="Background")
+        except dynamic.exceptions.NotFoundError:
+            return False
+        return True

@@ -1,0 +1,44 @@
+"""The operator's own Prometheus metrics (reconciles, errors, durations, steps), on an
+explicit registry so tests get a fresh one. Served by ``bertops operator --metrics-port``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reconciles = Counter(
+            "bertops_operator_reconciles_total",
+            "Reconciles by kind and outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "bertops_operator_reconcile_duration_seconds",
+            "Time per reconcile.",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.steps_started = Counter(
+            "bertops_operator_steps_started_total",
+            "Steps started by step kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.steps_running = Gauge(
+            "bertops_operator_steps_running",
+            "Steps observed running at the last reconcile.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def observe_reconcile(self, kind: str, outcome: str, seconds: float) -> None:
+        self.reconciles.labels(kind=kind, outcome=outcome).inc()
+        self.duration.labels(kind=kind).observe(seconds)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="0.0.0.0", registry=self.registry)

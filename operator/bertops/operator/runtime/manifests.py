@@ -1,0 +1,180 @@
+"""Pure builders of the Kubernetes children of a step (dask-kubernetes style): the
+ConfigMap holding the step spec, the Job that runs it (an Indexed Job for N ranks) and,
+for multi-rank training, the headless Service that gives rank 0 a stable DNS name.
+
+No I/O: :class:`bertops.operator.runtime.kubernetes.KubernetesRuntime` applies them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bertops.operator.config import OperatorConfig
+from bertops.operator.runtime.base import StepRequest
+
+SPEC_MOUNT = "/etc/bertops/step"
+MASTER_PORT = 29500
+STEP_LABEL = "bertops.io/step"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def labels(request: StepRequest) -> dict[str, str]:
+    owner = request.owner or {}
+    found = {
+        "app.kubernetes.io/part-of": "bertops",
+        "app.kubernetes.io/component": f"step-{request.kind}",
+        STEP_LABEL: request.name,
+    }
+    if owner.get("kind") and owner.get("name"):
+        found[f"bertops.io/{owner['kind'].lower()}"] = owner["name"]
+    return found
+
+
+def _metadata(request: StepRequest, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": request.namespace, "labels": labels(request)}
+    if request.owner:
+        meta["ownerReferences"] = [request.owner]
+    return meta
+
+
+def spec_configmap(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
+    spec = request.spec.model_copy(update={"result_uri": _result_uri(request, config)})
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(request, request.name),
+        "data": {"spec.json": spec.model_dump_json(by_alias=True, exclude_none=True, indent=2)},
+    }
+
+
+def _result_uri(request: StepRequest, config: OperatorConfig) -> str:
+    return f"{config.artifact_mount}/{request.namespace}/steps/{request.name}/result.json"
+
+
+def headless_service(request: StepRequest) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(request, request.name),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {STEP_LABEL: request.name},
+            "ports": [{"name": "dist", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+            "publishNotReadyAddresses": True,  # ranks find each other before Ready
+        },
+    }
+
+
+def _env(request: StepRequest) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "BERTOPS_TERMINATION_LOG", "value": "/dev/termination-log"},
+    ]
+    if request.replicas > 1:
+        # The torch.distributed env contract; RANK is the Indexed Job's completion index.
+        env += [
+            {"name": "MASTER_ADDR", "value": f"{request.name}-0.{request.name}"},
+            {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+            {"name": "WORLD_SIZE", "value": str(request.replicas)},
+            {
+                "name": "RANK",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}
+                },
+            },
+            {"name": "LOCAL_RANK", "value": "0"},
+        ]
+    return env
+
+
+def _resources(request: StepRequest) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": request.cpu, "memory": request.memory}
+    limits: dict[str, Any] = {"memory": request.memory}
+    if request.gpu:
+        limits["nvidia.com/gpu"] = request.gpu
+        requests["nvidia.com/gpu"] = request.gpu
+    return {"requests": requests, "limits": limits}
+
+
+def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
+    """The Job running the step: non-root, read-only root filesystem, spec from the
+    ConfigMap, artifacts on the shared volume, result via the termination message."""
+    distributed = request.replicas > 1
+    container = {
+        "name": "step",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["bertops", "trainer", request.kind, "--spec", f"{SPEC_MOUNT}/spec.json"],
+        "env": _env(request),
+        "resources": _resources(request),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+            {"name": "artifacts", "mountPath": config.artifact_mount},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if distributed:
+        container["ports"] = [{"name": "dist", "containerPort": MASTER_PORT}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": config.service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "spec", "configMap": {"name": request.name}},
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": config.artifact_pvc}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if distributed:
+        pod_spec["subdomain"] = request.name  # pod DNS: <job>-<index>.<service>
+    spec: dict[str, Any] = {
+        "backoffLimit": config.step_backoff_limit,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {"metadata": {"labels": labels(request)}, "spec": pod_spec},
+        # Exit code 2 means bad input: retrying cannot help, so fail the Job at once.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "step", "operator": "In", "values": [2]},
+                }
+            ]
+        },
+    }
+    if distributed:
+        spec.update(
+            completionMode="Indexed", completions=request.replicas, parallelism=request.replicas
+        )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(request, request.name),
+        "spec": spec,
+    }
+
+
+def children(request: StepRequest, config: OperatorConfig) -> list[dict[str, Any]]:
+    """Every object a step needs, in the order to create them."""
+    found = [spec_configmap(request, config)]
+    if request.replicas > 1:
+        found.append(headless_service(request))
+    found.append(job(request, config))
+    return found
