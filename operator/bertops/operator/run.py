@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -44,16 +45,11 @@ def run_operator(
     registry = build_registry(reconciler, config.poll_seconds)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: object) -> kopf.ConnectionInfo | None:
-        if kubeconfig:
-            return kopf.login_via_client(**kwargs)  # type: ignore[arg-type]
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)  # type: ignore[arg-type]
+    def login(**_: object) -> kopf.ConnectionInfo:
+        # The same credentials as our API layer (in-cluster or the given kubeconfig), not
+        # kopf's guess from the process-wide default kubeconfig.
+        return connection_info(kube.api_client.configuration)
 
-    if kubeconfig:
-        # kopf's client login reads the default kubeconfig; point it at ours.
-        from kubernetes import config as k8s_config
-
-        k8s_config.load_kube_config(config_file=kubeconfig)
     asyncio.run(
         kopf.operator(
             registry=registry,
@@ -63,6 +59,26 @@ def run_operator(
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )
+    )
+
+
+def connection_info(configuration: Any) -> Any:
+    """kopf credentials from a kubernetes-client Configuration."""
+    import kopf
+
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
     )
 
 

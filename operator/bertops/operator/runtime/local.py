@@ -86,7 +86,16 @@ class LocalRuntime:
             base[0] = str(sibling) if sibling.exists() else shutil.which("bertops") or "bertops"
         command = [*base, request.kind, "--spec", str(spec_file)]
         if request.replicas > 1:
-            command += ["--nproc", str(request.replicas)]
+            # N torch.distributed ranks on loopback via the trainer's launcher.
+            command = [
+                *base,
+                "launch",
+                "--nproc",
+                str(request.replicas),
+                request.kind,
+                "--spec",
+                str(spec_file),
+            ]
         return command
 
     def start(self, request: StepRequest) -> None:
