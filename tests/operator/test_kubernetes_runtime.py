@@ -24,41 +24,89 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def act_as_kubelet(kube: Kube, namespace: str, job_name: str, result: StepResult | None,
-                   succeeded: bool, exit_code: int = 0) -> None:
+def act_as_kubelet(
+    kube: Kube,
+    namespace: str,
+    job_name: str,
+    result: StepResult | None,
+    succeeded: bool,
+    exit_code: int = 0,
+) -> None:
     """What a kubelet and the Job controller would do: a Pod that ran the step and wrote
     its termination message, then the Job's terminal status."""
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{job_name}-0-abcde", "namespace": namespace,
-                     "labels": {manifests.STEP_LABEL: job_name, "job-name": job_name}},
-        "spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "step", "image": IMAGE}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job_name}-0-abcde",
+            "namespace": namespace,
+            "labels": {manifests.STEP_LABEL: job_name, "job-name": job_name},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "step", "image": IMAGE}]},
     }
     kube.core.create_namespaced_pod(namespace, pod)
-    terminated: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if succeeded
-                                  else "Error", "startedAt": now(), "finishedAt": now()}
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": "Completed" if succeeded else "Error",
+        "startedAt": now(),
+        "finishedAt": now(),
+    }
     if result is not None:
         terminated["message"] = result.model_dump_json(by_alias=True, exclude_none=True)
-    kube.core.patch_namespaced_pod_status(pod["metadata"]["name"], namespace, {"status": {
-        "phase": "Succeeded" if succeeded else "Failed",
-        "containerStatuses": [{"name": "step", "image": IMAGE, "imageID": "", "ready": False,
-                               "restartCount": 0, "state": {"terminated": terminated}}],
-    }})
+    kube.core.patch_namespaced_pod_status(
+        pod["metadata"]["name"],
+        namespace,
+        {
+            "status": {
+                "phase": "Succeeded" if succeeded else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "step",
+                        "image": IMAGE,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
     if succeeded:
-        status = {"startTime": now(), "completionTime": now(), "succeeded": 1, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now()},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now()},
-        ]}
+        status = {
+            "startTime": now(),
+            "completionTime": now(),
+            "succeeded": 1,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now()},
+                {"type": "Complete", "status": "True", "lastTransitionTime": now()},
+            ],
+        }
     else:
-        status = {"startTime": now(), "failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "lastTransitionTime": now(),
-             "reason": "PodFailurePolicy", "message": "exit code 2"},
-            {"type": "Failed", "status": "True", "lastTransitionTime": now(),
-             "reason": "PodFailurePolicy", "message": "exit code 2"},
-        ]}
+        status = {
+            "startTime": now(),
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "lastTransitionTime": now(),
+                    "reason": "PodFailurePolicy",
+                    "message": "exit code 2",
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "lastTransitionTime": now(),
+                    "reason": "PodFailurePolicy",
+                    "message": "exit code 2",
+                },
+            ],
+        }
     kube.dynamic.resources.get(api_version="batch/v1", kind="Job").status.patch(
-        name=job_name, namespace=namespace, body={"status": status},
+        name=job_name,
+        namespace=namespace,
+        body={"status": status},
         content_type="application/merge-patch+json",
     )
 
@@ -67,29 +115,45 @@ def test_dataset_becomes_a_job_and_follows_its_status(
     kube_layer: Kube, namespace: str, start_operator: Any
 ) -> None:
     start_operator(namespace, runtime="kubernetes", image=IMAGE)
-    dataset = kube_layer.create({**m.dataset(), "metadata": {"name": "tweets",
-                                                             "namespace": namespace}})
+    dataset = kube_layer.create(
+        {**m.dataset(), "metadata": {"name": "tweets", "namespace": namespace}}
+    )
     job_name = "tweets-prep-g1"
-    job = wait_for(lambda: kube_layer.read("batch/v1", "Job", namespace, job_name),
-                   what="the prepare Job")
+    job = wait_for(
+        lambda: kube_layer.read("batch/v1", "Job", namespace, job_name), what="the prepare Job"
+    )
     configmap = kube_layer.read("v1", "ConfigMap", namespace, job_name)
     assert configmap is not None and '"kind": "prepare"' in configmap["data"]["spec.json"]
 
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "BertDataset", "tweets", dataset["metadata"]["uid"], True)
+        "BertDataset",
+        "tweets",
+        dataset["metadata"]["uid"],
+        True,
+    )
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == IMAGE
-    assert container["command"] == ["bertops", "trainer", "prepare", "--spec",
-                                    "/etc/bertops/step/spec.json"]
+    assert container["command"] == [
+        "bertops",
+        "trainer",
+        "prepare",
+        "--spec",
+        "/etc/bertops/step/spec.json",
+    ]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and env["BERTOPS_TERMINATION_LOG"] == "/dev/termination-log"
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"},
-                                      "limits": {"memory": "2Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "2Gi"},
+    }
     assert container["securityContext"] == {
-        "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert pod["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["restartPolicy"] == "Never"
@@ -99,20 +163,32 @@ def test_dataset_becomes_a_job_and_follows_its_status(
     # The manifests pass server-side dry-run as well as the real apply above.
     for manifest in (job, configmap):
         clean = {k: v for k, v in manifest.items() if k != "status"}
-        clean["metadata"] = {k: manifest["metadata"][k]
-                             for k in ("name", "namespace", "labels", "ownerReferences")}
+        clean["metadata"] = {
+            k: manifest["metadata"][k] for k in ("name", "namespace", "labels", "ownerReferences")
+        }
         kube_layer.apply(clean, dry_run=True)
 
     result = StepResult(
-        kind="prepare", name=job_name, succeeded=True,
-        artifacts={"dataset": "/artifacts/x"}, checksums={"dataset": "f" * 64},
-        details={"rows": {"train": 8, "validation": 1, "test": 1, "total": 10},
-                 "labels": ["neg", "pos"], "numLabels": 2},
+        kind="prepare",
+        name=job_name,
+        succeeded=True,
+        artifacts={"dataset": "/artifacts/x"},
+        checksums={"dataset": "f" * 64},
+        details={
+            "rows": {"train": 8, "validation": 1, "test": 1, "total": 10},
+            "labels": ["neg", "pos"],
+            "numLabels": 2,
+        },
     )
     act_as_kubelet(kube_layer, namespace, job_name, result, succeeded=True)
     ready = wait_for(
-        lambda: (c := condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready"))
-        and c["status"] == "True" and c, what="Ready=True")
+        lambda: (
+            (c := condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready"))
+            and c["status"] == "True"
+            and c
+        ),
+        what="Ready=True",
+    )
     assert ready["reason"] == "Prepared"
     status = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
     assert status["rows"]["total"] == 10 and status["shortChecksum"] == "f" * 12
@@ -125,14 +201,26 @@ def test_failed_job_sets_condition_and_stops(
 ) -> None:
     start_operator(namespace, runtime="kubernetes", image=IMAGE)
     kube_layer.create({**m.dataset(), "metadata": {"name": "bad", "namespace": namespace}})
-    wait_for(lambda: kube_layer.read("batch/v1", "Job", namespace, "bad-prep-g1"),
-             what="the prepare Job")
-    result = StepResult(kind="prepare", name="bad-prep-g1", succeeded=False, exit_code=2,
-                        reason="BadInput", message="column 'text' not found; columns: a, b")
+    wait_for(
+        lambda: kube_layer.read("batch/v1", "Job", namespace, "bad-prep-g1"), what="the prepare Job"
+    )
+    result = StepResult(
+        kind="prepare",
+        name="bad-prep-g1",
+        succeeded=False,
+        exit_code=2,
+        reason="BadInput",
+        message="column 'text' not found; columns: a, b",
+    )
     act_as_kubelet(kube_layer, namespace, "bad-prep-g1", result, succeeded=False, exit_code=2)
     ready = wait_for(
-        lambda: (c := condition(kube_layer.get("BertDataset", namespace, "bad"), "Ready"))
-        and c["reason"] == "InvalidData" and c, what="Ready=False InvalidData")
+        lambda: (
+            (c := condition(kube_layer.get("BertDataset", namespace, "bad"), "Ready"))
+            and c["reason"] == "InvalidData"
+            and c
+        ),
+        what="Ready=False InvalidData",
+    )
     assert ready["status"] == "False"
     assert "column 'text' not found" in ready["message"]
     events = kube_layer.events_for(namespace, "bad")
@@ -144,16 +232,34 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
 ) -> None:
     start_operator(namespace, runtime="kubernetes", image=IMAGE)
     kube_layer.create({**m.dataset(), "metadata": {"name": "tweets", "namespace": namespace}})
-    kube_layer.patch_status("BertDataset", namespace, "tweets", {
-        "observedGeneration": 1, "step": "tweets-prep-g1", "artifactUri": "/artifacts/d",
-        "checksum": "a" * 64,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Prepared", "message": "",
-                        "lastTransitionTime": now(), "observedGeneration": 1}]})
+    kube_layer.patch_status(
+        "BertDataset",
+        namespace,
+        "tweets",
+        {
+            "observedGeneration": 1,
+            "step": "tweets-prep-g1",
+            "artifactUri": "/artifacts/d",
+            "checksum": "a" * 64,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Prepared",
+                    "message": "",
+                    "lastTransitionTime": now(),
+                    "observedGeneration": 1,
+                }
+            ],
+        },
+    )
     training = m.training(replicas=2, resources={"cpu": "2", "memory": "3Gi", "gpu": 1})
     training["metadata"]["namespace"] = namespace
     kube_layer.create(training)
-    job = wait_for(lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1"),
-                   what="the train Job")
+    job = wait_for(
+        lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1"),
+        what="the train Job",
+    )
     service = kube_layer.read("v1", "Service", namespace, "run-1-train-g1")
     assert service is not None and service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {manifests.STEP_LABEL: "run-1-train-g1"}
@@ -166,16 +272,27 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
     assert env["WORLD_SIZE"]["value"] == "2" and env["MASTER_PORT"]["value"] == "29500"
     assert "job-completion-index" in env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert container["resources"]["limits"] == {"memory": "3Gi", "nvidia.com/gpu": "1"}
-    status = wait_for(lambda: (kube_layer.get("BertTraining", namespace, "run-1") or {})
-                      .get("status", {}).get("progress"), what="training progress")
+    status = wait_for(
+        lambda: (
+            (kube_layer.get("BertTraining", namespace, "run-1") or {})
+            .get("status", {})
+            .get("progress")
+        ),
+        what="training progress",
+    )
     assert status["display"] == "0/2"
 
     # Deleting the BertTraining stops its step: the Job and its children are removed.
     from kubernetes import client
 
     client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
-        "bertops.io", "v1alpha1", namespace, "berttrainings", "run-1")
-    wait_for(lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1") is None,
-             what="the Job to be deleted")
-    wait_for(lambda: kube_layer.get("BertTraining", namespace, "run-1") is None,
-             what="the finalizer to be released")
+        "bertops.io", "v1alpha1", namespace, "berttrainings", "run-1"
+    )
+    wait_for(
+        lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1") is None,
+        what="the Job to be deleted",
+    )
+    wait_for(
+        lambda: kube_layer.get("BertTraining", namespace, "run-1") is None,
+        what="the finalizer to be released",
+    )

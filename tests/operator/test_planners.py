@@ -29,9 +29,14 @@ PREPARED = b.succeeded(
     "prepare",
     artifacts={"dataset": "/store/ns/datasets/obj/g1"},
     checksums={"dataset": "c0ffee" * 10 + "abcd"},
-    details={"rows": {"train": 80, "validation": 10, "test": 10, "total": 100},
-             "labels": ["neg", "pos"], "numLabels": 2, "labelCounts": {"neg": 50, "pos": 50},
-             "droppedRows": {"duplicate": 3}, "tokenLengthP50": 12.0},
+    details={
+        "rows": {"train": 80, "validation": 10, "test": 10, "total": 100},
+        "labels": ["neg", "pos"],
+        "numLabels": 2,
+        "labelCounts": {"neg": 50, "pos": 50},
+        "droppedRows": {"duplicate": 3},
+        "tokenLengthP50": 12.0,
+    },
 )
 
 
@@ -41,17 +46,27 @@ PREPARED = b.succeeded(
         (b.absent(), True, ("False", "Preparing"), ("Normal", "Preparing")),
         (b.running(message="tokenizing"), False, ("False", "Preparing"), ("Normal", "Preparing")),
         (PREPARED, False, ("True", "Prepared"), ("Normal", "Prepared")),
-        (b.failed("prepare", 2, "column 'text' not found; columns are: a, b"), False,
-         ("False", "InvalidData"), ("Warning", "InvalidData")),
-        (b.failed("prepare", 1, "Traceback ..."), False, ("False", "StepFailed"),
-         ("Warning", "StepFailed")),
+        (
+            b.failed("prepare", 2, "column 'text' not found; columns are: a, b"),
+            False,
+            ("False", "InvalidData"),
+            ("Warning", "InvalidData"),
+        ),
+        (
+            b.failed("prepare", 1, "Traceback ..."),
+            False,
+            ("False", "StepFailed"),
+            ("Warning", "StepFailed"),
+        ),
     ],
     ids=["absent-starts", "running", "succeeded", "bad-data", "crash"],
 )
-def test_dataset_plan(observed: StepObservation, start: bool, ready: tuple[str, str],
-                      event: tuple[str, str]) -> None:
-    plan = dataset_planner.plan(b.ref("BertDataset"), b.dataset(), observed, config=b.CONFIG,
-                                now=b.NOW)
+def test_dataset_plan(
+    observed: StepObservation, start: bool, ready: tuple[str, str], event: tuple[str, str]
+) -> None:
+    plan = dataset_planner.plan(
+        b.ref("BertDataset"), b.dataset(), observed, config=b.CONFIG, now=b.NOW
+    )
     assert (plan.start is not None) is start
     assert cond(plan, "Ready") == ready
     assert plan.status["observedGeneration"] == 1
@@ -68,28 +83,42 @@ def test_dataset_plan(observed: StepObservation, start: bool, ready: tuple[str, 
 
 
 def test_dataset_settled_is_a_no_op() -> None:
-    first = dataset_planner.plan(b.ref("BertDataset"), b.dataset(), PREPARED, config=b.CONFIG,
-                                 now=b.NOW)
+    first = dataset_planner.plan(
+        b.ref("BertDataset"), b.dataset(), PREPARED, config=b.CONFIG, now=b.NOW
+    )
     settled = b.dataset(first.status)
-    again = dataset_planner.plan(b.ref("BertDataset"), settled, b.absent(), config=b.CONFIG,
-                                 now=b.NOW)
+    again = dataset_planner.plan(
+        b.ref("BertDataset"), settled, b.absent(), config=b.CONFIG, now=b.NOW
+    )
     assert again.empty
 
 
 def test_dataset_new_generation_restarts_and_stops_old_step() -> None:
-    first = dataset_planner.plan(b.ref("BertDataset"), b.dataset(), b.running(), config=b.CONFIG,
-                                 now=b.NOW)
-    plan = dataset_planner.plan(b.ref("BertDataset", generation=2), b.dataset(first.status),
-                                b.absent(), config=b.CONFIG, now=b.NOW)
+    first = dataset_planner.plan(
+        b.ref("BertDataset"), b.dataset(), b.running(), config=b.CONFIG, now=b.NOW
+    )
+    plan = dataset_planner.plan(
+        b.ref("BertDataset", generation=2),
+        b.dataset(first.status),
+        b.absent(),
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert plan.stop == ["obj-prep-g1"]
     assert plan.start is not None and plan.start.name == "obj-prep-g2"
 
 
 def test_progress_updates_post_no_event() -> None:
-    first = dataset_planner.plan(b.ref("BertDataset"), b.dataset(), b.absent(), config=b.CONFIG,
-                                 now=b.NOW)
-    plan = dataset_planner.plan(b.ref("BertDataset"), b.dataset(first.status),
-                                b.running(message="step 2"), config=b.CONFIG, now=b.NOW)
+    first = dataset_planner.plan(
+        b.ref("BertDataset"), b.dataset(), b.absent(), config=b.CONFIG, now=b.NOW
+    )
+    plan = dataset_planner.plan(
+        b.ref("BertDataset"),
+        b.dataset(first.status),
+        b.running(message="step 2"),
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert plan.events == [] and plan.status is not None
 
 
@@ -98,8 +127,12 @@ def test_progress_updates_post_no_event() -> None:
 TRAINED = b.succeeded(
     "train",
     artifacts={"model": "/store/ns/models/obj/g1"},
-    details={"modelName": "run", "datasetChecksum": "ab" * 32, "epochsRun": 3,
-             "testMetrics": {"accuracy": 0.8, "macroF1": 0.75, "loss": 0.5}},
+    details={
+        "modelName": "run",
+        "datasetChecksum": "ab" * 32,
+        "epochsRun": 3,
+        "testMetrics": {"accuracy": 0.8, "macroF1": 0.75, "loss": 0.5},
+    },
 )
 
 
@@ -109,19 +142,40 @@ TRAINED = b.succeeded(
         (None, b.absent(), False, ("Unknown", "DatasetNotFound"), False),
         (b.dataset(), b.absent(), False, ("Unknown", "WaitingForDataset"), False),
         (b.ready_dataset(), b.absent(), True, ("Unknown", "Training"), False),
-        (b.ready_dataset(), b.running(epoch=2, total_epochs=3, step=10, total_steps=30,
-                                      loss=0.7, eta_seconds=12), False,
-         ("Unknown", "Training"), False),
+        (
+            b.ready_dataset(),
+            b.running(epoch=2, total_epochs=3, step=10, total_steps=30, loss=0.7, eta_seconds=12),
+            False,
+            ("Unknown", "Training"),
+            False,
+        ),
         (b.ready_dataset(), TRAINED, False, ("True", "Completed"), True),
-        (b.ready_dataset(), b.failed("train", 2, "base model folder /x has no weights"), False,
-         ("False", "InvalidSpec"), False),
+        (
+            b.ready_dataset(),
+            b.failed("train", 2, "base model folder /x has no weights"),
+            False,
+            ("False", "InvalidSpec"),
+            False,
+        ),
     ],
     ids=["dataset-missing", "dataset-not-ready", "starts", "running", "succeeded", "bad-input"],
 )
-def test_training_plan(dataset: Any, observed: StepObservation, start: bool,
-                       succeeded: tuple[str, str], creates_model: bool) -> None:
-    plan = training_planner.plan(b.ref("BertTraining", "run"), b.training(), dataset, observed,
-                                 model_exists=False, config=b.CONFIG, now=b.NOW)
+def test_training_plan(
+    dataset: Any,
+    observed: StepObservation,
+    start: bool,
+    succeeded: tuple[str, str],
+    creates_model: bool,
+) -> None:
+    plan = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        b.training(),
+        dataset,
+        observed,
+        model_exists=False,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert (plan.start is not None) is start
     assert cond(plan, "Succeeded") == succeeded
     assert bool(plan.create) is creates_model
@@ -131,13 +185,18 @@ def test_training_plan(dataset: Any, observed: StepObservation, start: bool,
         assert plan.status["progress"]["display"] == "0/3"
     if observed.progress is not None:
         assert plan.status["progress"]["display"] == "2/3"
-        assert "loss 0.7000" in find_condition(
-            b.training(plan.status).status.conditions, "Succeeded").message  # type: ignore[union-attr]
+        assert (
+            "loss 0.7000"
+            in find_condition(b.training(plan.status).status.conditions, "Succeeded").message
+        )  # type: ignore[union-attr]
     if creates_model:
         child = plan.create[0]
         assert child["kind"] == "BertModel" and child["metadata"]["name"] == "run"
-        assert child["spec"] == {"task": "sequenceClassification", "trainingRef": {"name": "run"},
-                                 "family": "sentiment"}
+        assert child["spec"] == {
+            "task": "sequenceClassification",
+            "trainingRef": {"name": "run"},
+            "family": "sentiment",
+        }
         assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-run"
         assert plan.status["testMetrics"]["accuracy"] == 0.8
         assert plan.status["progress"]["display"] == "3/3"
@@ -145,30 +204,64 @@ def test_training_plan(dataset: Any, observed: StepObservation, start: bool,
 
 def test_training_replicas_and_resources_reach_the_step() -> None:
     training = b.training(replicas=2, resources={"cpu": "2", "memory": "4Gi", "gpu": 1})
-    plan = training_planner.plan(b.ref("BertTraining", "run"), training, b.ready_dataset(),
-                                 b.absent(), model_exists=False, config=b.CONFIG, now=b.NOW)
+    plan = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        training,
+        b.ready_dataset(),
+        b.absent(),
+        model_exists=False,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert plan.start is not None
     assert (plan.start.replicas, plan.start.cpu, plan.start.memory, plan.start.gpu) == (
-        2, "2", "4Gi", 1)
+        2,
+        "2",
+        "4Gi",
+        1,
+    )
 
 
 def test_completed_training_recreates_a_lost_model_only() -> None:
-    done = training_planner.plan(b.ref("BertTraining", "run"), b.training(), b.ready_dataset(),
-                                 TRAINED, model_exists=False, config=b.CONFIG, now=b.NOW)
+    done = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        b.training(),
+        b.ready_dataset(),
+        TRAINED,
+        model_exists=False,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     settled = b.training(done.status)
-    lost = training_planner.plan(b.ref("BertTraining", "run"), settled, b.ready_dataset(),
-                                 b.absent(), model_exists=False, config=b.CONFIG, now=b.NOW)
+    lost = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        settled,
+        b.ready_dataset(),
+        b.absent(),
+        model_exists=False,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert [c["kind"] for c in lost.create] == ["BertModel"] and lost.status is None
-    there = training_planner.plan(b.ref("BertTraining", "run"), settled, b.ready_dataset(),
-                                  b.absent(), model_exists=True, config=b.CONFIG, now=b.NOW)
+    there = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        settled,
+        b.ready_dataset(),
+        b.absent(),
+        model_exists=True,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert there.empty
 
 
 # -- BertModel -----------------------------------------------------------------------------
 
+
 def manifest() -> ModelManifest:
     return ModelManifest(
-        name="run", labels=["neg", "pos"],
+        name="run",
+        labels=["neg", "pos"],
         files=[FileDigest(path="model.safetensors", sha256="00", bytes=2_500_000)],
         metrics={"test": {"accuracy": 0.8, "macroF1": 0.75}},
         measurements={"parameters": 600000},
@@ -176,61 +269,103 @@ def manifest() -> ModelManifest:
 
 
 def test_model_from_training_verifies_manifest() -> None:
-    trained = b.training({"conditions": [b.condition("Succeeded", "True", "Completed").to_wire()],
-                          "artifactUri": "/store/m"})
+    trained = b.training(
+        {
+            "conditions": [b.condition("Succeeded", "True", "Completed").to_wire()],
+            "artifactUri": "/store/m",
+        }
+    )
     info = model_planner.ArtifactInfo(uri="/store/m", manifest=manifest(), manifest_sha256="ff")
     plan = model_planner.plan(
-        b.ref("BertModel", "m"), b.model(trainingRef={"name": "run"}),
-        model_planner.ModelWorld(training=trained, artifact=info), config=b.CONFIG, now=b.NOW)
+        b.ref("BertModel", "m"),
+        b.model(trainingRef={"name": "run"}),
+        model_planner.ModelWorld(training=trained, artifact=info),
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert cond(plan, "Ready") == ("True", "Verified")
     assert plan.status["size"]["display"] == "2.5MB"
     assert plan.status["metrics"]["macroF1"] == 0.75
 
 
 def test_model_tampered_artifact_is_refused() -> None:
-    trained = b.training({"conditions": [b.condition("Succeeded", "True", "Completed").to_wire()],
-                          "artifactUri": "/store/m"})
-    info = model_planner.ArtifactInfo(uri="/store/m", manifest=manifest(),
-                                      problems=["sha256 mismatch for model.safetensors"])
+    trained = b.training(
+        {
+            "conditions": [b.condition("Succeeded", "True", "Completed").to_wire()],
+            "artifactUri": "/store/m",
+        }
+    )
+    info = model_planner.ArtifactInfo(
+        uri="/store/m", manifest=manifest(), problems=["sha256 mismatch for model.safetensors"]
+    )
     plan = model_planner.plan(
-        b.ref("BertModel", "m"), b.model(trainingRef={"name": "run"}),
-        model_planner.ModelWorld(training=trained, artifact=info), config=b.CONFIG, now=b.NOW)
+        b.ref("BertModel", "m"),
+        b.model(trainingRef={"name": "run"}),
+        model_planner.ModelWorld(training=trained, artifact=info),
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert cond(plan, "Ready") == ("False", "VerificationFailed")
     assert plan.events[0].type == "Warning"
 
 
 COMPRESSION = {"parentRef": {"name": "run"}, "steps": [{"method": "quantize"}]}
-READY_PARENT = b.model({"conditions": [b.condition("Ready", "True", "Verified").to_wire()],
-                        "artifactUri": "/store/m"}, trainingRef={"name": "run"})
+READY_PARENT = b.model(
+    {"conditions": [b.condition("Ready", "True", "Verified").to_wire()], "artifactUri": "/store/m"},
+    trainingRef={"name": "run"},
+)
 
 
 @pytest.mark.parametrize(
     ("world", "start", "ready"),
     [
         (model_planner.ModelWorld(), False, ("Unknown", "ParentNotFound")),
-        (model_planner.ModelWorld(parent=b.model(trainingRef={"name": "run"})), False,
-         ("Unknown", "WaitingForParent")),
-        (model_planner.ModelWorld(parent=READY_PARENT, dataset_problem="no dataset"), False,
-         ("Unknown", "DatasetNotFound")),
-        (model_planner.ModelWorld(parent=READY_PARENT, dataset_uri="/store/d"), True,
-         ("Unknown", "Compressing")),
-        (model_planner.ModelWorld(
-            parent=READY_PARENT, dataset_uri="/store/d",
-            step=b.failed("compress", 2, "macro-F1 dropped 0.30 > 0.01",
-                          reason="QualityGateFailed",
-                          details={"qualityDelta": {"macroF1": -0.3}})), False,
-         ("False", "QualityGateFailed")),
+        (
+            model_planner.ModelWorld(parent=b.model(trainingRef={"name": "run"})),
+            False,
+            ("Unknown", "WaitingForParent"),
+        ),
+        (
+            model_planner.ModelWorld(parent=READY_PARENT, dataset_problem="no dataset"),
+            False,
+            ("Unknown", "DatasetNotFound"),
+        ),
+        (
+            model_planner.ModelWorld(parent=READY_PARENT, dataset_uri="/store/d"),
+            True,
+            ("Unknown", "Compressing"),
+        ),
+        (
+            model_planner.ModelWorld(
+                parent=READY_PARENT,
+                dataset_uri="/store/d",
+                step=b.failed(
+                    "compress",
+                    2,
+                    "macro-F1 dropped 0.30 > 0.01",
+                    reason="QualityGateFailed",
+                    details={"qualityDelta": {"macroF1": -0.3}},
+                ),
+            ),
+            False,
+            ("False", "QualityGateFailed"),
+        ),
     ],
     ids=["no-parent", "parent-not-ready", "no-dataset", "starts", "gate-failed"],
 )
 def test_compression_plan(world: Any, start: bool, ready: tuple[str, str]) -> None:
-    plan = model_planner.plan(b.ref("BertModel", "m"), b.model(compression=COMPRESSION), world,
-                              config=b.CONFIG, now=b.NOW)
+    plan = model_planner.plan(
+        b.ref("BertModel", "m"), b.model(compression=COMPRESSION), world, config=b.CONFIG, now=b.NOW
+    )
     assert (plan.start is not None) is start
     assert cond(plan, "Ready") == ready
     if start:
         step = plan.start.spec  # type: ignore[union-attr]
-        assert (step.kind, step.parent_uri, step.dataset_uri) == ("compress", "/store/m", "/store/d")
+        assert (step.kind, step.parent_uri, step.dataset_uri) == (
+            "compress",
+            "/store/m",
+            "/store/d",
+        )
     if ready[1] == "QualityGateFailed":
         assert plan.status["qualityDelta"]["macroF1"] == -0.3
 
