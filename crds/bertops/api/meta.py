@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -49,9 +49,18 @@ class ApiModel(BaseModel):
 
 
 class StatusModel(ApiModel):
-    """Status types tolerate fields written by a newer operator version."""
+    """Status types tolerate fields written by a newer operator version, and keep floats
+    to 4 significant decimals: they are read by people (printer columns), not machines."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="after")
+    def _round_floats(self) -> StatusModel:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, round(value, 4))
+        return self
 
 
 class ConditionStatus(StrEnum):

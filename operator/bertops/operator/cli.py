@@ -122,6 +122,18 @@ def crds_install(kubeconfig: str = typer.Option(None, envvar="KUBECONFIG")) -> N
         _say(f"established {name}")
 
 
+@app.command("demo")
+def demo(
+    per_label: int = typer.Option(300, help="Tweets per label in the demo corpus."),
+    epochs: int = typer.Option(1, help="Fine-tuning epochs."),
+    replicas: int = typer.Option(2, help="torch.distributed ranks for the fine-tune."),
+) -> None:
+    """The whole loop on this machine: control plane, operator, examples, kubectl get."""
+    from bertops.operator import demo as demo_module
+
+    raise typer.Exit(demo_module.run(per_label=per_label, epochs=epochs, replicas=replicas))
+
+
 # Component CLIs register themselves when their component is installed. Their modules
 # import torch/uvicorn lazily, so this costs little and works in the operator image.
 for module_name, name in (
