@@ -89,10 +89,19 @@ def step_dirs(state: Path, namespace: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_dataset_training_model_chain(
     kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, cluster: Any
 ) -> None:
-    start_operator(namespace)
+    port = free_port()
+    start_operator(namespace, metrics_port=port)
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace))
     model = wait_for(

@@ -78,7 +78,11 @@ def example_manifests(data_csv: Path, epochs: int, replicas: int) -> list[dict[s
 
 def kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=False,
+        ["kubectl", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
         env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
     )
     if result.returncode != 0:
@@ -121,10 +125,26 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
     say(f"3/5 starting the operator (local runtime), log: {operator_log}")
     with operator_log.open("w") as log:
         operator = subprocess.Popen(
-            [sys.executable, "-m", "bertops.operator.cli", "operator", "--runtime", "local",
-             "--namespace", "default", "--poll", "1", "--metrics-port", "0",
-             "--state-dir", str(home / "state"), "--artifact-root", str(home / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "bertops.operator.cli",
+                "operator",
+                "--runtime",
+                "local",
+                "--namespace",
+                "default",
+                "--poll",
+                "1",
+                "--metrics-port",
+                "0",
+                "--state-dir",
+                str(home / "state"),
+                "--artifact-root",
+                str(home / "artifacts"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HF_HUB_OFFLINE="1"),
         )
     try:
@@ -141,8 +161,10 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
         while time.monotonic() - started < timeout:
             table = kubectl(cluster, "get", "bertdatasets,berttrainings,bertmodels")
             if table != last:
-                print(f"\n$ kubectl get bertops   (t+{time.monotonic() - started:.0f}s)\n{table}",
-                      flush=True)
+                print(
+                    f"\n$ kubectl get bertops   (t+{time.monotonic() - started:.0f}s)\n{table}",
+                    flush=True,
+                )
                 last = table
             states = [ready(cluster, kind, name, "Ready") for kind, name in wanted]
             failed = [s for s in states if s[0] == "False"]
@@ -159,10 +181,15 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
             say(f"timed out after {timeout:.0f}s")
             return 1
         print("\n$ kubectl get bertops\n" + kubectl(cluster, "get", "bertops"))
-        print(kubectl(cluster, "describe", "berttraining", "sentiment-minilm-v1")
-              .split("Events:")[-1].rstrip())
-        say(f"done in {time.monotonic() - started:.0f}s. The cluster stays up: "
-            f"export KUBECONFIG={cluster.kubeconfig}; stop it with `make demo-down`.")
+        print(
+            kubectl(cluster, "describe", "berttraining", "sentiment-minilm-v1")
+            .split("Events:")[-1]
+            .rstrip()
+        )
+        say(
+            f"done in {time.monotonic() - started:.0f}s. The cluster stays up: "
+            f"export KUBECONFIG={cluster.kubeconfig}; stop it with `make demo-down`."
+        )
         return 0
     finally:
         operator.send_signal(signal.SIGTERM)

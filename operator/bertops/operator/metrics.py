@@ -4,6 +4,8 @@ explicit registry so tests get a fresh one. Served by ``bertops operator --metri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -40,5 +42,13 @@ class OperatorMetrics:
         self.reconciles.labels(kind=kind, outcome=outcome).inc()
         self.duration.labels(kind=kind).observe(seconds)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="0.0.0.0", registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
+        """Serve /metrics in a thread; returns the function that stops it."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+        return stop

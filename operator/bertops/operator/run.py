@@ -39,8 +39,7 @@ def run_operator(
 
     kube = Kube.from_kubeconfig(kubeconfig)
     metrics = OperatorMetrics()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
+    stop_metrics = metrics.serve(config.metrics_port) if config.metrics_port else None
     reconciler = Reconciler(kube, make_runtime(config, kube), config, metrics)
     registry = build_registry(reconciler, config.poll_seconds)
 
@@ -50,16 +49,21 @@ def run_operator(
         # kopf's guess from the process-wide default kubeconfig.
         return connection_info(kube.api_client.configuration)
 
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=list(config.namespaces),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
         )
-    )
+    finally:
+        if stop_metrics:
+            stop_metrics()
+        kube.api_client.close()
 
 
 def connection_info(configuration: Any) -> Any:
