@@ -100,6 +100,207 @@ def settled(ref: ObjectRef, status: api.BertModelStatus) -> bool:
     )
 
 
+class _Planning:
+    """One planning pass over a BertModel: the working status, the plan being built and
+    the helpers that set Ready (with its Event) — kept together so each branch stays short."""
+
+    def __init__(
+        self,
+        ref: ObjectRef,
+        obj: api.BertModel,
+        world: ModelWorld,
+        config: OperatorConfig,
+        now: datetime,
+    ) -> None:
+        self.ref, self.obj, self.world, self.config, self.now = ref, obj, world, config, now
+        self.spec = obj.spec
+        self.status = obj.status.model_copy(deep=True)
+        self.status.observed_generation = ref.generation
+        self.plan = Plan()
+
+    def ready(
+        self,
+        value: bool | ConditionStatus,
+        reason: str,
+        message: str,
+        warning: bool = False,
+        requeue: bool = False,
+    ) -> None:
+        transition(
+            self.status.conditions,
+            api.READY,
+            value,
+            reason,
+            short(message),
+            now=self.now,
+            generation=self.ref.generation,
+            events=self.plan.events,
+            warning=warning,
+        )
+        self.plan.requeue = self.plan.requeue or requeue
+
+    def verified(self, info: ArtifactInfo, what: str, test_metrics: dict | None = None) -> None:
+        if info.problems or info.manifest is None:
+            problems = "; ".join(info.problems) or "no manifest"
+            self.ready(
+                False,
+                api.REASON_VERIFICATION_FAILED,
+                f"artifact {info.uri} failed verification: {problems}",
+                warning=True,
+            )
+            return
+        if test_metrics:
+            # Evaluation measured fresh metrics on the named dataset: they win.
+            manifest = info.manifest.model_copy(
+                update={"metrics": {**info.manifest.metrics, "test": test_metrics}}
+            )
+            info = ArtifactInfo(info.uri, manifest, info.manifest_sha256, info.problems)
+        apply_manifest(self.status, info)
+        self.status.registered_at = self.status.registered_at or self.now
+        f1 = self.status.metrics.macro_f1 if self.status.metrics else None
+        quality = f", macro-F1 {f1:.3f}" if f1 is not None else ""
+        size = f", {self.status.size.display}" if self.status.size else ""
+        self.ready(True, api.REASON_VERIFIED, f"{what}{quality}{size}")
+
+    def from_training(self, training_name: str) -> None:
+        training = self.world.training
+        if training is None:
+            self.ready(
+                UNKNOWN,
+                api.REASON_TRAINING_NOT_FOUND,
+                f"BertTraining {training_name!r} not found",
+                warning=True,
+                requeue=True,
+            )
+        elif not is_true(training.status.conditions, training_api.SUCCEEDED):
+            self.ready(
+                UNKNOWN,
+                api.REASON_WAITING_FOR_TRAINING,
+                f"waiting for BertTraining {training_name!r} to succeed",
+                requeue=True,
+            )
+        elif self.world.artifact is None:
+            self.ready(
+                UNKNOWN,
+                api.REASON_WAITING_FOR_TRAINING,
+                "training artifact not readable yet",
+                requeue=True,
+            )
+        else:
+            self.verified(self.world.artifact, f"verified artifact of run {training_name}")
+
+    def external(self, uri: str) -> None:
+        if self.world.artifact is None:
+            self.ready(UNKNOWN, api.REASON_EVALUATING, f"reading {uri}", requeue=True)
+        else:
+            self.verified(self.world.artifact, "verified external artifact")
+
+    def parent_ready(self, compression: api.Compression) -> str | None:
+        """The parent's artifact URI once it is Ready; otherwise say what we wait for."""
+        parent, name = self.world.parent, compression.parent_ref.name
+        if parent is None:
+            self.ready(
+                UNKNOWN,
+                api.REASON_PARENT_NOT_FOUND,
+                f"parent BertModel {name!r} not found",
+                warning=True,
+                requeue=True,
+            )
+            return None
+        if not is_true(parent.status.conditions, api.READY) or not parent.status.artifact_uri:
+            self.ready(
+                UNKNOWN,
+                api.REASON_WAITING_FOR_PARENT,
+                f"waiting for parent BertModel {name!r} to be Ready",
+                requeue=True,
+            )
+            return None
+        return parent.status.artifact_uri
+
+    def with_step(self) -> None:
+        """Compression or evaluation: both run one step, then verify what it produced."""
+        compression = self.spec.compression
+        working = api.REASON_COMPRESSING if compression else api.REASON_EVALUATING
+        name = step_name(self.ref.name, "cmp" if compression else "eval", self.ref.generation)
+        observed = self.world.step
+        self.status.step = name
+        if observed.phase == StepPhase.ABSENT:
+            self._start(name, working)
+        elif observed.phase == StepPhase.RUNNING:
+            progress = observed.progress.message if observed.progress else None
+            self.ready(
+                UNKNOWN,
+                working,
+                f"step {name} running" + (f": {progress}" if progress else ""),
+                requeue=True,
+            )
+        elif observed.phase == StepPhase.SUCCEEDED and observed.result is not None:
+            uri = observed.result.artifacts.get("model") or self.spec.artifact_uri
+            if self.world.artifact is None or self.world.artifact.uri != uri:
+                self.ready(UNKNOWN, working, f"reading the artifact at {uri}", requeue=True)
+                return
+            fresh = None if compression else observed.result.details.get("metrics")
+            self.verified(
+                self.world.artifact,
+                "compressed and measured" if compression else "evaluated",
+                fresh,
+            )
+        else:
+            self._failed(observed, compressing=compression is not None)
+
+    def _start(self, name: str, working: str) -> None:
+        compression = self.spec.compression
+        parent_uri = self.parent_ready(compression) if compression else None
+        if compression and parent_uri is None:
+            return
+        if self.world.dataset_uri is None:
+            self.ready(
+                UNKNOWN,
+                api.REASON_DATASET_NOT_FOUND,
+                self.world.dataset_problem or "no dataset to evaluate on",
+                warning=True,
+                requeue=True,
+            )
+            return
+        step: CompressStep | EvaluateStep
+        if compression is not None and parent_uri is not None:
+            step = CompressStep(
+                name=name,
+                parent_uri=parent_uri,
+                dataset_uri=self.world.dataset_uri,
+                output_uri=output_uri(self.ref, self.config),
+                compression=compression,
+                model_name=self.ref.name,
+            )
+            methods = " -> ".join(s.method for s in compression.steps)
+            message = f"compress step {name} started: {methods}"
+        else:
+            assert self.spec.artifact_uri is not None
+            step = EvaluateStep(
+                name=name, model_uri=self.spec.artifact_uri, dataset_uri=self.world.dataset_uri
+            )
+            message = f"evaluate step {name} started"
+        self.plan.start = StepRequest(
+            name=name, namespace=self.ref.namespace, spec=step, owner=self.ref.owner_reference()
+        )
+        self.ready(UNKNOWN, working, message, requeue=True)
+
+    def _failed(self, observed: StepObservation, compressing: bool) -> None:
+        found: StepResult | None = observed.result
+        if found is not None and found.reason == api.REASON_GATE_FAILED:
+            reason = api.REASON_GATE_FAILED
+        elif found is not None and found.exit_code == ExitCode.BAD_INPUT and not compressing:
+            reason = api.REASON_VERIFICATION_FAILED
+        else:
+            reason = api.REASON_STEP_FAILED
+        if found is not None and found.details.get("qualityDelta"):
+            self.status.quality_delta = api.QualityDelta.model_validate(
+                found.details["qualityDelta"]
+            )
+        message = observed.message or (found.message if found else "step failed")
+        self.ready(False, reason, message, warning=True)
+
+
 def plan(
     ref: ObjectRef,
     obj: api.BertModel,
@@ -108,197 +309,18 @@ def plan(
     config: OperatorConfig,
     now: datetime,
 ) -> Plan:
-    status = obj.status.model_copy(deep=True)
-    result = Plan()
-    if settled(ref, status):
-        return result
-    gen = ref.generation
-    status.observed_generation = gen
+    if settled(ref, obj.status):
+        return Plan()
+    planning = _Planning(ref, obj, world, config, now)
     spec = obj.spec
-
-    def ready(
-        value: bool | ConditionStatus, reason: str, message: str, warning: bool = False
-    ) -> None:
-        transition(
-            status.conditions,
-            api.READY,
-            value,
-            reason,
-            short(message),
-            now=now,
-            generation=gen,
-            events=result.events,
-            warning=warning,
-        )
-
-    def verified(info: ArtifactInfo, what: str) -> None:
-        if info.problems or info.manifest is None:
-            problems = "; ".join(info.problems) or "no manifest"
-            ready(
-                False,
-                api.REASON_VERIFICATION_FAILED,
-                f"artifact {info.uri} failed verification: {problems}",
-                warning=True,
-            )
-            return
-        apply_manifest(status, info)
-        status.registered_at = status.registered_at or now
-        f1 = status.metrics.macro_f1 if status.metrics else None
-        quality = f", macro-F1 {f1:.3f}" if f1 is not None else ""
-        ready(
-            True,
-            api.REASON_VERIFIED,
-            f"{what}{quality}, {status.size.display if status.size else ''}",
-        )
-
     if spec.training_ref is not None:
-        training = world.training
-        if training is None:
-            ready(
-                UNKNOWN,
-                api.REASON_TRAINING_NOT_FOUND,
-                f"BertTraining {spec.training_ref.name!r} not found",
-                warning=True,
-            )
-            result.requeue = True
-        elif not is_true(training.status.conditions, training_api.SUCCEEDED):
-            ready(
-                UNKNOWN,
-                api.REASON_WAITING_FOR_TRAINING,
-                f"waiting for BertTraining {spec.training_ref.name!r} to succeed",
-            )
-            result.requeue = True
-        elif world.artifact is None:
-            ready(UNKNOWN, api.REASON_WAITING_FOR_TRAINING, "training artifact not readable yet")
-            result.requeue = True
-        else:
-            verified(world.artifact, f"verified artifact of run {spec.training_ref.name}")
-    elif spec.compression is not None:
-        _plan_step(ref, obj, world, status, result, config=config, ready=ready, verified=verified)
+        planning.from_training(spec.training_ref.name)
+    elif spec.compression is not None or spec.evaluation_dataset_ref is not None:
+        planning.with_step()
     else:
         assert spec.artifact_uri is not None
-        if spec.evaluation_dataset_ref is None:
-            if world.artifact is None:
-                ready(UNKNOWN, api.REASON_EVALUATING, f"reading {spec.artifact_uri}")
-                result.requeue = True
-            else:
-                verified(world.artifact, "verified external artifact")
-        else:
-            _plan_step(
-                ref, obj, world, status, result, config=config, ready=ready, verified=verified
-            )
-
-    new_status = status.to_wire()
+        planning.external(spec.artifact_uri)
+    new_status = planning.status.to_wire()
     if new_status != obj.status.to_wire():
-        result.status = new_status
-    return result
-
-
-def _plan_step(ref, obj, world, status, result, *, config, ready, verified) -> None:
-    """Compression or evaluation: both run one step, then verify what it produced."""
-    spec = obj.spec
-    compress = spec.compression is not None
-    code = "cmp" if compress else "eval"
-    name = step_name(ref.name, code, ref.generation)
-    observed: StepObservation = world.step
-    if compress and observed.phase == StepPhase.ABSENT:
-        parent = world.parent
-        parent_name = spec.compression.parent_ref.name
-        if parent is None:
-            ready(
-                UNKNOWN,
-                api.REASON_PARENT_NOT_FOUND,
-                f"parent BertModel {parent_name!r} not found",
-                warning=True,
-            )
-            result.requeue = True
-            return
-        if not is_true(parent.status.conditions, api.READY) or not parent.status.artifact_uri:
-            ready(
-                UNKNOWN,
-                api.REASON_WAITING_FOR_PARENT,
-                f"waiting for parent BertModel {parent_name!r} to be Ready",
-            )
-            result.requeue = True
-            return
-    if observed.phase == StepPhase.ABSENT:
-        if world.dataset_uri is None:
-            ready(
-                UNKNOWN,
-                api.REASON_DATASET_NOT_FOUND,
-                world.dataset_problem or "no dataset to evaluate on",
-                warning=True,
-            )
-            result.requeue = True
-            return
-        step: CompressStep | EvaluateStep
-        if compress:
-            step = CompressStep(
-                name=name,
-                parent_uri=world.parent.status.artifact_uri,
-                dataset_uri=world.dataset_uri,
-                output_uri=output_uri(ref, config),
-                compression=spec.compression,
-                model_name=ref.name,
-            )
-            message = f"compress step {name} started: " + " -> ".join(
-                s.method for s in spec.compression.steps
-            )
-        else:
-            step = EvaluateStep(
-                name=name, model_uri=spec.artifact_uri, dataset_uri=world.dataset_uri
-            )
-            message = f"evaluate step {name} started"
-        status.step = name
-        result.start = StepRequest(
-            name=name, namespace=ref.namespace, spec=step, owner=ref.owner_reference()
-        )
-        ready(UNKNOWN, api.REASON_COMPRESSING if compress else api.REASON_EVALUATING, message)
-        result.requeue = True
-    elif observed.phase == StepPhase.RUNNING:
-        status.step = name
-        ready(
-            UNKNOWN,
-            api.REASON_COMPRESSING if compress else api.REASON_EVALUATING,
-            f"step {name} running"
-            + (
-                f": {observed.progress.message}"
-                if observed.progress and observed.progress.message
-                else ""
-            ),
-        )
-        result.requeue = True
-    elif observed.phase == StepPhase.SUCCEEDED and observed.result is not None:
-        step_result: StepResult = observed.result
-        uri = step_result.artifacts.get("model") or spec.artifact_uri
-        if world.artifact is None or world.artifact.uri != uri:
-            ready(
-                UNKNOWN,
-                api.REASON_COMPRESSING if compress else api.REASON_EVALUATING,
-                f"reading the artifact at {uri}",
-            )
-            result.requeue = True
-            return
-        if not compress and world.artifact.manifest is not None:
-            # Evaluation measured fresh metrics on the named dataset: they win.
-            world.artifact.manifest.metrics["test"] = step_result.details.get(
-                "metrics", world.artifact.manifest.metrics.get("test", {})
-            )
-        verified(world.artifact, "compressed and measured" if compress else "evaluated")
-    else:
-        result_doc = observed.result
-        gate = result_doc is not None and result_doc.reason == api.REASON_GATE_FAILED
-        bad = result_doc is not None and result_doc.exit_code == ExitCode.BAD_INPUT
-        reason = (
-            api.REASON_GATE_FAILED
-            if gate
-            else (
-                api.REASON_VERIFICATION_FAILED if bad and not compress else api.REASON_STEP_FAILED
-            )
-        )
-        message = observed.message or (result_doc.message if result_doc else "step failed")
-        if result_doc is not None and result_doc.details.get("qualityDelta"):
-            status.quality_delta = api.QualityDelta.model_validate(
-                result_doc.details["qualityDelta"]
-            )
-        ready(False, reason, message, warning=True)
+        planning.plan.status = new_status
+    return planning.plan
