@@ -1,0 +1,269 @@
+"""The model lifecycle of the data plane: load a verified artifact (safetensors through
+transformers, or ONNX through onnxruntime), apply its load-time recipe, warm it up, then
+classify batches of texts.
+
+Called by :mod:`bertops.server.app` (which loads a :class:`ServedModel` in a worker
+thread at startup and reports ready only after :meth:`ServedModel.load` finished) and by
+:mod:`bertops.server.batcher` (which calls :meth:`ServedModel.predict` off the event loop).
+torch/transformers/onnxruntime are imported inside the functions that need them, so the
+CLI and the gateway never pay for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bertops.api.artifacts import LoadStep, ModelManifest
+from bertops.server.artifact import ArtifactError, VerifiedArtifact, verify_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: list[float]
+
+
+class Classifier(Protocol):
+    """What the batcher needs from a loaded model."""
+
+    labels: list[str]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+def _to_predictions(labels: list[str], probabilities: Any) -> list[Prediction]:
+    """Rows of class probabilities (a numpy array) to predictions."""
+    rows: list[list[float]] = probabilities.tolist()
+    out = []
+    for row in rows:
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(Prediction(label=labels[best], score=float(row[best]), probabilities=row))
+    return out
+
+
+class _Tokenizing:
+    """Shared tokenization: pad to the longest text of the batch (not to max_length),
+    truncate at the manifest's max_length. Sorting a batch by length and running it in
+    chunks keeps short texts from paying for the padding of a long one."""
+
+    labels: list[str]
+    tokenizer: Any
+    max_length: int
+    chunk: int = 16
+
+    def _order(self, texts: Sequence[str]) -> list[int]:
+        return sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        order = self._order(texts)
+        results: list[Prediction | None] = [None] * len(texts)
+        for start in range(0, len(order), self.chunk):
+            indices = order[start:start + self.chunk]
+            for index, prediction in zip(
+                indices, self._predict_chunk([texts[i] for i in indices]), strict=True
+            ):
+                results[index] = prediction
+        return [r for r in results if r is not None]
+
+    def _predict_chunk(self, texts: list[str]) -> list[Prediction]:
+        raise NotImplementedError
+
+
+class TorchClassifier(_Tokenizing):
+    """A transformers sequence classifier read from safetensors only (never a pickle)."""
+
+    def __init__(self, artifact: VerifiedArtifact, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a server log is not a terminal
+        if threads:
+            torch.set_num_threads(threads)
+        manifest = artifact.manifest
+        self.labels = list(manifest.labels)
+        self.max_length = manifest.max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(artifact.folder, local_files_only=True)
+        # use_safetensors=True makes transformers refuse pickled weights outright.
+        model = AutoModelForSequenceClassification.from_pretrained(
+            artifact.folder, use_safetensors=True, local_files_only=True
+        )
+        if model.config.num_labels != len(self.labels):
+            raise ArtifactError(
+                f"model has {model.config.num_labels} outputs, manifest lists "
+                f"{len(self.labels)} labels"
+            )
+        model.eval()
+        for step in manifest.load_recipe:
+            model = apply_torch_step(model, step)
+        self.model = model
+        self._torch = torch
+
+    def _predict_chunk(self, texts: list[str]) -> list[Prediction]:
+        torch = self._torch
+        encoded = self.tokenizer(texts, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**encoded).logits
+            probabilities = torch.softmax(logits.float(), dim=-1).numpy()
+        return _to_predictions(self.labels, probabilities)
+
+
+def apply_torch_step(model: Any, step: LoadStep) -> Any:
+    """One load-recipe step on a torch model; an unknown op is refused, never skipped
+    (serving something other than what was measured would be silent drift)."""
+    if step.op != "quantizeDynamic":
+        raise ArtifactError(f"unsupported load step {step.op!r} for a safetensors artifact")
+    import torch
+
+    granularity = step.params.get("granularity", "perTensor")
+    backend = step.params.get("backend", "torch")
+    if backend == "torchao":
+        try:
+            from torchao.quantization import (
+                Int8DynamicActivationInt8WeightConfig,
+                quantize_,
+            )
+        except ImportError as error:
+            raise ArtifactError("load step wants torchao, which is not installed") from error
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        return model
+    if backend != "torch":
+        raise ArtifactError(f"unsupported quantization backend {backend!r}")
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
+
+    qconfig = (per_channel_dynamic_qconfig if granularity == "perChannel"
+               else default_dynamic_qconfig)
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, whose int8 kernels are
+        # not fast on CPU in eager mode; the fbgemm/x86 dynamic kernels still are (DESIGN
+        # section 8: 0.33x/0.48x of FP32). Silence only these two deprecation notices.
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, "
+                                r"torch\.quantize_per_channel", category=UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+
+
+class OnnxClassifier(_Tokenizing):
+    """An ONNX export run by onnxruntime; a quantizeDynamic step quantizes it at load
+    time with onnxruntime's own quantizer (the stored file stays the measured one)."""
+
+    def __init__(self, artifact: VerifiedArtifact, threads: int | None = None) -> None:
+        import numpy as np
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        manifest = artifact.manifest
+        self.labels = list(manifest.labels)
+        self.max_length = manifest.max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(artifact.folder, local_files_only=True)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        # onnxruntime reads the model into memory, so a quantized copy only needs to live
+        # until the session exists.
+        with tempfile.TemporaryDirectory(prefix="bertops-onnx-") as scratch:
+            path = artifact.folder / "model.onnx"
+            for step in manifest.load_recipe:
+                if step.op != "quantizeDynamic":
+                    raise ArtifactError(f"unsupported load step {step.op!r} for an onnx artifact")
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                target = Path(scratch) / f"model.{len(list(Path(scratch).iterdir()))}.onnx"
+                quantize_dynamic(path, target, weight_type=QuantType.QInt8,
+                                 per_channel=step.params.get("granularity") == "perChannel")
+                path = target
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._np = np
+
+    def _predict_chunk(self, texts: list[str]) -> list[Prediction]:
+        np = self._np
+        encoded = self.tokenizer(texts, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+        feed = {name: encoded[name].astype(np.int64) for name in self._inputs if name in encoded}
+        for name in self._inputs:  # e.g. token_type_ids when the tokenizer omits them
+            feed.setdefault(name, np.zeros_like(encoded["input_ids"], dtype=np.int64))
+        logits = self.session.run(None, feed)[0].astype(np.float32)
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return _to_predictions(self.labels, shifted / shifted.sum(axis=-1, keepdims=True))
+
+
+def load_classifier(artifact: VerifiedArtifact, threads: int | None = None) -> Classifier:
+    if artifact.manifest.format == "onnx":
+        return OnnxClassifier(artifact, threads)
+    return TorchClassifier(artifact, threads)
+
+
+WARMUP_TEXT = "warming up the model server"
+
+
+@dataclass
+class ServedModel:
+    """One model version from load to ready. ``load`` blocks (run it in a thread); the
+    app reports ready only when ``ready`` is set, after the warm-up batches ran."""
+
+    uri: str
+    name: str | None = None
+    threads: int | None = None
+    warmup_batch_sizes: tuple[int, ...] = (1, 8)
+    loader: Callable[[VerifiedArtifact, int | None], Classifier] = load_classifier
+    artifact: VerifiedArtifact | None = None
+    classifier: Classifier | None = None
+    error: str | None = None
+    load_seconds: float | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def verify(self) -> VerifiedArtifact:
+        if self.artifact is None:
+            self.artifact = verify_artifact(self.uri)
+            if self.name is None:
+                self.name = self.artifact.manifest.name
+        return self.artifact
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.verify().manifest
+
+    @property
+    def version(self) -> str:
+        return self.verify().version
+
+    def load(self) -> None:
+        started = time.perf_counter()
+        try:
+            artifact = self.verify()
+            classifier = self.loader(artifact, self.threads)
+            for size in self.warmup_batch_sizes:
+                classifier.predict([WARMUP_TEXT] * size)
+        except Exception as error:
+            self.error = f"{type(error).__name__}: {error}"
+            log.error("model %s failed to load: %s", self.uri, self.error)
+            raise
+        self.classifier = classifier
+        self.load_seconds = time.perf_counter() - started
+        self.ready.set()
+        log.info("model %s (%s) ready in %.2fs", self.name, artifact.version, self.load_seconds)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if self.classifier is None:
+            raise RuntimeError("model is not loaded")
+        return self.classifier.predict(texts)
