@@ -35,29 +35,32 @@ def test_up_twice_reuses_cache_and_down_stops_everything(cluster: Any) -> None:
     assert binaries is not None, "the session fixture built or found the binaries"
     mtimes = (binaries.kube_apiserver.stat().st_mtime, binaries.etcd.stat().st_mtime)
 
-    first = bertops("cluster", "up", "--name", "second")
-    assert first.returncode == 0, first.stderr
-    assert "compile" not in first.stderr  # nothing was built
-    again = bertops("cluster", "up", "--name", "second")
-    assert again.returncode == 0, again.stderr
-    assert "already running" in again.stderr
-    assert (binaries.kube_apiserver.stat().st_mtime, binaries.etcd.stat().st_mtime) == mtimes
+    try:
+        first = bertops("cluster", "up", "--name", "second")
+        assert first.returncode == 0, first.stderr
+        assert "compile" not in first.stderr  # nothing was built
+        again = bertops("cluster", "up", "--name", "second")
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stderr
+        assert (binaries.kube_apiserver.stat().st_mtime, binaries.etcd.stat().st_mtime) == mtimes
 
-    second = Cluster("second")
-    state = second.state()
-    # Beside the session cluster: both ready, on different ports and data folders.
-    assert cluster.ready() and second.ready()
-    assert state.server != cluster.state().server
-    status = json.loads(bertops("cluster", "status", "--name", "second").stdout)
-    assert status["ready"] and status["versions"]["kubernetes"]
+        second = Cluster("second")
+        state = second.state()
+        # Beside the session cluster: both ready, on different ports and data folders.
+        assert cluster.ready() and second.ready()
+        assert state.server != cluster.state().server
+        status = json.loads(bertops("cluster", "status", "--name", "second").stdout)
+        assert status["ready"] and status["versions"]["kubernetes"]
 
-    env = bertops("cluster", "env", "--name", "second").stdout
-    assert env.strip() == f"export KUBECONFIG={second.kubeconfig}"
+        env = bertops("cluster", "env", "--name", "second").stdout
+        assert env.strip() == f"export KUBECONFIG={second.kubeconfig}"
 
-    down = bertops("cluster", "down", "--name", "second", "--purge")
-    assert down.returncode == 0, down.stderr
-    assert not _alive(state.apiserver_pid, "kube-apiserver")
-    assert not _alive(state.etcd_pid, "etcd")
-    assert not Path(second.directory).exists()
-    assert cluster.ready(), "the session cluster is untouched"
-    assert bertops("cluster", "status", "--name", "second").returncode == 1
+        down = bertops("cluster", "down", "--name", "second", "--purge")
+        assert down.returncode == 0, down.stderr
+        assert not _alive(state.apiserver_pid, "kube-apiserver")
+        assert not _alive(state.etcd_pid, "etcd")
+        assert not Path(second.directory).exists()
+        assert cluster.ready(), "the session cluster is untouched"
+        assert bertops("cluster", "status", "--name", "second").returncode == 1
+    finally:
+        Cluster("second").down(purge=True)  # no leak when an assertion fails

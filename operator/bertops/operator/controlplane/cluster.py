@@ -225,7 +225,11 @@ class Cluster:
             f"cluster {self.name!r} ready at {state.server} in {time.monotonic() - started:.1f}s"
         )
         if install_crds:
-            self.install_crds()
+            try:
+                self.install_crds()
+            except Exception:
+                self.down(quiet=True)  # never leave a half-set-up cluster running
+                raise
         return state
 
     def _spawn(self, name: str, argv: list[str]) -> int:
