@@ -107,6 +107,24 @@ def transition(
     return changed
 
 
+def settled(
+    observed_generation: int | None,
+    conditions: list[Condition],
+    type_: str,
+    final_reasons: set[str],
+    generation: int,
+) -> bool:
+    """This generation already reached a final outcome: nothing left to observe, so a
+    timer tick costs one GET and no status write."""
+    found = find_condition(conditions, type_)
+    return (
+        observed_generation == generation
+        and found is not None
+        and found.reason in final_reasons
+        and found.observed_generation == generation
+    )
+
+
 def short(text: str, limit: int = 900) -> str:
     """Condition messages stay readable in `kubectl describe`."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

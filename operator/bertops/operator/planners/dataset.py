@@ -6,10 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from bertops.api import dataset as api
-from bertops.api.meta import find_condition
 from bertops.api.steps import ExitCode, PrepareStep
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef, Plan, short, step_name, transition
+from bertops.operator.planners.common import (
+    ObjectRef,
+    Plan,
+    settled,
+    short,
+    step_name,
+    transition,
+)
 from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
 
 FINAL_REASONS = {api.REASON_PREPARED, api.REASON_INVALID_DATA, api.REASON_STEP_FAILED}
@@ -21,14 +27,9 @@ def output_uri(ref: ObjectRef, spec: api.BertDatasetSpec, config: OperatorConfig
     return config.artifact_uri(ref.namespace, "datasets", ref.name, f"g{ref.generation}")
 
 
-def settled(ref: ObjectRef, status: api.BertDatasetStatus) -> bool:
-    """This generation already reached a final outcome: nothing left to observe."""
-    ready = find_condition(status.conditions, api.READY)
-    return (
-        status.observed_generation == ref.generation
-        and ready is not None
-        and ready.reason in FINAL_REASONS
-        and ready.observed_generation == ref.generation
+def is_settled(ref: ObjectRef, status: api.BertDatasetStatus) -> bool:
+    return settled(
+        status.observed_generation, status.conditions, api.READY, FINAL_REASONS, ref.generation
     )
 
 
@@ -42,7 +43,7 @@ def plan(
 ) -> Plan:
     status = obj.status.model_copy(deep=True)
     result = Plan()
-    if settled(ref, status):
+    if is_settled(ref, status):
         return result
     name = step_name(ref.name, "prep", ref.generation)
     gen = ref.generation

@@ -16,10 +16,17 @@ from datetime import datetime
 from bertops.api import model as api
 from bertops.api import training as training_api
 from bertops.api.artifacts import ModelManifest
-from bertops.api.meta import ConditionStatus, find_condition, is_true
+from bertops.api.meta import ConditionStatus, is_true
 from bertops.api.steps import CompressStep, EvaluateStep, ExitCode, StepResult
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef, Plan, short, step_name, transition
+from bertops.operator.planners.common import (
+    ObjectRef,
+    Plan,
+    settled,
+    short,
+    step_name,
+    transition,
+)
 from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
 
 FINAL_REASONS = {
@@ -90,13 +97,9 @@ def apply_manifest(status: api.BertModelStatus, info: ArtifactInfo) -> None:
     status.lineage = manifest.lineage
 
 
-def settled(ref: ObjectRef, status: api.BertModelStatus) -> bool:
-    ready = find_condition(status.conditions, api.READY)
-    return (
-        status.observed_generation == ref.generation
-        and ready is not None
-        and ready.reason in FINAL_REASONS
-        and ready.observed_generation == ref.generation
+def is_settled(ref: ObjectRef, status: api.BertModelStatus) -> bool:
+    return settled(
+        status.observed_generation, status.conditions, api.READY, FINAL_REASONS, ref.generation
     )
 
 
@@ -309,7 +312,7 @@ def plan(
     config: OperatorConfig,
     now: datetime,
 ) -> Plan:
-    if settled(ref, obj.status):
+    if is_settled(ref, obj.status):
         return Plan()
     planning = _Planning(ref, obj, world, config, now)
     spec = obj.spec

@@ -12,7 +12,14 @@ from bertops.api import training as api
 from bertops.api.meta import ConditionStatus, find_condition, is_true
 from bertops.api.steps import ExitCode, TrainStep
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef, Plan, short, step_name, transition
+from bertops.operator.planners.common import (
+    ObjectRef,
+    Plan,
+    settled,
+    short,
+    step_name,
+    transition,
+)
 from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
 
 FINAL_REASONS = {api.REASON_COMPLETED, api.REASON_STEP_FAILED, api.REASON_INVALID_SPEC}
@@ -49,13 +56,9 @@ def model_manifest(ref: ObjectRef, spec: api.BertTrainingSpec) -> dict[str, Any]
     }
 
 
-def settled(ref: ObjectRef, status: api.BertTrainingStatus) -> bool:
-    done = find_condition(status.conditions, api.SUCCEEDED)
-    return (
-        status.observed_generation == ref.generation
-        and done is not None
-        and done.reason in FINAL_REASONS
-        and done.observed_generation == ref.generation
+def is_settled(ref: ObjectRef, status: api.BertTrainingStatus) -> bool:
+    return settled(
+        status.observed_generation, status.conditions, api.SUCCEEDED, FINAL_REASONS, ref.generation
     )
 
 
@@ -73,7 +76,7 @@ def plan(
     result = Plan()
     spec = obj.spec
     gen = ref.generation
-    if settled(ref, status):
+    if is_settled(ref, status):
         done = find_condition(status.conditions, api.SUCCEEDED)
         if done and done.reason == api.REASON_COMPLETED and not model_exists:
             result.create.append(model_manifest(ref, spec))  # level-based: re-create if lost
