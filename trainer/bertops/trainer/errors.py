@@ -1,0 +1,59 @@
+"""Failure classes of a trainer step and how they map to exit codes and reasons.
+
+Raised anywhere inside prepare/train/evaluate; :mod:`bertops.trainer.steps` turns them
+into a failed :class:`~bertops.api.steps.StepResult` with the matching
+:class:`~bertops.api.steps.ExitCode`, so a runtime knows whether a retry can help.
+"""
+
+from __future__ import annotations
+
+from bertops.api.steps import ExitCode
+
+REASON_SUCCEEDED = "Succeeded"
+REASON_INVALID_INPUT = "InvalidInput"  # permanent: bad data, bad spec, missing file
+REASON_TRANSIENT = "TransientError"  # retry may help: storage, lost peer, OOM
+REASON_STEP_FAILED = "StepFailed"  # a bug; same constant as the api's REASON_STEP_FAILED
+
+
+class StepError(Exception):
+    """Base of the failures a step reports on purpose (message is for a person)."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+    reason: str = REASON_STEP_FAILED
+
+
+class BadInputError(StepError):
+    """Retrying cannot help: the data, the spec or a referenced artifact is wrong."""
+
+    exit_code = ExitCode.BAD_INPUT
+    reason = REASON_INVALID_INPUT
+
+
+class TransientError(StepError):
+    """Retrying may help: storage hiccup, a peer rank lost, out of memory."""
+
+    exit_code = ExitCode.TRANSIENT
+    reason = REASON_TRANSIENT
+
+
+def classify(error: BaseException) -> tuple[ExitCode, str]:
+    """Exit code and reason for any exception, including ones we did not raise."""
+    if isinstance(error, StepError):
+        return error.exit_code, error.reason
+    if isinstance(error, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+        # Inputs are checked up front; a missing path here is still the caller's input.
+        return ExitCode.BAD_INPUT, REASON_INVALID_INPUT
+    if isinstance(error, ConnectionError | TimeoutError | MemoryError):
+        return ExitCode.TRANSIENT, REASON_TRANSIENT
+    text = str(error).lower()
+    # torch reports a lost gloo/nccl peer or CUDA OOM as RuntimeError subclasses whose
+    # types are not importable without torch; their messages are stable enough.
+    if isinstance(error, RuntimeError) and any(
+        marker in text
+        for marker in ("out of memory", "connection closed", "connection reset", "timed out",
+                       "broken pipe", "nccl", "gloo")
+    ):
+        return ExitCode.TRANSIENT, REASON_TRANSIENT
+    if isinstance(error, OSError):
+        return ExitCode.TRANSIENT, REASON_TRANSIENT
+    return ExitCode.UNEXPECTED, REASON_STEP_FAILED

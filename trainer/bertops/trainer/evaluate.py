@@ -1,0 +1,147 @@
+"""Scoring: batched prediction over tokenized rows (sharded across ranks when
+distributed) and the ``evaluate`` step that scores any model artifact on a prepared split.
+
+:func:`score` is used by train (validation each epoch, test at the end); the ``evaluate``
+step (``bertops trainer evaluate``) is used by compression gates and canary analysis.
+The artifact is verified against its manifest (sha256 of every file) before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, sha256_file, verify_folder
+from bertops.api.steps import EvaluateStep, StepResult
+from bertops.trainer import artifacts_io, models, prepare
+from bertops.trainer.distributed import DistContext
+from bertops.trainer.errors import BadInputError
+from bertops.trainer.metrics import classification_metrics, summary
+from bertops.trainer.progress import Progress
+
+
+def collate(rows: Sequence[Sequence[int]], pad_id: int,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad a batch of id lists to its longest row (dynamic padding, no wasted tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[int], *,
+          label_names: list[str], pad_id: int, batch_size: int, ctx: DistContext,
+          amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Metrics over all rows; each rank scores rows rank::world and results are gathered."""
+    model.eval()
+    mine = list(range(ctx.rank, len(ids), ctx.world_size))
+    out: list[tuple[int, int, float]] = []
+    # Sorting by length keeps padding small; order does not change the metrics.
+    mine.sort(key=lambda i: len(ids[i]))
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        batch = collate([ids[i] for i in chunk], pad_id, ctx.device)
+        target = torch.as_tensor([labels[i] for i in chunk], device=ctx.device)
+        with autocast(ctx.device, amp_dtype):
+            logits = model(**batch).logits
+        losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
+        preds = logits.argmax(dim=-1)
+        out.extend(zip(chunk, preds.tolist(), losses.tolist(), strict=True))
+    merged = sorted(x for part in ctx.all_gather_object(out) for x in part)
+    y_pred = [p for _, p, _ in merged]
+    loss = sum(l_ for _, _, l_ in merged) / len(merged) if merged else None
+    return classification_metrics(labels, y_pred, label_names, loss)
+
+
+def load_model_artifact(folder: Path) -> ModelManifest:
+    """The manifest of a model folder after checking every file's sha256."""
+    data = artifacts_io.read_json(folder / MODEL_MANIFEST, "model artifact")
+    try:
+        manifest = ModelManifest.model_validate(data)
+    except ValueError as error:
+        raise BadInputError(
+            f"{folder / MODEL_MANIFEST} is not a model manifest: {error}") from error
+    problems = verify_folder(folder, manifest.files)
+    if problems:
+        raise BadInputError(
+            f"model artifact {folder} fails verification: {'; '.join(problems[:5])}")
+    if manifest.format != "safetensors":
+        raise BadInputError(f"evaluate cannot load format {manifest.format} yet")
+    return manifest
+
+
+def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
+    ctx = DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    with artifacts_io.local_folder(step.model_uri, "model artifact") as model_dir, \
+            artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir:
+        manifest = load_model_artifact(model_dir)
+        data_manifest, _ = prepare.load_prepared(data_dir)
+        frame = prepare.read_split(data_dir, step.split)
+        if frame.empty:
+            raise BadInputError(f"split {step.split} of {step.dataset_uri} has no rows")
+        unknown = sorted(set(data_manifest.labels) - set(manifest.labels))
+        if unknown:
+            raise BadInputError(
+                f"label(s) {', '.join(map(repr, unknown))} of the dataset are unknown to the "
+                f"model (its labels: {', '.join(manifest.labels)})"
+            )
+        tokenizer = models.load_tokenizer(model_dir)
+        to_model = {i: manifest.labels.index(name) for i, name in enumerate(data_manifest.labels)}
+        labels = [to_model[int(x)] for x in frame["label"]]
+        same_vocab = (models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
+                      and data_manifest.tokenizer.get("maxLength") == manifest.max_length)
+        if same_vocab:
+            ids = [list(map(int, row)) for row in frame["input_ids"]]
+        else:
+            # Another vocabulary or length: the prepared ids do not fit this model.
+            progress.message("re-tokenizing the split with the model's tokenizer")
+            ids = prepare.tokenize(tokenizer, frame["text"].tolist(), manifest.max_length).ids
+        model: Any = models.load_artifact_model(model_dir, manifest.task)
+        model.to(ctx.device)
+        progress.emit("start", message=f"scoring {len(ids)} rows of {step.split}",
+                      total_steps=len(ids))
+        started = time.monotonic()
+        metrics = score(model, ids, labels, label_names=manifest.labels,
+                        pad_id=tokenizer.pad_token_id or 0, batch_size=step.batch_size, ctx=ctx)
+        elapsed = time.monotonic() - started
+        manifest_sha = sha256_file(model_dir / MODEL_MANIFEST)
+    throughput = len(ids) / elapsed if elapsed > 0 else 0.0
+    progress.emit("done", samples_per_second=throughput, message="evaluation finished")
+    flat = summary(metrics)
+    flat["samplesPerSecond"] = throughput
+    return StepResult(
+        kind="evaluate", name=step.name, succeeded=True, metrics=flat,
+        artifacts={"model": step.model_uri, "dataset": step.dataset_uri},
+        checksums={"modelManifest": manifest_sha, "dataset": data_manifest.checksum},
+        details={"split": step.split, "rows": len(ids), "metrics": metrics,
+                 "modelName": manifest.name, "retokenized": not same_vocab,
+                 "labels": manifest.labels},
+    )
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order:
+    equal digests on two ranks mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        if value.numel():
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
