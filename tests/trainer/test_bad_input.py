@@ -154,3 +154,19 @@ def test_cli_module_does_not_import_torch() -> None:
     code = ("import sys, bertops.trainer.cli, bertops.trainer; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_result_goes_to_the_termination_log(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On Kubernetes the Job sets BERTOPS_TERMINATION_LOG; the operator reads it back."""
+    from bertops.api.steps import StepResult
+    from bertops.trainer import run_step
+
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("BERTOPS_TERMINATION_LOG", str(log))
+    spec = {"kind": "prepare", "name": "missing", "outputUri": str(tmp_path / "out"),
+            "dataset": {"source": {"uri": str(tmp_path / "nope.csv")},
+                        "tokenizer": {"trainWordPiece": {}}}}
+    result = run_step(spec)
+    assert result.exit_code == 2
+    written = StepResult.model_validate_json(log.read_text())
+    assert (written.succeeded, written.exit_code, written.name) == (False, 2, "missing")

@@ -9,6 +9,7 @@ retry: see :class:`ExitCode`.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from bertops.api.model import Compression, QualityGate
 from bertops.api.training import BertTrainingSpec
 
 RESULT_FILE = "result.json"
+TERMINATION_MESSAGE_LIMIT = 4000  # bytes; the kubelet keeps at most 4096
 
 
 class ExitCode(IntEnum):
@@ -93,6 +95,25 @@ class StepResult(ApiModel):
     artifacts: dict[str, str] = Field(default_factory=dict, description="role -> URI")
     checksums: dict[str, str] = Field(default_factory=dict, description="role -> sha256")
     details: dict[str, Any] = Field(default_factory=dict, description="Step-specific facts.")
+
+    def compact_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """The result as JSON of at most ``limit`` bytes, for a container's termination
+        message (Kubernetes keeps 4 KiB): the largest ``details`` entries go first, then
+        the message is shortened; the full document stays in the result file."""
+        doc = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+        def encoded() -> str:
+            return json.dumps(doc, separators=(",", ":"))
+
+        details: dict[str, Any] = doc.get("details", {})
+        by_size = sorted(details, key=lambda key: len(json.dumps(details[key])), reverse=True)
+        for key in by_size:
+            if len(encoded().encode()) <= limit:
+                break
+            del details[key]
+        while len(encoded().encode()) > limit and len(doc.get("message", "")) > 80:
+            doc["message"] = doc["message"][: len(doc["message"]) // 2] + "…"
+        return encoded()
 
 
 class ProgressEvent(ApiModel):

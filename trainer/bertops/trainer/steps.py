@@ -9,10 +9,12 @@ a local process or a Kubernetes Job.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -103,6 +105,14 @@ def run_step(spec: str | bytes | dict[str, Any] | StepSpec,
             result.succeeded = False
             result.exit_code = int(ExitCode.TRANSIENT)
             result.message = f"could not write result to {parsed.result_uri}: {error}"
+    termination_log = os.environ.get("BERTOPS_TERMINATION_LOG")
+    if termination_log and rank == 0:
+        # On Kubernetes the operator reads the result from the container's termination
+        # message (set by the Job the kubernetes runtime builds).
+        try:
+            Path(termination_log).write_text(result.compact_json())
+        except OSError as error:
+            print(f"could not write the termination message: {error}", file=sys.stderr)
     return result
 
 
