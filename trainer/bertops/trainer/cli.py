@@ -79,6 +79,12 @@ def evaluate(spec: str = SpecOption) -> None:
 
 
 @app.command()
+def compress(spec: str = SpecOption) -> None:
+    """Compress a model artifact (prune, distill, quantize, ONNX) behind a quality gate."""
+    _run("compress", spec)
+
+
+@app.command()
 def run(spec: str = SpecOption) -> None:
     """Run any step; its kind comes from the spec's `kind` field."""
     _run(None, spec)

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from bertops.api.steps import (
+    CompressStep,
     EvaluateStep,
     ExitCode,
     PrepareStep,
@@ -33,12 +34,12 @@ from bertops.trainer.errors import REASON_INVALID_INPUT, BadInputError, classify
 from bertops.trainer.progress import Progress
 
 _SPEC = TypeAdapter(Annotated[StepSpec, Field(discriminator="kind")])
-KINDS = ("prepare", "train", "evaluate")
+KINDS = ("prepare", "train", "evaluate", "compress")
 
 
 def parse_spec(data: str | bytes | dict[str, Any] | StepSpec) -> StepSpec:
     """A step spec from JSON text, a dict or a model; BadInputError with the pydantic errors."""
-    if isinstance(data, PrepareStep | TrainStep | EvaluateStep):
+    if isinstance(data, PrepareStep | TrainStep | EvaluateStep | CompressStep):
         return data
     try:
         if isinstance(data, str | bytes):
@@ -63,6 +64,10 @@ def _dispatch(spec: StepSpec, progress: Progress) -> StepResult:
         from bertops.trainer.evaluate import run_evaluate
 
         return run_evaluate(spec, progress)
+    if isinstance(spec, CompressStep):
+        from bertops.trainer.compress import run_compress
+
+        return run_compress(spec, progress)
     raise BadInputError(f"step kind {spec.kind} is not implemented by this trainer version")
 
 
@@ -126,7 +131,7 @@ def _guess_kind(spec: object) -> Any:
             kind = loaded.get("kind") if isinstance(loaded, dict) else None
         except ValueError:
             kind = None
-    return kind if kind in (*KINDS, "compress") else "prepare"
+    return kind if kind in KINDS else "prepare"
 
 
 def result_json(result: StepResult) -> str:

@@ -1,0 +1,1 @@
+"""Tests of the compress step (bertops.trainer.compress)."""
