@@ -288,3 +288,29 @@ def test_subprocess_runs_a_compress_step(trained: tuple[Path, Any], prepared: Pa
     assert result["kind"] == "compress" and result["artifacts"]["model"] == str(tmp_path / "out")
     events = [json.loads(line)["event"] for line in done.stdout.strip().splitlines()[:-1]]
     assert events[0] == "start" and events[-1] == "done"
+
+
+def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
+        compress: Any, tmp_path: Path) -> None:
+    """Across components: the server rebuilds a head-pruned model and applies an INT8
+    load step, and its answers match what compress measured with the trainer's loader."""
+    import torch
+
+    from bertops.server.model import ServedModel
+    from bertops.trainer.compress.artifact import load_torch
+
+    texts = ["i love this so much", "worst day ever, everything broke", "the bus is at 5pm"]
+    for steps in ([{"method": "headPrune", "headsToPrune": 2}],
+                  [{"method": "quantize", "backend": "torch", "granularity": "perChannel"}]):
+        result, output = compress(steps)
+        assert result.succeeded, result.message
+        served = ServedModel(str(output), threads=1)
+        served.load()
+        answers = served.predict(texts)
+        reference = load_torch(output, manifest_of(output))
+        tokenizer_out = served.classifier.tokenizer(  # type: ignore[attr-defined]
+            texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            expected = torch.softmax(reference(**tokenizer_out).logits, dim=-1)
+        labels = manifest_of(output).labels
+        assert [a.label for a in answers] == [labels[i] for i in expected.argmax(-1).tolist()]

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from bertops.api.artifacts import LoadStep, ModelManifest
 from bertops.server.artifact import ArtifactError, VerifiedArtifact, verify_artifact
+from bertops.server.heads import PRUNE_HEADS_OP, shrink_attention
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,14 @@ class TorchClassifier(_Tokenizing):
         self.labels = list(manifest.labels)
         self.max_length = manifest.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(artifact.folder, local_files_only=True)
-        # use_safetensors=True makes transformers refuse pickled weights outright.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            artifact.folder, use_safetensors=True, local_files_only=True
-        )
+        pruned = next((s for s in manifest.load_recipe if s.op == PRUNE_HEADS_OP), None)
+        if pruned is None:
+            # use_safetensors=True makes transformers refuse pickled weights outright.
+            model = AutoModelForSequenceClassification.from_pretrained(
+                artifact.folder, use_safetensors=True, local_files_only=True
+            )
+        else:
+            model = _load_head_pruned(artifact, pruned)
         if model.config.num_labels != len(self.labels):
             raise ArtifactError(
                 f"model has {model.config.num_labels} outputs, manifest lists "
@@ -106,7 +111,8 @@ class TorchClassifier(_Tokenizing):
             )
         model.eval()
         for step in manifest.load_recipe:
-            model = apply_torch_step(model, step)
+            if step.op != PRUNE_HEADS_OP:  # applied while building the model above
+                model = apply_torch_step(model, step)
         self.model = model
         self._torch = torch
 
@@ -118,6 +124,22 @@ class TorchClassifier(_Tokenizing):
             logits = self.model(**encoded).logits
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
         return _to_predictions(self.labels, probabilities)
+
+
+def _load_head_pruned(artifact: VerifiedArtifact, step: LoadStep) -> Any:
+    """Build from config, shrink attention to the kept heads, then load strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(artifact.folder, local_files_only=True)
+    config.pruned_heads = {}
+    model = AutoModelForSequenceClassification.from_config(config)
+    try:
+        shrink_attention(model, step.params["heads"])
+        model.load_state_dict(load_file(str(artifact.folder / "model.safetensors")), strict=True)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ArtifactError(f"cannot rebuild the head-pruned model: {error}") from error
+    return model
 
 
 def apply_torch_step(model: Any, step: LoadStep) -> Any:
