@@ -104,6 +104,28 @@ def test_dataset_training_model_chain(
     start_operator(namespace, metrics_port=port)
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace))
+    kube_layer.create(
+        {  # a compressed variant, applied before its parent even exists
+            "apiVersion": "bertops.io/v1alpha1",
+            "kind": "BertModel",
+            "metadata": {"name": "tiny-v1-int8", "namespace": namespace},
+            "spec": {
+                "family": "tiny",
+                "compression": {
+                    "parentRef": {"name": "tiny-v1"},
+                    "steps": [
+                        {
+                            "method": "quantize",
+                            "granularity": "perChannel",
+                            "backend": "onnxruntime",
+                        }
+                    ],
+                    # A 1-layer model trained for seconds: the gate checks plumbing, not quality.
+                    "gate": {"maxAccuracyDrop": 0.2, "maxF1Drop": 0.2},
+                },
+            },
+        }
+    )
     model = wait_for(
         lambda: (
             reason(kube_layer, "BertModel", namespace, "tiny-v1", "Ready") == "Verified"
@@ -134,6 +156,23 @@ def test_dataset_training_model_chain(
     assert status["lineage"]["trainingRun"] and status["size"]["bytesOnDisk"] > 0
     assert model["metadata"]["ownerReferences"][0]["name"] == "tiny"
 
+    variant = wait_for(
+        lambda: (
+            reason(kube_layer, "BertModel", namespace, "tiny-v1-int8", "Ready") == "Verified"
+            and kube_layer.get("BertModel", namespace, "tiny-v1-int8")
+        ),
+        timeout=300,
+        what="BertModel tiny-v1-int8 Ready",
+    )["status"]
+    assert variant["format"] == "onnx"
+    assert variant["lineage"]["parentModel"] and variant["lineage"]["recipe"]
+    assert variant["lineage"]["datasetChecksum"] == ds["checksum"]
+    assert variant["size"]["bytesOnDisk"] < status["size"]["bytesOnDisk"]
+    assert variant["latency"]["p50Batch1Ms"] > 0 and "macroF1" in variant["qualityDelta"]
+    assert {"Compressing", "Verified"} <= {
+        e["reason"] for e in kube_layer.events_for(namespace, "tiny-v1-int8")
+    }
+
     events = {e["reason"] for e in kube_layer.events_for(namespace, "tiny")}
     assert {"Training", "Completed"} <= events
 
@@ -145,6 +184,7 @@ def test_dataset_training_model_chain(
         check=True,
     ).stdout
     assert "Prepared" in out and "Completed" in out and "Verified" in out and "2/2" in out
+    assert "onnx" in out and "safetensors" in out
 
 
 def test_restart_mid_training_adopts_the_step(
