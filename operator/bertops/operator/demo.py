@@ -100,12 +100,8 @@ def ready(cluster: Cluster, kind: str, name: str, type_: str) -> tuple[str, str,
 
 
 def compression_available() -> bool:
-    from bertops.operator.cli import app
-
-    trainer = next((g for g in app.registered_groups if g.name == "trainer"), None)
-    if trainer is None or trainer.typer_instance is None:
-        return False
-    return any(c.name == "compress" for c in trainer.typer_instance.registered_commands)
+    """The compress step ships with the trainer component (absent in a torch-free install)."""
+    return importlib.util.find_spec("bertops.trainer.compress") is not None
 
 
 def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float = 1800) -> int:
@@ -120,7 +116,6 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
     rows = write_corpus(data_csv, per_label)
     say(f"2/5 wrote {rows} labelled tweets to {data_csv}")
 
-    kubectl(cluster, "delete", "bertops", "--all", "--wait=false", "--ignore-not-found")
     operator_log = home / "operator.log"
     say(f"3/5 starting the operator (local runtime), log: {operator_log}")
     with operator_log.open("w") as log:
@@ -148,6 +143,8 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
             env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HF_HUB_OFFLINE="1"),
         )
     try:
+        # A previous run's objects carry finalizers: delete them while the operator runs.
+        kubectl(cluster, "delete", "bertops", "--all", "--ignore-not-found", "--timeout=120s")
         docs = example_manifests(data_csv, epochs, replicas)
         if not compression_available():
             say("(the compress step is not installed: skipping the INT8 BertModel)")
