@@ -202,6 +202,15 @@ def test_training_plan(
         assert plan.status["progress"]["display"] == "3/3"
 
 
+def test_argo_engine_is_refused_not_silently_ignored() -> None:
+    plan = training_planner.plan(b.ref("BertTraining", "run"), b.training(engine="argo"),
+                                 b.ready_dataset(), b.absent(), model_exists=False,
+                                 config=b.CONFIG, now=b.NOW)
+    assert plan.start is None
+    assert cond(plan, "Succeeded") == ("False", "InvalidSpec")
+    assert plan.events[0].type == "Warning"
+
+
 def test_training_replicas_and_resources_reach_the_step() -> None:
     training = b.training(replicas=2, resources={"cpu": "2", "memory": "4Gi", "gpu": 1})
     plan = training_planner.plan(

@@ -117,7 +117,16 @@ def plan(
 
     dataset_ref = spec.dataset_ref.name
     if observed.phase == StepPhase.ABSENT:
-        if dataset is None:
+        if spec.engine == "argo":
+            # Accepted by the schema for forward compatibility, refused here rather than
+            # silently run natively.
+            set_(
+                False,
+                api.REASON_INVALID_SPEC,
+                "spec.engine 'argo' is not supported by this operator version; use engine 'native'",
+                warning=True,
+            )
+        elif dataset is None:
             set_(
                 UNKNOWN,
                 api.REASON_DATASET_NOT_FOUND,
