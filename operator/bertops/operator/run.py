@@ -108,6 +108,10 @@ def main(
     overrides: dict[str, object] = {}
     if artifact_root:
         overrides["artifact_root"] = artifact_root
+    elif runtime == "kubernetes":
+        # Steps see the artifact volume at its mount path; the operator pod mounts the
+        # same volume there (read-only) to verify model manifests.
+        overrides["artifact_root"] = OperatorConfig.artifact_mount
     if state_dir:
         overrides["state_dir"] = state_dir
     config = OperatorConfig(
