@@ -39,8 +39,10 @@ test-fast:
 
 lint:
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check crds operator
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# The component import rules ([tool.importlinter] in pyproject.toml).
+	$(BIN)/lint-imports
 	$(BIN)/bertops crds generate --check
 
 crds:

@@ -109,7 +109,7 @@ def main() -> None:
                         "split": {"train": 0.7, "validation": 0.05, "test": 0.25,
                                   "seed": args.seed}}}, quiet)
         assert prepared.succeeded, prepared.message
-        rows = prepared.details["rows"]
+        rows = prepared.details.rows
         print(f"rows: {rows}", flush=True)
 
         started = time.monotonic()
@@ -122,8 +122,8 @@ def main() -> None:
         ours_wall = time.monotonic() - started
         assert ours.succeeded, ours.message
         bertops = {"samplesPerSecond": ours.metrics["samplesPerSecond"],
-                   "samplesPerCpuSecond": ours.details["trainSamples"]
-                   / ours.details["trainCpuSeconds"],
+                   "samplesPerCpuSecond": ours.details.train_samples
+                   / ours.details.train_cpu_seconds,
                    "stepWallSeconds": ours_wall,
                    "testAccuracy": ours.metrics["test.accuracy"],
                    "testMacroF1": ours.metrics["test.macroF1"]}
@@ -133,7 +133,7 @@ def main() -> None:
     summary = {
         "rows": rows, "epochs": args.epochs, "batchSize": args.batch_size,
         "maxLength": args.max_length, "threads": args.threads,
-        "majorityBaseline": ours.details["majorityBaselineAccuracy"],
+        "majorityBaseline": ours.details.majority_baseline_accuracy,
         "bertops": bertops, "transformersTrainer": hf,
         "throughputRatio": bertops["samplesPerSecond"] / hf["samplesPerSecond"],
         # Per CPU-second: the fairer ratio when other work shares the cores (wall-clock

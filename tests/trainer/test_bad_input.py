@@ -97,12 +97,12 @@ def test_non_utf8_bytes_follow_encoding_errors(tweets: pd.DataFrame, minilm: Pat
                      pattern=r"bytes e9 20 ff .. at offset \d+ are not valid utf-8.*encodingErrors")
     replaced = run_step(prepare_spec(source, out, source={"encodingErrors": "replace"}))
     assert replaced.succeeded, replaced.message
-    assert replaced.details["invalidByteSequences"] == 6
+    assert replaced.details.invalid_byte_sequences == 6
     ignored = run_step(prepare_spec(source, tmp_path / "out2",
                                     source={"encodingErrors": "ignore"}))
     assert ignored.succeeded, ignored.message
     latin = run_step(prepare_spec(source, tmp_path / "out3", source={"encoding": "latin-1"}))
-    assert latin.succeeded and latin.details["invalidByteSequences"] == 0
+    assert latin.succeeded and latin.details.invalid_byte_sequences == 0
 
 
 def test_base_model_folder_without_weights(prepared: Path, minilm: Path,

@@ -40,7 +40,7 @@ def test_two_gloo_ranks_match_single_process(prepared: Path, trained: tuple[Path
     assert first == second  # DDP kept the replicas bit-identical
     assert abs(result["metrics"]["test.accuracy"] - single.metrics["test.accuracy"]) <= 0.1
     assert result["metrics"]["test.accuracy"] > details["majorityBaselineAccuracy"] + 0.15
-    single_loss = single.details["history"][-1]["trainLoss"]
+    single_loss = single.details.history[-1]["trainLoss"]
     assert details["history"][-1]["trainLoss"] == pytest.approx(single_loss, abs=0.1)
     folder = tmp_path / "ddp"
     manifest = ModelManifest.model_validate_json((folder / MODEL_MANIFEST).read_text())

@@ -88,8 +88,8 @@ def test_artifact_layout_manifest_and_stats(tweets: pd.DataFrame, minilm: Path,
     assert manifest.labels == ["negative", "neutral", "positive"]
     assert manifest.rows == {"train": 211, "validation": 45, "test": 45, "total": 301}
     details = result.details
-    assert details["droppedRows"] == {"duplicate": 1, "empty": 1, "missingLabel": 1}
-    assert details["labelCounts"] == {"negative": 100, "neutral": 100, "positive": 101}
+    assert details.dropped_rows == {"duplicate": 1, "empty": 1, "missingLabel": 1}
+    assert details.label_counts == {"negative": 100, "neutral": 100, "positive": 101}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rowsPerSplitAndLabel"]["test"] == {"negative": 15, "neutral": 15,
                                                      "positive": 15}
@@ -122,8 +122,8 @@ def test_wordpiece_vocabulary_for_chinese(minilm: Path, tmp_path: Path) -> None:
         "trainWordPiece": {"vocabSize": 200, "minFrequency": 1}, "maxLength": 32}))
     english = run_step(prepare_spec(source, tmp_path / "zh-en"))
     assert trained.succeeded and english.succeeded, (trained.message, english.message)
-    assert trained.details["unknownTokenRate"] < 0.01
-    assert english.details["unknownTokenRate"] > 0.3  # MiniLM barely knows Chinese
+    assert trained.details.unknown_token_rate < 0.01
+    assert english.details.unknown_token_rate > 0.3  # MiniLM barely knows Chinese
     manifest = DatasetManifest.model_validate_json((tmp_path / "zh" / DATASET_MANIFEST)
                                                    .read_text())
     assert manifest.tokenizer["source"] == "trainWordPiece"

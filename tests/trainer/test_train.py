@@ -17,7 +17,7 @@ import pytest
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, verify_folder
 from bertops.api.steps import ExitCode
 from bertops.trainer import run_step
-from bertops.trainer.train import CRASH_AFTER_EPOCH_ENV
+from bertops.trainer.epochs import CRASH_AFTER_EPOCH_ENV
 from tests.trainer.conftest import prepare_spec, train_spec, tweet_slice
 
 pytestmark = pytest.mark.slow
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.slow
 
 def test_training_reduces_loss_and_beats_majority_baseline(trained: tuple[Path, Any]) -> None:
     _, result = trained
-    history = result.details["history"]
+    history = result.details.history
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["trainLoss"] < 0.5 * history[0]["trainLoss"]
-    baseline = result.details["majorityBaselineAccuracy"]
+    baseline = result.details.majority_baseline_accuracy
     assert baseline == pytest.approx(0.5, abs=0.02)
     assert result.metrics["test.accuracy"] > baseline + 0.15
     assert result.metrics["test.macroF1"] > 0.6
@@ -70,7 +70,7 @@ def test_evaluate_scores_the_artifact(trained: tuple[Path, Any], prepared: Path,
     assert evaluated.succeeded, evaluated.message
     assert evaluated.metrics["accuracy"] == result.metrics["test.accuracy"]
     assert evaluated.metrics["loss"] == pytest.approx(result.metrics["test.loss"], rel=1e-4)
-    assert evaluated.details["retokenized"] is False
+    assert evaluated.details.retokenized is False
     # A changed file is refused before anything is loaded.
     tampered = tmp_path / "tampered"
     shutil.copytree(folder, tampered)
@@ -97,7 +97,7 @@ def test_finished_run_started_again_reuses_its_artifact(trained: tuple[Path, Any
     folder, result = trained
     before = (folder / MODEL_MANIFEST).read_bytes()
     again = run_step(train_spec(prepared, folder))
-    assert again.succeeded and again.details["reused"] is True
+    assert again.succeeded and again.details.reused is True
     assert again.metrics["test.accuracy"] == result.metrics["test.accuracy"]
     assert (folder / MODEL_MANIFEST).read_bytes() == before
 
@@ -134,7 +134,7 @@ def test_killed_run_resumes_from_its_checkpoint(prepared: Path, tmp_path: Path) 
     # Resuming restores weights, optimizer, schedule and RNG: the same weights as a run
     # that was never interrupted.
     straight = run_step(train_spec(prepared, tmp_path / "straight", name="straight", epochs=3))
-    assert straight.details["rankWeightDigests"] == result["details"]["rankWeightDigests"]
+    assert straight.details.rank_weight_digests == result["details"]["rankWeightDigests"]
 
 
 def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> None:
@@ -143,9 +143,9 @@ def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> 
                                  scheduler="cosine"))
     assert result.succeeded, result.message
     details = result.details
-    assert details["earlyStopped"] is True
-    assert details["epochsRun"] < 12
-    assert details["bestEpoch"] == details["epochsRun"] - 1
-    best = details["history"][details["bestEpoch"] - 1]["validation"]
+    assert details.early_stopped is True
+    assert details.epochs_run < 12
+    assert details.best_epoch == details.epochs_run - 1
+    best = details.history[details.best_epoch - 1]["validation"]
     # The artifact holds the best epoch's weights, not the last epoch's.
     assert result.metrics["validation.loss"] == pytest.approx(best["loss"], rel=1e-5)

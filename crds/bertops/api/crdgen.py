@@ -75,7 +75,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
             continue
-        if key in ("properties", "$defs"):
+        if key == "properties":
+            out[key] = {k: _fractional_bounds(k, _resolve(v, defs)) for k, v in value.items()}
+        elif key == "$defs":
             out[key] = {k: _resolve(v, defs) for k, v in value.items()}
         elif key in ("items", "additionalProperties"):
             out[key] = _resolve(value, defs)
@@ -85,6 +87,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs) if isinstance(value, dict | list) else value
     if "enum" in out and "type" not in out:
         out["type"] = "string" if all(isinstance(v, str) for v in out["enum"]) else "number"
+    if "enum" in out and out.get("type") == "string" and "maxLength" not in out:
+        # Bounded strings keep the CEL cost estimate of rules comparing them (e.g. the
+        # recipe-order rules over compression steps) within the API server's budget.
+        out["maxLength"] = max(len(v) for v in out["enum"])
     if "properties" in out and "type" not in out:
         out["type"] = "object"
     if (
@@ -97,6 +103,38 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("default", 0) is None:
         out.pop("default")
     return out
+
+
+def _fractional_bounds(name: str, node: dict[str, Any]) -> dict[str, Any]:
+    """Move a number's bounds into a CEL rule when one of them is fractional.
+
+    The API server checks an integer value (``learningRate: 5``) against the bound cut to
+    an integer, so 0.001 acts as 0: the message says "should be less than or equal to 0"
+    and ``learningRate: 0`` even passes a minimum of 1e-06. CEL compares as doubles and
+    says the real range; the pydantic Field stays the one source of the bounds.
+    """
+    bounds = ("minimum", "maximum")
+    values = [node.get(key) for key in bounds]
+    if node.get("type") != "number" or all(v is None or float(v).is_integer() for v in values):
+        return node
+    node = dict(node)
+    low, high = (node.pop(key, None) for key in bounds)
+    low_open, high_open = node.pop("exclusiveMinimum", False), node.pop("exclusiveMaximum", False)
+    checks, words = [], []
+    if low is not None:
+        checks.append(f"self {'>' if low_open else '>='} {float(low)!r}")
+        words.append(f"{'greater than' if low_open else 'at least'} {low:g}")
+    if high is not None:
+        checks.append(f"self {'<' if high_open else '<='} {float(high)!r}")
+        words.append(f"{'less than' if high_open else 'at most'} {high:g}")
+    if low is not None and high is not None and not (low_open or high_open):
+        message = f"{name} must be between {low:g} and {high:g}"
+    else:
+        message = f"{name} must be {' and '.join(words)}"
+    rules = list(node.get("x-kubernetes-validations", []))
+    rules.append({"rule": " && ".join(checks), "message": message})
+    node["x-kubernetes-validations"] = rules
+    return node
 
 
 class _WithFactoryDefaults(GenerateJsonSchema):

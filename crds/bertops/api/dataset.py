@@ -11,8 +11,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, StatusBase, StatusModel, cel
-from bertops.api.sources import ModelSource
+from bertops.api.meta import (
+    ApiModel,
+    LocalObjectReference,
+    Rule,
+    StatusBase,
+    StatusModel,
+    cel,
+    exactly_one,
+)
+from bertops.api.sources import CREDENTIALS_DESCRIPTION, ModelSource
 
 # Condition types and reasons the operator sets on a BertDataset.
 READY = "Ready"
@@ -20,6 +28,7 @@ REASON_PREPARING = "Preparing"
 REASON_PREPARED = "Prepared"
 REASON_INVALID_DATA = "InvalidData"
 REASON_STEP_FAILED = "StepFailed"
+REASON_INVALID_SPEC = "InvalidSpec"
 
 
 class DataSource(ApiModel):
@@ -37,6 +46,9 @@ class DataSource(ApiModel):
     encoding_errors: Literal["strict", "replace", "ignore"] = Field(
         default="strict", description="What to do with bytes that are not valid in the encoding."
     )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None, description=CREDENTIALS_DESCRIPTION
+    )
 
 
 class Cleaning(ApiModel):
@@ -53,7 +65,11 @@ class Cleaning(ApiModel):
     deduplicate: bool = True
 
     model_config = cel(
-        ("self.minChars <= self.maxChars", "minChars must be <= maxChars"),
+        Rule(
+            "self.minChars <= self.maxChars",
+            "minChars must be <= maxChars",
+            lambda s: s.min_chars <= s.max_chars,
+        ),
     )
 
 
@@ -61,10 +77,11 @@ class Split(ApiModel):
     """Stratified train/validation/test fractions; they must sum to 1."""
 
     model_config = cel(
-        (
+        Rule(
             "self.train + self.validation + self.test >= 0.999 && "
             "self.train + self.validation + self.test <= 1.001",
             "split ratios train + validation + test must sum to 1",
+            lambda s: 0.999 <= s.train + s.validation + s.test <= 1.001,
         ),
     )
 
@@ -85,9 +102,10 @@ class WordPieceTraining(ApiModel):
 
 class Tokenizer(ApiModel):
     model_config = cel(
-        (
+        Rule(
             "has(self.baseModel) != has(self.trainWordPiece)",
             "set exactly one of tokenizer.baseModel or tokenizer.trainWordPiece",
+            lambda s: exactly_one(s, "base_model", "train_word_piece"),
         ),
     )
 
@@ -135,6 +153,12 @@ class BertDatasetStatus(StatusBase):
     unknown_token_rate: float | None = None
     prepared_at: datetime | None = None
     step: str | None = Field(default=None, description="Name of the step that prepared it.")
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Step attempts started for observedGeneration (exit codes 1 and 3 are "
+        "retried with backoff, up to the operator's limit).",
+    )
 
 
 class BertDataset(ApiModel):

@@ -19,10 +19,11 @@ from bertops.api.meta import (
     DnsName,
     LocalObjectReference,
     Resources,
+    Rule,
     StatusBase,
     StatusModel,
     cel,
-    validations,
+    exactly_one,
 )
 
 READY = "Ready"
@@ -36,6 +37,25 @@ REASON_PROMOTED = "Promoted"
 REASON_ROLLED_BACK = "RolledBack"
 REASON_DRIFT_DETECTED = "DriftDetected"
 REASON_NO_DRIFT = "NoDrift"
+# Rollout (bertops.operator.rollout): Progressing/Degraded reasons.
+REASON_WAITING_FOR_TRAFFIC = "WaitingForTraffic"
+REASON_METRICS_UNAVAILABLE = "MetricsUnavailable"
+REASON_PAUSED = "RolloutPaused"
+REASON_RESUMED = "RolloutResumed"
+REASON_RETRY = "RetryAllowed"
+REASON_AWAITING_PROMOTION = "AwaitingPromotion"
+REASON_ABORTED = "Aborted"
+REASON_SUPERSEDED = "Superseded"
+REASON_STEP_ADVANCED = "StepAdvanced"
+REASON_INVALID_ACTION = "InvalidRolloutAction"
+REASON_ACTION_IGNORED = "RolloutActionIgnored"
+# One Degraded reason per analysis gate, naming the gate that rolled the canary back.
+REASON_ERROR_RATE_GATE = "ErrorRateGateFailed"
+REASON_LATENCY_GATE = "LatencyGateFailed"
+REASON_LATENCY_RATIO_GATE = "LatencyRatioGateFailed"
+REASON_DIVERGENCE_GATE = "DivergenceGateFailed"
+REASON_CONFIDENCE_GATE = "ConfidenceGateFailed"
+REASON_FEEDBACK_GATE = "FeedbackAccuracyGateFailed"
 
 
 class ModelSelector(ApiModel):
@@ -51,15 +71,36 @@ class ModelSelector(ApiModel):
 
 class ModelChoice(ApiModel):
     model_config = cel(
-        ("has(self.ref) != has(self.selector)", "set exactly one of model.ref or model.selector"),
+        Rule(
+            "has(self.ref) != has(self.selector)",
+            "set exactly one of model.ref or model.selector",
+            lambda s: exactly_one(s, "ref", "selector"),
+        ),
     )
 
     ref: LocalObjectReference | None = None
     selector: ModelSelector | None = None
 
 
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler per model server, on CPU (replaces serving.replicas)."""
+
+    model_config = cel(
+        Rule(
+            "self.maxReplicas >= self.minReplicas",
+            "autoscaling.maxReplicas must be at least minReplicas",
+            lambda s: s.max_replicas >= s.min_replicas,
+        ),
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=100)
+    max_replicas: int = Field(ge=1, le=100)
+    target_cpu_percent: int = Field(default=70, ge=10, le=100)
+
+
 class Serving(ApiModel):
     replicas: int = Field(default=1, ge=1, le=100)
+    autoscaling: Autoscaling | None = None
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=5, ge=0, le=1000)
     max_texts_per_request: int = Field(default=64, ge=1, le=4096)
@@ -86,22 +127,27 @@ class Analysis(ApiModel):
     )
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     min_feedback_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_feedback: int = Field(
+        default=20, ge=1, description="Feedback labels needed before minFeedbackAccuracy judges."
+    )
 
 
 class Rollout(ApiModel):
+    model_config = cel(
+        Rule(
+            "self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight))",
+            "canary weights must strictly increase from step to step",
+            lambda s: all(a.weight < b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
+        ),
+    )
+
     steps: list[RolloutStep] = Field(
         default_factory=lambda: [
             RolloutStep(weight=10, pause_seconds=60),
             RolloutStep(weight=50, pause_seconds=60),
         ],
         max_length=20,
-        json_schema_extra=validations(
-            (
-                "self.map(s, s.weight).isSorted() && "
-                "self.all(a, self.exists_one(b, b.weight == a.weight))",
-                "canary weights must strictly increase from step to step",
-            )
-        ),
     )
     analysis: Analysis = Field(default_factory=Analysis)
     auto_promote: bool = True
@@ -167,6 +213,19 @@ class RolloutRecord(StatusModel):
     message: str | None = None
 
 
+class GateStatus(StatusModel):
+    name: str
+    result: Literal["Passed", "Failed", "Inconclusive"]
+    value: float | None = None
+    threshold: float | None = None
+    message: str | None = None
+
+
+class AnalysisStatus(StatusModel):
+    at: datetime
+    gates: list[GateStatus] = Field(default_factory=list, max_length=20)
+
+
 class BertDeploymentStatus(StatusBase):
     stable_model: str | None = None
     canary_model: str | None = None
@@ -178,6 +237,21 @@ class BertDeploymentStatus(StatusBase):
     drift_display: str | None = Field(default=None, description="e.g. 0.12 for the column.")
     retrains: RetrainStatus | None = None
     history: list[RolloutRecord] | None = Field(default=None, max_length=50)
+    analysis: AnalysisStatus | None = Field(
+        default=None, description="The canary's last analysis, gate by gate."
+    )
+    paused_by_action: bool | None = Field(
+        default=None, description="Paused by the bertops.io/rollout-action annotation."
+    )
+    rejected_model: str | None = Field(
+        default=None,
+        description="Rolled back or aborted; not rolled out again until the selection moves.",
+    )
+    handled_actions: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="The last bertops.io/rollout-action values applied, newest last.",
+    )
 
 
 class BertDeployment(ApiModel):

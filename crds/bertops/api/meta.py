@@ -8,6 +8,8 @@ the helper says whether anything changed, so a reconcile can skip no-op patches)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -16,20 +18,50 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-"""RFC 1123 label: what Kubernetes accepts as an object name in our references."""
+"""RFC 1123 label (at most 63 characters, no dots): what our references accept as a name,
+stricter than the DNS subdomain most Kubernetes kinds allow as an object name."""
 
 DnsName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
 
-def validations(*rules: tuple[str, str]) -> dict[str, JsonValue]:
-    """CEL ``x-kubernetes-validations`` as a JSON-schema extra: (rule, message) pairs the API
-    server evaluates, so a cross-field mistake is refused at `kubectl apply` time."""
-    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule written once: the CEL expression the API server evaluates
+    (``x-kubernetes-validations``) and the same rule in Python, which pydantic runs on
+    every parse, so a step spec or an object that never met the API server obeys it too.
+
+    ``check`` is None only for transition rules (``oldSelf``), which need the previous
+    object and so only the API server can judge.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool] | None = None
 
 
-def cel(*rules: tuple[str, str]) -> ConfigDict:
-    """A model_config carrying CEL rules for the object the model describes."""
+# Every Rule handed to cel(), by CEL expression: ApiModel's validator finds the Python
+# check of each CEL rule in a model's schema extra here, so the two cannot drift apart.
+_RULES: dict[str, Rule] = {}
+
+
+def validations(*rules: Rule | tuple[str, str]) -> dict[str, JsonValue]:
+    """CEL ``x-kubernetes-validations`` as a JSON-schema extra: rules the API server
+    evaluates, so a cross-field mistake is refused at `kubectl apply` time."""
+    found = [rule if isinstance(rule, Rule) else Rule(*rule) for rule in rules]
+    for rule in found:
+        _RULES.setdefault(rule.cel, rule)
+    return {"x-kubernetes-validations": [{"rule": r.cel, "message": r.message} for r in found]}
+
+
+def cel(*rules: Rule | tuple[str, str]) -> ConfigDict:
+    """A model_config carrying CEL rules for the object the model describes; the Python
+    checks of the rules run whenever pydantic validates such an object."""
     return ConfigDict(json_schema_extra=validations(*rules))
+
+
+def exactly_one(obj: Any, *fields: str) -> bool:
+    """Python twin of the CEL ``[has(a), has(b)].filter(x, x).size() == 1``."""
+    return sum(getattr(obj, name) is not None for name in fields) == 1
 
 
 class ApiModel(BaseModel):
@@ -43,14 +75,28 @@ class ApiModel(BaseModel):
         use_enum_values=True,
     )
 
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> ApiModel:
+        extra = type(self).model_config.get("json_schema_extra")
+        entries = extra.get("x-kubernetes-validations", []) if isinstance(extra, dict) else []
+        broken = []
+        for entry in entries if isinstance(entries, list) else []:
+            rule = _RULES.get(str(entry["rule"])) if isinstance(entry, dict) else None
+            if rule is not None and rule.check is not None and not rule.check(self):
+                broken.append(rule.message)
+        if broken:
+            raise ValueError("; ".join(broken))
+        return self
+
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict with camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class StatusModel(ApiModel):
-    """Status types tolerate fields written by a newer operator version, and keep floats
-    to 4 significant decimals: they are read by people (printer columns), not machines."""
+    """Status types tolerate fields written by a newer operator version, and round their
+    own float fields to 4 decimal places (floats inside dicts or lists are kept as they
+    are): they are read by people (printer columns), not machines."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -9,11 +9,21 @@ or ``compression`` (a recipe applied to a parent BertModel by a ``compress`` ste
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
+from pydantic.alias_generators import to_snake
 
-from bertops.api.meta import ApiModel, DnsName, LocalObjectReference, StatusBase, StatusModel, cel
+from bertops.api.meta import (
+    ApiModel,
+    DnsName,
+    LocalObjectReference,
+    Rule,
+    StatusBase,
+    StatusModel,
+    cel,
+    exactly_one,
+)
 from bertops.api.training import ClassificationMetrics, RetrainTrigger, Task
 
 READY = "Ready"
@@ -28,6 +38,8 @@ REASON_PARENT_NOT_FOUND = "ParentNotFound"
 REASON_GATE_FAILED = "QualityGateFailed"
 REASON_VERIFICATION_FAILED = "VerificationFailed"
 REASON_STEP_FAILED = "StepFailed"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_UNSUPPORTED_TASK = "UnsupportedTask"
 
 CompressionMethod = Literal["magnitudePrune", "headPrune", "quantize", "onnxExport", "distill"]
 
@@ -44,22 +56,36 @@ _METHOD_FIELDS = {
 }
 
 
+def _misplaced(field: str, method: str) -> Rule:
+    python_name = to_snake(field)
+    return Rule(
+        f"!has(self.{field}) || self.method == '{method}'",
+        f"{field} only applies to method {method}",
+        lambda s: getattr(s, python_name) is None or s.method == method,
+    )
+
+
 class CompressionStep(ApiModel):
     """One method in a recipe. Steps compose in order (e.g. distill, prune, quantize)."""
 
     model_config = cel(
-        (
+        Rule(
             "self.method != 'magnitudePrune' || has(self.sparsity)",
             "magnitudePrune needs sparsity (a fraction in (0, 1))",
+            lambda s: s.method != "magnitudePrune" or s.sparsity is not None,
         ),
-        ("self.method != 'headPrune' || has(self.headsToPrune)", "headPrune needs headsToPrune"),
-        *(
-            (
-                f"!has(self.{field}) || self.method == '{method}'",
-                f"{field} only applies to method {method}",
-            )
-            for field, method in _METHOD_FIELDS.items()
+        Rule(
+            "self.method != 'headPrune' || has(self.headsToPrune)",
+            "headPrune needs headsToPrune",
+            lambda s: s.method != "headPrune" or s.heads_to_prune is not None,
         ),
+        Rule(
+            "!(self.method in ['quantize', 'onnxExport']) || "
+            "!has(self.fineTuneEpochs) || self.fineTuneEpochs == 0",
+            "fineTuneEpochs does not apply to quantize or onnxExport",
+            lambda s: s.method not in ("quantize", "onnxExport") or not s.fine_tune_epochs,
+        ),
+        *(_misplaced(field, method) for field, method in _METHOD_FIELDS.items()),
     )
 
     method: CompressionMethod
@@ -85,7 +111,65 @@ class QualityGate(ApiModel):
     max_f1_drop: float = Field(default=0.01, ge=0, le=1)
 
 
+def _methods(compression: Any) -> list[str]:
+    return [step.method for step in compression.steps]
+
+
+def _in_order(ranks: list[int]) -> bool:
+    """Python twin of CEL ``isSorted()`` on a list of ints."""
+    return ranks == sorted(ranks)
+
+
+# Ordering rules of a recipe that hold whatever the parent is (the trainer's recipe planner
+# adds the parent-dependent ones: head counts, layers, an already quantized parent). Each
+# maps steps to integer ranks and asks for them in order: the API server's cost estimate
+# of list functions over strings built by map() is unbounded, over ints it is not.
+RECIPE_RULES = (
+    Rule(
+        "self.steps.filter(s, s.method == 'quantize').size() <= 1 && "
+        "self.steps.map(s, s.method == 'quantize' ? 1 : 0).isSorted()",
+        "quantize must be the last step: nothing can follow quantize",
+        lambda c: (
+            _in_order([int(m == "quantize") for m in _methods(c)])
+            and _methods(c).count("quantize") <= 1
+        ),
+    ),
+    Rule(
+        "self.steps.filter(s, s.method == 'onnxExport').size() <= 1",
+        "onnxExport may appear only once (the model is already exported after it)",
+        lambda c: _methods(c).count("onnxExport") <= 1,
+    ),
+    Rule(
+        "self.steps.filter(s, s.method != 'quantize')"
+        ".map(s, s.method == 'onnxExport' ? 1 : 0).isSorted()",
+        "magnitudePrune, headPrune and distill run on torch weights, "
+        "so they must come before onnxExport",
+        lambda c: _in_order([int(m == "onnxExport") for m in _methods(c) if m != "quantize"]),
+    ),
+    Rule(
+        "self.steps.filter(s, s.method == 'distill' || s.method == 'headPrune')"
+        ".map(s, s.method == 'headPrune' ? 1 : 0).isSorted()",
+        "distill must come before headPrune (a student is cut from whole teacher layers)",
+        lambda c: _in_order(
+            [int(m == "headPrune") for m in _methods(c) if m in ("distill", "headPrune")]
+        ),
+    ),
+    Rule(
+        "!self.steps.exists(s, s.method == 'onnxExport') || "
+        "self.steps.all(s, s.method != 'quantize' || !has(s.backend) || "
+        "s.backend == 'onnxruntime')",
+        "an exported ONNX model is quantized with backend onnxruntime, not torch",
+        lambda c: (
+            "onnxExport" not in _methods(c)
+            or all(s.method != "quantize" or s.backend in (None, "onnxruntime") for s in c.steps)
+        ),
+    ),
+)
+
+
 class Compression(ApiModel):
+    model_config = cel(*RECIPE_RULES)
+
     parent_ref: LocalObjectReference = Field(description="The BertModel to compress.")
     steps: list[CompressionStep] = Field(min_length=1, max_length=10)
     gate: QualityGate = Field(default_factory=QualityGate)
@@ -98,12 +182,13 @@ class Compression(ApiModel):
 
 class BertModelSpec(ApiModel):
     model_config = cel(
-        (
+        Rule(
             "[has(self.trainingRef), has(self.artifactUri), has(self.compression)]"
             ".filter(x, x).size() == 1",
             "set exactly one of trainingRef, artifactUri or compression",
+            lambda s: exactly_one(s, "training_ref", "artifact_uri", "compression"),
         ),
-        ("self == oldSelf", "a BertModel is immutable; create a new version"),
+        Rule("self == oldSelf", "a BertModel is immutable; create a new version"),
     )
 
     family: DnsName | None = Field(default=None, description="Model family for selection.")
@@ -161,6 +246,12 @@ class BertModelStatus(StatusBase):
     lineage: Lineage | None = None
     registered_at: datetime | None = None
     step: str | None = None
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Step attempts started for observedGeneration (exit codes 1 and 3 are "
+        "retried with backoff, up to the operator's limit).",
+    )
 
 
 class BertModel(ApiModel):

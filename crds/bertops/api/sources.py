@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bertops.api.meta import ApiModel, cel
+from bertops.api.meta import ApiModel, LocalObjectReference, Rule, cel, exactly_one
 
-EXACTLY_ONE_SOURCE = (
+CREDENTIALS_DESCRIPTION = (
+    "A Secret in this namespace whose keys become environment variables of the step pods "
+    "(e.g. AWS_ACCESS_KEY_ID for s3://); never copied into URIs, ConfigMaps or status. "
+    "Kubernetes runtime only."
+)
+
+EXACTLY_ONE_SOURCE = Rule(
     "[has(self.path), has(self.package), has(self.config)].filter(x, x).size() == 1",
     "set exactly one of path, package or config",
+    lambda s: exactly_one(s, "path", "package", "config"),
 )
 
 
@@ -47,6 +54,9 @@ class ModelSource(ApiModel):
         default=None,
         description="With config: a folder or package whose tokenizer to use "
         "(default: the dataset's tokenizer).",
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None, description=CREDENTIALS_DESCRIPTION
     )
 
     def describe(self) -> str:

@@ -14,11 +14,18 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bertops.api.dataset import BertDatasetSpec
 from bertops.api.meta import ApiModel
 from bertops.api.model import Compression, QualityGate
+from bertops.api.results import (
+    CompressDetails,
+    EvaluateDetails,
+    PrepareDetails,
+    StepDetails,
+    TrainDetails,
+)
 from bertops.api.training import BertTrainingSpec
 
 RESULT_FILE = "result.json"
@@ -94,19 +101,43 @@ class StepResult(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict, description="role -> URI")
     checksums: dict[str, str] = Field(default_factory=dict, description="role -> sha256")
-    details: dict[str, Any] = Field(default_factory=dict, description="Step-specific facts.")
+    details: StepDetails | None = Field(
+        default=None, description="Step-specific facts, typed per kind (bertops.api.results)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _details_kind(cls, data: Any) -> Any:
+        # The details' discriminator is the result's kind: a document that leaves it out
+        # (an older step, a hand-written test result) still parses as the right model.
+        if isinstance(data, dict) and isinstance(data.get("details"), dict):
+            details = data["details"]
+            if "kind" not in details and data.get("kind"):
+                data = {**data, "details": {**details, "kind": data["kind"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _same_kind(self) -> StepResult:
+        if self.details is not None and self.details.kind != self.kind:
+            raise ValueError(f"details of kind {self.details.kind} in a {self.kind} result")
+        return self
 
     def compact_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
         """The result as JSON of at most ``limit`` bytes, for a container's termination
-        message (Kubernetes keeps 4 KiB): the largest ``details`` entries go first, then
-        the message is shortened; the full document stays in the result file."""
+        message (Kubernetes keeps 4 KiB): the largest ``details`` entries go first (those
+        the operator reads last), then the message is shortened; the full document stays
+        in the result file."""
         doc = self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
         def encoded() -> str:
             return json.dumps(doc, separators=(",", ":"))
 
         details: dict[str, Any] = doc.get("details", {})
-        by_size = sorted(details, key=lambda key: len(json.dumps(details[key])), reverse=True)
+        essential = type(self.details).ESSENTIAL if self.details is not None else frozenset()
+        by_size = sorted(
+            (key for key in details if key != "kind"),
+            key=lambda key: (key in essential, -len(json.dumps(details[key]))),
+        )
         for key in by_size:
             if len(encoded().encode()) <= limit:
                 break
@@ -134,13 +165,17 @@ class ProgressEvent(ApiModel):
 
 __all__ = [
     "RESULT_FILE",
+    "CompressDetails",
     "CompressStep",
+    "EvaluateDetails",
     "EvaluateStep",
     "ExitCode",
+    "PrepareDetails",
     "PrepareStep",
     "ProgressEvent",
     "QualityGate",
     "StepResult",
     "StepSpec",
+    "TrainDetails",
     "TrainStep",
 ]

@@ -31,8 +31,13 @@ REASON_TRAINING = "Training"
 REASON_COMPLETED = "Completed"
 REASON_STEP_FAILED = "StepFailed"
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_UNSUPPORTED_TASK = "UnsupportedTask"
+REASON_NAME_CONFLICT = "NameConflict"
 
 Task = Literal["sequenceClassification", "tokenClassification"]
+# tokenClassification is in the schema so manifests written for it stay valid; until its
+# steps exist the operator refuses it up front (UnsupportedTask) instead of failing a step.
+SUPPORTED_TASKS: tuple[str, ...] = ("sequenceClassification",)
 
 
 class Hyperparameters(ApiModel):
@@ -120,7 +125,12 @@ class BertTrainingStatus(StatusBase):
     dataset_checksum: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
-    attempts: int | None = None
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Step attempts started for observedGeneration (exit codes 1 and 3 are "
+        "retried with backoff, up to the operator's limit).",
+    )
     step: str | None = None
 
 

@@ -32,15 +32,35 @@ class OperatorConfig:
     state_dir: Path = field(default_factory=_default_state_dir)
     poll_seconds: float = 2.0
     metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_address: str = "127.0.0.1"  # the operator image sets 0.0.0.0 for Prometheus
     # Kubernetes runtime.
     image: str = "ghcr.io/bertops/bertops-trainer:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     artifact_pvc: str = "bertops-artifacts"
     artifact_mount: str = "/artifacts"
     service_account: str = "bertops-step"
-    step_backoff_limit: int = 2
+    # Both runtimes: a step that fails with exit code 1 or 3 is started again (a new step,
+    # "-a<n>") after base * 2^(n-1) seconds, capped, at most step_max_attempts in all.
+    step_max_attempts: int = 3
+    step_retry_base_seconds: float = 10.0
+    step_retry_max_seconds: float = 300.0
     # Local runtime: the command that runs a step (the same CLI a Job runs).
     step_command: tuple[str, ...] = ("bertops", "trainer")
+    # High availability: only the holder of this coordination.k8s.io Lease reconciles, so
+    # two replicas (e.g. during a rolling update) never both act. Namespace "": the first
+    # watched namespace, else the operator pod's own, else "default".
+    leader_election: bool = True
+    lease_name: str = "bertops-operator"
+    lease_namespace: str = ""
+    lease_duration_seconds: float = 15.0  # a standby takes over after this much silence
+    lease_renew_deadline_seconds: float = 10.0  # the leader stops acting after this
+    lease_retry_seconds: float = 2.0
+    # URIs a custom resource may name (bertops.operator.uris): paths only under the
+    # artifact root or these prefixes, since a local step runs as the operator and must not
+    # read its kubeconfig or token; remote URIs only with these schemes (or a prefix).
+    allowed_uri_prefixes: tuple[str, ...] = ()
+    allowed_uri_schemes: tuple[str, ...] = ("https", "s3", "gs", "gcs", "az", "abfs")
+    allow_loopback_http: bool = False
 
     def artifact_uri(self, namespace: str, *parts: str) -> str:
         return "/".join([self.artifact_root.rstrip("/"), namespace, *parts])

@@ -1,10 +1,14 @@
-"""kopf handlers: thin adapters from kopf's events and timers to the reconcilers.
+"""kopf handlers: thin adapters from kopf's events to the reconcilers.
 
-Create/update/resume and a timer all call the same level-based reconcile; deletion
-(behind a finalizer) stops the object's running step. kopf's own bookkeeping lives in
-annotations under the ``bertops.io`` prefix, and kopf's per-handler Events are off: the
-reconcilers post Events for meaningful transitions instead. Registered on an explicit
-registry by :func:`build_registry` (called by ``bertops operator`` and the tests).
+Create/update/resume and the poller (:mod:`bertops.operator.poller`, in place of kopf
+timers, which would add a finalizer) all call the same level-based reconcile. Only the
+local runtime registers a deletion handler, and with it kopf's finalizer: its step
+processes must be stopped and their folders removed. The kubernetes runtime needs no
+finalizer (children carry ownerReferences), so deleting an object never waits for the
+operator. kopf's own bookkeeping lives in annotations under the ``bertops.io`` prefix,
+and kopf's per-handler Events are off: the reconcilers post Events for meaningful
+transitions instead. Registered on an explicit registry by :func:`build_registry`
+(called by ``bertops operator`` and the tests).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from bertops.api.kinds import GROUP, KINDS, VERSION
+from bertops.operator.poller import Poller
 from bertops.operator.reconcile import InvalidObjectError, Reconciler
+from bertops.operator.runtime.base import StepConflictError
 
 log = logging.getLogger(__name__)
 PREFIX = "bertops.io"
@@ -35,12 +41,33 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10]
 
 
+def reconcile_or_raise(reconciler: Reconciler, kind: str, namespace: str, name: str) -> None:
+    """Reconcile, turning failures into kopf's permanent or temporary errors."""
+    try:
+        reconciler.reconcile(kind, namespace, name)
+    except InvalidObjectError as error:
+        raise kopf.PermanentError(f"{kind} {namespace}/{name} is invalid: {error}") from error
+    except StepConflictError as error:
+        raise kopf.TemporaryError(str(error), delay=reconciler.config.poll_seconds) from error
+    except ApiException as error:
+        if error.status in (409, 429) or (error.status or 0) >= 500:
+            raise kopf.TemporaryError(f"API {error.status}: {error.reason}", delay=2) from error
+        raise kopf.PermanentError(f"API {error.status}: {error.reason}") from error
+
+
 def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    poller = Poller(reconciler.reconcile, poll_seconds)
+    cleanup_on_delete = reconciler.config.runtime == "local"
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
+        poller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(**_: Any) -> None:
+        poller.stop()
 
     for info in KINDS:
         if info.kind not in RECONCILED:
@@ -49,18 +76,11 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
         kind = info.kind
 
         def reconcile(name: str, namespace: str, kind: str = kind, **_: Any) -> None:
-            try:
-                reconciler.reconcile(kind, namespace, name)
-            except InvalidObjectError as error:
-                raise kopf.PermanentError(
-                    f"{kind} {namespace}/{name} is invalid: {error}"
-                ) from error
-            except ApiException as error:
-                if error.status in (409, 429) or (error.status or 0) >= 500:
-                    raise kopf.TemporaryError(
-                        f"API {error.status}: {error.reason}", delay=2
-                    ) from error
-                raise kopf.PermanentError(f"API {error.status}: {error.reason}") from error
+            reconcile_or_raise(reconciler, kind, namespace, name)
+
+        def track(event: Any, name: str, namespace: str, kind: str = kind, **_: Any) -> None:
+            # The raw watch event: type None (initial listing), ADDED, MODIFIED, DELETED.
+            poller.track(kind, namespace, name, deleted=event.get("type") == "DELETED")
 
         def delete(body: kopf.Body, kind: str = kind, **_: Any) -> None:
             reconciler.on_delete(kind, dict(body))
@@ -68,12 +88,7 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
         kopf.on.create(*resource, registry=registry, id="reconcile")(reconcile)  # type: ignore[arg-type]
         kopf.on.update(*resource, registry=registry, id="reconcile", field="spec")(reconcile)  # type: ignore[arg-type]
         kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile)  # type: ignore[arg-type]
-        kopf.timer(
-            *resource,
-            registry=registry,
-            id="poll",
-            interval=poll_seconds,
-            initial_delay=poll_seconds,
-        )(reconcile)  # type: ignore[arg-type]
-        kopf.on.delete(*resource, registry=registry, id="stop-steps")(delete)
+        kopf.on.event(*resource, registry=registry, id="track")(track)  # type: ignore[arg-type]
+        if cleanup_on_delete:
+            kopf.on.delete(*resource, registry=registry, id="stop-steps")(delete)
     return registry

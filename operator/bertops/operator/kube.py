@@ -20,6 +20,25 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "bertops-operator"
 
 
+class NameConflictError(Exception):
+    """A child's name is taken by an object this owner does not own: never adopted."""
+
+    def __init__(self, manifest: dict[str, Any], why: str) -> None:
+        meta = manifest["metadata"]
+        self.kind, self.name = manifest["kind"], meta["name"]
+        super().__init__(f"{self.kind} {meta['namespace']}/{self.name} already exists and {why}")
+
+
+def owner_uids(body: dict[str, Any]) -> set[str]:
+    refs = body.get("metadata", {}).get("ownerReferences") or []
+    return {ref["uid"] for ref in refs if ref.get("uid")}
+
+
+def shares_owner(manifest: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Whether an existing object is the child the manifest describes (same owner UID)."""
+    return bool(owner_uids(manifest) & owner_uids(existing))
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -48,16 +67,10 @@ class Kube:
             raise
         return cast(dict[str, Any], body)
 
-    def list_objects(
-        self, kind: str, namespace: str, label_selector: str = ""
-    ) -> list[dict[str, Any]]:
-        listed = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, kind_info(kind).plural, label_selector=label_selector
-        )
-        return cast(list[dict[str, Any]], cast(dict[str, Any], listed)["items"])
-
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create a bertops object; an existing one of that name is returned instead."""
+        """Create an owned bertops object. When one of that name exists it is returned only
+        if it shares an owner UID with the manifest (our own child, e.g. created before a
+        restart); anything else is someone else's object: :class:`NameConflictError`."""
         meta = manifest["metadata"]
         plural = kind_info(manifest["kind"]).plural
         try:
@@ -69,20 +82,36 @@ class Kube:
             if error.status != 409:
                 raise
         existing = self.get(manifest["kind"], meta["namespace"], meta["name"])
-        assert existing is not None
+        if existing is None:  # deleted between our create and get: level-based, try later
+            raise NameConflictError(manifest, "it was being deleted; retrying")
+        if not shares_owner(manifest, existing):
+            raise NameConflictError(manifest, "it is not owned by this object")
         return existing
 
     def patch_status(
         self, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
-        """Replace the status through the status subresource (a JSON merge patch of the
-        whole status: fields the planner dropped are nulled, so nothing stale remains)."""
-        current = self.get(kind, namespace, name) or {}
-        old = current.get("status") or {}
-        body = {key: None for key in old if key not in status}
-        body.update(status)
+        """Server-side apply the whole status the planner computed, as field manager
+        ``bertops-operator``: fields we applied before and left out now are removed, while
+        fields other writers own (a newer component, a person) stay. No read first, so no
+        lost update between a GET and the write."""
+        info = kind_info(kind)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": info.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
         patched = self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, kind_info(kind).plural, name, {"status": body}
+            GROUP,
+            VERSION,
+            namespace,
+            info.plural,
+            name,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
         )
         return cast(dict[str, Any], patched)
 

@@ -42,8 +42,12 @@ class OperatorMetrics:
         self.reconciles.labels(kind=kind, outcome=outcome).inc()
         self.duration.labels(kind=kind).observe(seconds)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
-        """Serve /metrics in a thread; returns the function that stops it."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Callable[[], None]:
+        """Serve /metrics in a thread; returns the function that stops it.
+
+        Loopback unless told otherwise: the in-cluster image passes 0.0.0.0 so Prometheus
+        can scrape the pod, while a developer's operator is not exposed to the network.
+        """
         server, thread = start_http_server(port, addr=addr, registry=self.registry)
 
         def stop() -> None:

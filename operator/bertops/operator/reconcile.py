@@ -20,22 +20,36 @@ from pydantic import ValidationError
 from bertops.api import dataset as dataset_api
 from bertops.api import model as model_api
 from bertops.api import training as training_api
-from bertops.api.meta import utcnow
+from bertops.api.meta import Condition, utcnow
 from bertops.operator.artifacts import read_model_artifact
 from bertops.operator.config import OperatorConfig
-from bertops.operator.kube import Kube
+from bertops.operator.kube import Kube, NameConflictError, owner_uids
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
-from bertops.operator.planners.common import ObjectRef, Plan
+from bertops.operator.planners.common import ObjectRef, Plan, current_step, short, transition
+from bertops.operator.planners.model import ArtifactInfo
 from bertops.operator.runtime.base import Runtime, StepObservation, StepPhase
+from bertops.operator.uris import uri_problem
 
 log = logging.getLogger(__name__)
+SKIP_CLEANUP = "bertops.io/skip-cleanup"
+
+
+# The condition that carries each kind's outcome (InvalidSpec goes there).
+MAIN_CONDITION = {"BertTraining": training_api.SUCCEEDED}
 
 
 class InvalidObjectError(Exception):
-    """The stored object does not parse as its API type (should not pass the schema)."""
+    """A stored object does not parse as its API type: it breaks a rule the API server
+    did not check when it was written (an older CRD, a write that bypassed validation)."""
+
+    def __init__(self, body: dict[str, Any], error: ValidationError) -> None:
+        self.kind = str(body.get("kind", ""))
+        self.name = str(body.get("metadata", {}).get("name", ""))
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        super().__init__(problems)
 
 
 class Reconciler:
@@ -71,7 +85,12 @@ class Reconciler:
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     outcome = "gone"
                     return None
-                plan = getattr(self, f"_plan_{kind.lower()}")(body)
+                try:
+                    plan = getattr(self, f"_plan_{kind.lower()}")(body)
+                except InvalidObjectError as error:
+                    if (error.kind, error.name) != (kind, name):
+                        raise  # a related object is invalid: its own reconcile says so
+                    plan = self._invalid(kind, body, error)
                 self._apply(kind, body, plan)
                 outcome = "changed" if not plan.empty else "unchanged"
                 return plan
@@ -85,13 +104,44 @@ class Reconciler:
         try:
             return model.model_validate(body)
         except ValidationError as error:
-            raise InvalidObjectError(str(error)) from error
+            raise InvalidObjectError(body, error) from error
 
-    def _observe(self, namespace: str, step: str | None, kind: str) -> StepObservation:
-        if not step:
-            return StepObservation(StepPhase.ABSENT)
-        observed = self.runtime.observe(namespace, step)
-        self._track(namespace, step, kind, observed.phase == StepPhase.RUNNING)
+    def _invalid(self, kind: str, body: dict[str, Any], error: InvalidObjectError) -> Plan:
+        """An object that breaks the API rules: its main condition says InvalidSpec (with a
+        Warning) and nothing starts. The rest of its status is kept as it is."""
+        ref = ObjectRef.from_body(body)
+        status = dict(body.get("status") or {})
+        conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+        plan = Plan()
+        transition(
+            conditions,
+            MAIN_CONDITION.get(kind, "Ready"),
+            False,
+            training_api.REASON_INVALID_SPEC,
+            short(f"the spec breaks the API rules: {error}"),
+            now=self.clock(),
+            generation=ref.generation,
+            events=plan.events,
+            warning=True,
+        )
+        status.update(
+            observedGeneration=ref.generation, conditions=[c.to_wire() for c in conditions]
+        )
+        if status != body.get("status"):
+            plan.status = status
+        return plan
+
+    def _read_artifact(self, uri: str) -> ArtifactInfo | None:
+        """Read and verify a model artifact, unless the URI allowlist refuses it (the
+        operator never reads what a step could not)."""
+        problem = uri_problem(uri, self.config)
+        if problem:
+            return ArtifactInfo(uri, problems=[f"the artifact URI {problem}"])
+        return read_model_artifact(uri)
+
+    def _observe(self, ref: ObjectRef, step: str, kind: str) -> StepObservation:
+        observed = self.runtime.observe(ref.namespace, step, ref.uid)
+        self._track(ref.namespace, step, kind, observed.phase == StepPhase.RUNNING)
         return observed
 
     def _track(self, namespace: str, step: str, kind: str, running: bool) -> None:
@@ -107,11 +157,11 @@ class Reconciler:
     def _plan_bertdataset(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj = self._parse(dataset_api.BertDataset, body)
-        step = dataset_planner.step_name(ref.name, "prep", ref.generation)
+        step = current_step(ref, "prep", obj.status)
         return dataset_planner.plan(
             ref,
             obj,
-            self._observe(ref.namespace, step, "prepare"),
+            self._observe(ref, step, "prepare"),
             config=self.config,
             now=self.clock(),
         )
@@ -121,17 +171,17 @@ class Reconciler:
         obj = self._parse(training_api.BertTraining, body)
         dataset_body = self.kube.get("BertDataset", ref.namespace, obj.spec.dataset_ref.name)
         dataset = self._parse(dataset_api.BertDataset, dataset_body) if dataset_body else None
-        step = training_planner.step_name(ref.name, "train", ref.generation)
-        model_exists = (
-            self.kube.get("BertModel", ref.namespace, training_planner.model_name(ref, obj.spec))
-            is not None
+        step = current_step(ref, "train", obj.status)
+        model = self.kube.get(
+            "BertModel", ref.namespace, training_planner.model_name(ref, obj.spec)
         )
         return training_planner.plan(
             ref,
             obj,
             dataset,
-            self._observe(ref.namespace, step, "train"),
-            model_exists=model_exists,
+            self._observe(ref, step, "train"),
+            model_exists=model is not None,
+            model_foreign=model is not None and ref.uid not in owner_uids(model),
             config=self.config,
             now=self.clock(),
         )
@@ -147,12 +197,12 @@ class Reconciler:
                 training = self._parse(training_api.BertTraining, training_body)
                 world["training"] = training
                 if training.status.artifact_uri:
-                    world["artifact"] = read_model_artifact(training.status.artifact_uri)
+                    world["artifact"] = self._read_artifact(training.status.artifact_uri)
         else:
             code = "cmp" if spec.compression is not None else "eval"
-            step = model_planner.step_name(ref.name, code, ref.generation)
+            step = current_step(ref, code, obj.status)
             observed = self._observe(
-                ref.namespace, step, "compress" if spec.compression is not None else "evaluate"
+                ref, step, "compress" if spec.compression is not None else "evaluate"
             )
             world["step"] = observed
             if spec.compression is not None:
@@ -179,7 +229,7 @@ class Reconciler:
             elif spec.artifact_uri and spec.evaluation_dataset_ref is None:
                 uri = spec.artifact_uri
             if uri:
-                world["artifact"] = read_model_artifact(uri)
+                world["artifact"] = self._read_artifact(uri)
         return model_planner.plan(
             ref, obj, model_planner.ModelWorld(**world), config=self.config, now=self.clock()
         )
@@ -212,7 +262,14 @@ class Reconciler:
             if self.metrics:
                 self.metrics.steps_started.labels(kind=plan.start.kind).inc()
         for child in plan.create:
-            self.kube.create(child)
+            try:
+                self.kube.create(child)
+            except NameConflictError as error:
+                # Never adopted. The status this plan computed assumed the child, so it is
+                # not written; the next reconcile sees the stranger and says NameConflict.
+                self.kube.event(body, "Warning", training_api.REASON_NAME_CONFLICT, str(error))
+                log.warning("%s %s/%s: %s", kind, namespace, name, error)
+                return
             log.info("created %s %s/%s", child["kind"], namespace, child["metadata"]["name"])
         if plan.status is not None:
             self.kube.patch_status(kind, namespace, name, plan.status)
@@ -221,13 +278,41 @@ class Reconciler:
             log.info("%s %s/%s: %s: %s", kind, namespace, name, event.reason, event.message)
 
     def on_delete(self, kind: str, body: dict[str, Any]) -> list[str]:
-        """Stop the object's running step; return the steps stopped."""
+        """Stop and remove the deleted object's steps (local runtime, behind the
+        finalizer); return the steps removed. Never raises: a cleanup that fails is
+        logged and reported as an Event, and the finalizer is released anyway, so a
+        deletion is never blocked for ever. The annotation ``bertops.io/skip-cleanup:
+        "true"`` skips the cleanup altogether."""
         meta = body["metadata"]
-        step = (body.get("status") or {}).get("step")
-        stopped = []
-        if step and self.runtime.stop(meta["namespace"], step):
-            stopped.append(step)
-            log.info(
-                "%s %s/%s deleted: stopped step %s", kind, meta["namespace"], meta["name"], step
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        if (meta.get("annotations") or {}).get(SKIP_CLEANUP) == "true":
+            log.warning(
+                "%s %s/%s deleted with %s: steps left as they are",
+                kind,
+                namespace,
+                name,
+                SKIP_CLEANUP,
             )
-        return stopped
+            return []
+        # The object's lock: a reconcile that read it just before the deletion finishes
+        # (and starts its step) first, so the cleanup below sees that step too.
+        with self._lock(f"{kind}/{namespace}/{name}"):
+            try:
+                removed = self.runtime.cleanup(namespace, uid)
+            except Exception as error:  # whatever went wrong, deletion must go on
+                log.exception("cleanup of %s %s/%s failed", kind, namespace, name)
+                self.kube.event(
+                    body,
+                    "Warning",
+                    "CleanupFailed",
+                    f"could not stop or remove the steps of this {kind} ({error}); the "
+                    "deletion goes on: check for step processes left behind",
+                )
+                return []
+        for step in removed:
+            self._track(namespace, step, "", running=False)
+        if removed:
+            log.info(
+                "%s %s/%s deleted: removed steps %s", kind, namespace, name, ", ".join(removed)
+            )
+        return removed

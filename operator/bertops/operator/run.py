@@ -1,7 +1,8 @@
 """``bertops operator``: runs the kopf operator with the chosen runtime.
 
 Builds the config, the API layer, the runtime, the reconcilers and the metrics endpoint,
-then hands the registry to kopf. The CLI module imports kopf lazily, so ``bertops --help``
+waits to lead (a coordination.k8s.io Lease, see :mod:`bertops.operator.leader`), then
+hands the registry to kopf. The CLI module imports kopf lazily, so ``bertops --help``
 stays fast.
 """
 
@@ -39,7 +40,9 @@ def run_operator(
 
     kube = Kube.from_kubeconfig(kubeconfig)
     metrics = OperatorMetrics()
-    stop_metrics = metrics.serve(config.metrics_port) if config.metrics_port else None
+    stop_metrics = (
+        metrics.serve(config.metrics_port, config.metrics_address) if config.metrics_port else None
+    )
     reconciler = Reconciler(kube, make_runtime(config, kube), config, metrics)
     registry = build_registry(reconciler, config.poll_seconds)
 
@@ -50,20 +53,59 @@ def run_operator(
         return connection_info(kube.api_client.configuration)
 
     try:
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                standalone=True,
-                clusterwide=not config.namespaces,
-                namespaces=list(config.namespaces),
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
+        if config.leader_election:
+            _lead(kube.api_client, registry, config, stop_flag or threading.Event(), ready_flag)
+        else:
+            _run_kopf(registry, config, stop_flag, ready_flag)
     finally:
         if stop_metrics:
             stop_metrics()
         kube.api_client.close()
+
+
+def _lead(
+    api_client: Any,
+    registry: Any,
+    config: OperatorConfig,
+    stop_flag: threading.Event,
+    ready_flag: threading.Event | None,
+) -> None:
+    """Stand by until this replica holds the Lease, then run kopf until stopped or the
+    Lease is lost (then raise, so the process exits and is restarted as a standby)."""
+    from bertops.operator.leader import LeaderElector, LeadershipLostError
+
+    elector = LeaderElector(api_client, config)
+    if not elector.acquire(stop_flag):
+        return  # stopped while standing by
+    kopf_stop = threading.Event()
+    elector.keep(stop_flag, kopf_stop)
+    try:
+        _run_kopf(registry, config, kopf_stop, ready_flag)
+    finally:
+        elector.release()
+    if elector.lost.is_set():
+        raise LeadershipLostError(f"lost lease {elector.namespace}/{elector.name}")
+
+
+def _run_kopf(
+    registry: Any,
+    config: OperatorConfig,
+    stop_flag: threading.Event | None,
+    ready_flag: threading.Event | None,
+) -> None:
+    import kopf
+
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            # No kopf peering: the Lease already makes this the only active replica.
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    )
 
 
 def connection_info(configuration: Any) -> Any:
@@ -95,7 +137,32 @@ def main(
     state_dir: Path = typer.Option(None, help="Local runtime: step folders."),
     poll: float = typer.Option(2.0, help="Seconds between polls of running steps."),
     metrics_port: int = typer.Option(8081, help="Prometheus port (0: off)."),
+    metrics_address: str = typer.Option(
+        "127.0.0.1", help="Address /metrics listens on (0.0.0.0 in-cluster, for Prometheus)."
+    ),
     image: str = typer.Option(OperatorConfig.image, help="Kubernetes runtime: step image."),
+    allow_uri_prefix: list[str] = typer.Option(
+        [],
+        "--allow-uri-prefix",
+        help="A path or URI prefix specs may read/write besides the artifact root (repeatable).",
+    ),
+    allow_uri_scheme: list[str] = typer.Option(
+        list(OperatorConfig.allowed_uri_schemes),
+        "--allow-uri-scheme",
+        help="Remote URI schemes specs may use (repeatable; replaces the default list).",
+    ),
+    allow_loopback_http: bool = typer.Option(
+        False, help="Let http(s) URIs name loopback hosts (a single-machine setup)."
+    ),
+    max_attempts: int = typer.Option(
+        OperatorConfig.step_max_attempts, help="Attempts per step (exit codes 1 and 3 retry)."
+    ),
+    leader_elect: bool = typer.Option(
+        True, help="Act only while holding the Lease (one active replica of several)."
+    ),
+    lease_namespace: str = typer.Option(
+        "", help="Namespace of the Lease (default: first --namespace, else the pod's own)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Reconcile BertDataset, BertTraining and BertModel objects."""
@@ -119,7 +186,14 @@ def main(
         namespaces=tuple(namespace),
         poll_seconds=poll,
         metrics_port=metrics_port,
+        metrics_address=metrics_address,
         image=image,
+        allowed_uri_prefixes=tuple(allow_uri_prefix),
+        allowed_uri_schemes=tuple(s.lower() for s in allow_uri_scheme),
+        allow_loopback_http=allow_loopback_http,
+        step_max_attempts=max_attempts,
+        leader_election=leader_elect,
+        lease_namespace=lease_namespace,
         **overrides,  # type: ignore[arg-type]
     )
     run_operator(config, kubeconfig=kubeconfig)

@@ -7,19 +7,18 @@ warm up, predict), :class:`DynamicBatcher` (grouping), :class:`PredictionLog`; t
 only parses, validates, routes and answers. The model loads in a worker thread after
 startup, so liveness answers at once and readiness turns true only once it is warm.
 Shutdown (uvicorn first lets in-flight requests finish) drains the batcher and flushes
-the prediction log.
+the prediction log. Readiness also requires a live inference worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,21 +28,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bertops.api.deployment import Serving
-from bertops.server.batcher import BatcherClosedError, BatchResult, DynamicBatcher
+from bertops.server import binary
+from bertops.server.batcher import BatcherUnavailableError, BatchResult, DynamicBatcher
 from bertops.server.metrics import RequestMetricsMiddleware, ServerMetrics
 from bertops.server.model import Prediction, ServedModel
-from bertops.server.predictionlog import PredictionLog, PredictionRecord, Privacy
+from bertops.server.predictionlog import PredictionLog, PredictionRecord
 from bertops.server.protocol import (
     Limits,
     ProtocolError,
+    check_request_id,
     infer_response,
     model_metadata,
-    parse_infer,
+    parse_infer_body,
     parse_json,
     parse_predict,
     predict_response,
 )
+from bertops.server.settings import ServerSettings
+
+__all__ = ["ModelServer", "ServerSettings", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -51,75 +54,81 @@ REQUEST_ID_HEADER = "x-request-id"
 VARIANT_HEADER = "x-bertops-variant"
 
 
-@dataclass
-class ServerSettings:
-    """The knobs of one server; :meth:`from_serving` takes them from a BertDeployment."""
-
-    max_batch_size: int = 32
-    max_batch_wait_ms: float = 5.0
-    max_texts_per_request: int = 64
-    max_chars: int = 5000
-    prediction_log: Privacy = "hash"
-    prediction_log_path: Path | None = None
-    prediction_log_max_bytes: int = 64 << 20
-    prediction_log_backups: int = 5
-
-    @classmethod
-    def from_serving(cls, serving: Serving, **overrides: Any) -> ServerSettings:
-        values: dict[str, Any] = {
-            "max_batch_size": serving.max_batch_size,
-            "max_batch_wait_ms": serving.max_batch_wait_ms,
-            "max_texts_per_request": serving.max_texts_per_request,
-            "max_chars": serving.max_chars,
-            "prediction_log": serving.prediction_log,
-        }
-        values.update(overrides)
-        return cls(**values)
-
-
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None
-                   ) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """The OIP v2 error shape."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it exceeds ``limit`` (never buffered whole)."""
+async def read_body(request: Request, limit: int, time_limit: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it exceeds ``limit`` (never buffered whole)
+    and with 408 when it takes longer than ``time_limit`` seconds (a slow sender holds a
+    connection slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ProtocolError(413, f"request body of {declared} bytes exceeds {limit}")
     chunks = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise ProtocolError(413, f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(time_limit):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise ProtocolError(413, f"request body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as error:
+        raise ProtocolError(408, f"request body not received within {time_limit:g}s") from error
     return b"".join(chunks)
+
+
+def request_id_header(request: Request) -> str:
+    """The caller's ``x-request-id`` (validated: it is echoed and logged), or a new one."""
+    return (
+        check_request_id(request.headers.get(REQUEST_ID_HEADER), REQUEST_ID_HEADER)
+        or uuid.uuid4().hex
+    )
 
 
 class ModelServer:
     """One served model: its batcher, metrics, prediction log and HTTP routes."""
 
-    def __init__(self, model: ServedModel, settings: ServerSettings | None = None,
-                 registry: CollectorRegistry | None = None,
-                 on_load_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        settings: ServerSettings | None = None,
+        registry: CollectorRegistry | None = None,
+        on_load_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.model = model
         self.settings = settings or ServerSettings()
         artifact = model.verify()  # refuses a tampered artifact before anything listens
         self.name = model.name or artifact.manifest.name
         self.version = artifact.version
         self.labels = list(artifact.manifest.labels)
-        self.limits = Limits(self.settings.max_texts_per_request, self.settings.max_chars)
+        self.limits = Limits(
+            self.settings.max_texts_per_request,
+            self.settings.max_chars,
+            self.settings.max_body_bytes,
+        )
         self.metrics = ServerMetrics(registry)
-        self.metrics.model.info({
-            "name": self.name, "version": self.version,
-            "format": artifact.manifest.format, "digest": artifact.digest[:16],
-            "recipe": ",".join(step.op for step in artifact.manifest.load_recipe) or "none",
-        })
+        self.metrics.model.info(
+            {
+                "name": self.name,
+                "version": self.version,
+                "format": artifact.manifest.format,
+                "digest": artifact.digest[:16],
+                "recipe": ",".join(step.op for step in artifact.manifest.load_recipe) or "none",
+            }
+        )
         self.batcher: DynamicBatcher[Prediction] = DynamicBatcher(
-            model.predict, self.settings.max_batch_size,
-            self.settings.max_batch_wait_ms / 1000.0, on_batch=self.metrics.observe_batch)
+            model.predict,
+            self.settings.max_batch_size,
+            self.settings.max_batch_wait_ms / 1000.0,
+            on_batch=self.metrics.observe_batch,
+            max_queued_texts=self.settings.queue_limit,
+            timeout=self.settings.request_timeout_seconds,
+        )
         self.prediction_log: PredictionLog | None = None
         self._on_load_error = on_load_error
         self._load_task: asyncio.Task[None] | None = None
@@ -132,10 +141,12 @@ class ModelServer:
         settings = self.settings
         if settings.prediction_log != "off" and settings.prediction_log_path is not None:
             self.prediction_log = PredictionLog(
-                settings.prediction_log_path, settings.prediction_log,
+                settings.prediction_log_path,
+                settings.prediction_log,
                 max_bytes=settings.prediction_log_max_bytes,
                 backups=settings.prediction_log_backups,
-                on_drop=self.metrics.log_dropped.inc)
+                on_drop=self.metrics.log_dropped.inc,
+            )
         self.batcher.start()
         self._load_task = asyncio.create_task(self._load(), name="model-load")
         try:
@@ -158,7 +169,8 @@ class ModelServer:
 
     @property
     def ready(self) -> bool:
-        return self.model.ready.is_set()
+        """Loaded, warmed up, and the inference worker is alive."""
+        return self.model.ready.is_set() and self.batcher.alive
 
     # -- routes ------------------------------------------------------------------------
 
@@ -170,15 +182,17 @@ class ModelServer:
             Route("/v2/models/{name}", self.metadata, methods=["GET"]),
             Route("/v2/models/{name}/versions/{version}", self.metadata, methods=["GET"]),
             Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
-            Route("/v2/models/{name}/versions/{version}/ready", self.model_ready,
-                  methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", self.model_ready, methods=["GET"]),
             Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
             Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
             Route("/predict", self.predict, methods=["POST"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
         ]
-        app = Starlette(routes=routes, lifespan=self.lifespan,
-                        exception_handlers={HTTPException: self._http_error})
+        app = Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            exception_handlers={HTTPException: self._http_error},
+        )
         app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
         return app
 
@@ -194,8 +208,13 @@ class ModelServer:
             raise ProtocolError(404, f"model {name!r} not found; this server serves {served}")
 
     async def server_metadata(self, _request: Request) -> Response:
-        return JSONResponse({"name": "bertops-model-server", "version": "1",
-                             "extensions": ["metrics", "predict"]})
+        return JSONResponse(
+            {
+                "name": "bertops-model-server",
+                "version": "1",
+                "extensions": [binary.EXTENSION, "metrics", "predict"],
+            }
+        )
 
     async def live(self, _request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -209,6 +228,8 @@ class ModelServer:
         body: dict[str, Any] = {"ready": False}
         if self.model.error:
             body["error"] = self.model.error
+        elif self.batcher.failed:
+            body["error"] = f"inference worker stopped: {self.batcher.failed}"
         return JSONResponse(body, status_code=503)
 
     async def model_ready(self, request: Request) -> Response:
@@ -230,49 +251,81 @@ class ModelServer:
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def _raw_body(self, request: Request) -> bytes:
+        return await read_body(
+            request, self.limits.max_body_bytes, self.settings.request_timeout_seconds
+        )
+
+    async def _body(self, request: Request) -> Any:
+        return parse_json(await self._raw_body(request))
+
     async def infer(self, request: Request) -> Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         started = time.perf_counter()
+        request_id = ""
         try:
+            request_id = request_id_header(request)
             self._check_model(request)
-            parsed = parse_infer(parse_json(await read_body(request, self.limits.max_body_bytes)),
-                                 self.limits)
+            # The binary tensor data extension's header says where the JSON part ends.
+            header = request.headers.getlist(binary.HEADER)
+            parsed = parse_infer_body(await self._raw_body(request), header, self.limits)
             result = await self._run(parsed.texts)
         except ProtocolError as error:
-            return error_response(error.status, error.message, {REQUEST_ID_HEADER: request_id})
+            return self._error(error, request_id)
         # The OIP request id, when given, is what the client will quote in feedback.
         logged_id = parsed.id or request_id
         self._record(parsed.texts, result, logged_id, started, request)
         body = infer_response(self.name, self.version, parsed, request_id, result.results)
-        return JSONResponse(body, headers={REQUEST_ID_HEADER: logged_id})
+        headers = {REQUEST_ID_HEADER: logged_id}
+        if not parsed.binary_outputs:
+            return JSONResponse(body, headers=headers)
+        content, length = binary.encode_outputs(body, parsed.binary_outputs)
+        headers[binary.HEADER] = str(length)
+        return Response(content, media_type=binary.CONTENT_TYPE, headers=headers)
 
     async def predict(self, request: Request) -> Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         started = time.perf_counter()
+        request_id = ""
         try:
-            texts = parse_predict(
-                parse_json(await read_body(request, self.limits.max_body_bytes)), self.limits)
+            request_id = request_id_header(request)
+            texts = parse_predict(await self._body(request), self.limits)
             result = await self._run(texts)
         except ProtocolError as error:
-            return error_response(error.status, error.message, {REQUEST_ID_HEADER: request_id})
+            return self._error(error, request_id)
         self._record(texts, result, request_id, started, request)
         body = predict_response(self.name, self.version, request_id, self.labels, result.results)
         return JSONResponse(body, headers={REQUEST_ID_HEADER: request_id})
+
+    @staticmethod
+    def _error(error: ProtocolError, request_id: str) -> Response:
+        headers = dict(error.headers)
+        if request_id:  # empty when the caller's own id was the problem
+            headers[REQUEST_ID_HEADER] = request_id
+        return error_response(error.status, error.message, headers)
 
     async def _run(self, texts: list[str]) -> BatchResult[Prediction]:
         if not self.ready:
             raise ProtocolError(503, f"model {self.name} is not ready")
         try:
             return await self.batcher.submit(texts)
-        except BatcherClosedError as error:
-            raise ProtocolError(503, str(error)) from error
+        except BatcherUnavailableError as error:
+            headers = {}
+            if error.retry_after is not None:
+                headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
+            raise ProtocolError(503, str(error), headers) from error
         except Exception as error:
             log.exception("inference failed")
-            raise ProtocolError(500, f"inference failed: {type(error).__name__}: {error}"
-                                ) from error
+            raise ProtocolError(
+                500, f"inference failed: {type(error).__name__}: {error}"
+            ) from error
 
-    def _record(self, texts: list[str], result: BatchResult[Prediction], request_id: str,
-                started: float, request: Request) -> None:
+    def _record(
+        self,
+        texts: list[str],
+        result: BatchResult[Prediction],
+        request_id: str,
+        started: float,
+        request: Request,
+    ) -> None:
         metrics = self.metrics
         metrics.queue_latency.observe(result.queue_seconds)
         for prediction in result.results:
@@ -283,15 +336,30 @@ class ModelServer:
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000.0
         variant = request.headers.get(VARIANT_HEADER)
-        self.prediction_log.write([
-            PredictionRecord(now, self.name, self.version, request_id, index, text,
-                             prediction.label, prediction.score, latency_ms, variant)
-            for index, (text, prediction) in enumerate(zip(texts, result.results, strict=True))
-        ])
+        self.prediction_log.write(
+            [
+                PredictionRecord(
+                    now,
+                    self.name,
+                    self.version,
+                    request_id,
+                    index,
+                    text,
+                    prediction.label,
+                    prediction.score,
+                    latency_ms,
+                    variant,
+                )
+                for index, (text, prediction) in enumerate(zip(texts, result.results, strict=True))
+            ]
+        )
 
 
-def create_app(model: ServedModel, settings: ServerSettings | None = None,
-               registry: CollectorRegistry | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
+def create_app(
+    model: ServedModel,
+    settings: ServerSettings | None = None,
+    registry: CollectorRegistry | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> Starlette:
     """The ASGI app for one model (verifies the artifact now; loads it after startup)."""
     return ModelServer(model, settings, registry, on_load_error).app

@@ -12,18 +12,18 @@ CLI and the gateway never pay for them.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertops.api.artifacts import LoadStep, ModelManifest
+from bertops.api.artifacts import ModelManifest
+from bertops.modelio.recipe import load_torch, onnx_graph
 from bertops.server.artifact import ArtifactError, VerifiedArtifact, verify_artifact
-from bertops.server.heads import PRUNE_HEADS_OP, shrink_attention
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TorchClassifier(_Tokenizing):
 
     def __init__(self, artifact: VerifiedArtifact, threads: int | None = None) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a server log is not a terminal
@@ -96,23 +96,14 @@ class TorchClassifier(_Tokenizing):
         self.labels = list(manifest.labels)
         self.max_length = manifest.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(artifact.folder, local_files_only=True)
-        pruned = next((s for s in manifest.load_recipe if s.op == PRUNE_HEADS_OP), None)
-        if pruned is None:
-            # use_safetensors=True makes transformers refuse pickled weights outright.
-            model = AutoModelForSequenceClassification.from_pretrained(
-                artifact.folder, use_safetensors=True, local_files_only=True
-            )
-        else:
-            model = _load_head_pruned(artifact, pruned)
+        # The load recipe (pruneHeads, quantizeDynamic) is replayed by the loader the
+        # trainer measured with; num_labels survives quantization.
+        model = load_torch(artifact.folder, manifest)
         if model.config.num_labels != len(self.labels):
             raise ArtifactError(
                 f"model has {model.config.num_labels} outputs, manifest lists "
                 f"{len(self.labels)} labels"
             )
-        model.eval()
-        for step in manifest.load_recipe:
-            if step.op != PRUNE_HEADS_OP:  # applied while building the model above
-                model = apply_torch_step(model, step)
         self.model = model
         self._torch = torch
 
@@ -124,62 +115,6 @@ class TorchClassifier(_Tokenizing):
             logits = self.model(**encoded).logits
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
         return _to_predictions(self.labels, probabilities)
-
-
-def _load_head_pruned(artifact: VerifiedArtifact, step: LoadStep) -> Any:
-    """Build from config, shrink attention to the kept heads, then load strictly."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(artifact.folder, local_files_only=True)
-    config.pruned_heads = {}
-    model = AutoModelForSequenceClassification.from_config(config)
-    try:
-        shrink_attention(model, step.params["heads"])
-        model.load_state_dict(load_file(str(artifact.folder / "model.safetensors")), strict=True)
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise ArtifactError(f"cannot rebuild the head-pruned model: {error}") from error
-    return model
-
-
-def apply_torch_step(model: Any, step: LoadStep) -> Any:
-    """One load-recipe step on a torch model; an unknown op is refused, never skipped
-    (serving something other than what was measured would be silent drift)."""
-    if step.op != "quantizeDynamic":
-        raise ArtifactError(f"unsupported load step {step.op!r} for a safetensors artifact")
-    import torch
-
-    granularity = step.params.get("granularity", "perTensor")
-    backend = step.params.get("backend", "torch")
-    if backend == "torchao":
-        try:
-            from torchao.quantization import (
-                Int8DynamicActivationInt8WeightConfig,
-                quantize_,
-            )
-        except ImportError as error:
-            raise ArtifactError("load step wants torchao, which is not installed") from error
-        quantize_(model, Int8DynamicActivationInt8WeightConfig())
-        return model
-    if backend != "torch":
-        raise ArtifactError(f"unsupported quantization backend {backend!r}")
-    from torch.ao.quantization import (
-        default_dynamic_qconfig,
-        per_channel_dynamic_qconfig,
-        quantize_dynamic,
-    )
-
-    qconfig = (per_channel_dynamic_qconfig if granularity == "perChannel"
-               else default_dynamic_qconfig)
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, whose int8 kernels are
-        # not fast on CPU in eager mode; the fbgemm/x86 dynamic kernels still are (DESIGN
-        # section 8: 0.33x/0.48x of FP32). Silence only these two deprecation notices.
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
-                                category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, "
-                                r"torch\.quantize_per_channel", category=UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
 
 
 class OnnxClassifier(_Tokenizing):
@@ -202,16 +137,7 @@ class OnnxClassifier(_Tokenizing):
         # onnxruntime reads the model into memory, so a quantized copy only needs to live
         # until the session exists.
         with tempfile.TemporaryDirectory(prefix="bertops-onnx-") as scratch:
-            path = artifact.folder / "model.onnx"
-            for step in manifest.load_recipe:
-                if step.op != "quantizeDynamic":
-                    raise ArtifactError(f"unsupported load step {step.op!r} for an onnx artifact")
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                target = Path(scratch) / f"model.{len(list(Path(scratch).iterdir()))}.onnx"
-                quantize_dynamic(path, target, weight_type=QuantType.QInt8,
-                                 per_channel=step.params.get("granularity") == "perChannel")
-                path = target
+            path = onnx_graph(artifact.folder, manifest, Path(scratch))
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
@@ -236,6 +162,21 @@ def load_classifier(artifact: VerifiedArtifact, threads: int | None = None) -> C
 
 
 WARMUP_TEXT = "warming up the model server"
+
+
+class ModelOutputError(ValueError):
+    """The model computes something unservable (NaN or infinite probabilities)."""
+
+
+def check_finite(predictions: Sequence[Prediction]) -> None:
+    """Refuse non-finite outputs at warm-up: a model with NaN weights would otherwise
+    turn ready and then fail every request (NaN is not JSON)."""
+    for prediction in predictions:
+        values = [prediction.score, *prediction.probabilities]
+        if not all(math.isfinite(value) for value in values):
+            raise ModelOutputError(
+                "the model's outputs are not finite (NaN or infinity) on the warm-up texts; "
+                "the weights are probably broken, refusing to serve")
 
 
 @dataclass
@@ -274,8 +215,9 @@ class ServedModel:
         try:
             artifact = self.verify()
             classifier = self.loader(artifact, self.threads)
+            artifact.release()  # the model is in memory; drop the verified copy
             for size in self.warmup_batch_sizes:
-                classifier.predict([WARMUP_TEXT] * size)
+                check_finite(classifier.predict([WARMUP_TEXT] * size))
         except Exception as error:
             self.error = f"{type(error).__name__}: {error}"
             log.error("model %s failed to load: %s", self.uri, self.error)

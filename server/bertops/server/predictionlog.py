@@ -4,17 +4,21 @@ the drift monitor. Files rotate by size (``predictions.jsonl``, ``.1``, ``.2``, 
 
 Written by :mod:`bertops.server.app` after each answered request. ``write`` never blocks
 a request: records go to a bounded queue and a writer thread serialises, hashes and
-appends them; when the queue is full records are dropped and counted. ``close`` (at
-shutdown) writes everything queued and flushes.
+appends them; when the queue is full records are dropped and counted. A record that
+cannot be written (not serialisable, a full disk) is dropped and counted too: the writer
+thread never dies of one. ``close`` (at shutdown) writes everything queued and flushes,
+and returns within its timeout even when the writer is stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +80,9 @@ class PredictionLog:
         self.dropped = 0
         self.written = 0
         self._on_drop = on_drop
+        self._last_warning = -60.0
+        self._handle: IO[str] | None = None
+        self._size = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -86,14 +93,36 @@ class PredictionLog:
         try:
             self._queue.put_nowait(records)
         except queue.Full:
-            self.dropped += len(records)
-            if self._on_drop is not None:
-                self._on_drop(len(records))
+            self._drop(len(records), "the writer is behind (queue full)")
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, flush, stop the thread."""
-        self._queue.put(self._STOP)
-        self._thread.join(timeout)
+        """Write what is queued, flush, stop the thread; gives up after ``timeout``
+        seconds (a stuck writer must not block shutdown; what is left is lost, and said)."""
+        deadline = time.monotonic() + timeout
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):  # then the join below times out too
+                self._queue.put(self._STOP, timeout=timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            log.error(
+                "prediction log writer did not finish within %ss; about %d queued batches are lost",
+                timeout,
+                self._queue.qsize(),
+            )
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        if self._on_drop is not None:
+            self._on_drop(count)
+        now = time.monotonic()
+        if now - self._last_warning >= 60.0:  # at most a line a minute, not one a record
+            self._last_warning = now
+            log.warning(
+                "prediction log dropped %d record(s): %s (%d dropped so far)",
+                count,
+                reason,
+                self.dropped,
+            )
 
     def line(self, record: PredictionRecord) -> str:
         document: dict[str, object] = {
@@ -115,44 +144,78 @@ class PredictionLog:
         document["latencyMs"] = round(record.latency_ms, 3)
         return json.dumps(document, ensure_ascii=False) + "\n"
 
-    def _open(self) -> IO[str]:
-        return self.path.open("a", encoding="utf-8")
-
     def _run(self) -> None:
-        handle = self._open()
-        size = self.path.stat().st_size
         try:
             while True:
-                batch = self._queue.get()
-                stop = batch is self._STOP
-                pending = [] if stop else [batch]
-                # Drain whatever else is queued, then flush once: cheap under load,
-                # and the file is current whenever the queue is empty.
-                while not stop:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is self._STOP:
-                        stop = True
-                    else:
-                        pending.append(more)
+                pending, stop = self._take()
                 for records in pending:
-                    for record in records:  # type: ignore[attr-defined]
-                        text = self.line(record)
-                        encoded = len(text.encode())
-                        if size and size + encoded > self.max_bytes:
-                            handle.close()
-                            rotate(self.path, self.backups)
-                            handle = self._open()
-                            size = 0
-                        handle.write(text)
-                        size += encoded
-                        self.written += 1
-                handle.flush()
+                    try:
+                        self._append(records)
+                    except Exception as error:  # a bug must cost records, not the thread
+                        log.exception("prediction log writer failed on a batch")
+                        self._drop(len(records), f"{type(error).__name__}: {error}")
+                self._flush()
                 if stop:
                     return
-        except Exception:
-            log.exception("prediction log writer failed; records from now on are lost")
         finally:
-            handle.close()
+            self._close_file()
+
+    def _take(self) -> tuple[list[list[PredictionRecord]], bool]:
+        """The next batch and whatever else is queued (so one flush serves them all:
+        cheap under load, and the file is current whenever the queue is empty)."""
+        first = self._queue.get()
+        if first is self._STOP:
+            return [], True
+        pending: list[list[PredictionRecord]] = [first]  # type: ignore[list-item]
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return pending, False
+            if more is self._STOP:
+                return pending, True
+            pending.append(more)  # type: ignore[arg-type]
+
+    def _append(self, records: list[PredictionRecord]) -> None:
+        for record in records:
+            try:
+                text = self.line(record)
+                data = text.encode("utf-8")  # fails on a lone surrogate: refuse it here
+            except ValueError as error:
+                self._drop(1, f"unwritable record: {error}")
+                continue
+            try:
+                self._write(text, len(data))
+            except OSError as error:
+                self._close_file()  # reopened for the next record
+                self._drop(1, f"cannot write {self.path}: {error}")
+
+    def _write(self, text: str, encoded: int) -> None:
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
+            self._size = self.path.stat().st_size
+        if self._size and self._size + encoded > self.max_bytes:
+            self._close_file()
+            rotate(self.path, self.backups)
+            self._handle = self.path.open("a", encoding="utf-8")
+            self._size = 0
+        self._handle.write(text)
+        self._size += encoded
+        self.written += 1
+
+    def _flush(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.flush()
+        except OSError as error:
+            log.warning("cannot flush %s: %s", self.path, error)
+            self._close_file()
+
+    def _close_file(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as error:
+                log.warning("cannot close %s: %s", self.path, error)

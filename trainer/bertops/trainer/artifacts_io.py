@@ -1,10 +1,13 @@
-"""Artifact storage through fsspec URIs: atomic folder writes, local copies for reading,
-and small JSON documents.
+"""Artifact storage through fsspec URIs for the trainer's steps: atomic publication of a
+folder, local copies for reading, small JSON documents, and verified manifests.
 
-Used by every step: prepare and train stage their artifact in a temporary folder and
-:func:`staged_folder` moves it into place only when everything is written, so a failed
-step never leaves a half artifact; evaluate and train read inputs via :func:`local_folder`.
-Works for plain paths, ``file://`` and any fsspec protocol (``s3://`` needs its driver).
+Used by every step: prepare, train and compress stage their artifact in a temporary
+folder and :func:`staged_folder` publishes it only when everything is written, so a failed
+step never leaves a half artifact; evaluate, train and compress read inputs via
+:func:`local_folder` and :func:`read_verified_manifest`. The checks (escaping paths,
+pickles, size caps, sha256) are the shared ones of :mod:`bertops.api.artifacts`; this
+module adds only the fsspec transport. Works for plain paths, ``file://`` and any fsspec
+protocol (``s3://`` needs its driver).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
-from pydantic import BaseModel
 
+from bertops.api import artifacts as shared
+from bertops.api.artifacts import MANIFEST_NAMES, ArtifactError, ManifestT
 from bertops.trainer.errors import BadInputError
 
 
@@ -32,15 +36,15 @@ def _fs(uri: str) -> tuple[Any, str]:
 
 
 def is_local(uri: str) -> bool:
-    fs, _ = _fs(uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    return any(p in ("file", "local") for p in protocols)
+    return shared.local_path(uri) is not None
 
 
 def local_path(uri: str) -> Path:
     """The filesystem path of a local URI (plain path or file://)."""
-    _, path = _fs(uri)
-    return Path(path)
+    path = shared.local_path(uri)
+    if path is None:
+        raise BadInputError(f"{uri} is not a local path")
+    return path
 
 
 def join(uri: str, *parts: str) -> str:
@@ -63,17 +67,87 @@ def list_names(uri: str) -> list[str]:
     fs, path = _fs(uri)
     if not fs.exists(path):
         return []
-    return sorted(Path(entry).name for entry in fs.ls(path, detail=False))
+    return sorted(Path(entry.rstrip("/")).name for entry in fs.ls(path, detail=False))
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to the disk (a rename is durable only once
+    the folder holding it is flushed)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
+
+
+def _publish_local(staging: Path, target: Path) -> None:
+    """Rename a complete, flushed staging folder into place. Readers see the old
+    artifact, briefly none, or the new one; never a mix, and never one that a crash
+    could leave half-written on disk."""
+    _fsync_tree(staging)
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    fsync_path(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _key(path: str) -> str:
+    """A store path in one spelling (fsspec listings may add or drop the leading '/')."""
+    return "/" + path.strip("/")
+
+
+def _publish_remote(fs: Any, staging: Path, path: str) -> None:
+    """Object stores have no atomic rename, and readers trust only a folder whose manifest
+    verifies. So: upload everything to a unique temporary prefix (a failed upload leaves
+    the target untouched), take the old manifest down, copy the data files over, delete
+    files the new artifact does not have, and write the manifest last. The target is
+    never removed wholesale and never carries a manifest that its files do not match."""
+    path = path.rstrip("/")
+    parent, _, name = path.rpartition("/")
+    temp = (
+        f"{parent}/.{name}.tmp-{uuid.uuid4().hex}" if parent else f".{name}.tmp-{uuid.uuid4().hex}"
+    )
+    names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    manifests = [n for n in names if n in MANIFEST_NAMES]
+    try:
+        for name in names:
+            fs.put_file(str(staging / name), f"{temp}/{name}")
+        for name in MANIFEST_NAMES:
+            if fs.exists(f"{path}/{name}"):
+                fs.rm_file(f"{path}/{name}")
+        for name in names:
+            if name not in manifests:
+                fs.copy(f"{temp}/{name}", f"{path}/{name}")
+        keep = {_key(f"{path}/{n}") for n in names}
+        for entry in fs.find(path) if fs.exists(path) else []:
+            if _key(entry) not in keep:
+                fs.rm_file(entry)
+        for name in manifests:
+            fs.copy(f"{temp}/{name}", f"{path}/{name}")
+    finally:
+        with contextlib.suppress(Exception):
+            if fs.exists(temp):
+                fs.rm(temp, recursive=True)
 
 
 @contextlib.contextmanager
 def staged_folder(uri: str) -> Iterator[Path]:
     """Yield a local folder to fill; on success it replaces ``uri`` as a whole.
 
-    Local targets: the staging folder sits beside the target (same filesystem), so the
-    final step is one rename; an existing target is moved aside first and removed after.
-    Remote targets: upload to a temporary sibling, then move it into place.
-    On any exception the staging folder is removed and the target is left untouched.
+    Local targets: the staging folder sits beside the target (same filesystem), is
+    flushed to disk, then renamed into place (see :func:`_publish_local`). Remote targets:
+    see :func:`_publish_remote`. On any exception the staging folder is removed and the
+    target is left untouched.
     """
     if is_local(uri):
         target = local_path(uri)
@@ -82,29 +156,16 @@ def staged_folder(uri: str) -> Iterator[Path]:
         staging.mkdir()
         try:
             yield staging
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            if target.exists():
-                target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            _publish_local(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return
     fs, path = _fs(uri)
     staging = Path(tempfile.mkdtemp(prefix="bertops-stage-"))
-    remote_tmp = f"{path.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         yield staging
-        fs.put(str(staging) + "/", remote_tmp, recursive=True)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        fs.mv(remote_tmp, path, recursive=True)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if fs.exists(remote_tmp):
-                fs.rm(remote_tmp, recursive=True)
-        raise
+        _publish_remote(fs, staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -139,7 +200,8 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_text(uri: str, text: str) -> None:
-    """Write a small document; local writes are atomic (temp file, then replace)."""
+    """Write a small document; local writes are atomic and durable (temp file, fsync,
+    replace, fsync the folder)."""
     if is_local(uri):
         path = local_path(uri)
         if str(path).startswith("/dev/"):  # e.g. /dev/termination-log: write in place
@@ -147,8 +209,12 @@ def write_text(uri: str, text: str) -> None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text(text)
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
         return
     fs, path_s = _fs(uri)
     fs.pipe(path_s, text.encode())
@@ -172,21 +238,12 @@ def read_json(path: Path, what: str) -> Any:
         raise BadInputError(f"{what}: {path} is not valid JSON ({error})") from error
 
 
-ManifestT = TypeVar("ManifestT", bound=BaseModel)
-
-
-def read_verified_manifest(folder: Path, name: str, model: type[ManifestT], what: str
-                           ) -> ManifestT:
-    """The manifest ``name`` of an artifact folder, after checking every listed file's
-    sha256 (what a consumer must do before loading anything from it)."""
-    from bertops.api.artifacts import verify_folder
-
-    data = read_json(folder / name, what)
+def read_verified_manifest(folder: Path, name: str, model: type[ManifestT], what: str) -> ManifestT:
+    """The manifest ``name`` of an artifact folder, after the shared checks (every listed
+    file's sha256, no escaping paths, no pickles): what a consumer must do before loading
+    anything from it. A refusal is bad input (exit code 2)."""
     try:
-        manifest = model.model_validate(data)
-    except ValueError as error:
-        raise BadInputError(f"{folder / name} is not a valid {what} manifest: {error}") from error
-    problems = verify_folder(folder, manifest.files)  # type: ignore[attr-defined]
-    if problems:
-        raise BadInputError(f"{what} {folder} fails verification: {'; '.join(problems[:5])}")
+        manifest, _ = shared.verify_manifest(folder, model, name, what=what)
+    except ArtifactError as error:
+        raise BadInputError(str(error)) from error
     return manifest

@@ -1,7 +1,7 @@
 """``bertops trainer``: the trainer steps as commands (prepare, train, evaluate, run) and
 a local launcher for distributed training (launch).
 
-Added to the top-level ``bertops`` CLI by :mod:`bertops.operator.cli`; also runnable as
+Added to the top-level ``bertops`` CLI by :mod:`bertops.cli.main`; also runnable as
 ``python -m bertops.trainer.cli`` (how the launcher starts ranks). Every step command
 reads a step spec (``--spec FILE`` or ``--spec -`` for stdin), prints progress JSON lines
 and, as the last stdout line, the StepResult; the exit code is the result's

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,12 +46,38 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
-    def all_gather_object(self, value: Any) -> list[Any]:
+    # Only tensor collectives, never all_gather_object/broadcast_object_list: those
+    # pickle on the sender and unpickle on every receiver, and a gloo/nccl group is not
+    # authenticated, so whoever reaches MASTER_PORT could run code in every rank.
+    # A tensor is a dtype, a shape and raw bytes; nothing in it executes.
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's 1-D tensor (lengths may differ between ranks), on the CPU."""
         if not self.distributed:
-            return [value]
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, value)
-        return gathered
+            return [tensor.detach().reshape(-1).cpu()]
+        local = tensor.detach().reshape(-1).to(self.device)
+        size = torch.tensor([local.numel()], dtype=torch.long, device=self.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size)
+        counts = [int(s.item()) for s in sizes]
+        padded = torch.zeros(max(counts), dtype=local.dtype, device=self.device)
+        padded[: local.numel()] = local
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded)
+        return [g[:n].cpu() for g, n in zip(gathered, counts, strict=True)]
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on at least one (so all ranks take
+        the same branch and none waits forever in a collective the others skipped)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def gather_digests(self, digest: str) -> list[str]:
+        """A sha256 hex digest from every rank, sent as 32 raw bytes."""
+        mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8)
+        return [bytes(part.tolist()).hex() for part in self.all_gather(mine)]
 
     def shutdown(self) -> None:
         if self.distributed and dist.is_initialized():
@@ -87,8 +112,9 @@ def from_env(timeout_s: float = 600.0) -> DistContext:
         raise BadInputError(f"RANK={rank} is outside WORLD_SIZE={world}")
     backend = "nccl" if use_cuda else "gloo"
     try:
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
+        )
     except (RuntimeError, ValueError) as error:
         # Peers not reachable yet or gone: the runtime may retry the whole group.
         raise TransientError(f"joining the {backend} process group failed: {error}") from error

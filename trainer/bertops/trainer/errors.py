@@ -7,6 +7,7 @@ into a failed :class:`~bertops.api.steps.StepResult` with the matching
 
 from __future__ import annotations
 
+from bertops.api.artifacts import ArtifactError
 from bertops.api.steps import ExitCode
 
 REASON_SUCCEEDED = "Succeeded"
@@ -40,6 +41,10 @@ def classify(error: BaseException) -> tuple[ExitCode, str]:
     """Exit code and reason for any exception, including ones we did not raise."""
     if isinstance(error, StepError):
         return error.exit_code, error.reason
+    if isinstance(error, ArtifactError):
+        # A refused or unloadable artifact (bertops.api.artifacts, bertops.modelio):
+        # the same bytes fail the same way on a retry.
+        return ExitCode.BAD_INPUT, REASON_INVALID_INPUT
     if isinstance(error, FileNotFoundError | NotADirectoryError | IsADirectoryError):
         # Inputs are checked up front; a missing path here is still the caller's input.
         return ExitCode.BAD_INPUT, REASON_INVALID_INPUT

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, sha256_file
-from bertops.api.steps import EvaluateStep, StepResult
+from bertops.api.steps import EvaluateDetails, EvaluateStep, StepResult
+from bertops.modelio.recipe import load_torch
 from bertops.trainer import artifacts_io, models, prepare
 from bertops.trainer.distributed import DistContext
 from bertops.trainer.errors import BadInputError
@@ -63,7 +64,12 @@ def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence
         losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
         preds = logits.argmax(dim=-1)
         out.extend(zip(chunk, preds.tolist(), losses.tolist(), strict=True))
-    merged = sorted(x for part in ctx.all_gather_object(out) for x in part)
+    # Gathered as tensors (row index, prediction, loss), never as pickled objects.
+    row_ids = torch.tensor([row for row, _, _ in out], dtype=torch.long)
+    predicted = torch.tensor([pred for _, pred, _ in out], dtype=torch.long)
+    row_losses = torch.tensor([loss for _, _, loss in out], dtype=torch.float64)
+    columns = [torch.cat(ctx.all_gather(c)).tolist() for c in (row_ids, predicted, row_losses)]
+    merged = sorted(zip(*columns, strict=True))
     y_pred = [p for _, p, _ in merged]
     loss = sum(l_ for _, _, l_ in merged) / len(merged) if merged else None
     return classification_metrics(labels, y_pred, label_names, loss)
@@ -104,7 +110,8 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
             # Another vocabulary or length: the prepared ids do not fit this model.
             progress.message("re-tokenizing the split with the model's tokenizer")
             ids = prepare.tokenize(tokenizer, frame["text"].tolist(), manifest.max_length).ids
-        model: Any = models.load_artifact_model(model_dir, manifest.task)
+        # The load recipe (e.g. pruneHeads) is replayed exactly as the server does.
+        model: Any = load_torch(model_dir, manifest)
         model.to(ctx.device)
         progress.emit("start", message=f"scoring {len(ids)} rows of {step.split}",
                       total_steps=len(ids))
@@ -121,9 +128,9 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
         kind="evaluate", name=step.name, succeeded=True, metrics=flat,
         artifacts={"model": step.model_uri, "dataset": step.dataset_uri},
         checksums={"modelManifest": manifest_sha, "dataset": data_manifest.checksum},
-        details={"split": step.split, "rows": len(ids), "metrics": metrics,
-                 "modelName": manifest.name, "retokenized": not same_vocab,
-                 "labels": manifest.labels},
+        details=EvaluateDetails(split=step.split, rows=len(ids), metrics=metrics,
+                                model_name=manifest.name, retokenized=not same_vocab,
+                                labels=manifest.labels),
     )
 
 

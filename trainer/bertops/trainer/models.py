@@ -1,8 +1,9 @@
 """Base models and tokenizers: resolve a :class:`~bertops.api.sources.ModelSource` to a
 local folder, load or train a tokenizer, and build a model for a task.
 
-Used by prepare (which tokenizer), train (what to fine-tune) and evaluate (load an
-artifact). Never touches a model hub: ``HF_HUB_OFFLINE`` is forced before transformers is
+Used by prepare (which tokenizer), train (what to fine-tune), evaluate and compress (an
+artifact's tokenizer; artifact weights load through :mod:`bertops.modelio.recipe`).
+Never touches a model hub: ``HF_HUB_OFFLINE`` is forced before transformers is
 imported, and weights are only read from safetensors (a ``pytorch_model.bin`` would be
 unpickled, so it is refused).
 """
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bertops.api.dataset import WordPieceTraining
 from bertops.api.sources import BertConfigSpec, ModelSource
 from bertops.api.training import Task
+from bertops.modelio.recipe import TASK_MODEL_CLASSES  # the one task switch
 from bertops.trainer.errors import BadInputError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,11 +33,6 @@ if TYPE_CHECKING:
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
-# The task switch: one entry per task; token classification arrives with its own head,
-# data layout (per-token labels) and metrics (seqeval-style entity F1).
-TASK_MODEL_CLASSES: dict[str, str] = {
-    "sequenceClassification": "AutoModelForSequenceClassification",
-}
 
 
 def quiet_transformers() -> None:
@@ -207,18 +204,4 @@ def build_model(task: Task, source: ModelSource, labels: list[str], dropout: flo
             f"dataset's tokenizer has {vocab_size} tokens; prepare the dataset with this "
             "model's tokenizer"
         )
-    return model
-
-
-def load_artifact_model(folder: Path, task: Task = "sequenceClassification") -> PreTrainedModel:
-    """A trained model from a verified artifact folder (safetensors only)."""
-    check_model_folder(folder, "model artifact")
-    class_name = TASK_MODEL_CLASSES.get(task)
-    if class_name is None:
-        raise BadInputError(f"task {task} is not supported by this trainer version yet")
-    quiet_transformers()
-    import transformers
-
-    model: PreTrainedModel = getattr(transformers, class_name).from_pretrained(
-        str(folder), local_files_only=True, use_safetensors=True)
     return model

@@ -28,7 +28,7 @@ import pandas as pd
 
 from bertops.api.artifacts import DATASET_MANIFEST, DatasetManifest, digest_folder
 from bertops.api.dataset import Split
-from bertops.api.steps import PrepareStep, StepResult
+from bertops.api.steps import PrepareDetails, PrepareStep, StepResult
 from bertops.trainer import artifacts_io, cleaning, io, models
 from bertops.trainer.errors import BadInputError
 from bertops.trainer.progress import Progress
@@ -235,14 +235,14 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
             stats=stats, tokenizer=tokenizer_info, created_at=datetime.now(UTC),
         )
         (folder / DATASET_MANIFEST).write_text(manifest.model_dump_json(by_alias=True, indent=2))
-    details = {
-        "artifactUri": step.output_uri, "checksum": checksum, "shortChecksum": checksum[:12],
-        "rows": rows, "labels": names, "numLabels": len(names), "labelCounts": label_counts,
-        "droppedRows": dropped_nonzero, "tokenLengthP50": stats["tokenLength"]["p50"],
-        "tokenLengthP95": stats["tokenLength"]["p95"],
-        "unknownTokenRate": stats["unknownTokenRate"],
-        "invalidByteSequences": raw.invalid_byte_sequences,
-    }
+    details = PrepareDetails(
+        artifact_uri=step.output_uri, checksum=checksum, short_checksum=checksum[:12],
+        rows=rows, labels=names, num_labels=len(names), label_counts=label_counts,
+        dropped_rows=dropped_nonzero, token_length_p50=stats["tokenLength"]["p50"],
+        token_length_p95=stats["tokenLength"]["p95"],
+        unknown_token_rate=stats["unknownTokenRate"],
+        invalid_byte_sequences=raw.invalid_byte_sequences,
+    )
     metrics = {f"rows.{k}": float(v) for k, v in rows.items()}
     metrics["unknownTokenRate"] = float(stats["unknownTokenRate"])
     metrics["tokenLengthP95"] = float(stats["tokenLength"]["p95"])

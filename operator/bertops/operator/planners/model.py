@@ -17,23 +17,40 @@ from bertops.api import model as api
 from bertops.api import training as training_api
 from bertops.api.artifacts import ModelManifest
 from bertops.api.meta import ConditionStatus, is_true
-from bertops.api.steps import CompressStep, EvaluateStep, ExitCode, StepResult
+from bertops.api.steps import (
+    CompressDetails,
+    CompressStep,
+    EvaluateDetails,
+    EvaluateStep,
+    ExitCode,
+    StepResult,
+)
 from bertops.operator.config import OperatorConfig
+from bertops.operator.planners import checks
 from bertops.operator.planners.common import (
+    REASON_RETRYING,
     ObjectRef,
     Plan,
+    current_attempt,
+    plan_retry,
     settled,
     short,
     step_name,
     transition,
 )
-from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
+from bertops.operator.runtime.base import (
+    REASON_RESULT_UNREADABLE,
+    StepObservation,
+    StepPhase,
+    StepRequest,
+)
 
 FINAL_REASONS = {
     api.REASON_VERIFIED,
     api.REASON_GATE_FAILED,
     api.REASON_VERIFICATION_FAILED,
     api.REASON_STEP_FAILED,
+    REASON_RESULT_UNREADABLE,
 }
 UNKNOWN = ConditionStatus.UNKNOWN
 
@@ -73,9 +90,9 @@ def output_uri(ref: ObjectRef, config: OperatorConfig) -> str:
     return config.artifact_uri(ref.namespace, "models", ref.name, f"g{ref.generation}")
 
 
-def apply_manifest(status: api.BertModelStatus, info: ArtifactInfo) -> None:
-    manifest = info.manifest
-    assert manifest is not None
+def apply_manifest(
+    status: api.BertModelStatus, info: ArtifactInfo, manifest: ModelManifest
+) -> None:
     status.artifact_uri = info.uri
     status.manifest_sha256 = info.manifest_sha256
     status.format = manifest.format
@@ -118,6 +135,12 @@ class _Planning:
         self.ref, self.obj, self.world, self.config, self.now = ref, obj, world, config, now
         self.spec = obj.spec
         self.status = obj.status.model_copy(deep=True)
+        # Step attempts count per generation (only steps, not verification, use them).
+        self.attempt = current_attempt(
+            obj.status.observed_generation, obj.status.attempts, ref.generation
+        )
+        if self.status.observed_generation != ref.generation:
+            self.status.attempts = None
         self.status.observed_generation = ref.generation
         self.plan = Plan()
 
@@ -127,7 +150,6 @@ class _Planning:
         reason: str,
         message: str,
         warning: bool = False,
-        requeue: bool = False,
     ) -> None:
         transition(
             self.status.conditions,
@@ -140,10 +162,10 @@ class _Planning:
             events=self.plan.events,
             warning=warning,
         )
-        self.plan.requeue = self.plan.requeue or requeue
 
     def verified(self, info: ArtifactInfo, what: str, test_metrics: dict | None = None) -> None:
-        if info.problems or info.manifest is None:
+        manifest = info.manifest
+        if info.problems or manifest is None:
             problems = "; ".join(info.problems) or "no manifest"
             self.ready(
                 False,
@@ -154,11 +176,10 @@ class _Planning:
             return
         if test_metrics:
             # Evaluation measured fresh metrics on the named dataset: they win.
-            manifest = info.manifest.model_copy(
-                update={"metrics": {**info.manifest.metrics, "test": test_metrics}}
+            manifest = manifest.model_copy(
+                update={"metrics": {**manifest.metrics, "test": test_metrics}}
             )
-            info = ArtifactInfo(info.uri, manifest, info.manifest_sha256, info.problems)
-        apply_manifest(self.status, info)
+        apply_manifest(self.status, info, manifest)
         self.status.registered_at = self.status.registered_at or self.now
         f1 = self.status.metrics.macro_f1 if self.status.metrics else None
         quality = f", macro-F1 {f1:.3f}" if f1 is not None else ""
@@ -173,28 +194,25 @@ class _Planning:
                 api.REASON_TRAINING_NOT_FOUND,
                 f"BertTraining {training_name!r} not found",
                 warning=True,
-                requeue=True,
             )
         elif not is_true(training.status.conditions, training_api.SUCCEEDED):
             self.ready(
                 UNKNOWN,
                 api.REASON_WAITING_FOR_TRAINING,
                 f"waiting for BertTraining {training_name!r} to succeed",
-                requeue=True,
             )
         elif self.world.artifact is None:
             self.ready(
                 UNKNOWN,
                 api.REASON_WAITING_FOR_TRAINING,
                 "training artifact not readable yet",
-                requeue=True,
             )
         else:
             self.verified(self.world.artifact, f"verified artifact of run {training_name}")
 
     def external(self, uri: str) -> None:
         if self.world.artifact is None:
-            self.ready(UNKNOWN, api.REASON_EVALUATING, f"reading {uri}", requeue=True)
+            self.ready(UNKNOWN, api.REASON_EVALUATING, f"reading {uri}")
         else:
             self.verified(self.world.artifact, "verified external artifact")
 
@@ -207,7 +225,6 @@ class _Planning:
                 api.REASON_PARENT_NOT_FOUND,
                 f"parent BertModel {name!r} not found",
                 warning=True,
-                requeue=True,
             )
             return None
         if not is_true(parent.status.conditions, api.READY) or not parent.status.artifact_uri:
@@ -215,7 +232,6 @@ class _Planning:
                 UNKNOWN,
                 api.REASON_WAITING_FOR_PARENT,
                 f"waiting for parent BertModel {name!r} to be Ready",
-                requeue=True,
             )
             return None
         return parent.status.artifact_uri
@@ -224,34 +240,40 @@ class _Planning:
         """Compression or evaluation: both run one step, then verify what it produced."""
         compression = self.spec.compression
         working = api.REASON_COMPRESSING if compression else api.REASON_EVALUATING
-        name = step_name(self.ref.name, "cmp" if compression else "eval", self.ref.generation)
+        name = self.step_name(self.attempt)
         observed = self.world.step
         self.status.step = name
         if observed.phase == StepPhase.ABSENT:
-            self._start(name, working)
+            self._start(self.attempt, working)
         elif observed.phase == StepPhase.RUNNING:
             progress = observed.progress.message if observed.progress else None
             self.ready(
                 UNKNOWN,
                 working,
                 f"step {name} running" + (f": {progress}" if progress else ""),
-                requeue=True,
             )
         elif observed.phase == StepPhase.SUCCEEDED and observed.result is not None:
             uri = observed.result.artifacts.get("model") or self.spec.artifact_uri
             if self.world.artifact is None or self.world.artifact.uri != uri:
-                self.ready(UNKNOWN, working, f"reading the artifact at {uri}", requeue=True)
+                self.ready(UNKNOWN, working, f"reading the artifact at {uri}")
                 return
-            fresh = None if compression else observed.result.details.get("metrics")
+            details = observed.result.details
+            fresh = details.metrics if isinstance(details, EvaluateDetails) else None
+            self.plan.events += checks.unknown_fields(observed.result)
             self.verified(
                 self.world.artifact,
                 "compressed and measured" if compression else "evaluated",
                 fresh,
             )
         else:
-            self._failed(observed, compressing=compression is not None)
+            self._failed(observed, working)
 
-    def _start(self, name: str, working: str) -> None:
+    def step_name(self, attempt: int) -> str:
+        code = "cmp" if self.spec.compression else "eval"
+        return step_name(self.ref.name, code, self.ref.generation, self.ref.uid, attempt)
+
+    def _start(self, attempt: int, working: str) -> None:
+        name = self.step_name(attempt)
         compression = self.spec.compression
         parent_uri = self.parent_ready(compression) if compression else None
         if compression and parent_uri is None:
@@ -262,7 +284,6 @@ class _Planning:
                 api.REASON_DATASET_NOT_FOUND,
                 self.world.dataset_problem or "no dataset to evaluate on",
                 warning=True,
-                requeue=True,
             )
             return
         step: CompressStep | EvaluateStep
@@ -277,8 +298,11 @@ class _Planning:
             )
             methods = " -> ".join(s.method for s in compression.steps)
             message = f"compress step {name} started: {methods}"
+        elif self.spec.artifact_uri is None:  # the CEL rules make this unreachable
+            raise checks.SpecError(
+                api.REASON_INVALID_SPEC, "evaluationDatasetRef needs artifactUri to evaluate"
+            )
         else:
-            assert self.spec.artifact_uri is not None
             step = EvaluateStep(
                 name=name, model_uri=self.spec.artifact_uri, dataset_uri=self.world.dataset_uri
             )
@@ -286,20 +310,38 @@ class _Planning:
         self.plan.start = StepRequest(
             name=name, namespace=self.ref.namespace, spec=step, owner=self.ref.owner_reference()
         )
-        self.ready(UNKNOWN, working, message, requeue=True)
+        self.status.step, self.status.attempts = name, attempt
+        self.ready(UNKNOWN, working, message + (f" (attempt {attempt})" if attempt > 1 else ""))
 
-    def _failed(self, observed: StepObservation, compressing: bool) -> None:
+    def finish(self) -> Plan:
+        """The plan, with the new status when it differs from the stored one."""
+        new_status = self.status.to_wire()
+        if new_status != self.obj.status.to_wire():
+            self.plan.status = new_status
+        return self.plan
+
+    def _failed(self, observed: StepObservation, working: str) -> None:
+        """A failed attempt: start the next one when due, wait for it, or give up."""
+        retry = plan_retry(observed, self.attempt, self.config, self.now)
+        if retry is not None and retry.due:
+            self._start(retry.attempt, working)
+            return
+        if retry is not None:
+            self.ready(UNKNOWN, REASON_RETRYING, retry.message, warning=True)
+            return
+        compressing = self.spec.compression is not None
         found: StepResult | None = observed.result
         if found is not None and found.reason == api.REASON_GATE_FAILED:
             reason = api.REASON_GATE_FAILED
-        elif found is not None and found.exit_code == ExitCode.BAD_INPUT and not compressing:
+        elif observed.reason == REASON_RESULT_UNREADABLE:
+            reason = REASON_RESULT_UNREADABLE
+        elif observed.effective_exit_code == ExitCode.BAD_INPUT and not compressing:
             reason = api.REASON_VERIFICATION_FAILED
         else:
             reason = api.REASON_STEP_FAILED
-        if found is not None and found.details.get("qualityDelta"):
-            self.status.quality_delta = api.QualityDelta.model_validate(
-                found.details["qualityDelta"]
-            )
+        details = found.details if found is not None else None
+        if isinstance(details, CompressDetails) and details.quality_delta:
+            self.status.quality_delta = api.QualityDelta.model_validate(details.quality_delta)
         message = observed.message or (found.message if found else "step failed")
         self.ready(False, reason, message, warning=True)
 
@@ -316,14 +358,19 @@ def plan(
         return Plan()
     planning = _Planning(ref, obj, world, config, now)
     spec = obj.spec
-    if spec.training_ref is not None:
-        planning.from_training(spec.training_ref.name)
-    elif spec.compression is not None or spec.evaluation_dataset_ref is not None:
-        planning.with_step()
-    else:
-        assert spec.artifact_uri is not None
-        planning.external(spec.artifact_uri)
-    new_status = planning.status.to_wire()
-    if new_status != obj.status.to_wire():
-        planning.plan.status = new_status
-    return planning.plan
+    try:
+        if spec.training_ref is not None:
+            planning.from_training(spec.training_ref.name)
+            return planning.finish()
+        if world.step.phase == StepPhase.ABSENT:
+            checks.check_model(spec, config)  # before a step starts or an artifact is read
+        if spec.compression is not None or spec.evaluation_dataset_ref is not None:
+            planning.with_step()
+        elif spec.artifact_uri is not None:
+            planning.external(spec.artifact_uri)
+        else:  # the CEL rules make this unreachable
+            message = "set exactly one of trainingRef, artifactUri or compression"
+            raise checks.SpecError(api.REASON_INVALID_SPEC, message)
+    except checks.SpecError as error:
+        planning.ready(False, error.reason, error.message, warning=True)
+    return planning.finish()

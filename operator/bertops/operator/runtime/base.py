@@ -1,17 +1,27 @@
-"""The runtime interface: start a step, observe it, stop it, read its result.
+"""The runtime interface: start a step, observe it, stop it, clean up after its object.
 
-A step is identified by a deterministic name (object, kind of step, generation), so a
-restarted operator that asks for the same step finds the running or finished one
-instead of starting a duplicate.
+A step is identified by a deterministic name (object, its UID, kind of step, generation,
+attempt; see :func:`bertops.operator.planners.common.step_name`), so a restarted operator
+that asks for the same step finds the running or finished one instead of starting a
+duplicate, and an object re-created under the same name never meets its predecessor's
+steps. Implemented by :mod:`.local` and :mod:`.kubernetes`; used by the reconcilers.
+
+No runtime ever makes up a successful result: SUCCEEDED carries the step's own result
+document, and a step that ended without a readable one is FAILED with
+:data:`REASON_RESULT_UNREADABLE`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from bertops.api.steps import ExitCode, ProgressEvent, StepResult, StepSpec
+from bertops.api.steps import ProgressEvent, StepResult, StepSpec
+
+REASON_RESULT_UNREADABLE = "ResultUnreadable"
+"""The step ended, but its result document is missing or does not parse."""
 
 
 class StepPhase(StrEnum):
@@ -19,6 +29,11 @@ class StepPhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+
+
+class StepConflictError(Exception):
+    """A step of that name exists but is not ours to adopt (another owner, or being
+    deleted): the reconcile is retried later instead of adopting or duplicating it."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +48,17 @@ class StepRequest:
     memory: str = "2Gi"
     gpu: int = 0
     owner: dict[str, Any] = field(default_factory=dict)  # ownerReference of the object
+    # Secrets (credentialsSecretRef) whose keys become the step's environment: by
+    # reference (envFrom), so their values never enter a spec, ConfigMap or status.
+    env_secrets: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def owner_uid(self) -> str:
+        return str(self.owner.get("uid") or "")
 
 
 @dataclass(frozen=True)
@@ -45,30 +67,30 @@ class StepObservation:
     result: StepResult | None = None
     progress: ProgressEvent | None = None
     message: str = ""
+    reason: str = ""  # set by the runtime for failures it classifies itself
+    exit_code: int | None = None  # of the step process, when it ended and is known
+    ended_at: datetime | None = None  # when it ended, when known (retry backoff counts from it)
 
     @property
-    def finished(self) -> bool:
-        return self.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
-
-    @property
-    def permanent_failure(self) -> bool:
-        """A failure that retrying cannot fix (bad input)."""
-        return (
-            self.phase == StepPhase.FAILED
-            and self.result is not None
-            and self.result.exit_code == ExitCode.BAD_INPUT
-        )
+    def effective_exit_code(self) -> int | None:
+        """The exit code from the runtime, else the one in the step's result."""
+        if self.exit_code is not None:
+            return self.exit_code
+        return self.result.exit_code if self.result is not None else None
 
 
 class Runtime(Protocol):
     def start(self, request: StepRequest) -> None:
-        """Start the step; a no-op when a step of that name already exists."""
+        """Start the step; a no-op when our step of that name already exists.
 
-    def observe(self, namespace: str, name: str) -> StepObservation:
-        """Where the step stands (ABSENT when it was never started)."""
+        Raises :class:`StepConflictError` when a step of that name exists but is not ours.
+        """
+
+    def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
+        """Where the step stands (ABSENT when it was never started, or is not owner_uid's)."""
 
     def stop(self, namespace: str, name: str) -> bool:
         """Stop a running step; return whether one was running."""
 
-    def logs(self, namespace: str, name: str, lines: int = 50) -> str:
-        """The step's last log lines, for messages and `bertops logs`."""
+    def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
+        """Stop and remove every step of a deleted object; return the steps removed."""

@@ -1,10 +1,13 @@
 """The local runtime: each step is a process on this machine running the same
 ``bertops trainer <step> --spec FILE`` command a Kubernetes Job would run.
 
-A step's folder (``<state>/steps/<namespace>/<name>/``) holds spec.json, stdout.log (JSON
-progress lines), stderr.log, pid, exit_code and result.json. Steps run in their own
-session, so they outlive an operator restart; the restarted operator finds them by
-their deterministic name and never starts a duplicate. Used by the reconcilers through
+A step's folder (``<state>/steps/<namespace>/<name>/``) holds spec.json, owner (the UID
+of the object it belongs to), stdout.log (JSON progress lines), stderr.log, pid (pid and
+start time), exit_code and result.json. Steps run in their own session, so they outlive an
+operator restart; the restarted operator finds them by their deterministic name and never
+starts a duplicate. A pid is trusted only together with the process start time recorded
+beside it, so a pid the kernel has since given to another process is never signalled nor
+reported as Running. Used by the reconcilers through
 :class:`bertops.operator.runtime.base.Runtime`.
 """
 
@@ -19,13 +22,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from bertops.api.steps import ProgressEvent, StepResult
 from bertops.operator.config import OperatorConfig
-from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
+from bertops.operator.runtime.base import (
+    REASON_RESULT_UNREADABLE,
+    StepObservation,
+    StepPhase,
+    StepRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +45,24 @@ _WRAPPER = '"$@" >stdout.log 2>stderr.log; echo $? >exit_code.tmp && mv exit_cod
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _pid_alive(pid: int) -> bool:
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live (not zombie) process, in clock ticks since boot (field 22
+    of /proc/<pid>/stat); None when there is no such process."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def is_same_process(pid: int, started: int | None) -> bool:
+    """Whether pid is still the process that was started at ``started``. Without a
+    recorded start time the pid cannot be trusted, so the answer is no."""
+    return started is not None and process_start_time(pid) == started
 
 
 def tail_text(path: Path, max_bytes: int = 16384) -> str:
@@ -68,6 +89,19 @@ def last_progress(stdout: str) -> ProgressEvent | None:
             except ValidationError:
                 continue
     return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _read_pid(folder: Path) -> tuple[int, int | None]:
+    """(pid, start time) from a step folder; the start time is None in folders written
+    before it was recorded."""
+    parts = (folder / "pid").read_text().split()
+    return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
 
 
 class LocalRuntime:
@@ -103,6 +137,7 @@ class LocalRuntime:
         if (folder / "pid").exists():
             return  # already started (possibly by an earlier operator process)
         folder.mkdir(parents=True, exist_ok=True)
+        _write_atomically(folder / "owner", request.owner_uid)
         spec = request.spec.model_copy(update={"result_uri": str(folder / "result.json")})
         spec_file = folder / "spec.json"
         spec_file.write_text(spec.model_dump_json(by_alias=True, exclude_none=True, indent=2))
@@ -119,33 +154,41 @@ class LocalRuntime:
             start_new_session=True,
         )
         _CHILDREN[proc.pid] = proc
-        tmp = folder / "pid.tmp"
-        tmp.write_text(str(proc.pid))
-        tmp.replace(folder / "pid")
+        # Not reaped yet (we hold the Popen), so the pid is still this process's.
+        started = process_start_time(proc.pid)
+        _write_atomically(folder / "pid", f"{proc.pid} {started if started is not None else ''}")
         log.info("started step %s/%s (pid %d)", request.namespace, request.name, proc.pid)
 
-    def observe(self, namespace: str, name: str) -> StepObservation:
+    def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
         folder = self._dir(namespace, name)
-        if not (folder / "pid").exists():
+        if not (folder / "pid").exists() or not self._owned_by(folder, owner_uid):
             return StepObservation(StepPhase.ABSENT)
         self._reap()
-        exit_file = folder / "exit_code"
-        if exit_file.exists():
-            return self._finished(folder, int(exit_file.read_text().strip() or 1))
-        pid = int((folder / "pid").read_text())
-        if _pid_alive(pid):
+        if (finished := self._finished(folder)) is not None:
+            return finished
+        if is_same_process(*_read_pid(folder)):
             return StepObservation(
                 StepPhase.RUNNING, progress=last_progress(tail_text(folder / "stdout.log"))
             )
         # Re-check: the step may have finished between the two reads.
-        if exit_file.exists():
-            return self._finished(folder, int(exit_file.read_text().strip() or 1))
+        if (finished := self._finished(folder)) is not None:
+            return finished
         return StepObservation(
             StepPhase.FAILED,
             message="the step process vanished without an exit code (killed with its host?)",
         )
 
-    def _finished(self, folder: Path, exit_code: int) -> StepObservation:
+    @staticmethod
+    def _owned_by(folder: Path, owner_uid: str) -> bool:
+        owner = folder / "owner"
+        return not owner_uid or not owner.exists() or owner.read_text().strip() == owner_uid
+
+    def _finished(self, folder: Path) -> StepObservation | None:
+        exit_file = folder / "exit_code"
+        if not exit_file.exists():
+            return None
+        exit_code = int(exit_file.read_text().strip() or 1)
+        ended_at = datetime.fromtimestamp(exit_file.stat().st_mtime, UTC)
         result = None
         if (folder / "result.json").exists():
             try:
@@ -153,12 +196,29 @@ class LocalRuntime:
             except ValidationError as error:
                 log.warning("unreadable result in %s: %s", folder, error)
         if exit_code == 0 and result is not None and result.succeeded:
-            return StepObservation(StepPhase.SUCCEEDED, result=result)
+            return StepObservation(
+                StepPhase.SUCCEEDED, result=result, exit_code=0, ended_at=ended_at
+            )
+        if exit_code == 0:
+            # Exit 0 without a successful result is not a success: never assume one.
+            return StepObservation(
+                StepPhase.FAILED,
+                result=result,
+                reason=REASON_RESULT_UNREADABLE,
+                exit_code=0,
+                ended_at=ended_at,
+                message=f"the step exited 0 but {folder / 'result.json'} is missing, "
+                f"unreadable or not a success; check {folder / 'stderr.log'}",
+            )
         message = result.message if result and result.message else self._stderr_hint(folder)
         if (folder / "stopped").exists():
             message = "stopped by the operator"
         return StepObservation(
-            StepPhase.FAILED, result=result, message=f"exit code {exit_code}: {message}"
+            StepPhase.FAILED,
+            result=result,
+            exit_code=exit_code,
+            ended_at=ended_at,
+            message=f"exit code {exit_code}: {message}",
         )
 
     @staticmethod
@@ -170,27 +230,43 @@ class LocalRuntime:
         folder = self._dir(namespace, name)
         if not (folder / "pid").exists() or (folder / "exit_code").exists():
             return False
-        pid = int((folder / "pid").read_text())
-        if not _pid_alive(pid):
-            return False
+        pid, started = _read_pid(folder)
+        if not is_same_process(pid, started):
+            return False  # gone, or the pid now belongs to someone else: never signal it
         (folder / "stopped").touch()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        self._signal(pid, started, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while is_same_process(pid, started) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        self._signal(pid, started, signal.SIGKILL)
         self._reap()
         log.info("stopped step %s/%s", namespace, name)
         return True
 
-    def logs(self, namespace: str, name: str, lines: int = 50) -> str:
-        folder = self._dir(namespace, name)
-        text = tail_text(folder / "stderr.log") + tail_text(folder / "stdout.log")
-        return "\n".join(text.splitlines()[-lines:])
+    @staticmethod
+    def _signal(pid: int, started: int | None, sig: signal.Signals) -> None:
+        """Signal the step's process group, re-checking its identity right before."""
+        if not is_same_process(pid, started):
+            return
+        with contextlib.suppress(ProcessLookupError):  # it ended in between
+            os.killpg(pid, sig)
+
+    def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
+        """Stop the object's steps (bounded: SIGKILL after the stop timeout) and remove
+        their folders."""
+        folder = self.root / namespace
+        if not owner_uid or not folder.is_dir():
+            return []
+        removed = []
+        for step in sorted(folder.iterdir()):
+            owner = step / "owner"
+            if not owner.exists() or owner.read_text().strip() != owner_uid:
+                continue
+            self.stop(namespace, step.name)
+            shutil.rmtree(step)
+            removed.append(step.name)
+        return removed
 
     @staticmethod
     def _reap() -> None:

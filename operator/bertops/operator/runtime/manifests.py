@@ -98,6 +98,47 @@ def _resources(request: StepRequest) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+POD_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [
+        # Exit code 2 means bad input: fail the Job at once (never retried).
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "step", "operator": "In", "values": [2]},
+        },
+        # An evicted or preempted pod did not fail the step: run it again in place
+        # without spending an attempt.
+        {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        },
+    ]
+}
+
+
+def container_security_context() -> dict[str, Any]:
+    """The "restricted" Pod Security Standard for a container: no root, no privilege
+    escalation, no capabilities, a read-only root filesystem. Also used by the serving
+    pods (:mod:`bertops.operator.runtime.serving`)."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """The pod side of the restricted standard: a fixed non-root user and group, and
+    the runtime's default seccomp profile."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
     """The Job running the step: non-root, read-only root filesystem, spec from the
     ConfigMap, artifacts on the shared volume, result via the termination message."""
@@ -109,12 +150,7 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         "command": ["bertops", "trainer", request.kind, "--spec", f"{SPEC_MOUNT}/spec.json"],
         "env": _env(request),
         "resources": _resources(request),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
@@ -123,19 +159,15 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    if request.env_secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in request.env_secrets]
     if distributed:
         container["ports"] = [{"name": "dist", "containerPort": MASTER_PORT}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": config.service_account,
         "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
             {"name": "spec", "configMap": {"name": request.name}},
@@ -146,18 +178,12 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
     if distributed:
         pod_spec["subdomain"] = request.name  # pod DNS: <job>-<index>.<service>
     spec: dict[str, Any] = {
-        "backoffLimit": config.step_backoff_limit,
+        # One attempt per Job: the operator retries exit codes 1 and 3 itself, as a new
+        # step with backoff (the same policy as the local runtime, and one it can count).
+        "backoffLimit": 0,
         "ttlSecondsAfterFinished": 86400,
         "template": {"metadata": {"labels": labels(request)}, "spec": pod_spec},
-        # Exit code 2 means bad input: retrying cannot help, so fail the Job at once.
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {"containerName": "step", "operator": "In", "values": [2]},
-                }
-            ]
-        },
+        "podFailurePolicy": POD_FAILURE_POLICY,
     }
     if distributed:
         spec.update(

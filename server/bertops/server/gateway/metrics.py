@@ -18,33 +18,79 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         vm = ["variant", "model"]
-        self.requests = Counter("bertops_gateway_requests", "Proxied requests by status code.",
-                                [*vm, "code"], registry=r)
+        # endpoint is "inference" (/predict, OIP infer) or "other" (metadata, health):
+        # the rollout analysis judges errors and latency on inference only.
+        self.requests = Counter(
+            "bertops_gateway_requests",
+            "Proxied requests by status code.",
+            [*vm, "code", "endpoint"],
+            registry=r,
+        )
         self.errors = Counter(
             "bertops_gateway_errors",
             "Failed requests: backend unavailable/timeout/bad response, or a 5xx answer.",
-            [*vm, "reason"], registry=r)
-        self.latency = Histogram("bertops_gateway_request_latency_seconds",
-                                 "Time from request to response, backend included.",
-                                 vm, buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter("bertops_gateway_predictions",
-                                   "Predicted labels returned by each variant.",
-                                   [*vm, "label"], registry=r)
-        self.confidence = Histogram("bertops_gateway_prediction_confidence",
-                                    "Score of the predicted label.", vm,
-                                    buckets=CONFIDENCE_BUCKETS, registry=r)
-        self.feedback = Counter("bertops_gateway_feedback",
-                                "Ground-truth labels received: correct, incorrect, unmatched.",
-                                [*vm, "outcome"], registry=r)
-        self.feedback_accuracy = Gauge("bertops_gateway_feedback_accuracy",
-                                       "Share of matched feedback labels the variant got right.",
-                                       vm, registry=r)
-        self.shadow = Counter("bertops_gateway_shadow_requests",
-                              "Mirrored requests: ok, error, or dropped (shadow saturated).",
-                              ["model", "outcome"], registry=r)
-        self.weight = Gauge("bertops_gateway_route_weight", "Percent of traffic per variant.",
-                            ["variant"], registry=r)
-        self.reloads = Counter("bertops_gateway_route_reloads",
-                               "Route changes applied or rejected, by source.",
-                               ["source", "outcome"], registry=r)
+            [*vm, "reason", "endpoint"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "bertops_gateway_request_latency_seconds",
+            "Time from request to response, backend included.",
+            [*vm, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "bertops_gateway_predictions",
+            "Predicted labels returned by each variant.",
+            [*vm, "label"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "bertops_gateway_prediction_confidence",
+            "Score of the predicted label.",
+            vm,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.feedback = Counter(
+            "bertops_gateway_feedback",
+            "Ground-truth labels scored: correct or incorrect.",
+            [*vm, "outcome"],
+            registry=r,
+        )
+        self.feedback_rejected = Counter(
+            "bertops_gateway_feedback_rejected",
+            "Feedback refused: unknown_id, invalid_label, invalid, too_large, duplicate.",
+            ["reason"],
+            registry=r,
+        )
+        self.remembered = Gauge(
+            "bertops_gateway_feedback_remembered_bytes",
+            "Approximate memory held by answers awaiting feedback.",
+            registry=r,
+        )
+        self.feedback_accuracy = Gauge(
+            "bertops_gateway_feedback_accuracy",
+            "Share of matched feedback labels the variant got right.",
+            vm,
+            registry=r,
+        )
+        self.shadow = Counter(
+            "bertops_gateway_shadow_requests",
+            "Mirrored requests: ok, error, or dropped (shadow saturated).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.weight = Gauge(
+            "bertops_gateway_route_weight",
+            "Percent of traffic per variant.",
+            ["variant"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "bertops_gateway_route_reloads",
+            "Route changes applied or rejected, by source.",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.routes = Info("bertops_gateway_routes", "The routes in force.", registry=r)

@@ -1,21 +1,10 @@
-"""The gateway's routes: which backends serve a deployment (stable, optional canary with a
-weight, optional shadow), how a request is made sticky, and the pure routing decision.
-Also the sources routes come from (a file or an http(s) URL, polled for changes).
+"""The gateway's routing: parse a routes document, the pure per-request choice of a
+variant, and the sources routes come from (a file or an http(s) URL, polled for
+changes).
 
-The operator writes these documents (a ConfigMap mounted as a file, in camelCase like
-the CRDs); :mod:`bertops.server.gateway.app` reads them and calls :func:`choose_variant`
-per request. pydantic + stdlib + pyyaml only, so the operator could import it too.
-
-A routes file::
-
-    stable: {name: sentiment-v1, url: "http://sentiment-v1:8080"}
-    canary: {name: sentiment-v2, url: "http://sentiment-v2:8080"}
-    canaryWeight: 10            # percent of traffic to the canary, 0-100
-    shadow: {name: sentiment-v3, url: "http://sentiment-v3:8080"}   # optional mirror
-    sticky: {header: x-bertops-key, cookie: bertops-key}
-    overrideHeader: x-bertops-variant   # "stable" / "canary" forces a variant
-    timeoutSeconds: 30
-    revision: "7"               # free text, shown in metrics and /admin/routes
+The document's types live in :mod:`bertops.api.routes` (the operator writes them, the
+gateway reads them) and are re-exported here. :mod:`bertops.server.gateway.app` calls
+:func:`choose_variant` per request. pydantic + stdlib + pyyaml + httpx only.
 """
 
 from __future__ import annotations
@@ -28,50 +17,12 @@ from typing import Literal
 
 import httpx
 import yaml
-from pydantic import Field, model_validator
 
-from bertops.api.meta import ApiModel
+from bertops.api.routes import Backend, Routes, Sticky
 
 Variant = Literal["stable", "canary"]
 VARIANTS: tuple[Variant, ...] = ("stable", "canary")
-
-
-class Backend(ApiModel):
-    name: str = Field(min_length=1, description="The model version served there.")
-    url: str = Field(pattern=r"^https?://", description="Base URL of the model server.")
-    model: str | None = Field(
-        default=None,
-        description="OIP model name at the backend; /v2/models/<any>/ paths are rewritten "
-        "to it (default: no rewrite).")
-
-
-class Sticky(ApiModel):
-    header: str | None = Field(default="x-bertops-key",
-                               description="Request header holding the user's key.")
-    cookie: str | None = Field(default="bertops-key",
-                               description="Cookie holding the key; set when absent.")
-
-
-class Routes(ApiModel):
-    stable: Backend
-    canary: Backend | None = None
-    canary_weight: float = Field(default=0, ge=0, le=100)
-    shadow: Backend | None = None
-    sticky: Sticky = Field(default_factory=Sticky)
-    override_header: str | None = "x-bertops-variant"
-    timeout_seconds: float = Field(default=30, gt=0, le=3600)
-    revision: str | None = None
-
-    @model_validator(mode="after")
-    def _canary_weight_needs_canary(self) -> Routes:
-        if self.canary_weight > 0 and self.canary is None:
-            raise ValueError("canaryWeight > 0 needs a canary backend")
-        return self
-
-    def backend(self, variant: Variant) -> Backend:
-        if variant == "canary" and self.canary is not None:
-            return self.canary
-        return self.stable
+MAX_ROUTES_BYTES = 1 << 20  # a routes document is a few hundred bytes
 
 
 def parse_routes(text: str | bytes) -> Routes:
@@ -92,8 +43,9 @@ def bucket(key: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
-def choose_variant(routes: Routes, key: str | None, override: str | None = None,
-                   rng: random.Random | None = None) -> Variant:
+def choose_variant(
+    routes: Routes, key: str | None, override: str | None = None, rng: random.Random | None = None
+) -> Variant:
     """Override header first, then the sticky key's bucket, else a random draw.
 
     The bucket is salted by the canary's name, not its weight: raising the weight from
@@ -126,10 +78,21 @@ class RouteSource:
 
     def _read(self) -> bytes:
         if self.is_url:
-            response = httpx.get(self.location, timeout=10)
-            response.raise_for_status()
-            return response.content
-        return Path(self.location).read_bytes()
+            with httpx.stream("GET", self.location, timeout=10) as response:
+                response.raise_for_status()
+                content = b""
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > MAX_ROUTES_BYTES:
+                        raise ValueError(
+                            f"routes at {self.location} exceed {MAX_ROUTES_BYTES} bytes"
+                        )
+                return content
+        with Path(self.location).open("rb") as handle:
+            content = handle.read(MAX_ROUTES_BYTES + 1)
+        if len(content) > MAX_ROUTES_BYTES:
+            raise ValueError(f"routes file {self.location} exceeds {MAX_ROUTES_BYTES} bytes")
+        return content
 
     def fetch(self) -> Routes | None:
         """Blocking (call it in a thread); ValueError/OSError/httpx errors propagate."""
@@ -140,3 +103,16 @@ class RouteSource:
         routes = parse_routes(content)
         self._fingerprint = fingerprint  # only after it parsed: a bad file is retried
         return routes
+
+
+__all__ = [
+    "VARIANTS",
+    "Backend",
+    "RouteSource",
+    "Routes",
+    "Sticky",
+    "Variant",
+    "bucket",
+    "choose_variant",
+    "parse_routes",
+]

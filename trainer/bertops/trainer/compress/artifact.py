@@ -1,13 +1,15 @@
-"""Loading compressed model artifacts the way the model server does: a safetensors
-folder with its load recipe replayed (``pruneHeads`` before the weights are read,
-``quantizeDynamic`` after), or an ONNX graph behind a torch-like call.
+"""Loading model artifacts the way the model server does, for the trainer: the shared
+load-recipe replay of :mod:`bertops.modelio.recipe` (``load_torch``), plus an ONNX graph
+behind a torch-like call so the trainer's scoring runs it unchanged.
 
 Used by :mod:`bertops.trainer.compress.pipeline` (to load a parent, possibly
-head-pruned), by the tests and by ``benchmarks/compress_bench.py``.
+head-pruned), by the tests and by ``benchmarks/compress_bench.py``; always on a folder
+verified against its manifest first.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,8 +17,11 @@ from typing import Any
 import torch
 
 from bertops.api.artifacts import ModelManifest
-from bertops.trainer.compress import onnx_export, prune, quantize
-from bertops.trainer.errors import BadInputError
+from bertops.modelio import recipe
+from bertops.trainer.compress import onnx_export
+
+# The one loader of safetensors artifacts (the pipeline calls it through this module).
+load_torch = recipe.load_torch
 
 
 class OnnxClassifierModule:
@@ -34,34 +39,11 @@ class OnnxClassifierModule:
         return SimpleNamespace(logits=torch.from_numpy(onnx_export.run(self.session, batch)))
 
 
-def load_torch(folder: Path, manifest: ModelManifest, *, apply_quantization: bool = True) -> Any:
-    """A torch classifier from safetensors, with the manifest's load recipe applied."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from bertops.trainer import models
-
-    steps = {step.op: step for step in manifest.load_recipe}
-    unknown = sorted(set(steps) - {prune.PRUNE_HEADS_OP, quantize.QUANTIZE_OP})
-    if unknown:
-        raise BadInputError(f"model {folder} has unsupported load step(s) {unknown}")
-    if prune.PRUNE_HEADS_OP not in steps:
-        model: Any = models.load_artifact_model(folder, manifest.task)
-    else:
-        models.check_model_folder(folder, "model artifact")
-        models.quiet_transformers()
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_config(config)
-        prune.rebuild_pruned_heads(model, steps[prune.PRUNE_HEADS_OP].params["heads"])
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-    model.eval()
-    if apply_quantization and quantize.QUANTIZE_OP in steps:
-        model = quantize.apply_load_step(model, steps[quantize.QUANTIZE_OP])
-    return model
-
-
 def load_any(folder: Path, manifest: ModelManifest) -> Any:
     """What serves this artifact: a torch model or an :class:`OnnxClassifierModule`."""
     if manifest.format == "onnx":
-        return OnnxClassifierModule(folder / "model.onnx")
+        # onnxruntime reads the graph when the session is made; a quantized copy made by
+        # the load recipe only has to live until then.
+        with tempfile.TemporaryDirectory(prefix="bertops-onnx-") as scratch:
+            return OnnxClassifierModule(recipe.onnx_graph(folder, manifest, Path(scratch)))
     return load_torch(folder, manifest)

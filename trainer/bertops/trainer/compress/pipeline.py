@@ -18,20 +18,20 @@ gate writes nothing. Artifact layout (``output_uri``)::
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from bertops.api.artifacts import MODEL_MANIFEST, LoadStep, ModelManifest, digest_folder
+from bertops.api.artifacts import MODEL_MANIFEST, LoadStep, ModelManifest
 from bertops.api.model import REASON_GATE_FAILED, Lineage
-from bertops.api.steps import CompressStep, ExitCode, StepResult
-from bertops.trainer import artifacts_io, models, prepare
+from bertops.api.steps import CompressDetails, CompressStep, ExitCode, StepResult
+from bertops.modelio.heads import PRUNE_HEADS_OP, prune_heads
+from bertops.modelio.recipe import torch_dynamic, torch_load_step
+from bertops.trainer import artifacts_io, model_artifact, models, prepare
 from bertops.trainer.compress import (
     artifact,
     distill,
@@ -50,8 +50,6 @@ from bertops.trainer.metrics import summary
 from bertops.trainer.progress import Progress
 
 IMPORTANCE_ROWS = 512  # validation rows that rank attention heads (enough to be stable)
-LABELS_FILE = "labels.json"
-METRICS_FILE = "metrics.json"
 
 
 class Rows:
@@ -134,7 +132,7 @@ def _compress(step: CompressStep, progress: Progress, parent_dir: Path,
     parent_model = artifact.load_torch(parent_dir, parent)
     hp = parent.lineage.hyperparameters
     variant = Variant(copy.deepcopy(parent_model),
-                      [s for s in parent.load_recipe if s.op == prune.PRUNE_HEADS_OP])
+                      [s for s in parent.load_recipe if s.op == PRUNE_HEADS_OP])
     with tempfile.TemporaryDirectory(prefix="bertops-compress-") as scratch_name:
         scratch = Path(scratch_name)
         for index, op in enumerate(ops, start=1):
@@ -146,7 +144,7 @@ def _compress(step: CompressStep, progress: Progress, parent_dir: Path,
                 info["defaulted"] = list(op.defaulted)
             variant.details.append({"recipe": op.label, "seconds": round(
                 time.monotonic() - started, 2), **info})
-        return _finish(step, progress, parent, parent_dir, parent_model, variant, rows,
+        return _finish(step, progress, parent, parent_model, variant, rows,
                        tokenizer, pad_id, ops, data_manifest.checksum)
 
 
@@ -173,14 +171,14 @@ def _apply(op: recipe.Operation, variant: Variant, rows: dict[str, Rows], pad_id
                     torch.as_tensor(source.labels[i:i + 32])) for i in range(0, count, 32)]
         importance = prune.head_importance(model, batches)
         heads = prune.choose_heads(importance, step.heads_to_prune, prune.heads_per_layer(model))
-        prune.prune_heads(model, heads)
+        prune_heads(model, heads)
         if step.fine_tune_epochs:
             info["fineTune"] = finetune.train(
                 model, rows["train"].ids, rows["train"].labels,
                 finetune.TuneSettings.from_hyperparameters(step.fine_tune_epochs, hp),
                 pad_id=pad_id, progress=progress, what=op.label)
-        variant.load_recipe = [s for s in variant.load_recipe if s.op != prune.PRUNE_HEADS_OP]
-        variant.load_recipe.insert(0, LoadStep(op=prune.PRUNE_HEADS_OP,
+        variant.load_recipe = [s for s in variant.load_recipe if s.op != PRUNE_HEADS_OP]
+        variant.load_recipe.insert(0, LoadStep(op=PRUNE_HEADS_OP,
                                                params={"heads": model.config.pruned_heads}))
         info.update(removedHeads={str(k): v for k, v in heads.items()},
                     headsPerLayer=prune.heads_per_layer(model),
@@ -201,14 +199,14 @@ def _apply(op: recipe.Operation, variant: Variant, rows: dict[str, Rows], pad_id
     elif op.method == "onnxExport":
         sample_rows = (rows["validation"] if len(rows["validation"]) else rows["train"]).ids[:8]
         sample = collate(sample_rows or [[0, 1]], pad_id, torch.device("cpu"))
-        uniform = not any(s.op == prune.PRUNE_HEADS_OP for s in variant.load_recipe)
+        uniform = not any(s.op == PRUNE_HEADS_OP for s in variant.load_recipe)
         variant.onnx, info = onnx_export.export_checked(model, scratch, sample, uniform)
         variant.export = info
     elif op.method == "quantize":
         assert step.granularity is not None and step.backend is not None
         if step.backend == "torch":
-            variant.quantized = quantize.torch_dynamic(model, step.granularity)
-            variant.load_recipe.append(quantize.torch_load_step(step.granularity))
+            variant.quantized = torch_dynamic(model, step.granularity)
+            variant.load_recipe.append(torch_load_step(step.granularity))
             info = {"backend": "torch", "kernels": "torch.ao.quantization dynamic (fbgemm/x86)",
                     "granularity": step.granularity, "weightType": "qint8",
                     "storedAs": "FP32 safetensors + quantizeDynamic load step",
@@ -230,7 +228,7 @@ def _score(model: Any, split: Rows, names: list[str], pad_id: int) -> dict[str, 
                  pad_id=pad_id, batch_size=64, ctx=DistContext())
 
 
-def _finish(step: CompressStep, progress: Progress, parent: ModelManifest, parent_dir: Path,
+def _finish(step: CompressStep, progress: Progress, parent: ModelManifest,
             parent_model: Any, variant: Variant, rows: dict[str, Rows], tokenizer: Any,
             pad_id: int, ops: list[recipe.Operation], dataset_checksum: str) -> StepResult:
     labels = [op.label for op in ops]
@@ -241,12 +239,12 @@ def _finish(step: CompressStep, progress: Progress, parent: ModelManifest, paren
     variant_test = _score(runnable, rows["test"], parent.labels, pad_id)
     verdict = gate.check(parent_test, variant_test, step.compression.gate)
     parameters = prune.parameter_count(variant.model)
-    details: dict[str, Any] = {
-        "qualityDelta": verdict.delta_json(), "testMetrics": summary(variant_test),
-        "parentTestMetrics": summary(parent_test), "recipe": labels,
-        "parameters": parameters, "parentParameters": prune.parameter_count(parent_model),
-        "format": fmt, "steps": variant.details, "parentModel": parent.name,
-    }
+    details = CompressDetails(
+        quality_delta=verdict.delta_json(), test_metrics=summary(variant_test),
+        parent_test_metrics=summary(parent_test), recipe=labels,
+        parameters=parameters, parent_parameters=prune.parameter_count(parent_model),
+        format=fmt, steps=variant.details, parent_model=parent.name,
+    )
     if not verdict.passed:
         progress.emit("error", message=f"quality gate failed: {verdict.message}")
         return StepResult(kind="compress", name=step.name, succeeded=False,
@@ -267,58 +265,58 @@ def _finish(step: CompressStep, progress: Progress, parent: ModelManifest, paren
                                  if variant.onnx is None else
                                  measure.onnx_forward(variant.onnx)}, vocab, length=length)
         measurements["latencySequenceLength"] = length
-        details["latency"] = measurements["latency"] = measure.latency_json(timed["variant"])
+        details.latency = measurements["latency"] = measure.latency_json(timed["variant"])
         measurements["parentLatency"] = measure.latency_json(timed["parent"])
         measurements["latencyRatio"] = measure.ratios(timed["variant"], timed["parent"])
     measurements["qualityDelta"] = verdict.delta_json()
-    parent_bytes = sum(f.bytes for f in parent.files)
-    lineage = Lineage(
-        dataset=parent.lineage.dataset, dataset_checksum=parent.lineage.dataset_checksum,
-        training_run=parent.lineage.training_run, base_model=parent.lineage.base_model,
-        hyperparameters=parent.lineage.hyperparameters, parent_model=parent.name,
-        recipe=labels, code_version=_code_version(),
-    )
-    name = step.model_name or step.name
-    with artifacts_io.staged_folder(step.output_uri) as folder:
-        if fmt == "onnx":
-            assert variant.onnx is not None
-            shutil.copyfile(variant.onnx, folder / "model.onnx")
-            variant.model.config.save_pretrained(str(folder))  # label names, shapes
-        else:
-            variant.model.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        labels_file = parent_dir / LABELS_FILE
-        if labels_file.is_file():
-            shutil.copyfile(labels_file, folder / LABELS_FILE)
-        artifacts_io.write_json(folder / METRICS_FILE, {
-            "test": variant_test, "parentTest": parent_test, "compression": variant.details})
-        weights = folder / ("model.onnx" if fmt == "onnx" else "model.safetensors")
-        measurements.update(bytesOnDisk=measure.folder_bytes(folder),
-                            weightsBytes=weights.stat().st_size,
-                            parentBytesOnDisk=parent_bytes,
-                            sizeRatio=round(measure.folder_bytes(folder) / parent_bytes, 4),
-                            step=step.name, datasetChecksum=dataset_checksum)
-        manifest = ModelManifest(
-            name=name, task=parent.task, format=cast(Any, fmt), labels=parent.labels,
-            max_length=parent.max_length, files=digest_folder(folder),
-            load_recipe=variant.load_recipe, metrics={"test": summary(variant_test)},
-            measurements=measurements, lineage=lineage, created_at=datetime.now(UTC))
-        text = manifest.model_dump_json(by_alias=True, indent=2, exclude_none=True)
-        (folder / MODEL_MANIFEST).write_text(text)
-    details.update(bytesOnDisk=measurements["bytesOnDisk"], sizeRatio=measurements["sizeRatio"],
-                   quantization=variant.quantization or None, modelName=name)
+    manifest = ModelManifest(
+        name=step.model_name or step.name, task=parent.task, format=cast(Any, fmt),
+        labels=parent.labels, max_length=parent.max_length, files=[],
+        load_recipe=variant.load_recipe, metrics={"test": summary(variant_test)},
+        measurements=measurements, lineage=Lineage(
+            dataset=parent.lineage.dataset, dataset_checksum=parent.lineage.dataset_checksum,
+            training_run=parent.lineage.training_run, base_model=parent.lineage.base_model,
+            hyperparameters=parent.lineage.hyperparameters, parent_model=parent.name,
+            recipe=labels, code_version=model_artifact.code_version()))
+    manifest, manifest_sha = _write_variant(step, manifest, variant, tokenizer, {
+        "test": variant_test, "parentTest": parent_test, "compression": variant.details},
+        parent_bytes=sum(f.bytes for f in parent.files), dataset_checksum=dataset_checksum)
+    name, measurements = manifest.name, manifest.measurements
+    details.bytes_on_disk = measurements["bytesOnDisk"]
+    details.size_ratio = measurements["sizeRatio"]
+    details.quantization = variant.quantization or None
+    details.model_name = name
     progress.emit("done", message=f"{name}: {' -> '.join(labels)}; {verdict.message}")
     metrics = {f"test.{k}": v for k, v in summary(variant_test).items()}
     return StepResult(
         kind="compress", name=step.name, succeeded=True, message=verdict.message,
         metrics=metrics, artifacts={"model": step.output_uri},
-        checksums={"modelManifest": hashlib.sha256(text.encode()).hexdigest(),
-                   "dataset": dataset_checksum},
+        checksums={"modelManifest": manifest_sha, "dataset": dataset_checksum},
         details=details,
     )
 
 
-def _code_version() -> str:
-    from bertops.trainer.train import code_version
+def _write_variant(step: CompressStep, manifest: ModelManifest, variant: Variant,
+                   tokenizer: Any, metrics: dict[str, Any], *, parent_bytes: int,
+                   dataset_checksum: str) -> tuple[ModelManifest, str]:
+    """Publish the variant with the shared model-artifact writer; sizes are measured on
+    the written folder."""
+    onnx = manifest.format == "onnx"
 
-    return code_version()
+    def save_weights(folder: Path) -> None:
+        if onnx:
+            assert variant.onnx is not None
+            shutil.copyfile(variant.onnx, folder / "model.onnx")
+            variant.model.config.save_pretrained(str(folder))  # label names, shapes
+        else:
+            variant.model.save_pretrained(str(folder))
+
+    def sizes(folder: Path) -> dict[str, Any]:
+        weights = folder / ("model.onnx" if onnx else "model.safetensors")
+        on_disk = measure.folder_bytes(folder)
+        return {"bytesOnDisk": on_disk, "weightsBytes": weights.stat().st_size,
+                "parentBytesOnDisk": parent_bytes, "sizeRatio": round(on_disk / parent_bytes, 4),
+                "step": step.name, "datasetChecksum": dataset_checksum}
+
+    return model_artifact.write(step.output_uri, manifest, save_weights=save_weights,
+                                tokenizer=tokenizer, metrics=metrics, measure=sizes)

@@ -3,10 +3,9 @@ weights (global or per layer, made permanent: the zeros are in the saved weights
 structured attention-head pruning (heads ranked by importance on validation data, then
 physically removed from the query/key/value and output projections).
 
-Called by :mod:`bertops.trainer.compress.pipeline`; :func:`rebuild_pruned_heads` is what a
-loader runs before reading a head-pruned model's safetensors (transformers 5 dropped
-``prune_heads``/``config.pruned_heads`` support, so ``from_pretrained`` alone cannot rebuild
-the smaller attention: the manifest records a ``pruneHeads`` load step instead).
+Called by :mod:`bertops.trainer.compress.pipeline`. The head surgery itself (and its
+replay when a head-pruned artifact loads) lives in :mod:`bertops.modelio.heads`, shared
+with the model server.
 """
 
 from __future__ import annotations
@@ -18,12 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-PRUNE_HEADS_OP = "pruneHeads"
-
-
-def encoder_layers(model: Any) -> Any:
-    """The transformer blocks of a BERT-style classifier (``model.bert.encoder.layer``)."""
-    return model.base_model.encoder.layer
+from bertops.modelio.heads import encoder_layers, heads_per_layer
 
 
 def prunable_linears(model: Any) -> list[tuple[str, nn.Linear]]:
@@ -86,11 +80,6 @@ def encoder_sparsity(model: Any) -> float:
     return zeros / total if total else 0.0
 
 
-def heads_per_layer(model: Any) -> list[int]:
-    return [int(layer.attention.self.query.out_features // layer.attention.self
-                .attention_head_size) for layer in encoder_layers(model)]
-
-
 def head_importance(model: Any, batches: Iterable[tuple[dict[str, torch.Tensor],
                                                         torch.Tensor]]) -> torch.Tensor:
     """Importance of every head (layers x heads): the accumulated |d loss / d gate| of a
@@ -143,49 +132,6 @@ def choose_heads(importance: torch.Tensor, count: int, counts: list[int]) -> dic
             continue
         chosen.setdefault(layer, []).append(head)
     return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}
-
-
-def _keep_index(heads: list[int], total: int, size: int) -> Any:
-    keep = [h for h in range(total) if h not in set(heads)]
-    # prune_linear_layer is annotated with the legacy LongTensor type; any int64 works.
-    return torch.tensor([h * size + i for h in keep for i in range(size)], dtype=torch.long)
-
-
-def prune_heads(model: Any, heads: dict[int, list[int]]) -> None:
-    """Remove ``heads`` (layer -> head indices of the current layer) in place and record
-    them, in original numbering, in ``config.pruned_heads``."""
-    from transformers.pytorch_utils import prune_linear_layer
-
-    layers = encoder_layers(model)
-    recorded: dict[str, list[int]] = {
-        str(k): list(v) for k, v in (getattr(model.config, "pruned_heads", None) or {}).items()}
-    for layer_index, remove in heads.items():
-        if not remove:
-            continue
-        attention = layers[layer_index].attention
-        self_attn = attention.self
-        size = self_attn.attention_head_size
-        total = self_attn.query.out_features // size
-        index = _keep_index(remove, total, size)
-        self_attn.query = prune_linear_layer(self_attn.query, index)
-        self_attn.key = prune_linear_layer(self_attn.key, index)
-        self_attn.value = prune_linear_layer(self_attn.value, index)
-        attention.output.dense = prune_linear_layer(attention.output.dense, index, dim=1)
-        self_attn.num_attention_heads = total - len(remove)
-        self_attn.all_head_size = self_attn.num_attention_heads * size
-        # Record original head numbers: earlier pruning shifted the current indices.
-        original = [h for h in range(total + len(recorded.get(str(layer_index), [])))
-                    if h not in set(recorded.get(str(layer_index), []))]
-        merged = set(recorded.get(str(layer_index), [])) | {original[h] for h in remove}
-        recorded[str(layer_index)] = sorted(merged)
-    model.config.pruned_heads = recorded
-
-
-def rebuild_pruned_heads(model: Any, pruned: dict[str, list[int]]) -> None:
-    """Shrink a freshly built (full-size) model to the recorded pruned heads, so a
-    head-pruned safetensors file loads with strict shapes. Heads are in original numbering."""
-    model.config.pruned_heads = {}
-    prune_heads(model, {int(layer): sorted(h) for layer, h in pruned.items()})
 
 
 def parameter_count(model: Any) -> int:

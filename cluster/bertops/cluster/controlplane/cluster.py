@@ -1,6 +1,10 @@
 """A named embedded cluster: etcd + kube-apiserver processes on loopback ports, a data
 folder with certificates, a static admin token and a kubeconfig, and the bertops CRDs.
 
+The folder is 0700 and every secret in it 0600 from creation on (:mod:`.files`). etcd
+serves only TLS and requires a client certificate from its own CA, which only
+kube-apiserver holds (:func:`.certs.generate_etcd`); its peer port is TLS-only too.
+
 Each cluster lives in ``$BERTOPS_HOME/clusters/<name>`` (default ``~/.bertops``), so two
 clusters run side by side. ``up`` is idempotent (a running cluster is reused), ``down``
 stops both processes and waits until they are gone. There is no kubelet, scheduler or
@@ -11,13 +15,11 @@ Used by ``bertops cluster up|down|status|env``, the demo and the pytest fixture.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
-import signal
-import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -28,14 +30,12 @@ from typing import Any
 
 import yaml
 
-from bertops.operator.controlplane import certs
-from bertops.operator.controlplane.build import Binaries, ensure_binaries
+from bertops.cluster.controlplane.build import Binaries, ensure_binaries
+from bertops.cluster.controlplane.files import private_dir, write_private
+from bertops.cluster.controlplane.processes import alive, free_port, spawn, terminate
 
 Progress = Callable[[str], None]
-
-# Children started by this process, kept so they are reaped (not left as zombies) and so
-# Popen's destructor does not warn about a still-running process we meant to keep.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+ETCD_CLIENT = "apiserver-etcd-client"  # as certs.ETCD_CLIENT, without importing cryptography
 
 
 class ClusterError(RuntimeError):
@@ -44,24 +44,6 @@ class ClusterError(RuntimeError):
 
 def home() -> Path:
     return Path(os.environ.get("BERTOPS_HOME", Path.home() / ".bertops"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _alive(pid: int | None, binary_name: str) -> bool:
-    """True when pid runs binary_name (guards against a recycled pid)."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return status != "Z" and Path(cmdline).name == binary_name
 
 
 @dataclass
@@ -100,15 +82,13 @@ class Cluster:
         return ClusterState(**json.loads(self._state_file.read_text()))
 
     def _save(self, state: ClusterState) -> None:
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self._state_file)
+        write_private(self._state_file, json.dumps(asdict(state), indent=2))
 
     # -- queries -------------------------------------------------------------------------
 
     def running(self) -> bool:
         state = self.state()
-        return _alive(state.etcd_pid, "etcd") and _alive(state.apiserver_pid, "kube-apiserver")
+        return alive(state.etcd_pid, "etcd") and alive(state.apiserver_pid, "kube-apiserver")
 
     def token(self) -> str:
         return (self.directory / "token").read_text().strip()
@@ -159,64 +139,23 @@ class Cluster:
         self.down(quiet=True)
         binaries = binaries or ensure_binaries(self.progress)
         started = time.monotonic()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        pki = self.directory / "pki"
-        if not (pki / "ca.crt").exists():
-            certs.generate(pki)
-        token_file = self.directory / "token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_hex(24))
-            token_file.chmod(0o600)
-        token = self.token()
-        (self.directory / "tokens.csv").write_text(f'{token},bertops-admin,1,"system:masters"\n')
-
-        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        token = self._write_secrets()
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         state = ClusterState(
             name=self.name,
             server=f"https://127.0.0.1:{api_port}",
-            etcd_url=f"http://127.0.0.1:{etcd_port}",
+            etcd_url=f"https://127.0.0.1:{etcd_port}",
             versions=binaries.versions,
             started_at=time.time(),
         )
-        state.etcd_pid = self._spawn(
-            "etcd",
-            [
-                str(binaries.etcd),
-                "--name=default",
-                f"--data-dir={self.directory / 'etcd'}",
-                f"--listen-client-urls={state.etcd_url}",
-                f"--advertise-client-urls={state.etcd_url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
-                "--unsafe-no-fsync",  # a throwaway dev/test store: speed over durability
-                "--log-level=warn",
-            ],
+        state.etcd_pid = spawn(
+            _etcd_argv(binaries.etcd, self.directory, state.etcd_url, peer_port),
+            self.directory / "etcd.log",
         )
         self._save(state)
-        state.apiserver_pid = self._spawn(
-            "kube-apiserver",
-            [
-                str(binaries.kube_apiserver),
-                f"--etcd-servers={state.etcd_url}",
-                f"--etcd-prefix=/registry-{self.name}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={api_port}",
-                f"--cert-dir={pki}",
-                f"--tls-cert-file={pki / 'server.crt'}",
-                f"--tls-private-key-file={pki / 'server.key'}",
-                f"--token-auth-file={self.directory / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                # No controller-manager mints service-account tokens here.
-                "--disable-admission-plugins=ServiceAccount",
-                "--allow-privileged=true",
-                "--v=1",
-            ],
+        state.apiserver_pid = spawn(
+            _apiserver_argv(binaries.kube_apiserver, self.directory, state, api_port),
+            self.directory / "kube-apiserver.log",
         )
         self._save(state)
         self._write_kubeconfig(state.server, token)
@@ -232,18 +171,26 @@ class Cluster:
                 raise
         return state
 
-    def _spawn(self, name: str, argv: list[str]) -> int:
-        log = (self.directory / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # survives the CLI that started it; `down` stops it
-        )
-        log.close()
-        _CHILDREN[proc.pid] = proc
-        return proc.pid
+    def _write_secrets(self) -> str:
+        """Create the private folder, both PKIs and the token where missing, and (re)write
+        tokens.csv; return the admin token. ca.crt is written last by both generators, so
+        its presence means the set is complete."""
+        # Imported here: cryptography comes with the operator extra, and `cluster status`,
+        # `down`, `env` and `build` work in a core install without it.
+        from bertops.cluster.controlplane import certs
+
+        private_dir(self.directory)
+        pki = private_dir(self.directory / "pki")
+        if not (pki / "ca.crt").exists():
+            certs.generate(pki)
+        if not (pki / "etcd" / "ca.crt").exists():
+            certs.generate_etcd(pki / "etcd")
+        token_file = self.directory / "token"
+        if not token_file.exists():
+            write_private(token_file, secrets.token_hex(24))
+        token = self.token()
+        write_private(self.directory / "tokens.csv", f'{token},bertops-admin,1,"system:masters"\n')
+        return token
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -252,7 +199,7 @@ class Cluster:
                 return
             state = self.state()
             for name, pid in (("etcd", state.etcd_pid), ("kube-apiserver", state.apiserver_pid)):
-                if not _alive(pid, name):
+                if not alive(pid, name):
                     tail = self._log_tail(name)
                     self.down(quiet=True)
                     raise ClusterError(f"{name} exited during start-up; last log lines:\n{tail}")
@@ -271,8 +218,6 @@ class Cluster:
 
     def _write_kubeconfig(self, server: str, token: str) -> None:
         ca = (self.directory / "pki" / "ca.crt").read_bytes()
-        import base64
-
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -298,12 +243,11 @@ class Cluster:
             ],
             "current-context": f"bertops-{self.name}",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
+        write_private(self.kubeconfig, yaml.safe_dump(config, sort_keys=False))
 
     def install_crds(self, timeout: float = 30.0) -> None:
         """Server-side apply the generated CRDs and wait until they are Established."""
-        from bertops.operator.controlplane.crds import install
+        from bertops.cluster.controlplane.crds import install
 
         install(str(self.kubeconfig), timeout=timeout)
         self.progress("bertops CRDs installed and established")
@@ -316,9 +260,9 @@ class Cluster:
         state = self.state()
         was_running = False
         for name, pid in (("kube-apiserver", state.apiserver_pid), ("etcd", state.etcd_pid)):
-            if _alive(pid, name):
+            if alive(pid, name):
                 was_running = True
-                _terminate(pid, name, timeout)  # type: ignore[arg-type]
+                terminate(pid, name, timeout)  # type: ignore[arg-type]
         if state.etcd_pid or state.apiserver_pid:
             state.etcd_pid = state.apiserver_pid = None
             self._save(state)
@@ -331,28 +275,59 @@ class Cluster:
         return was_running
 
 
-def _terminate(pid: int, name: str, timeout: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid, name):
-            _reap(pid)
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid, name):
-        time.sleep(0.05)
-    _reap(pid)
+def _etcd_argv(etcd: Path, directory: Path, client_url: str, peer_port: int) -> list[str]:
+    """etcd serving TLS only, to clients holding a certificate from its own CA."""
+    pki = directory / "pki" / "etcd"
+    peer_url = f"https://127.0.0.1:{peer_port}"
+    return [
+        str(etcd),
+        "--name=default",
+        f"--data-dir={directory / 'etcd'}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--cert-file={pki / 'server.crt'}",
+        f"--key-file={pki / 'server.key'}",
+        "--client-cert-auth",
+        f"--trusted-ca-file={pki / 'ca.crt'}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=default={peer_url}",
+        f"--peer-cert-file={pki / 'peer.crt'}",
+        f"--peer-key-file={pki / 'peer.key'}",
+        "--peer-client-cert-auth",
+        f"--peer-trusted-ca-file={pki / 'ca.crt'}",
+        "--unsafe-no-fsync",  # a throwaway dev/test store: speed over durability
+        "--log-level=warn",
+    ]
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our child (no zombie left)."""
-    proc = _CHILDREN.pop(pid, None)
-    if proc is not None:
-        proc.wait(timeout=5)
+def _apiserver_argv(
+    kube_apiserver: Path, directory: Path, state: ClusterState, api_port: int
+) -> list[str]:
+    """kube-apiserver on loopback: the static admin token, RBAC, etcd over mutual TLS."""
+    pki = directory / "pki"
+    etcd_client = pki / "etcd" / ETCD_CLIENT
+    return [
+        str(kube_apiserver),
+        f"--etcd-servers={state.etcd_url}",
+        f"--etcd-cafile={pki / 'etcd' / 'ca.crt'}",
+        f"--etcd-certfile={etcd_client}.crt",
+        f"--etcd-keyfile={etcd_client}.key",
+        f"--etcd-prefix=/registry-{state.name}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={api_port}",
+        f"--cert-dir={pki}",
+        f"--tls-cert-file={pki / 'server.crt'}",
+        f"--tls-private-key-file={pki / 'server.key'}",
+        f"--token-auth-file={directory / 'tokens.csv'}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        # No controller-manager mints service-account tokens here.
+        "--disable-admission-plugins=ServiceAccount",
+        "--allow-privileged=true",
+        "--v=1",
+    ]

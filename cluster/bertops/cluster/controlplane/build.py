@@ -7,7 +7,7 @@ upstream go.mod itself (so a version bump needs no hand-kept list). etcd builds 
 ``go.etcd.io/etcd/server/v3``. The cache key is the pair of versions; a cached build is
 reused without touching the network.
 
-Called by :class:`bertops.operator.controlplane.cluster.Cluster` and ``bertops cluster build``.
+Called by :class:`bertops.cluster.controlplane.cluster.Cluster` and ``bertops cluster build``.
 """
 
 from __future__ import annotations
@@ -201,18 +201,66 @@ def build_etcd(go: str, target: Path, progress: Progress) -> None:
 
 KUBE_URL = "https://dl.k8s.io/v{version}/bin/linux/{arch}/kube-apiserver"
 ETCD_URL = "https://github.com/etcd-io/etcd/releases/download/v{version}/etcd-v{version}-linux-{arch}.tar.gz"
+# The etcd release's SHA256SUMS lines for the Linux tarballs, pinned in code: a download
+# is checked against what this version of bertops was written for, not against a sums
+# file fetched from the same place as the tarball. Bumping ETCD_VERSION needs a new entry.
+ETCD_SHA256 = {
+    ("3.6.5", "amd64"): "66bad39ed920f6fc15fd74adcb8bfd38ba9a6412f8c7852d09eb11670e88cac3",
+    ("3.6.5", "arm64"): "7010161787077b07de29b15b76825ceacbbcedcb77fe2e6832f509be102cab6b",
+}
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file is not the pinned release; nothing was installed from it."""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_etcd_archive(archive: Path, directory: Path, arch: str) -> Path:
+    """Verify an etcd release tarball against the pinned sha256, then install its etcd
+    binary into directory; refuse (ChecksumError) before extracting anything otherwise."""
+    import tarfile
+
+    expected = ETCD_SHA256.get((ETCD_VERSION, arch))
+    if expected is None:
+        raise ChecksumError(f"no pinned sha256 for etcd v{ETCD_VERSION} linux-{arch}")
+    actual = _sha256(archive)
+    if actual != expected:
+        raise ChecksumError(
+            f"etcd v{ETCD_VERSION} linux-{arch} tarball {archive} has sha256 {actual}, "
+            f"expected the release's {expected}: refusing to install it"
+        )
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
+        member = next((m for m in tar.getmembers() if m.name.endswith("/etcd")), None)
+        if member is None:
+            raise RuntimeError(f"{archive} holds no etcd binary")
+        member.name = "etcd"
+        tar.extract(member, tmp, filter="data")
+        partial = directory / ".etcd.partial"
+        shutil.copy(Path(tmp) / "etcd", partial)
+    partial.chmod(0o755)
+    return partial.replace(directory / "etcd")
 
 
 def download_release(progress: Progress = _stderr) -> Binaries:
     """Fetch the official release binaries instead of building (where the network allows;
     not on the isolated build machines this project is developed on). kube-apiserver is
-    checked against its published sha256."""
+    checked against its published sha256, etcd against the sha256 pinned above."""
     import hashlib
     import platform
-    import tarfile
     import urllib.request
 
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine())
+    if arch is None:
+        raise RuntimeError(f"no release binaries for {platform.machine()}: build instead")
     directory = bin_dir()
     directory.mkdir(parents=True, exist_ok=True)
     url = KUBE_URL.format(version=KUBERNETES_VERSION, arch=arch)
@@ -232,14 +280,7 @@ def download_release(progress: Progress = _stderr) -> Binaries:
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "etcd.tar.gz"
         urllib.request.urlretrieve(url, archive)
-        with tarfile.open(archive) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith("/etcd"))
-            member.name = "etcd"
-            tar.extract(member, tmp, filter="data")
-        partial = directory / ".etcd.partial"
-        shutil.copy(Path(tmp) / "etcd", partial)
-        partial.chmod(0o755)
-        partial.replace(directory / "etcd")
+        install_etcd_archive(archive, directory, arch)
     found = cached_binaries()
     assert found is not None
     return found

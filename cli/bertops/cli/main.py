@@ -1,21 +1,27 @@
-"""The ``bertops`` command line: one entry point whose subcommands come from each
-installed component.
+"""The ``bertops`` command line (the ``bertops`` script): one entry point for every
+component.
 
-``cluster`` and ``crds`` live here; ``trainer``, ``serve`` and ``gateway`` are added when
-the trainer/server components are installed (their CLI modules must import torch lazily,
-so ``bertops --help`` stays fast and works in the torch-free operator image).
+``cluster``, ``crds`` and ``demo`` live here; ``trainer``, ``server`` and ``operator`` are
+each component's own Typer app. The wheel always ships every component's code, so a
+component is mounted only when its extra's libraries are installed
+(:mod:`bertops.cluster.extras`); otherwise its name is still listed, and running it says
+which extra to install and exits 2 instead of failing with a ModuleNotFoundError. The
+component CLI modules import torch/uvicorn/kopf lazily, so ``bertops --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 from pathlib import Path
 
+import rich.markup
 import typer
 
 from bertops.api import crdgen
+from bertops.cluster import extras
+
+BAD_INPUT = 2  # the exit code for "cannot run as asked; retrying will not help"
 
 app = typer.Typer(
     help="bertops: GitOps MLOps for BERT-family models on Kubernetes.",
@@ -36,6 +42,18 @@ def _say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _require(command: str, *needed: str) -> None:
+    """Exit 2 with an install hint when an extra that command needs is not installed."""
+    absent = extras.missing(*needed)
+    if absent:
+        _say(
+            f"error: `bertops {command}` needs the {' and '.join(needed)} "
+            f"{'extras' if len(needed) > 1 else 'extra'} (missing here: {', '.join(absent)}). "
+            f"Install with: {extras.install_hint(*needed)}"
+        )
+        raise typer.Exit(BAD_INPUT)
+
+
 ClusterName = typer.Option("default", "--name", "-n", help="Cluster name (its own folder).")
 
 
@@ -47,7 +65,7 @@ def cluster_build(
     ),
 ) -> None:
     """Build kube-apiserver and etcd from their Go modules into the cache."""
-    from bertops.operator.controlplane import ensure_binaries
+    from bertops.cluster.controlplane import ensure_binaries
 
     binaries = ensure_binaries(_say, rebuild=rebuild, download=download)
     typer.echo(f"{binaries.kube_apiserver}\n{binaries.etcd}")
@@ -56,7 +74,8 @@ def cluster_build(
 @cluster_app.command("up")
 def cluster_up(name: str = ClusterName) -> None:
     """Start (or reuse) a cluster on loopback, install the CRDs, print its kubeconfig path."""
-    from bertops.operator.controlplane import Cluster, ClusterError
+    _require("cluster up", "operator")  # certificates (cryptography), CRDs (kubernetes)
+    from bertops.cluster.controlplane import Cluster, ClusterError
 
     cluster = Cluster(name, progress=_say)
     try:
@@ -74,7 +93,7 @@ def cluster_down(
     purge: bool = typer.Option(False, help="Also delete the cluster's data folder."),
 ) -> None:
     """Stop the cluster's kube-apiserver and etcd and wait until they have exited."""
-    from bertops.operator.controlplane import Cluster
+    from bertops.cluster.controlplane import Cluster
 
     if not Cluster(name, progress=_say).down(purge=purge):
         _say(f"cluster {name!r} was not running")
@@ -83,7 +102,7 @@ def cluster_down(
 @cluster_app.command("status")
 def cluster_status(name: str = ClusterName) -> None:
     """Print the cluster's state as JSON; exit 1 when it is not running and ready."""
-    from bertops.operator.controlplane import Cluster
+    from bertops.cluster.controlplane import Cluster
 
     status = Cluster(name).status()
     typer.echo(json.dumps(status, indent=2))
@@ -94,7 +113,7 @@ def cluster_status(name: str = ClusterName) -> None:
 @cluster_app.command("env")
 def cluster_env(name: str = ClusterName) -> None:
     """Print `export KUBECONFIG=...` for eval in a shell."""
-    from bertops.operator.controlplane import Cluster
+    from bertops.cluster.controlplane import Cluster
 
     for key, value in Cluster(name).env().items():
         typer.echo(f"export {key}={value}")
@@ -121,7 +140,8 @@ def crds_generate(
 @crds_app.command("install")
 def crds_install(kubeconfig: str = typer.Option(None, envvar="KUBECONFIG")) -> None:
     """Server-side apply the CRDs to the current cluster and wait until Established."""
-    from bertops.operator.controlplane.crds import install
+    _require("crds install", "operator")
+    from bertops.cluster.controlplane.crds import install
 
     for name in install(kubeconfig):
         _say(f"established {name}")
@@ -134,20 +154,57 @@ def demo(
     replicas: int = typer.Option(2, help="torch.distributed ranks for the fine-tune."),
 ) -> None:
     """The whole loop on this machine: control plane, operator, examples, kubectl get."""
-    from bertops.operator import demo as demo_module
+    _require("demo", "operator", "trainer")
+    from bertops.cluster import demo as demo_module
 
     raise typer.Exit(demo_module.run(per_label=per_label, epochs=epochs, replicas=replicas))
 
 
-# Component CLIs register themselves when their component is installed. Their modules
-# import torch/uvicorn lazily, so this costs little and works in the operator image.
-for module_name, name in (
-    ("bertops.trainer.cli", "trainer"),
-    ("bertops.server.cli", "server"),
-    ("bertops.operator.run", "operator"),
+def _not_installed(name: str, extra: str) -> None:
+    """Mount a stand-in for a component whose extra is missing: any arguments, --help
+    included, get the install hint and exit 2."""
+
+    def stand_in() -> None:
+        _require(name, extra)
+
+    app.command(
+        name,
+        # Typer renders help as rich markup, where "[trainer]" would vanish as a tag.
+        help=rich.markup.escape(f"(not installed here: {extras.install_hint(extra)})"),
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": [],
+        },
+    )(stand_in)
+
+
+# (module, command, extra): the component CLIs, mounted only where they can run.
+for module_name, name, extra in (
+    ("bertops.trainer.cli", "trainer", "trainer"),
+    ("bertops.server.cli", "server", "server"),
+    ("bertops.operator.run", "operator", "operator"),
 ):
-    if importlib.util.find_spec(module_name) is not None:
+    if extras.missing(extra):
+        _not_installed(name, extra)
+    else:
         app.add_typer(importlib.import_module(module_name).app, name=name)
+
+# The management service (bertops.ui, DESIGN.md section 7): three command groups and the
+# web UI, all gated on the `ui` extra (the kubernetes client, starlette, uvicorn).
+for module_name, attribute, name in (
+    ("bertops.ui.cli", "models_app", "models"),
+    ("bertops.ui.cli_runs", "datasets_app", "datasets"),
+    ("bertops.ui.cli_runs", "trainings_app", "trainings"),
+):
+    if extras.missing("ui"):
+        _not_installed(name, "ui")
+    else:
+        app.add_typer(getattr(importlib.import_module(module_name), attribute), name=name)
+if extras.missing("ui"):
+    _not_installed("ui", "ui")
+else:
+    app.command("ui")(importlib.import_module("bertops.ui.cli").serve)
 
 
 def main() -> None:

@@ -1,0 +1,158 @@
+"""Builds the ``argocd`` binary from the ``github.com/argoproj/argo-cd/v3`` Go module into
+the same versioned cache as the control plane (``~/.cache/bertops/argocd/v<version>``).
+
+The upstream go.mod points ``gitops-engine`` at a local folder and pins every ``k8s.io/*``
+module through a ``replace`` block; a wrapper module that requires argo-cd copies that
+block (derived from the downloaded go.mod, so a version bump needs no hand-kept list) and
+replaces the local gitops-engine with its published module. argo-cd 3.6 says ``go
+1.27.0``, so the build asks for a newer toolchain through ``GOTOOLCHAIN`` (fetched from the
+module proxy). One binary serves every role; it picks its role from ``ARGOCD_BINARY_NAME``.
+The CRDs are read from the module's ``manifests/crds``.
+
+Called by ``bertops cluster argocd build`` and :mod:`bertops.cluster.argocd.run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bertops.cluster.controlplane.build import Progress, _stderr, cache_root, find_go
+
+ARGOCD_VERSION = "3.6.1"
+ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+GITOPS_ENGINE = "github.com/argoproj/argo-cd/gitops-engine/v3"
+GO_TOOLCHAIN = "go1.27.3"
+GO_DIRECTIVE = "1.27.0"
+
+
+def argocd_dir() -> Path:
+    return cache_root() / "argocd" / f"v{ARGOCD_VERSION}"
+
+
+def binary_path() -> Path:
+    return argocd_dir() / "bin" / "argocd"
+
+
+def crds_dir() -> Path:
+    """Argo CD's CRDs, copied from the module at build time."""
+    return argocd_dir() / "crds"
+
+
+def cached_binary() -> Path | None:
+    found = binary_path()
+    return found if found.is_file() and (crds_dir() / "application-crd.yaml").is_file() else None
+
+
+def upstream_replaces(argocd_go_mod: str) -> list[str]:
+    """The wrapper's ``replace`` lines: argo-cd's own block, minus local paths, plus the
+    published gitops-engine at the same version. Pure (reads go.mod text)."""
+    block = re.search(r"^replace \($(.*?)^\)", argocd_go_mod, re.M | re.S)
+    if block is None:
+        raise RuntimeError(f"no replace block in {ARGOCD_MODULE} go.mod")
+    lines = []
+    for raw in block.group(1).splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if "=>" in line and not line.split("=>", 1)[1].strip().startswith("."):
+            lines.append(f"\t{line}")
+    lines.append(f"\t{GITOPS_ENGINE} => {GITOPS_ENGINE} v{ARGOCD_VERSION}")
+    return lines
+
+
+def version_ldflags(now: datetime | None = None) -> str:
+    """Stamp the release as upstream's Makefile does (else `version` says v99.99.99)."""
+    package = f"{ARGOCD_MODULE}/common"
+    date = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return " ".join(
+        [
+            f"-X {package}.version={ARGOCD_VERSION}",
+            f"-X {package}.buildDate={date}",
+            f"-X {package}.gitTag=v{ARGOCD_VERSION}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    )
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOTOOLCHAIN=GO_TOOLCHAIN)
+
+
+def _run(cmd: list[str], cwd: Path, progress: Progress, what: str) -> str:
+    started = time.monotonic()
+    progress(f"{what}: {' '.join(cmd[:3])} ...")
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    progress(f"{what}: done in {time.monotonic() - started:.0f}s")
+    return proc.stdout
+
+
+def _write_wrapper(workdir: Path, replaces: list[str]) -> None:
+    lines = [
+        "module bertops.local/argocd-build",
+        "",
+        f"go {GO_DIRECTIVE}",
+        "",
+        f"require {ARGOCD_MODULE} v{ARGOCD_VERSION}",
+        "",
+        "replace (",
+        *replaces,
+        ")",
+    ]
+    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
+    (workdir / "tools.go").write_text(
+        f'//go:build tools\n\npackage tools\n\nimport _ "{ARGOCD_MODULE}/cmd"\n'
+    )
+
+
+def build_argocd(go: str, target: Path, progress: Progress) -> None:
+    with tempfile.TemporaryDirectory(prefix="bertops-argocd-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "go.mod").write_text(f"module bertops.local/probe\n\ngo {GO_DIRECTIVE}\n")
+        out = _run(
+            [go, "mod", "download", "-json", f"{ARGOCD_MODULE}@v{ARGOCD_VERSION}"],
+            workdir,
+            progress,
+            f"download {ARGOCD_MODULE}@v{ARGOCD_VERSION}",
+        )
+        info = json.loads(out)
+        _write_wrapper(workdir, upstream_replaces(Path(info["GoMod"]).read_text()))
+        _run([go, "mod", "tidy"], workdir, progress, "resolve argo-cd modules")
+        _run(
+            [
+                go,
+                "build",
+                "-trimpath",
+                f"-ldflags=-s -w {version_ldflags()}",
+                "-o",
+                str(target),
+                f"{ARGOCD_MODULE}/cmd",
+            ],
+            workdir,
+            progress,
+            f"compile argocd v{ARGOCD_VERSION} (about 8 minutes on 2 cores)",
+        )
+        crds = crds_dir()
+        crds.mkdir(parents=True, exist_ok=True)
+        for crd in sorted((Path(info["Dir"]) / "manifests" / "crds").glob("*-crd.yaml")):
+            (crds / crd.name).write_text(crd.read_text())
+
+
+def ensure_argocd(progress: Progress = _stderr, *, rebuild: bool = False) -> Path:
+    """The cached argocd binary, building it first when missing."""
+    if not rebuild and (found := cached_binary()):
+        return found
+    target = binary_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / ".argocd.partial"
+    started = time.monotonic()
+    build_argocd(find_go(), partial, progress)
+    partial.replace(target)
+    progress(f"argocd v{ARGOCD_VERSION} ready in {target} ({time.monotonic() - started:.0f}s)")
+    return target

@@ -1,0 +1,133 @@
+"""Typed step-specific facts of a step result: one model per step kind, a discriminated
+union on ``kind``, carried in :attr:`bertops.api.steps.StepResult.details`.
+
+Built by the trainer steps (``prepare``, ``train``, ``evaluate``, ``compress``) and read by
+the operator's planners, which copy named fields into status instead of merging a
+free-form dict.
+
+Unknown keys are kept and reported, not refused: the trainer image and the operator are
+deployed separately, so during an upgrade a newer trainer may add a field, and refusing
+the whole result would fail a finished (possibly hours long) step. The keys survive in
+the result document, :attr:`ResultDetails.unknown_keys` names them and the planners post
+a Warning Event, so nothing vanishes silently. Every field but ``kind`` is optional so a
+result shortened for a termination message (see ``StepResult.compact_json``) still parses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from bertops.api.meta import ApiModel
+
+Summary = dict[str, float]
+"""ClassificationMetrics fields (loss, accuracy, macroF1, precision, recall)."""
+
+
+class ResultDetails(ApiModel):
+    """Base of the per-kind details; ``ESSENTIAL`` fields are the ones the operator reads,
+    kept longest when a result must be shortened."""
+
+    model_config = ConfigDict(extra="allow")
+    ESSENTIAL: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        """Keys this operator version does not know (written by a newer step)."""
+        return sorted(self.model_extra or {})
+
+
+class PrepareDetails(ResultDetails):
+    ESSENTIAL = frozenset({"artifactUri", "checksum", "rows", "labels", "numLabels"})
+
+    kind: Literal["prepare"] = "prepare"
+    artifact_uri: str | None = None
+    checksum: str | None = None
+    short_checksum: str | None = None
+    rows: dict[str, int] | None = Field(default=None, description="train/validation/test/total")
+    labels: list[str] | None = None
+    num_labels: int | None = None
+    label_counts: dict[str, int] | None = None
+    dropped_rows: dict[str, int] | None = Field(default=None, description="Rows, by reason.")
+    token_length_p50: float | None = None
+    token_length_p95: float | None = None
+    unknown_token_rate: float | None = None
+    invalid_byte_sequences: int | None = None
+
+
+class TrainDetails(ResultDetails):
+    ESSENTIAL = frozenset(
+        {"artifactUri", "modelName", "datasetChecksum", "validationMetrics", "testMetrics"}
+        | {"epochsRun"}
+    )
+
+    kind: Literal["train"] = "train"
+    artifact_uri: str | None = None
+    model_name: str | None = None
+    dataset_checksum: str | None = None
+    validation_metrics: Summary | None = None
+    test_metrics: Summary | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    early_stopped: bool | None = None
+    resumed_from_epoch: int | None = None
+    majority_baseline_accuracy: float | None = None
+    world_size: int | None = None
+    rank_weight_digests: list[str] | None = None
+    history: list[dict[str, Any]] | None = Field(default=None, description="One entry per epoch.")
+    device: str | None = None
+    mixed_precision: str | None = None
+    train_seconds: float | None = None
+    train_cpu_seconds: float | None = None
+    train_samples: int | None = None
+    reused: bool | None = Field(default=None, description="An earlier run's artifact was reused.")
+
+
+class EvaluateDetails(ResultDetails):
+    ESSENTIAL = frozenset({"metrics", "modelName"})
+
+    kind: Literal["evaluate"] = "evaluate"
+    split: str | None = None
+    rows: int | None = None
+    metrics: dict[str, Any] | None = Field(
+        default=None, description="Summary plus per-class report and confusion matrix."
+    )
+    model_name: str | None = None
+    retokenized: bool | None = None
+    labels: list[str] | None = None
+
+
+class CompressDetails(ResultDetails):
+    ESSENTIAL = frozenset({"qualityDelta", "testMetrics", "modelName", "format"})
+
+    kind: Literal["compress"] = "compress"
+    quality_delta: dict[str, float] | None = Field(default=None, description="variant - parent")
+    test_metrics: Summary | None = None
+    parent_test_metrics: Summary | None = None
+    recipe: list[str] | None = None
+    parameters: int | None = None
+    parent_parameters: int | None = None
+    format: str | None = None
+    steps: list[dict[str, Any]] | None = Field(default=None, description="Per operation facts.")
+    parent_model: str | None = None
+    latency: dict[str, Any] | None = None
+    bytes_on_disk: int | None = None
+    size_ratio: float | None = None
+    quantization: dict[str, Any] | None = None
+    model_name: str | None = None
+
+
+StepDetails = Annotated[
+    PrepareDetails | TrainDetails | EvaluateDetails | CompressDetails,
+    Field(discriminator="kind"),
+]
+
+__all__ = [
+    "CompressDetails",
+    "EvaluateDetails",
+    "PrepareDetails",
+    "ResultDetails",
+    "StepDetails",
+    "TrainDetails",
+]

@@ -1,0 +1,408 @@
+"""Pure builders of the Kubernetes objects that serve a BertDeployment (dask-kubernetes
+style): one model-server Deployment + Service per model version in play (stable, and
+the canary during a rollout), the gateway Deployment + Service in front of them, the
+routes ConfigMap the gateway watches, and optionally a HorizontalPodAutoscaler
+(autoscaling/v2) per server and PodDisruptionBudgets (policy/v1). Every object carries
+an owner reference to the BertDeployment, so deleting it deletes them all.
+
+Servers are named after the model version, not the role: promoting a canary only
+rewrites the routes (the canary's pods become stable's without a restart), and the old
+stable's objects are then deleted. The gateway is never restarted for a route change:
+the ConfigMap volume is updated in place and the gateway re-reads it.
+
+No I/O: the BertDeployment reconciler (with the state in
+:mod:`bertops.operator.rollout.state`) decides what is served and applies these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.routes import Backend, Routes
+from bertops.operator.config import OperatorConfig
+from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime.manifests import container_security_context, pod_security_context
+
+SERVER_PORT = 8080
+GATEWAY_PORT = 8000
+ROUTES_MOUNT = "/etc/bertops/routes"
+ROUTES_FILE = "routes.json"
+PREDICTIONS_MOUNT = "/var/bertops/predictions"
+DEPLOYMENT_LABEL = "bertops.io/bertdeployment"
+MODEL_LABEL = "bertops.io/model"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MAX_NAME = 63
+GATEWAY_COMMAND = ("bertops", "server", "gateway", "--routes", f"{ROUTES_MOUNT}/{ROUTES_FILE}")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Where serving pods come from; built from the operator's settings."""
+
+    image: str = "ghcr.io/bertops/bertops-server:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    artifact_pvc: str = "bertops-artifacts"
+    artifact_mount: str = "/artifacts"
+    gateway_replicas: int = 2
+
+    @classmethod
+    def from_operator(cls, config: OperatorConfig, **overrides: Any) -> ServingConfig:
+        settings: dict[str, Any] = {
+            "image_pull_policy": config.image_pull_policy,
+            "artifact_pvc": config.artifact_pvc,
+            "artifact_mount": config.artifact_mount,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """What serving needs of a Ready BertModel."""
+
+    name: str
+    artifact_uri: str
+    manifest_sha256: str
+    labels: tuple[str, ...] = ()
+
+
+def object_name(*parts: str) -> str:
+    """A Service-safe name (RFC 1035 label: starts with a letter, at most 63 characters)
+    from parts; too long a name keeps its head and gains a digest, so it stays unique."""
+    raw = "-".join(parts)
+    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "x"
+    if not name[0].isalpha():
+        name = f"m-{name}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_NAME - 9].rstrip('-')}-{digest}"
+    return name
+
+
+def server_name(deployment: str, model: str) -> str:
+    return object_name(deployment, model)
+
+
+def gateway_name(deployment: str) -> str:
+    return object_name(deployment, "gateway")
+
+
+def routes_name(deployment: str) -> str:
+    return object_name(deployment, "routes")
+
+
+def _labels(owner: ObjectRef, component: str, model: str | None = None) -> dict[str, str]:
+    found = {
+        "app.kubernetes.io/part-of": "bertops",
+        COMPONENT_LABEL: component,
+        DEPLOYMENT_LABEL: owner.name,
+    }
+    if model is not None:
+        found[MODEL_LABEL] = model
+    return found
+
+
+def _metadata(owner: ObjectRef, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.owner_reference()],
+    }
+
+
+def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _threads(cpu: str) -> int:
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, math.floor(cores))
+
+
+def _server_container(
+    spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig
+) -> dict[str, Any]:
+    serving = spec.serving
+    command = [
+        "bertops", "server", "serve",
+        "--model", model.artifact_uri,
+        "--expect-manifest-sha256", model.manifest_sha256,
+        "--name", model.name,
+        "--port", str(SERVER_PORT),
+        "--max-batch-size", str(serving.max_batch_size),
+        "--max-batch-wait-ms", str(serving.max_batch_wait_ms),
+        "--max-texts-per-request", str(serving.max_texts_per_request),
+        "--max-chars", str(serving.max_chars),
+        "--prediction-log", serving.prediction_log,
+        "--threads", str(_threads(serving.resources.cpu)),
+    ]  # fmt: skip
+    mounts = [
+        {"name": "artifacts", "mountPath": config.artifact_mount, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if serving.prediction_log != "off":
+        # $(POD_NAME) is expanded by the kubelet: one log per replica, no two writers.
+        command += ["--prediction-log-path", f"{PREDICTIONS_MOUNT}/$(POD_NAME).jsonl"]
+        mounts.append({"name": "predictions", "mountPath": PREDICTIONS_MOUNT})
+    resources = serving.resources
+    limits: dict[str, Any] = {"memory": resources.memory}
+    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = resources.gpu
+    return {
+        "name": "server",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": command,
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "BERTOPS_HOME", "value": "/tmp/bertops"},  # writable: root fs is not
+        ],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        # Ready only once the model is verified, loaded and warm; live while the process
+        # serves at all (loading a large model must not get it killed).
+        "readinessProbe": _probe("/v2/health/ready", "http", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", "http", 10, 6),
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+
+
+def _pod(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,  # serving never talks to the API server
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 45,  # > the servers' 30 s drain
+    }
+
+
+def server_deployment(
+    owner: ObjectRef, spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig
+) -> dict[str, Any]:
+    """The model server Deployment of one model version."""
+    name = server_name(owner.name, model.name)
+    labels = _labels(owner, "model-server", model.name)
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "artifacts",
+            "persistentVolumeClaim": {"claimName": config.artifact_pvc, "readOnly": True},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if spec.serving.prediction_log != "off":
+        volumes.append(
+            {"name": "predictions", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
+        )
+    # Only the predictions of this deployment are writable, under its own folder.
+    container = _server_container(spec, model, config)
+    for mount in container["volumeMounts"]:
+        if mount["name"] == "predictions":
+            mount["subPath"] = f"{owner.namespace}/deployments/{owner.name}/predictions"
+    body: dict[str, Any] = {
+        "selector": {"matchLabels": labels},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {"metadata": {"labels": labels}, "spec": _pod([container], volumes)},
+    }
+    if spec.serving.autoscaling is None:
+        body["replicas"] = spec.serving.replicas  # with an HPA, the HPA owns the count
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, labels),
+        "spec": body,
+    }
+
+
+def _service(owner: ObjectRef, name: str, labels: dict[str, str], port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+
+
+def server_service(owner: ObjectRef, model: ModelVersion) -> dict[str, Any]:
+    labels = _labels(owner, "model-server", model.name)
+    return _service(owner, server_name(owner.name, model.name), labels, SERVER_PORT)
+
+
+def backend(owner: ObjectRef, model: ModelVersion) -> Backend:
+    host = f"{server_name(owner.name, model.name)}.{owner.namespace}.svc"
+    return Backend(
+        name=model.name,
+        url=f"http://{host}:{SERVER_PORT}",
+        model=model.name,
+        labels=list(model.labels) or None,
+    )
+
+
+def routes(
+    owner: ObjectRef,
+    stable: ModelVersion,
+    canary: ModelVersion | None = None,
+    weight: int = 0,
+    shadow: ModelVersion | None = None,
+    revision: str | None = None,
+) -> Routes:
+    """The gateway's routes for this state of the rollout (no override header: nobody
+    outside can steer traffic onto a canary)."""
+    return Routes(
+        stable=backend(owner, stable),
+        canary=backend(owner, canary) if canary else None,
+        canary_weight=weight if canary else 0,
+        shadow=backend(owner, shadow) if shadow else None,
+        revision=revision,
+    )
+
+
+def routes_configmap(owner: ObjectRef, table: Routes) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, routes_name(owner.name), _labels(owner, "gateway")),
+        "data": {ROUTES_FILE: json.dumps(table.to_wire(), indent=2, sort_keys=True)},
+    }
+
+
+def gateway_deployment(owner: ObjectRef, config: ServingConfig) -> dict[str, Any]:
+    labels = _labels(owner, "gateway")
+    container = {
+        "name": "gateway",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        # No --admin-token: on Kubernetes routes change through the mounted ConfigMap.
+        "command": [*GATEWAY_COMMAND, "--port", str(GATEWAY_PORT)],
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "readinessProbe": _probe("/readyz", "http", 5, 3),
+        "livenessProbe": _probe("/healthz", "http", 10, 3),
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "routes", "mountPath": ROUTES_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    volumes = [
+        {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    template_meta = {
+        "labels": labels,
+        # For a cluster's Prometheus; the rollout analysis reads these series.
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(GATEWAY_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, gateway_name(owner.name), labels),
+        "spec": {
+            "replicas": config.gateway_replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": template_meta, "spec": _pod([container], volumes)},
+        },
+    }
+
+
+def gateway_service(owner: ObjectRef) -> dict[str, Any]:
+    return _service(owner, gateway_name(owner.name), _labels(owner, "gateway"), GATEWAY_PORT)
+
+
+def autoscaler(
+    owner: ObjectRef, spec: BertDeploymentSpec, model: ModelVersion
+) -> dict[str, Any] | None:
+    scaling = spec.serving.autoscaling
+    if scaling is None:
+        return None
+    name = server_name(owner.name, model.name)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, name, _labels(owner, "model-server", model.name)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [_cpu_target(scaling.target_cpu_percent)],
+        },
+    }
+
+
+def _cpu_target(percent: int) -> dict[str, Any]:
+    target = {"type": "Utilization", "averageUtilization": percent}
+    return {"type": "Resource", "resource": {"name": "cpu", "target": target}}
+
+
+def disruption_budget(
+    owner: ObjectRef, name: str, labels: dict[str, str], replicas: int
+) -> dict[str, Any] | None:
+    """At most one pod down at a time during node drains; none for a single replica
+    (a budget a lone pod can never meet would block drains for good)."""
+    if replicas < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, name, labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+    }
+
+
+def children(
+    owner: ObjectRef,
+    spec: BertDeploymentSpec,
+    table: Routes,
+    models: list[ModelVersion],
+    config: ServingConfig,
+) -> list[dict[str, Any]]:
+    """Every object serving needs for these model versions, in the order to apply them:
+    servers before the routes that point at them, then the gateway, then the optional
+    autoscalers and disruption budgets."""
+    found: list[dict[str, Any]] = []
+    scaling = spec.serving.autoscaling
+    least = scaling.min_replicas if scaling else spec.serving.replicas
+    gateway = _labels(owner, "gateway")
+    optional = [
+        disruption_budget(owner, gateway_name(owner.name), gateway, config.gateway_replicas)
+    ]
+    for model in models:
+        name, labels = (
+            server_name(owner.name, model.name),
+            _labels(owner, "model-server", model.name),
+        )
+        found += [server_deployment(owner, spec, model, config), server_service(owner, model)]
+        optional += [autoscaler(owner, spec, model), disruption_budget(owner, name, labels, least)]
+    found.append(routes_configmap(owner, table))
+    found += [gateway_deployment(owner, config), gateway_service(owner)]
+    return found + [x for x in optional if x is not None]

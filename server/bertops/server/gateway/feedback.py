@@ -1,0 +1,286 @@
+"""Ground-truth feedback at the gateway: ``POST /feedback`` scores earlier answers per
+variant, which the rollout's feedback-accuracy gate reads from the gateway's metrics.
+
+Because those scores can roll a canary back, feedback is only taken for answers this
+gateway gave: every request id is issued by the gateway itself (a random 128-bit id;
+a client's own x-request-id is never trusted), remembered in :class:`ServedStore` for
+a bounded window and a bounded number of bytes, and each text of an answer is judged
+once. Unknown or expired ids answer 404, labels the model does not have 422, and
+nothing of a request is recorded unless all of it is valid.
+
+Used by :class:`bertops.server.gateway.app.Gateway`, which remembers every answered
+inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bertops.api.routes import Backend, Routes
+from bertops.server.gateway.bodies import (
+    MAX_FEEDBACK_BYTES,
+    BodyTooLargeError,
+    read_answer,
+    read_body,
+    too_large,
+)
+from bertops.server.gateway.inference import metadata_labels
+from bertops.server.gateway.metrics import GatewayMetrics
+
+# What one remembered answer costs beyond its strings: the dict slot, the dataclass, the
+# tuple and set, measured roughly with sys.getsizeof on CPython 3.11.
+ENTRY_OVERHEAD = 400
+PER_LABEL = 60
+MAX_LABEL_CHARS = 256
+
+
+@dataclass
+class Served:
+    """What the gateway remembers of an answered request, to score feedback on it."""
+
+    variant: str
+    backend: Backend
+    labels: tuple[str, ...]  # the predicted label of each text, in order
+    at: float  # monotonic seconds
+    judged: set[int] = field(default_factory=set)  # texts that already got feedback
+
+    @property
+    def cost(self) -> int:
+        return ENTRY_OVERHEAD + sum(PER_LABEL + len(label) for label in self.labels)
+
+
+class ServedStore:
+    """Request id -> :class:`Served`, oldest first out, bounded by an approximate byte
+    budget (not only a count: one answer may hold thousands of labels) and by age."""
+
+    def __init__(
+        self,
+        max_bytes: int = 64 << 20,
+        window_seconds: float = 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self.bytes = 0
+        self._entries: OrderedDict[str, Served] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _cost(self, request_id: str, served: Served) -> int:
+        return served.cost + len(request_id)
+
+    def _pop_oldest(self) -> None:
+        request_id, served = self._entries.popitem(last=False)
+        self.bytes -= self._cost(request_id, served)
+
+    def expire(self) -> None:
+        horizon = self.clock() - self.window_seconds
+        while self._entries and next(iter(self._entries.values())).at < horizon:
+            self._pop_oldest()
+
+    def add(self, request_id: str, served: Served) -> None:
+        cost = self._cost(request_id, served)
+        if cost > self.max_bytes:
+            return  # larger than the whole budget: cannot be remembered
+        self.expire()
+        self._entries[request_id] = served
+        self.bytes += cost
+        while self.bytes > self.max_bytes:
+            self._pop_oldest()
+
+    def get(self, request_id: str) -> Served | None:
+        self.expire()
+        return self._entries.get(request_id)
+
+
+class LabelBook:
+    """The label set of each served model: from the routes (the operator copies the
+    BertModel's labels there), learned from /predict answers, or asked once of the model
+    server's OIP metadata."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, frozenset[str]] = {}
+
+    def from_routes(self, routes: Routes) -> None:
+        for backend in (routes.stable, routes.canary, routes.shadow):
+            if backend is not None and backend.labels:
+                self._known[backend.name] = frozenset(backend.labels)
+
+    def learn(self, model: str, labels: frozenset[str] | None) -> None:
+        if labels and model not in self._known:
+            self._known[model] = labels
+
+    def get(self, model: str) -> frozenset[str] | None:
+        return self._known.get(model)
+
+    async def fetch(self, backend: Backend, client: httpx.AsyncClient) -> frozenset[str] | None:
+        known = self.get(backend.name)
+        if known is not None:
+            return known
+        url = f"{backend.url.rstrip('/')}/v2/models/{backend.model or backend.name}"
+        try:
+            async with client.stream("GET", url, timeout=5) as answer:
+                body = await read_answer(answer, MAX_FEEDBACK_BYTES)
+                status = answer.status_code
+        except (httpx.HTTPError, BodyTooLargeError):
+            return None
+        labels = metadata_labels(body) if status == 200 else None
+        self.learn(backend.name, labels)
+        return labels
+
+
+Entry = tuple[str, int, str]  # request id, text index, true label
+
+
+def entries(item: object) -> list[Entry]:
+    """``{"requestId", "label"}`` (the first text), ``{"requestId", "labels": [...]}``
+    (every text) or ``{"requestId", "index", "label"}``; TypeError when malformed."""
+    if not isinstance(item, dict):
+        raise TypeError("each feedback item must be an object")
+    request_id = item.get("requestId", item.get("request_id"))
+    if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
+        raise TypeError("requestId (a string of at most 128 characters) is required")
+    if "labels" in item:
+        labels = item["labels"]
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise TypeError("labels must be a list of strings")
+        return [(request_id, i, label) for i, label in enumerate(labels)]
+    label, index = item.get("label"), item.get("index", 0)
+    if not isinstance(label, str) or not isinstance(index, int) or index < 0:
+        raise TypeError("label (a string) is required; index must be an integer >= 0")
+    return [(request_id, index, label)]
+
+
+class FeedbackDesk:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        store: ServedStore,
+        labels: LabelBook,
+        log_path: Path | None,
+        client: Callable[[], httpx.AsyncClient],
+    ) -> None:
+        self.metrics = metrics
+        self.store = store
+        self.labels = labels
+        self.log_path = log_path
+        self.client = client
+        self._counts: dict[tuple[str, str], list[int]] = {}
+
+    def _reject(self, status: int, reason: str, message: str, **extra: Any) -> Response:
+        self.metrics.feedback_rejected.labels(reason).inc()
+        return JSONResponse({"error": message, **extra}, status_code=status)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            document = json.loads(await read_body(request, MAX_FEEDBACK_BYTES))
+            items = document if isinstance(document, list) else [document]
+            found = [entry for item in items for entry in entries(item)]
+        except BodyTooLargeError as error:
+            self.metrics.feedback_rejected.labels("too_large").inc()
+            return too_large(error)
+        except (ValueError, TypeError) as error:
+            return self._reject(400, "invalid", f"invalid feedback: {error}")
+        served = {request_id: self.store.get(request_id) for request_id, _, _ in found}
+        unknown = sorted(rid for rid, s in served.items() if s is None)
+        if unknown:
+            return self._reject(
+                404,
+                "unknown_id",
+                "unknown or expired request ids (feedback "
+                "is taken for ids this gateway issued, within its window)",
+                requestIds=unknown[:20],
+            )
+        problems = await self._problems(found, served)
+        if problems:
+            return self._reject(422, "invalid_label", "; ".join(problems[:20]))
+        return await self._record(found, served)
+
+    async def _problems(self, found: list[Entry], served: dict[str, Served | None]) -> list[str]:
+        problems = []
+        seen: set[tuple[str, int]] = set()
+        label_sets: dict[str, frozenset[str] | None] = {}  # one metadata fetch per model
+        for request_id, index, label in found:
+            answer = served[request_id]
+            assert answer is not None
+            if index >= len(answer.labels):
+                problems.append(
+                    f"{request_id}: index {index} out of range ({len(answer.labels)} texts)"
+                )
+                continue
+            name = answer.backend.name
+            if name not in label_sets:
+                label_sets[name] = await self.labels.fetch(answer.backend, self.client())
+            known = label_sets[name]
+            if known is None:
+                problems.append(
+                    f"{request_id}: labels of model {answer.backend.name} unknown; cannot validate"
+                )
+            elif label not in known:
+                problems.append(
+                    f"{request_id}: {label[:MAX_LABEL_CHARS]!r} is not a label of "
+                    f"{answer.backend.name} ({', '.join(sorted(known)[:20])})"
+                )
+            if (request_id, index) in seen:
+                problems.append(f"{request_id}: index {index} given twice")
+            seen.add((request_id, index))
+        return problems
+
+    async def _record(self, found: list[Entry], served: dict[str, Served | None]) -> Response:
+        lines, duplicates = [], 0
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for request_id, index, label in found:
+            answer = served[request_id]
+            assert answer is not None
+            if index in answer.judged:
+                duplicates += 1  # judged before: counting it again would skew accuracy
+                continue
+            answer.judged.add(index)
+            model, correct = answer.backend.name, answer.labels[index] == label
+            self.metrics.feedback.labels(
+                answer.variant, model, "correct" if correct else "incorrect"
+            ).inc()
+            counts = self._counts.setdefault((answer.variant, model), [0, 0])
+            counts[0] += int(correct)
+            counts[1] += 1
+            self.metrics.feedback_accuracy.labels(answer.variant, model).set(counts[0] / counts[1])
+            lines.append(
+                json.dumps(
+                    {
+                        "time": now,
+                        "requestId": request_id,
+                        "index": index,
+                        "label": label,
+                        "variant": answer.variant,
+                        "model": model,
+                        "predicted": answer.labels[index],
+                        "correct": correct,
+                    }
+                )
+                + "\n"
+            )
+        if duplicates:
+            self.metrics.feedback_rejected.labels("duplicate").inc(duplicates)
+        if self.log_path is not None and lines:
+            await asyncio.to_thread(self._append, lines)
+        return JSONResponse({"accepted": len(lines), "duplicates": duplicates})
+
+    def _append(self, lines: list[str]) -> None:
+        assert self.log_path is not None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.writelines(lines)

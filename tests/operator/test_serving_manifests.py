@@ -1,0 +1,229 @@
+"""The serving objects of a BertDeployment on the kubernetes runtime: model servers
+pinned to a manifest sha256, probes, the restricted security context, owner references,
+routes, gateway, autoscaler and disruption budgets, checked field by field and by the
+real API server (server-side dry-run) of the embedded control plane."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.routes import Routes
+from bertops.operator.config import OperatorConfig
+from bertops.operator.kube import Kube
+from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime import serving
+from bertops.operator.runtime.manifests import container_security_context
+from tests.integration import manifests as m
+
+IMAGE = "registry.example/bertops-server:test"
+STABLE = serving.ModelVersion(
+    "sentiment-v1", "/artifacts/ml/models/v1/g1", "a" * 64, ("negative", "positive")
+)
+CANARY = serving.ModelVersion("sentiment-v2", "/artifacts/ml/models/v2/g1", "b" * 64)
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def spec(**serving_fields: Any) -> BertDeploymentSpec:
+    return BertDeploymentSpec.model_validate(
+        {"model": {"selector": {"family": "sentiment"}}, "serving": serving_fields}
+    )
+
+
+def owner(namespace: str = "ml", uid: str = "1234-uid") -> ObjectRef:
+    return ObjectRef(
+        name="sentiment", namespace=namespace, generation=1, uid=uid, kind="BertDeployment"
+    )
+
+
+def objects(
+    owner_ref: ObjectRef,
+    deployment_spec: BertDeploymentSpec,
+    config: serving.ServingConfig | None = None,
+) -> list[dict[str, Any]]:
+    table = serving.routes(owner_ref, STABLE, CANARY, 10, revision="3")
+    return serving.children(
+        owner_ref,
+        deployment_spec,
+        table,
+        [STABLE, CANARY],
+        config or serving.ServingConfig(image=IMAGE),
+    )
+
+
+def by_kind(found: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in found if o["kind"] == kind]
+
+
+def test_server_pods_are_pinned_probed_and_restricted() -> None:
+    found = objects(owner(), spec(replicas=2, resources={"cpu": "2500m", "memory": "1Gi"}))
+    server = next(
+        o for o in by_kind(found, "Deployment") if o["metadata"]["name"] == "sentiment-sentiment-v1"
+    )
+    pod = server["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    command = container["command"]
+    assert command[:3] == ["bertops", "server", "serve"]
+    flag = {command[i]: command[i + 1] for i in range(3, len(command) - 1, 2)}
+    assert flag["--model"] == STABLE.artifact_uri
+    assert flag["--expect-manifest-sha256"] == "a" * 64
+    assert flag["--name"] == "sentiment-v1" and flag["--threads"] == "2"
+    assert flag["--prediction-log-path"] == "/var/bertops/predictions/$(POD_NAME).jsonl"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["securityContext"] == container_security_context()
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"] == RESTRICTED_POD
+    assert pod["automountServiceAccountToken"] is False
+    mounts = {v["name"]: v for v in container["volumeMounts"]}
+    assert mounts["artifacts"]["readOnly"] is True  # models are never written by servers
+    assert mounts["predictions"]["subPath"] == "ml/deployments/sentiment/predictions"
+    assert container["resources"]["requests"] == {"cpu": "2500m", "memory": "1Gi"}
+    assert server["spec"]["replicas"] == 2
+    assert server["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_every_object_is_owned_and_labelled() -> None:
+    found = objects(owner(), spec())
+    for item in found:
+        assert item["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "bertops.io/v1alpha1",
+                "kind": "BertDeployment",
+                "name": "sentiment",
+                "uid": "1234-uid",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert item["metadata"]["labels"]["bertops.io/bertdeployment"] == "sentiment"
+        assert item["metadata"]["namespace"] == "ml"
+    kinds = [o["kind"] for o in found]
+    assert kinds == [
+        "Deployment",
+        "Service",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]  # one server replica: no budget for the servers (only the 2 gateways), no autoscaler
+
+
+def test_routes_configmap_points_the_gateway_at_the_servers() -> None:
+    found = objects(owner(), spec())
+    configmap = by_kind(found, "ConfigMap")[0]
+    table = Routes.model_validate(json.loads(configmap["data"]["routes.json"]))
+    assert table.stable.url == "http://sentiment-sentiment-v1.ml.svc:8080"
+    assert table.stable.model == "sentiment-v1" and table.stable.labels == ["negative", "positive"]
+    assert table.canary is not None and table.canary.labels is None
+    assert table.canary_weight == 10 and table.revision == "3"
+    assert table.override_header is None  # nobody outside can force the canary
+    gateway = next(
+        o for o in by_kind(found, "Deployment") if o["metadata"]["name"] == "sentiment-gateway"
+    )
+    pod = gateway["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "bertops",
+        "server",
+        "gateway",
+        "--routes",
+        "/etc/bertops/routes/routes.json",
+        "--port",
+        "8000",
+    ]
+    assert "--admin-token" not in container["command"]
+    assert pod["volumes"][0] == {"name": "routes", "configMap": {"name": "sentiment-routes"}}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"] == container_security_context()
+    assert pod["securityContext"] == RESTRICTED_POD
+
+
+def test_autoscaler_and_budgets() -> None:
+    found = objects(owner(), spec(autoscaling={"minReplicas": 2, "maxReplicas": 6}))
+    hpas = by_kind(found, "HorizontalPodAutoscaler")
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == [
+        "sentiment-sentiment-v1",
+        "sentiment-sentiment-v2",
+    ]
+    assert hpas[0]["spec"]["minReplicas"] == 2 and hpas[0]["spec"]["maxReplicas"] == 6
+    assert hpas[0]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert all(
+        "replicas" not in d["spec"]
+        for d in by_kind(found, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server"
+    )
+    budgets = by_kind(found, "PodDisruptionBudget")
+    assert sorted(b["metadata"]["name"] for b in budgets) == [
+        "sentiment-gateway",
+        "sentiment-sentiment-v1",
+        "sentiment-sentiment-v2",
+    ]
+    assert all(b["spec"]["maxUnavailable"] == 1 for b in budgets)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("sentiment", "v1"), "sentiment-v1"),
+        (("9lives", "v1"), "m-9lives-v1"),  # a Service name must start with a letter
+        (("a" * 40, "b" * 40), None),
+    ],
+)
+def test_object_names_are_service_safe(parts: tuple[str, ...], expected: str | None) -> None:
+    name = serving.object_name(*parts)
+    assert len(name) <= 63 and name[0].isalpha()
+    if expected is not None:
+        assert name == expected
+    else:
+        assert name != serving.object_name("a" * 40, "b" * 41)  # the digest keeps it unique
+
+
+def test_config_from_the_operator() -> None:
+    config = serving.ServingConfig.from_operator(
+        OperatorConfig(artifact_pvc="store", artifact_mount="/data"), image=IMAGE
+    )
+    assert (config.artifact_pvc, config.artifact_mount, config.image) == ("store", "/data", IMAGE)
+
+
+@pytest.mark.integration
+def test_objects_pass_server_side_dry_run(kube_layer: Kube, namespace: str) -> None:
+    created = kube_layer.create(
+        {**m.deployment(), "metadata": {"name": "sentiment", "namespace": namespace}}
+    )
+    real = ObjectRef(
+        name="sentiment",
+        namespace=namespace,
+        generation=1,
+        uid=created["metadata"]["uid"],
+        kind="BertDeployment",
+    )
+    for deployment_spec in (
+        spec(),
+        spec(replicas=3, prediction_log="off"),
+        spec(autoscaling={"minReplicas": 2, "maxReplicas": 4}),
+    ):
+        found = objects(real, deployment_spec)
+        for item in found:
+            applied = kube_layer.apply(item, dry_run=True)
+            # What the API server would store keeps our owner and security settings.
+            assert applied["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+            if item["kind"] == "Deployment":
+                pod = applied["spec"]["template"]["spec"]
+                assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+                assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+                assert pod["containers"][0]["readinessProbe"]["httpGet"]["port"] == "http"
+        assert {o["kind"] for o in found} >= {"Deployment", "Service", "ConfigMap"}
+    assert kube_layer.read("apps/v1", "Deployment", namespace, "sentiment-gateway") is None

@@ -1,0 +1,81 @@
+"""The operator's URI allowlist (bertops.operator.uris): what a spec may read or write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bertops.operator.config import OperatorConfig
+from bertops.operator.uris import uri_problem
+
+CONFIG = OperatorConfig(
+    artifact_root="/store",
+    state_dir=Path("/state"),
+    allowed_uri_prefixes=("/data/team-a", "s3://team-a/"),
+)
+
+ALLOWED = [
+    "/store/ns/models/m/g1",
+    "file:///store/ns/datasets/d/g1",
+    "/data/team-a/tweets.csv",
+    "/data/team-a",
+    "s3://team-a/tweets.parquet",
+    "s3://other-bucket/x.csv",  # an allowed scheme
+    "https://example.com/data.csv",
+    "https://[2001:db8::1]/d.csv",
+]
+
+REFUSED = [
+    # A local step runs as the operator: its kubeconfig, token and keys are off limits.
+    ("/root/.bertops/clusters/demo/kubeconfig", "outside the artifact root"),
+    ("/root/.bertops/clusters/demo/pki/token.csv", "outside the artifact root"),
+    ("/var/run/secrets/kubernetes.io/serviceaccount/token", "outside the artifact root"),
+    ("/store/../root/.kube/config", "outside the artifact root"),
+    ("/data/team-ab/x.csv", "outside the artifact root"),  # a prefix is a folder
+    ("file:///etc/passwd", "outside the artifact root"),
+    ("data/x.csv", "must be an absolute path"),
+    ("simplecache::s3://team-a/x", "chained fsspec URLs"),
+    ("ftp://example.com/x.csv", "uses scheme 'ftp'"),
+    ("http://example.com/x.csv", "uses scheme 'http'"),
+    ("memory://x", "uses scheme 'memory'"),
+    # Cloud metadata, link-local and loopback, in every spelling a URL parser accepts.
+    ("https://169.254.169.254/latest/meta-data/", "cloud metadata address"),
+    ("https://[fd00:ec2::254]/latest/", "cloud metadata address"),
+    ("https://metadata.google.internal/computeMetadata/v1/", "cloud metadata service"),
+    ("https://METADATA.google.internal./x", "cloud metadata service"),
+    ("https://2852039166/latest/", "cloud metadata address"),
+    ("https://0xA9FEA9FE/latest/", "cloud metadata address"),
+    ("https://0251.0376.0251.0376/latest/", "cloud metadata address"),
+    ("https://[::ffff:169.254.169.254]/x", "cloud metadata address"),
+    ("https://169.254.170.2/v2/credentials", "link-local"),
+    ("https://[fe80::1]/x", "link-local"),
+    ("https://0.0.0.0:6443/api", "unspecified"),
+    ("https://127.0.0.1:6443/api", "loopback"),
+    ("https://localhost/x", "loopback"),
+    ("https://[::1]/x", "loopback"),
+    ("https:///x", "has no host"),
+]
+
+
+@pytest.mark.parametrize("uri", ALLOWED)
+def test_allowed(uri: str) -> None:
+    assert uri_problem(uri, CONFIG) is None
+
+
+@pytest.mark.parametrize(("uri", "why"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused(uri: str, why: str) -> None:
+    problem = uri_problem(uri, CONFIG)
+    assert problem is not None and why in problem
+
+
+def test_loopback_and_http_when_the_operator_allows_them() -> None:
+    config = OperatorConfig(
+        artifact_root="/store",
+        state_dir=Path("/state"),
+        allowed_uri_schemes=("http", "https"),
+        allow_loopback_http=True,
+    )
+    assert uri_problem("http://127.0.0.1:9000/d.csv", config) is None
+    # Metadata stays refused whatever else is allowed.
+    assert uri_problem("http://169.254.169.254/", config) is not None
