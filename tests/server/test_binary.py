@@ -9,6 +9,7 @@ feedback still checked)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def test_malformed_bytes_tensors_are_refused_with_a_reason() -> None:
         (["9" * 1000], 10, "non-negative decimal integer"),
         (["99999999"], 10, "is 99999999 but the body has only 10 bytes"),
         (["11"], 10, "is 11 but the body has only 10 bytes"),
+        (["0"], 10, "the JSON header cannot be empty"),
         (["3", "3"], 10, "given 2 times"),
     ],
 )
@@ -321,10 +323,17 @@ def test_binary_data_size_without_the_header_is_refused(server_url: str) -> None
 
 @pytest.fixture
 def gateway_url(serve: Callable[..., LiveServer], server_url: str) -> str:
+    """A gateway with the model server as stable and, mirrored, as shadow."""
+    backend = {"url": server_url, "model": "tiny-v1"}
     table = Routes.model_validate(
-        {"stable": {"name": "tiny-v1", "url": server_url, "model": "tiny-v1"}}
+        {"stable": backend | {"name": "tiny-v1"}, "shadow": backend | {"name": "shadow"}}
     )
     return serve(create_gateway(table, expose_headers=True)).url
+
+
+def predictions(gateway_url: str, variant: str) -> float:
+    name = "bertops_gateway_predictions_total"
+    return sum(metric(gateway_url, name, variant=variant, label=label) for label in LABELS)
 
 
 @pytest.mark.parametrize("binary_in", [True, False], ids=["binary-in", "json-in"])
@@ -335,11 +344,13 @@ def test_tritonclient_through_the_gateway(
     check_answer(infer(gateway_url, TEXTS, binary_in), want, set(want))
     mixed = {"label": True, "score": False}
     check_answer(infer(gateway_url, TEXTS, binary_in, mixed), want, {"label"})
-    # The gateway read the labels out of the binary answers: counted, and checked in feedback.
-    counted = sum(
-        metric(gateway_url, "bertops_gateway_predictions_total", label=label) for label in LABELS
-    )
-    assert counted == 2 * len(TEXTS)
+    # The gateway read the labels out of the binary answers, and so did the shadow's
+    # mirror (it got the same body and header): both counted.
+    assert predictions(gateway_url, "stable") == 2 * len(TEXTS)
+    deadline = time.monotonic() + 30
+    while predictions(gateway_url, "shadow") < 2 * len(TEXTS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert predictions(gateway_url, "shadow") == 2 * len(TEXTS)
 
 
 def test_gateway_feedback_knows_labels_of_binary_answers(gateway_url: str) -> None:

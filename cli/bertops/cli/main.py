@@ -19,6 +19,7 @@ import rich.markup
 import typer
 
 from bertops.api import crdgen
+from bertops.cli.argocd import argocd_app
 from bertops.cluster import extras
 
 BAD_INPUT = 2  # the exit code for "cannot run as asked; retrying will not help"
@@ -35,6 +36,7 @@ crds_app = typer.Typer(
     help="The CustomResourceDefinitions generated from bertops.api.", no_args_is_help=True
 )
 app.add_typer(cluster_app, name="cluster")
+cluster_app.add_typer(argocd_app, name="argocd")
 app.add_typer(crds_app, name="crds")
 
 
@@ -189,6 +191,13 @@ for module_name, name, extra in (
         _not_installed(name, extra)
     else:
         app.add_typer(importlib.import_module(module_name).app, name=name)
+
+# `bertops rollout` steers BertDeployment rollouts through the API server: it needs the
+# kubernetes client, which comes with the operator extra.
+if extras.missing("operator"):
+    _not_installed("rollout", "operator")
+else:
+    app.add_typer(importlib.import_module("bertops.cli.rollout").rollout_app, name="rollout")
 
 # The management service (bertops.ui, DESIGN.md section 7): three command groups and the
 # web UI, all gated on the `ui` extra (the kubernetes client, starlette, uvicorn).

@@ -52,6 +52,8 @@ def header_length(values: Sequence[str], body_size: int) -> int | None:
         shown = value if len(value) <= 40 else value[:40] + "..."
         raise BinaryFormatError(f"{HEADER} must be a non-negative decimal integer, got {shown!r}")
     length = int(value)
+    if length == 0:
+        raise BinaryFormatError(f"{HEADER} is 0: the JSON header cannot be empty")
     if length > body_size:
         raise BinaryFormatError(f"{HEADER} is {length} but the body has only {body_size} bytes")
     return length
