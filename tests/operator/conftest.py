@@ -3,6 +3,7 @@ in-process against the session's real API server, one per test, stopped afterwar
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,9 @@ def start_operator(
     for operator in running:
         if operator.thread.is_alive():
             operator.stop()
+    # Whatever a stopped operator left unclosed (a socket, a transport) warns when it is
+    # collected: collect now, so the warning fails this test and not a later one.
+    gc.collect()
 
 
 def wait_for(

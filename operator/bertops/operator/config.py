@@ -61,6 +61,14 @@ class OperatorConfig:
     allowed_uri_prefixes: tuple[str, ...] = ()
     allowed_uri_schemes: tuple[str, ...] = ("https", "s3", "gs", "gcs", "az", "abfs")
     allow_loopback_http: bool = False
+    # BertDeployment serving. Local runtime: the command that runs the model server and
+    # the gateway (the same CLI the serving pods run); a retired server is stopped this
+    # long after the gateway stopped sending it requests (its in-flight ones finish).
+    serve_command: tuple[str, ...] = ("bertops", "server")
+    serving_drain_seconds: float = 2.0
+    serving_image: str = "ghcr.io/bertops/bertops-server:0.1.0"
+    # Rollout analysis from a Prometheus server instead of scraping the gateway ("": scrape).
+    prometheus_url: str = ""
 
     def artifact_uri(self, namespace: str, *parts: str) -> str:
         return "/".join([self.artifact_root.rstrip("/"), namespace, *parts])

@@ -26,8 +26,10 @@ from bertops.operator.runtime.base import StepConflictError
 
 log = logging.getLogger(__name__)
 PREFIX = "bertops.io"
-# Kinds the operator reconciles today; BertDeployment comes with the serving issues.
-RECONCILED = ("BertDataset", "BertTraining", "BertModel")
+RECONCILED = ("BertDataset", "BertTraining", "BertModel", "BertDeployment")
+# A manual rollout action (bertops.operator.rollout.actions) is an annotation, not spec:
+# its change must reconcile at once too.
+ACTION_FIELD = ("metadata", "annotations", "bertops.io/rollout-action")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -89,6 +91,11 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
         kopf.on.update(*resource, registry=registry, id="reconcile", field="spec")(reconcile)  # type: ignore[arg-type]
         kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile)  # type: ignore[arg-type]
         kopf.on.event(*resource, registry=registry, id="track")(track)  # type: ignore[arg-type]
+        if kind == "BertDeployment":
+            on_action = kopf.on.update(
+                *resource, registry=registry, id="action", field=ACTION_FIELD
+            )
+            on_action(reconcile)  # type: ignore[arg-type]
         if cleanup_on_delete:
             kopf.on.delete(*resource, registry=registry, id="stop-steps")(delete)
     return registry

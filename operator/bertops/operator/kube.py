@@ -67,6 +67,13 @@ class Kube:
             raise
         return cast(dict[str, Any], body)
 
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """Every bertops object of a kind in a namespace (a BertDeployment's candidates)."""
+        listed = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind_info(kind).plural
+        )
+        return list(cast(dict[str, Any], listed).get("items") or [])
+
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create an owned bertops object. When one of that name exists it is returned only
         if it shares an owner UID with the manifest (our own child, e.g. created before a

@@ -1,4 +1,4 @@
-"""The operator's own Prometheus metrics (reconciles, errors, durations, steps), on an
+"""The operator's own Prometheus metrics (reconciles, errors, durations, steps, rollouts), on an
 explicit registry so tests get a fresh one. Served by ``bertops operator --metrics-port``.
 """
 
@@ -35,6 +35,26 @@ class OperatorMetrics:
             "bertops_operator_steps_running",
             "Steps observed running at the last reconcile.",
             ["kind"],
+            registry=self.registry,
+        )
+
+        # BertDeployment rollouts (bertops.operator.deployment.reconciler).
+        self.canary_weight = Gauge(
+            "bertops_operator_canary_weight_percent",
+            "Percent of a deployment's traffic routed to its canary.",
+            ["namespace", "deployment"],
+            registry=self.registry,
+        )
+        self.rollout_outcomes = Counter(
+            "bertops_operator_rollout_outcomes_total",
+            "Ended rollouts by outcome (Promoted, RolledBack, Aborted) and reason.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.analysis_results = Counter(
+            "bertops_operator_rollout_analysis_total",
+            "Canary analysis results per gate (Passed, Failed, Inconclusive).",
+            ["gate", "result"],
             registry=self.registry,
         )
 

@@ -23,6 +23,7 @@ from bertops.api import training as training_api
 from bertops.api.meta import Condition, utcnow
 from bertops.operator.artifacts import read_model_artifact
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.reconciler import DeploymentReconciler, make_backend
 from bertops.operator.kube import Kube, NameConflictError, owner_uids
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners import dataset as dataset_planner
@@ -69,6 +70,9 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._running: dict[tuple[str, str], str] = {}  # (namespace, step) -> step kind
         self._guard = threading.Lock()
+        self.deployments = DeploymentReconciler(
+            kube, config, make_backend(config, kube), self._parse, self.clock, metrics
+        )
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -234,6 +238,9 @@ class Reconciler:
             ref, obj, model_planner.ModelWorld(**world), config=self.config, now=self.clock()
         )
 
+    def _plan_bertdeployment(self, body: dict[str, Any]) -> Plan:
+        return self.deployments.plan(body)  # selects, decides and moves serving itself
+
     def _dataset_uri(self, namespace: str, name: str | None) -> dict[str, Any]:
         if not name:
             return {
@@ -299,6 +306,9 @@ class Reconciler:
         with self._lock(f"{kind}/{namespace}/{name}"):
             try:
                 removed = self.runtime.cleanup(namespace, uid)
+                if kind == "BertDeployment":
+                    self.deployments.forget(namespace, name)
+                    removed += self.deployments.backend.cleanup(namespace, name, uid)
             except Exception as error:  # whatever went wrong, deletion must go on
                 log.exception("cleanup of %s %s/%s failed", kind, namespace, name)
                 self.kube.event(

@@ -163,9 +163,15 @@ def main(
     lease_namespace: str = typer.Option(
         "", help="Namespace of the Lease (default: first --namespace, else the pod's own)."
     ),
+    prometheus_url: str = typer.Option(
+        "", help="Rollout analysis from this Prometheus (default: scrape each gateway)."
+    ),
+    serving_image: str = typer.Option(
+        OperatorConfig.serving_image, help="Kubernetes runtime: model server/gateway image."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Reconcile BertDataset, BertTraining and BertModel objects."""
+    """Reconcile BertDataset, BertTraining, BertModel and BertDeployment objects."""
     if runtime not in ("local", "kubernetes"):
         raise typer.BadParameter("runtime must be local or kubernetes")
     logging.basicConfig(
@@ -194,6 +200,8 @@ def main(
         step_max_attempts=max_attempts,
         leader_election=leader_elect,
         lease_namespace=lease_namespace,
+        prometheus_url=prometheus_url,
+        serving_image=serving_image,
         **overrides,  # type: ignore[arg-type]
     )
     run_operator(config, kubeconfig=kubeconfig)

@@ -1,0 +1,118 @@
+"""Kubernetes serving of a BertDeployment (kubernetes runtime): applies the pure builders
+of :mod:`bertops.operator.runtime.serving` through the kube layer (server-side apply,
+owner references on every object), in the order that never drops a request:
+
+1. start: the Deployment + Service of every model the target names;
+2. wait ready: a server enters the routes ConfigMap only once its Deployment reports an
+   available replica (until then the routes keep the stable in force);
+3. shift: the routes ConfigMap is applied; the gateway re-reads its mounted copy;
+4. drain: a server the routes no longer name keeps running for ``DRAIN_SECONDS`` (the
+   kubelet's ConfigMap sync, the gateway's poll, and in-flight requests);
+5. stop: then its Deployment, Service, HPA and PDB are deleted.
+
+Called by :mod:`bertops.operator.deployment.reconciler`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.routes import Routes
+from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.target import Served, Target
+from bertops.operator.kube import Kube
+from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime import serving
+
+log = logging.getLogger(__name__)
+DRAIN_SECONDS = 120.0  # kubelet ConfigMap sync (up to ~60 s) + gateway poll + drain
+SERVER_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+
+
+class ClusterServing:
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.serving = serving.ServingConfig.from_operator(config, image=config.serving_image)
+        # (namespace, server object name) -> when the routes stopped naming it. In memory:
+        # after an operator restart the drain simply starts again (later, never sooner).
+        self._retired: dict[tuple[str, str], float] = {}
+        self._guard = threading.Lock()
+
+    def ensure(self, owner: ObjectRef, spec: BertDeploymentSpec, target: Target) -> Served:
+        ready = {
+            m.name
+            for m in target.models
+            if self._available(serving.server_name(owner.name, m.name), owner.namespace)
+        }
+        current = self._routes_in_force(owner)
+        canary = target.canary if target.canary and target.canary.name in ready else None
+        table = serving.routes(owner, target.stable, canary, target.weight if canary else 0)
+        if target.stable.name not in ready and current is not None:
+            # The new stable is not ready yet: the stable in force keeps serving.
+            table = table.model_copy(update={"stable": current.stable})
+        models = target.models
+        for manifest in serving.children(owner, spec, table, models, self.serving):
+            self.kube.apply(manifest)
+        keep = {m.name for m in models} | {table.stable.name}
+        drained = self._drain(owner, {serving.server_name(owner.name, n) for n in keep})
+        gateway = self._available(serving.gateway_name(owner.name), owner.namespace)
+        settled = gateway and drained and ready >= {m.name for m in models}
+        endpoint = _endpoint(owner) if gateway else None
+        return Served(
+            endpoint, table if gateway else None, settled, (_endpoint(owner) + "/metrics",)
+        )
+
+    def observe(self, owner: ObjectRef) -> Served:
+        table = self._routes_in_force(owner)
+        endpoint = _endpoint(owner)
+        return Served(endpoint if table else None, table, True, (endpoint + "/metrics",))
+
+    def _available(self, name: str, namespace: str) -> bool:
+        found = self.kube.read("apps/v1", "Deployment", namespace, name)
+        return bool(((found or {}).get("status") or {}).get("availableReplicas"))
+
+    def _routes_in_force(self, owner: ObjectRef) -> Routes | None:
+        found = self.kube.read("v1", "ConfigMap", owner.namespace, serving.routes_name(owner.name))
+        data = ((found or {}).get("data") or {}).get(serving.ROUTES_FILE)
+        try:
+            return Routes.model_validate(json.loads(data)) if data else None
+        except ValueError:
+            return None
+
+    def _drain(self, owner: ObjectRef, keep: set[str]) -> bool:
+        selector = f"{serving.DEPLOYMENT_LABEL}={owner.name},{serving.COMPONENT_LABEL}=model-server"
+        found = self.kube.list_resources("apps/v1", "Deployment", owner.namespace, selector)
+        settled = True
+        now = time.monotonic()
+        for item in found:
+            name = item["metadata"]["name"]
+            if name in keep:
+                with self._guard:
+                    self._retired.pop((owner.namespace, name), None)
+                continue
+            settled = False
+            with self._guard:
+                since = self._retired.setdefault((owner.namespace, name), now)
+            if now - since >= DRAIN_SECONDS:
+                for api_version, kind in SERVER_KINDS:
+                    self.kube.delete(api_version, kind, owner.namespace, name)
+                log.info("deleted retired server %s/%s", owner.namespace, name)
+        return settled
+
+    def cleanup(self, namespace: str, name: str, uid: str) -> list[str]:
+        return []  # owner references: the garbage collector removes every child
+
+
+def _endpoint(owner: ObjectRef) -> str:
+    host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
+    return f"http://{host}:{serving.GATEWAY_PORT}"

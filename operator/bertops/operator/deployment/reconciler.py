@@ -1,0 +1,220 @@
+"""The BertDeployment reconciler: select a model, judge the canary, decide, serve.
+
+For one BertDeployment: list the namespace's BertModels and select one
+(:mod:`bertops.operator.rollout.selection`), read the manual action from the annotation
+(:mod:`~bertops.operator.rollout.actions`), read the gateway's metrics (its ``/metrics``,
+or a Prometheus server when the operator is given one), call the pure
+:func:`bertops.operator.rollout.state.decide`, then let the serving backend
+(:mod:`.local` or :mod:`.cluster`) move towards the decided stable/canary/weight. The
+status (with ``endpoint``) and the Events go back as a :class:`Plan` that
+:class:`bertops.operator.reconcile.Reconciler` applies like any other kind's.
+
+The poller calls this every ``poll_seconds``; the analysis itself runs only when
+``decide`` asked to look again (its requeue delay) or when an input changed (spec
+generation, the action annotation, the selected model), so status is not rewritten at
+every tick. Serving is moved forward at every call (a server becoming ready, a retired
+one to stop). The spec is never written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from bertops.api import deployment as api
+from bertops.api.meta import find_condition, set_condition
+from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
+from bertops.operator.kube import Kube
+from bertops.operator.metrics import OperatorMetrics
+from bertops.operator.planners.common import ObjectRef, Plan
+from bertops.operator.rollout import actions, selection
+from bertops.operator.rollout.metrics import (
+    MetricsSource,
+    Observations,
+    ScrapeSource,
+    observations_for,
+)
+from bertops.operator.rollout.prometheus import PrometheusSource
+from bertops.operator.rollout.state import Decision, decide
+from bertops.operator.runtime.serving import gateway_name
+
+log = logging.getLogger(__name__)
+REASON_STARTING = "ServersStarting"
+SETTLING_SECONDS = 1.0  # look again this soon while serving still moves
+OUTCOMES = {
+    api.REASON_PROMOTED: "Promoted",
+    api.REASON_ABORTED: "Aborted",
+    api.REASON_SUPERSEDED: "Aborted",
+}
+
+
+def make_backend(config: OperatorConfig, kube: Kube) -> ServingBackend:
+    """The serving backend for the operator's runtime (imported lazily)."""
+    if config.runtime == "local":
+        from bertops.operator.deployment.local import LocalServing
+
+        return LocalServing(config)
+    from bertops.operator.deployment.cluster import ClusterServing
+
+    return ClusterServing(kube, config)
+
+
+class DeploymentReconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        backend: ServingBackend,
+        parse: Callable[[Any, dict[str, Any]], Any],
+        clock: Callable[[], datetime],
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.backend = backend
+        self.parse = parse  # the Reconciler's: raises InvalidObjectError
+        self.clock = clock
+        self.metrics = metrics
+        # (namespace, name) -> (inputs last decided on, monotonic time to decide again).
+        self._due: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
+        self._guard = threading.Lock()
+
+    def plan(self, body: dict[str, Any]) -> Plan:
+        ref = ObjectRef.from_body(body)
+        obj: api.BertDeployment = self.parse(api.BertDeployment, body)
+        bodies = self.kube.list_objects("BertModel", ref.namespace)
+        chosen = selection.select(obj.spec.model, bodies)
+        action = actions.from_metadata(body["metadata"])
+        inputs = (ref.uid, ref.generation, action.raw if action else None, chosen.name)
+        key = (ref.namespace, ref.name)
+        with self._guard:
+            last = self._due.get(key)
+        versions = {v.name: v for b in bodies if (v := version_of(b)) is not None}
+        if last is not None and last[0] == inputs and time.monotonic() < last[1]:
+            # Nothing to decide yet; keep serving moving towards the current status.
+            served = self._serve(ref, obj.spec, obj.status, versions)
+            if not served.settled:
+                self._remember(key, inputs, min(last[1] - time.monotonic(), SETTLING_SECONDS))
+            return Plan()
+        observations = self._observe(ref, obj.status) if obj.status.canary_model else None
+        decision = decide(
+            obj.spec,
+            obj.status,
+            chosen.name,
+            observations,
+            action,
+            self.clock(),
+            generation=ref.generation,
+            selection_message=chosen.message,
+        )
+        served = self._serve(ref, obj.spec, decision.status, versions)
+        status = decision.status.model_copy(
+            update={
+                "endpoint": served.endpoint or obj.status.endpoint,
+                "observed_generation": ref.generation,
+            }
+        )
+        if status.stable_model and served.routes is None:
+            self._starting(status, obj.status, served, ref.generation)
+        delay = decision.requeue_seconds or self.config.poll_seconds * 10
+        self._remember(key, inputs, delay if served.settled else SETTLING_SECONDS)
+        self._count(ref, decision, status)
+        plan = Plan(events=list(decision.events))
+        wire = status.to_wire()
+        if wire != (body.get("status") or {}):
+            plan.status = wire
+        for problem in served.problems:
+            log.warning("%s/%s: %s", ref.namespace, ref.name, problem)
+        return plan
+
+    def _starting(
+        self,
+        status: api.BertDeploymentStatus,
+        previous: api.BertDeploymentStatus,
+        served: Served,
+        generation: int,
+    ) -> None:
+        """Decided, but nothing answers yet: Ready only once the gateway serves. The
+        previous Ready condition is the base, so lastTransitionTime does not move while
+        the servers keep starting."""
+        before = find_condition(previous.conditions, api.READY)
+        status.conditions = [c for c in status.conditions if c.type != api.READY]
+        if before is not None:
+            status.conditions.append(before.model_copy())
+        set_condition(
+            status.conditions,
+            api.READY,
+            False,
+            REASON_STARTING,
+            "; ".join(served.problems) or f"starting the servers of {status.stable_model}",
+            now=self.clock(),
+            generation=generation,
+        )
+
+    def _remember(self, key: tuple[str, str], inputs: tuple[Any, ...], delay: float) -> None:
+        with self._guard:
+            self._due[key] = (inputs, time.monotonic() + max(0.0, delay))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._due.pop((namespace, name), None)
+
+    def _serve(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        versions: dict[str, Any],
+    ) -> Served:
+        """Hand the status's stable/canary/weight to the backend. A model that vanished
+        (or lost its artifact) cannot be started: what serves stays as it is."""
+        stable = versions.get(status.stable_model or "")
+        canary = versions.get(status.canary_model or "") if status.canary_model else None
+        if stable is None or (status.canary_model and canary is None):
+            return self.backend.observe(ref)
+        target = Target(stable, canary, status.canary_weight or 0 if canary else 0)
+        return self.backend.ensure(ref, spec, target)
+
+    def _source(self, ref: ObjectRef, served: Served) -> MetricsSource | None:
+        if self.config.prometheus_url:
+            matchers = {"namespace": ref.namespace, "service": gateway_name(ref.name)}
+            return PrometheusSource(self.config.prometheus_url, matchers)
+        return ScrapeSource(served.metrics_urls) if served.metrics_urls else None
+
+    def _observe(self, ref: ObjectRef, status: api.BertDeploymentStatus) -> Observations | None:
+        """The two sides of the analysis; None when the metrics cannot be read (the state
+        machine then holds the step: it never advances blind)."""
+        source = self._source(ref, self.backend.observe(ref))
+        if source is None:
+            return None
+        try:
+            per_model = source.read()
+        except (httpx.HTTPError, ValueError) as error:
+            log.warning("metrics of %s/%s unreadable: %s", ref.namespace, ref.name, error)
+            return None
+        return observations_for(per_model, status.stable_model, status.canary_model)
+
+    def _count(self, ref: ObjectRef, decision: Decision, status: api.BertDeploymentStatus) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.canary_weight.labels(ref.namespace, ref.name).set(
+            (status.canary_weight or 0) if status.canary_model else 0
+        )
+        for gate in decision.gates:
+            result = (
+                "Inconclusive" if gate.passed is None else "Passed" if gate.passed else "Failed"
+            )
+            self.metrics.analysis_results.labels(gate.name, result).inc()
+        for event in decision.events:
+            outcome = OUTCOMES.get(event.reason)
+            if outcome is None and event.type == "Warning" and event.reason.endswith("GateFailed"):
+                outcome = "RolledBack"
+            if outcome is not None:
+                self.metrics.rollout_outcomes.labels(outcome, event.reason).inc()

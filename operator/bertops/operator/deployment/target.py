@@ -1,0 +1,66 @@
+"""What a serving backend is asked to serve, and what it reports back.
+
+Built by :mod:`bertops.operator.deployment.reconciler` from the rollout status;
+consumed by the local (:mod:`.local`) and kubernetes (:mod:`.cluster`) backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.routes import Routes
+from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime.serving import ModelVersion
+
+
+@dataclass(frozen=True)
+class Target:
+    """The rollout's wish: stable, and a canary at a weight (percent)."""
+
+    stable: ModelVersion
+    canary: ModelVersion | None = None
+    weight: int = 0
+
+    @property
+    def models(self) -> list[ModelVersion]:
+        return [self.stable] + ([self.canary] if self.canary else [])
+
+
+@dataclass(frozen=True)
+class Served:
+    """What serves now. ``routes`` is the table the gateway has applied (None before the
+    gateway is up); ``settled`` is False while the backend still waits for something (a
+    server to become ready, a retired one to drain), so the reconciler looks again soon."""
+
+    endpoint: str | None
+    routes: Routes | None
+    settled: bool
+    metrics_urls: tuple[str, ...] = ()
+    problems: list[str] = field(default_factory=list)
+
+
+def version_of(body: dict[str, Any]) -> ModelVersion | None:
+    """What serving needs of a BertModel body; None while it has no verified artifact."""
+    status = body.get("status") or {}
+    uri, sha = status.get("artifactUri"), status.get("manifestSha256")
+    if not uri or not sha:
+        return None
+    return ModelVersion(
+        name=str(body["metadata"]["name"]),
+        artifact_uri=str(uri),
+        manifest_sha256=str(sha),
+        labels=tuple(status.get("labels") or ()),
+    )
+
+
+class ServingBackend(Protocol):
+    def ensure(self, owner: ObjectRef, spec: BertDeploymentSpec, target: Target) -> Served:
+        """Move serving one safe step towards target; never drops a request."""
+
+    def observe(self, owner: ObjectRef) -> Served:
+        """What serves now, without changing anything."""
+
+    def cleanup(self, namespace: str, name: str, uid: str) -> list[str]:
+        """Stop everything serving a deleted deployment; returns what was stopped."""
