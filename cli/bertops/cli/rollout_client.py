@@ -1,0 +1,155 @@
+"""The read/patch layer of ``bertops rollout``: read a BertDeployment, write the manual
+action annotation (a merge patch of ``metadata.annotations`` only: never the spec, so
+``metadata.generation`` stays and Argo CD sees nothing to sync), find whether the
+operator applied it, and read the per-variant counts from the gateway's ``/metrics``.
+
+Reads go through :class:`bertops.operator.kube.Kube` (the operator's own layer, so both
+parse the same objects); only the annotation patch is written here. Used by
+:mod:`bertops.cli.rollout`; imports the kubernetes client, so that module loads this one
+only when a command runs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import urllib3.exceptions
+from kubernetes import config
+from kubernetes.client.exceptions import ApiException
+
+from bertops.api import deployment as api
+from bertops.api.kinds import GROUP, VERSION, kind_info
+from bertops.operator.kube import Kube
+from bertops.operator.rollout.actions import ANNOTATION
+from bertops.operator.rollout.metrics import Observations, observations_for, parse_gateway
+
+KIND = "BertDeployment"
+METRICS_TIMEOUT = 2.0  # a gateway that does not answer quickly is shown as unreachable
+METRICS_MAX_BYTES = 8 << 20
+# What a failed call to the API server raises: its answer, or no answer (urllib3).
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+# The operator's answers to an action it could not apply (state.py's apply_action).
+REFUSALS = (api.REASON_INVALID_ACTION, api.REASON_ACTION_IGNORED)
+
+
+class RolloutClientError(Exception):
+    """The API server could not be reached or refused a request."""
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of a written action: applied, or refused with the operator's words."""
+
+    value: str
+    refusal: str | None = None
+
+
+def context_namespace(kubeconfig: str | None) -> str:
+    """The current context's namespace, as kubectl picks it ("default" when unset)."""
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError, TypeError):
+        return "default"  # in-cluster, or no kubeconfig: kubectl's default too
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+def new_value(action: str) -> str:
+    """``<action>/<nonce>``: the time makes it readable, the random part unique."""
+    return f"{action}/{int(time.time())}-{secrets.token_hex(3)}"
+
+
+class RolloutClient:
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, namespace: str | None) -> RolloutClient:
+        try:
+            kube = Kube.from_kubeconfig(kubeconfig)
+        except Exception as error:  # a missing or unreadable kubeconfig: one clear line
+            raise RolloutClientError(f"cannot load a kubeconfig: {error}") from error
+        return cls(kube, namespace or context_namespace(kubeconfig))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.kube.get(KIND, self.namespace, name)
+        except API_ERRORS as error:
+            raise RolloutClientError(_describe(error)) from error
+
+    def annotate(self, name: str, value: str) -> dict[str, Any]:
+        """Merge-patch the action annotation onto the object; nothing else changes."""
+        patch = {"metadata": {"annotations": {ANNOTATION: value}}}
+        try:
+            patched = self.kube.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                kind_info(KIND).plural,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except API_ERRORS as error:
+            raise RolloutClientError(_describe(error)) from error
+        return cast(dict[str, Any], patched)
+
+    def handled(self, name: str, value: str) -> Handled | None:
+        """The outcome once ``value`` is in status.handledActions; None until then."""
+        body = self.get(name)
+        if body is None:
+            raise RolloutClientError(f"{KIND} {self.namespace}/{name} was deleted")
+        done = (body.get("status") or {}).get("handledActions") or []
+        if value not in done:
+            return None
+        events: list[dict[str, Any]]
+        try:
+            events = self.kube.events_for(self.namespace, name)
+        except API_ERRORS:
+            events = []  # the action was applied either way; the refusal text is a bonus
+        refusal = next(
+            (e["message"] for e in events if e["reason"] in REFUSALS and value in e["message"]),
+            None,
+        )
+        return Handled(value, refusal)
+
+
+def read_counts(endpoint: str | None, stable: str | None, canary: str | None) -> Observations:
+    """Per-variant counts from the gateway's /metrics (raises httpx/ValueError errors)."""
+    if not endpoint:
+        raise ValueError("no gateway endpoint in status yet")
+    url = endpoint.rstrip("/") + "/metrics"
+    with httpx.stream("GET", url, timeout=METRICS_TIMEOUT) as response:
+        response.raise_for_status()
+        content = b""
+        for chunk in response.iter_bytes():
+            content += chunk
+            if len(content) > METRICS_MAX_BYTES:
+                raise ValueError(f"{url} answered more than {METRICS_MAX_BYTES} bytes")
+    return observations_for(parse_gateway(content.decode("utf-8", "replace")), stable, canary)
+
+
+def counts_or_reason(
+    body: dict[str, Any],
+) -> tuple[Observations | None, str | None]:
+    """The counts for status' view, or why there are none (never raises)."""
+    status = body.get("status") or {}
+    try:
+        return (
+            read_counts(
+                status.get("endpoint"), status.get("stableModel"), status.get("canaryModel")
+            ),
+            None,
+        )
+    except (httpx.HTTPError, ValueError) as error:
+        return None, f"gateway metrics unavailable ({type(error).__name__}: {error})"
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"the API server answered {error.status} {error.reason}"
+    return f"cannot reach the API server: {error}"
