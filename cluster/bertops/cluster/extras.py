@@ -16,7 +16,14 @@ import importlib.util
 # keeps the two in step). "compress" is not an extra: the compress step needs the
 # trainer's libraries plus ONNX Runtime, which comes with the server extra.
 MODULES: dict[str, tuple[str, ...]] = {
-    "operator": ("kopf", "kubernetes", "prometheus_client", "cryptography", "httpx"),
+    "operator": (
+        "kopf",
+        "kubernetes",
+        "prometheus_client",
+        "cryptography",
+        "httpx",
+        "argo_workflows",
+    ),
     "trainer": (
         "torch",
         "transformers",

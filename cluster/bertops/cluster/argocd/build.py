@@ -45,9 +45,19 @@ def crds_dir() -> Path:
     return argocd_dir() / "crds"
 
 
+# Upstream's image puts this script on the repo-server's PATH; the repo-server runs it
+# for every manifest generation (commit signature check), so it is installed beside argocd.
+VERIFY_WRAPPER = "git-verify-wrapper.sh"
+
+
+def _module_files_present() -> bool:
+    bin_dir = binary_path().parent
+    return (crds_dir() / "application-crd.yaml").is_file() and (bin_dir / VERIFY_WRAPPER).is_file()
+
+
 def cached_binary() -> Path | None:
     found = binary_path()
-    return found if found.is_file() and (crds_dir() / "application-crd.yaml").is_file() else None
+    return found if found.is_file() and _module_files_present() else None
 
 
 def upstream_replaces(argocd_go_mod: str) -> list[str]:
@@ -138,16 +148,41 @@ def build_argocd(go: str, target: Path, progress: Progress) -> None:
             progress,
             f"compile argocd v{ARGOCD_VERSION} (about 8 minutes on 2 cores)",
         )
-        crds = crds_dir()
-        crds.mkdir(parents=True, exist_ok=True)
-        for crd in sorted((Path(info["Dir"]) / "manifests" / "crds").glob("*-crd.yaml")):
-            (crds / crd.name).write_text(crd.read_text())
+        install_module_files(Path(info["Dir"]))
+
+
+def install_module_files(module_dir: Path) -> None:
+    """Argo CD's CRDs and the repo-server's commit-verify script, from the module."""
+    crds = crds_dir()
+    crds.mkdir(parents=True, exist_ok=True)
+    for crd in sorted((module_dir / "manifests" / "crds").glob("*-crd.yaml")):
+        (crds / crd.name).write_text(crd.read_text())
+    wrapper = binary_path().parent / VERIFY_WRAPPER
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text((module_dir / "hack" / VERIFY_WRAPPER).read_text())
+    wrapper.chmod(0o755)
+
+
+def _module_dir(go: str, progress: Progress) -> Path:
+    with tempfile.TemporaryDirectory(prefix="bertops-argocd-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "go.mod").write_text(f"module bertops.local/probe\n\ngo {GO_DIRECTIVE}\n")
+        out = _run(
+            [go, "mod", "download", "-json", f"{ARGOCD_MODULE}@v{ARGOCD_VERSION}"],
+            workdir,
+            progress,
+            f"download {ARGOCD_MODULE}@v{ARGOCD_VERSION}",
+        )
+    return Path(json.loads(out)["Dir"])
 
 
 def ensure_argocd(progress: Progress = _stderr, *, rebuild: bool = False) -> Path:
     """The cached argocd binary, building it first when missing."""
     if not rebuild and (found := cached_binary()):
         return found
+    if not rebuild and binary_path().is_file():  # built by an older bertops: add the files
+        install_module_files(_module_dir(find_go(), progress))
+        return binary_path()
     target = binary_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / ".argocd.partial"

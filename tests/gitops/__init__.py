@@ -1,0 +1,1 @@
+"""Tests of gitops/: kustomize packaging, RBAC, Argo CD health and sync, monitoring."""
