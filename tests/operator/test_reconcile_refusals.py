@@ -112,3 +112,33 @@ def test_an_artifact_outside_the_allowlist_is_never_read(monkeypatch: Any) -> No
     monkeypatch.setattr(reconcile, "read_model_artifact", no_reading)
     info = reconciler(FakeKube())._read_artifact("/root/.kube")
     assert info is not None and "outside the artifact root" in info.problems[0]
+
+
+def test_engine_argo_picks_the_argo_runtime_and_reports_it_missing_slowly() -> None:
+    """The Argo runtime runs an ``engine: argo`` training; the native one stays idle. When
+    Argo is unavailable the condition says so once, and the next polls do not ask again."""
+    from bertops.operator.runtime.base import RuntimeUnavailableError
+
+    training = stored(m.with_path(m.training("run"), "spec.engine", "argo"))
+    dataset = stored(m.dataset("tweets"))
+    dataset["status"] = b.ready_dataset().status.to_wire()
+    native, argo = AbsentRuntime(), AbsentRuntime()
+    kube = FakeKube(training, dataset)
+    run = Reconciler(kube, native, b.CONFIG, clock=lambda: b.NOW, argo_runtime=argo)  # type: ignore[arg-type]
+    run.reconcile("BertTraining", "ns", "run")
+    assert [r.kind for r in argo.started] == ["train"] and not native.started
+
+    class Missing(AbsentRuntime):
+        def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
+            self.started.append(name)  # counts the checks
+            raise RuntimeUnavailableError("no Argo here: install Argo Workflows")
+
+    missing, kube = Missing(), FakeKube(training, dataset)
+    run = Reconciler(kube, native, b.CONFIG, clock=lambda: b.NOW, argo_runtime=missing)  # type: ignore[arg-type]
+    for _ in range(3):
+        run.reconcile("BertTraining", "ns", "run")
+    assert len(missing.started) == 1 and not native.started
+    (status,) = kube.statuses
+    (done,) = [c for c in status["conditions"] if c["type"] == "Succeeded"]
+    assert (done["status"], done["reason"]) == ("False", "RuntimeUnavailable")
+    assert [(t, r) for t, r, _ in kube.events] == [("Warning", "RuntimeUnavailable")]

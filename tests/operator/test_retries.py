@@ -172,6 +172,24 @@ def test_training_retries_a_transient_failure() -> None:
     assert due.status["attempts"] == 2
 
 
+def test_a_failure_the_runtime_retried_itself_is_final() -> None:
+    """Argo already ran its retryStrategy: exit code 3 there is not retried on top."""
+    status = {
+        "observedGeneration": 1,
+        "attempts": 1,
+        "step": step_name("run", "train", 1, "uid-run", 1),
+        "conditions": [b.condition("Succeeded", "Unknown", "Training").to_wire()],
+    }
+    failed = replace(b.failed("train", 3, "peer rank lost", ended_at=b.NOW), final=True)
+    ref, obj = b.ref("BertTraining", "run"), b.training(status, engine="argo")
+    later = b.NOW + timedelta(seconds=600)
+    plan = training_planner.plan(
+        ref, obj, b.ready_dataset(), failed, model_exists=False, config=CONFIG, now=later
+    )
+    assert plan.start is None
+    assert cond(plan, "Succeeded")[:2] == ("False", "StepFailed")
+
+
 def test_training_waiting_for_its_dataset_claims_no_attempt() -> None:
     plan = training_planner.plan(
         b.ref("BertTraining", "run"),

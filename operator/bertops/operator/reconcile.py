@@ -1,6 +1,7 @@
 """Reconcilers: for one object, gather what the planner needs (the fresh object, its
 step's observation, related objects, artifacts), call the pure planner, and apply the
-plan (stop/start steps, create children, patch status, post Events).
+plan (stop/start steps, create children, patch status, post Events). Steps run on the
+native runtime, or on the Argo runtime for objects with ``spec.engine: argo``.
 
 Level-based and idempotent: kopf calls these on create/update/resume and on a timer, and
 a restarted operator simply reconciles again. Called by :mod:`bertops.operator.handlers`.
@@ -31,11 +32,20 @@ from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
 from bertops.operator.planners.common import ObjectRef, Plan, current_step, short, transition
 from bertops.operator.planners.model import ArtifactInfo
-from bertops.operator.runtime.base import Runtime, StepObservation, StepPhase
+from bertops.operator.runtime.base import (
+    Runtime,
+    RuntimeUnavailableError,
+    StepObservation,
+    StepPhase,
+)
 from bertops.operator.uris import uri_problem
 
 log = logging.getLogger(__name__)
 SKIP_CLEANUP = "bertops.io/skip-cleanup"
+# An object whose runtime is unavailable (Argo's CRDs missing) is checked again this often,
+# not at every poll: each check is a failed API discovery, and nothing changes until an
+# admin installs Argo. A new generation (engine back to native) is planned at once.
+UNAVAILABLE_RECHECK_SECONDS = 30.0
 
 
 # The condition that carries each kind's outcome (InvalidSpec goes there).
@@ -61,9 +71,12 @@ class Reconciler:
         config: OperatorConfig,
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = utcnow,
+        argo_runtime: Runtime | None = None,
     ) -> None:
         self.kube = kube
-        self.runtime = runtime
+        self.runtime = runtime  # the native one: local processes or Jobs
+        self.argo_runtime = argo_runtime  # for objects with spec.engine 'argo'
+        self._unavailable: dict[str, tuple[int, float]] = {}  # key -> (generation, recheck)
         self.config = config
         self.metrics = metrics
         self.clock = clock
@@ -78,24 +91,52 @@ class Reconciler:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    def runtime_for(self, body: dict[str, Any]) -> Runtime:
+        """The runtime that runs this object's steps: Argo for ``spec.engine: argo``."""
+        if (body.get("spec") or {}).get("engine") != "argo":
+            return self.runtime
+        if self.argo_runtime is None:
+            raise RuntimeUnavailableError("spec.engine 'argo': this operator runs no Argo runtime")
+        return self.argo_runtime
+
     def reconcile(self, kind: str, namespace: str, name: str) -> Plan | None:
         """Reconcile one object; returns the applied plan (None when it is gone)."""
         started = time.monotonic()
         outcome = "error"
+        key = f"{kind}/{namespace}/{name}"
         try:
             # One reconcile per object at a time: timers and event handlers may overlap.
-            with self._lock(f"{kind}/{namespace}/{name}"):
+            with self._lock(key):
                 body = self.kube.get(kind, namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     outcome = "gone"
                     return None
+                generation = int(body["metadata"].get("generation") or 0)
+                held = self._unavailable.get(key)
+                if held and held[0] == generation and time.monotonic() < held[1]:
+                    outcome = "unchanged"
+                    return Plan()
                 try:
                     plan = getattr(self, f"_plan_{kind.lower()}")(body)
+                    self._apply(kind, body, plan)
+                    self._unavailable.pop(key, None)
                 except InvalidObjectError as error:
                     if (error.kind, error.name) != (kind, name):
                         raise  # a related object is invalid: its own reconcile says so
-                    plan = self._invalid(kind, body, error)
-                self._apply(kind, body, plan)
+                    plan = self._refused(
+                        kind,
+                        body,
+                        training_api.REASON_INVALID_SPEC,
+                        f"the spec breaks the API rules: {error}",
+                    )
+                    self._apply(kind, body, plan)
+                except RuntimeUnavailableError as error:
+                    # Reported in the condition, not raised: kopf would retry it in a loop.
+                    log.warning("%s: %s", key, error)
+                    plan = self._refused(kind, body, error.reason, str(error))
+                    self._apply(kind, body, plan)
+                    recheck = time.monotonic() + UNAVAILABLE_RECHECK_SECONDS
+                    self._unavailable[key] = (generation, recheck)
                 outcome = "changed" if not plan.empty else "unchanged"
                 return plan
         finally:
@@ -110,9 +151,10 @@ class Reconciler:
         except ValidationError as error:
             raise InvalidObjectError(body, error) from error
 
-    def _invalid(self, kind: str, body: dict[str, Any], error: InvalidObjectError) -> Plan:
-        """An object that breaks the API rules: its main condition says InvalidSpec (with a
-        Warning) and nothing starts. The rest of its status is kept as it is."""
+    def _refused(self, kind: str, body: dict[str, Any], reason: str, message: str) -> Plan:
+        """An object that breaks the API rules (InvalidSpec), or whose runtime is not
+        available (ArgoNotInstalled): its main condition says so (with a Warning) and
+        nothing starts. The rest of its status is kept as it is."""
         ref = ObjectRef.from_body(body)
         status = dict(body.get("status") or {})
         conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
@@ -121,8 +163,8 @@ class Reconciler:
             conditions,
             MAIN_CONDITION.get(kind, "Ready"),
             False,
-            training_api.REASON_INVALID_SPEC,
-            short(f"the spec breaks the API rules: {error}"),
+            reason,
+            short(message),
             now=self.clock(),
             generation=ref.generation,
             events=plan.events,
@@ -143,8 +185,10 @@ class Reconciler:
             return ArtifactInfo(uri, problems=[f"the artifact URI {problem}"])
         return read_model_artifact(uri)
 
-    def _observe(self, ref: ObjectRef, step: str, kind: str) -> StepObservation:
-        observed = self.runtime.observe(ref.namespace, step, ref.uid)
+    def _observe(
+        self, ref: ObjectRef, step: str, kind: str, runtime: Runtime | None = None
+    ) -> StepObservation:
+        observed = (runtime or self.runtime).observe(ref.namespace, step, ref.uid)
         self._track(ref.namespace, step, kind, observed.phase == StepPhase.RUNNING)
         return observed
 
@@ -183,7 +227,7 @@ class Reconciler:
             ref,
             obj,
             dataset,
-            self._observe(ref, step, "train"),
+            self._observe(ref, step, "train", self.runtime_for(body)),
             model_exists=model is not None,
             model_foreign=model is not None and ref.uid not in owner_uids(model),
             config=self.config,
@@ -261,10 +305,10 @@ class Reconciler:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         for step in plan.stop:
-            if self.runtime.stop(namespace, step):
+            if self.runtime_for(body).stop(namespace, step):
                 self.kube.event(body, "Normal", "StepStopped", f"stopped superseded step {step}")
         if plan.start is not None:
-            self.runtime.start(plan.start)
+            self.runtime_for(body).start(plan.start)
             self._track(namespace, plan.start.name, plan.start.kind, running=True)
             if self.metrics:
                 self.metrics.steps_started.labels(kind=plan.start.kind).inc()
@@ -305,7 +349,7 @@ class Reconciler:
         # (and starts its step) first, so the cleanup below sees that step too.
         with self._lock(f"{kind}/{namespace}/{name}"):
             try:
-                removed = self.runtime.cleanup(namespace, uid)
+                removed = self.runtime_for(body).cleanup(namespace, uid)
                 if kind == "BertDeployment":
                     self.deployments.forget(namespace, name)
                     removed += self.deployments.backend.cleanup(namespace, name, uid)

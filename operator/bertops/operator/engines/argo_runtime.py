@@ -4,11 +4,11 @@ creates the Workflow :func:`bertops.operator.engines.argo.workflow` builds for t
 Workflow's phase and its step nodes (exit code, output parameter ``result``) to a
 :class:`StepObservation`, ``stop`` deletes it.
 
-Not wired yet: the planners still refuse ``engine: argo`` (planners/checks.py) and the
-reconcilers run the native runtime. Wiring it needs the reconciler to pick this runtime per
-object, and the planners not to retry on top of Argo's ``retryStrategy`` (an Argo failure
-has already spent its attempts). Tested against the embedded API server with Argo's CRDs
-and workflow controller (tests/operator/test_argo_cluster.py).
+The reconciler picks it for objects with ``engine: argo`` (built once in run.py beside the
+native runtime). Argo retries exit codes 1 and 3 itself (the Workflow's
+``retryStrategy``), so every failure observed here is ``final``: the planners never start
+another attempt on top. Tested against the embedded API server with Argo's CRDs and
+workflow controller (tests/operator/test_argo_cluster.py, test_argo_operator.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
 from bertops.operator.runtime.base import (
     REASON_RESULT_UNREADABLE,
+    RuntimeUnavailableError,
     StepConflictError,
     StepObservation,
     StepPhase,
@@ -35,7 +36,7 @@ REASON_ARGO_NOT_INSTALLED = "ArgoNotInstalled"
 RUNNING_PHASES = ("", "Pending", "Running")
 
 
-class ArgoNotInstalledError(Exception):
+class ArgoNotInstalledError(RuntimeUnavailableError):
     """The API server serves no ``argoproj.io/v1alpha1`` Workflow: Argo's CRDs are missing.
     Permanent until an admin installs Argo Workflows; the message says so."""
 
@@ -105,6 +106,7 @@ def observation(workflow: dict[str, Any], kind: str) -> StepObservation:
             reason=REASON_RESULT_UNREADABLE,
             exit_code=0,
             ended_at=ended_at,
+            final=True,
             message=f"Workflow {workflow['metadata']['name']} succeeded but its {kind} node "
             "left no successful result in output parameter 'result'",
         )
@@ -115,6 +117,7 @@ def observation(workflow: dict[str, Any], kind: str) -> StepObservation:
         message=f"Workflow {phase.lower()}: {message}",
         exit_code=node_exit_code(nodes),
         ended_at=ended_at,
+        final=True,  # Argo's retryStrategy already ran the attempts
     )
 
 

@@ -93,13 +93,8 @@ def check_dataset(spec: dataset_api.BertDatasetSpec, config: OperatorConfig) -> 
 
 def check_training(spec: training_api.BertTrainingSpec, config: OperatorConfig) -> None:
     _check_task(spec.task)
-    if spec.engine == "argo":
-        # Accepted by the schema for forward compatibility, refused rather than silently
-        # run natively.
-        raise SpecError(
-            training_api.REASON_INVALID_SPEC,
-            "spec.engine 'argo' is not supported by this operator version; use engine 'native'",
-        )
+    # engine 'argo' needs no check here: the reconciler runs it with the Argo runtime,
+    # which reports missing Argo CRDs in the condition itself.
     _check_uris(
         {"spec.outputUri": spec.output_uri, **_source_uris("spec.baseModel", spec.base_model)},
         config,

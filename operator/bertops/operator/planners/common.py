@@ -135,10 +135,13 @@ def plan_retry(
     observed: StepObservation, attempt: int, config: OperatorConfig, now: datetime
 ) -> Retry | None:
     """Whether a failed attempt is retried (the step contract: exit codes 1 and 3, and a
-    step that vanished or was killed, are; 2 (bad input) and an unreadable result are not)
-    and when. None: the failure is final."""
+    step that vanished or was killed, are; 2 (bad input), an unreadable result and a
+    failure the runtime already retried itself are not) and when. None: the failure is
+    final."""
     code = observed.effective_exit_code
     if code == ExitCode.BAD_INPUT or observed.reason == REASON_RESULT_UNREADABLE:
+        return None
+    if observed.final:  # the runtime spent its own retries: never stacked on top
         return None
     if attempt >= config.step_max_attempts:
         return None

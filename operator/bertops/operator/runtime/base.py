@@ -36,6 +36,15 @@ class StepConflictError(Exception):
     deleted): the reconcile is retried later instead of adopting or duplicating it."""
 
 
+class RuntimeUnavailableError(Exception):
+    """The runtime an object asks for cannot run anything on this cluster (for example
+    Argo's CRDs are missing). Permanent until an admin acts: the reconciler reports
+    ``reason`` and the message in the object's condition and checks again slowly, instead
+    of raising into kopf's retry loop."""
+
+    reason = "RuntimeUnavailable"
+
+
 @dataclass(frozen=True)
 class StepRequest:
     """Everything a runtime needs to run one step for one object."""
@@ -70,6 +79,9 @@ class StepObservation:
     reason: str = ""  # set by the runtime for failures it classifies itself
     exit_code: int | None = None  # of the step process, when it ended and is known
     ended_at: datetime | None = None  # when it ended, when known (retry backoff counts from it)
+    # The runtime already retried the step itself (Argo's retryStrategy): a failure is
+    # final, so the planner must not start another attempt on top.
+    final: bool = False
 
     @property
     def effective_exit_code(self) -> int | None:
