@@ -14,6 +14,7 @@ import pytest
 
 from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
+from bertops.operator.runtime.local import recorded_alive, stop_recorded
 
 
 @pytest.fixture
@@ -57,9 +58,29 @@ class RunningOperator:
             raise self.error
 
 
+def delete_deployments(kube: Any, namespaces: set[str], timeout: float = 60) -> None:
+    """Delete the BertDeployments of these namespaces and wait until they are gone, so a
+    running operator stops their servers and gateway (its finalizer) before it stops."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(kube)
+    args = ("bertops.io", "v1alpha1")
+
+    def left() -> list[tuple[str, str]]:
+        found = []
+        for ns in sorted(namespaces):
+            body: Any = api.list_namespaced_custom_object(*args, ns, "bertdeployments")
+            found += [(ns, item["metadata"]["name"]) for item in body["items"]]
+        return found
+
+    for ns, name in left():
+        api.delete_namespaced_custom_object(*args, ns, "bertdeployments", name)
+    wait_for(lambda: not left(), timeout=timeout, what="the test's BertDeployments deleted")
+
+
 @pytest.fixture
 def start_operator(
-    cluster: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Any, kube: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., RunningOperator]]:
     running: list[RunningOperator] = []
 
@@ -82,12 +103,26 @@ def start_operator(
         return operator
 
     yield start
-    for operator in running:
-        if operator.thread.is_alive():
-            operator.stop()
+    # Serving processes outlive the operator on purpose (a restarted one adopts them), so
+    # a test would leave its model servers (~870 MB each) and gateway running: delete the
+    # deployments while the operator still runs, so its own cleanup stops them.
+    live = [op for op in running if op.thread.is_alive()]
+    try:
+        if live:
+            delete_deployments(kube, {ns for op in live for ns in op.config.namespaces})
+    finally:  # a cleanup that timed out still stops the operators and the processes
+        for operator in running:
+            if operator.thread.is_alive():
+                operator.stop()
+    # Safety net, and the check that keeps the leak from coming back silently.
+    states = {op.config.state_dir / "serving" for op in running}
+    survivors = [folder for root in states for folder in recorded_alive(root)]
+    for root in states:
+        stop_recorded(root, timeout=5)
     # Whatever a stopped operator left unclosed (a socket, a transport) warns when it is
     # collected: collect now, so the warning fails this test and not a later one.
     gc.collect()
+    assert not survivors, f"serving processes survived the test: {survivors}"
 
 
 def wait_for(
@@ -112,3 +147,23 @@ def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
         if found["type"] == type_:
             return found  # type: ignore[no-any-return]
     return None
+
+
+@pytest.fixture(scope="session")
+def argo_crds(cluster):  # type: ignore[no-untyped-def]
+    """Argo Workflows' full CRDs on the session's API server (installed once)."""
+    from bertops.cluster.argo_workflows.run import install_crds
+
+    install_crds(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def controller(cluster, argo_crds, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Argo's real workflow controller on loopback, shared by every Argo test module: its
+    start costs minutes on a busy 2-core machine."""
+    from bertops.cluster.argo_workflows.run import WorkflowController
+
+    running = WorkflowController(cluster.kubeconfig, tmp_path_factory.mktemp("argo"))
+    running.up()
+    yield running
+    running.down()

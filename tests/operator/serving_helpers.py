@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from bertops.operator.deployment.processes import ServingProcess
 from tests.server.artifacts import LABELS, tiny_model, tokenizer_source, write_manifest
 
 TEXTS = [
@@ -168,11 +167,3 @@ def serving_pids(state: Path, namespace: str, name: str) -> dict[str, str]:
         if (folder / "pid").exists():
             found[folder.name] = (folder / "pid").read_text().strip()
     return found
-
-
-def stop_serving(state: Path) -> None:
-    """Kill every serving process a test left (the operator is stopped by then)."""
-    root = state / "serving"
-    for folder in root.glob("*/*/*") if root.exists() else []:
-        if folder.is_dir():
-            ServingProcess(folder).kill_now(timeout=5)

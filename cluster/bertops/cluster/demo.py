@@ -109,6 +109,8 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
     say("1/6 starting the embedded control plane (real kube-apiserver + etcd)")
     cluster.up()
     home = cluster.directory / "demo"
+    # A previous run's processes are recorded only in the folder about to be removed.
+    cluster.stop_local_runtime()
     if home.exists():
         shutil.rmtree(home)
     data_csv = home / "data" / "sentiment.csv"
@@ -191,8 +193,9 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
         if deployed != 0:
             return deployed
         say(
-            f"done in {time.monotonic() - started:.0f}s. The cluster stays up: "
-            f"export KUBECONFIG={cluster.kubeconfig}; stop it with `make demo-down`."
+            f"done in {time.monotonic() - started:.0f}s. The cluster stays up (the model "
+            "server and gateway stop now, with the operator, so status.endpoint no longer "
+            f"answers): export KUBECONFIG={cluster.kubeconfig}; stop it with `make demo-down`."
         )
         return 0
     finally:
@@ -202,3 +205,7 @@ def run(per_label: int = 300, epochs: int = 1, replicas: int = 2, timeout: float
         except subprocess.TimeoutExpired:
             operator.kill()
             operator.wait()
+        # Steps and servers outlive their operator on purpose (a restarted one adopts
+        # them); this one is not coming back, so stop them rather than leave them running
+        # (a model server holds hundreds of MB) until `make demo-down`.
+        cluster.stop_local_runtime()

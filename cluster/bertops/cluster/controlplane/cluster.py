@@ -7,7 +7,8 @@ kube-apiserver holds (:func:`.certs.generate_etcd`); its peer port is TLS-only t
 
 Each cluster lives in ``$BERTOPS_HOME/clusters/<name>`` (default ``~/.bertops``), so two
 clusters run side by side. ``up`` is idempotent (a running cluster is reused), ``down``
-stops both processes and waits until they are gone. There is no kubelet, scheduler or
+stops the local runtime's processes recorded in its folder (the demo's steps and serving
+processes), then both processes, and waits until they are gone. There is no kubelet, scheduler or
 controller-manager: objects are stored and validated for real, nothing runs pods.
 
 Used by ``bertops cluster up|down|status|env``, the demo and the pytest fixture.
@@ -258,7 +259,7 @@ class Cluster:
         Returns whether anything was running. With purge, delete the data folder too.
         """
         state = self.state()
-        was_running = False
+        was_running = self.stop_local_runtime()
         for name, pid in (("kube-apiserver", state.apiserver_pid), ("etcd", state.etcd_pid)):
             if alive(pid, name):
                 was_running = True
@@ -273,6 +274,18 @@ class Cluster:
         if was_running and not quiet:
             self.progress(f"cluster {self.name!r} stopped")
         return was_running
+
+    def stop_local_runtime(self, timeout: float = 10.0) -> bool:
+        """Stop the local runtime's steps and serving processes recorded under this
+        cluster's folder (the demo's operator keeps its state dir there): they outlive
+        the operator on purpose, so nothing else would ever stop them. Identity-checked
+        by pid and start time, as the operator does. Whether any ran."""
+        from bertops.operator.runtime.local import stop_recorded
+
+        stopped = stop_recorded(self.directory, timeout) if self.directory.is_dir() else []
+        for folder in stopped:
+            self.progress(f"stopped {folder.relative_to(self.directory)}")
+        return bool(stopped)
 
 
 def _etcd_argv(etcd: Path, directory: Path, client_url: str, peer_port: int) -> list[str]:

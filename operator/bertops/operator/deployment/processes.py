@@ -27,7 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from bertops.operator.runtime.local import is_same_process, process_start_time
+from bertops.operator.runtime.local import (
+    is_same_process,
+    process_start_time,
+    session_members,
+    stop_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +150,10 @@ class ServingProcess:
 
     def terminate(self) -> bool:
         """SIGTERM once (it drains its in-flight requests and exits), SIGKILL past
-        :data:`KILL_AFTER_SECONDS`; True once it is gone and its folder removed."""
-        if self.alive():
+        :data:`KILL_AFTER_SECONDS`; True once it is gone and its folder removed. Gone
+        means its whole session: the bash wrapper dies on SIGTERM at once, the server
+        only once drained, and its folder (the only record of it) must outlive it."""
+        if self._running():
             marker = self.folder / "stopping"
             if not marker.exists():
                 write_atomically(marker, str(time.time()))
@@ -158,23 +165,31 @@ class ServingProcess:
         return True
 
     def kill_now(self, timeout: float = 10.0) -> None:
-        """Stop at once (deletion of the deployment): SIGTERM, then SIGKILL."""
-        if self.alive():
-            self._signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self._signal(signal.SIGKILL)
+        """Stop at once (deletion of the deployment): SIGTERM, then SIGKILL, to the
+        wrapper and the server alike."""
+        with contextlib.suppress(OSError, ValueError):  # no (readable) pid: never started
+            stop_session(*self._pid(), timeout=timeout)
+        _reap()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _running(self) -> bool:
+        """Whether any process of its session still runs (the wrapper or the server)."""
+        _reap()
+        try:
+            return bool(session_members(*self._pid()))
+        except (OSError, ValueError):
+            return False
 
     def _signal(self, sig: signal.Signals) -> None:
         try:
             pid, started = self._pid()
         except (OSError, ValueError):
             return
-        if is_same_process(pid, started):  # re-checked right before: never a stranger
+        # Identity re-checked right before (never a stranger), member by member: the
+        # server outlives its wrapper, whose pid alone would then no longer be trusted.
+        for member in session_members(pid, started):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
+                os.kill(member, sig)
 
     def failure(self) -> str | None:
         """Why the process ended, when it did (the last line of its stderr)."""

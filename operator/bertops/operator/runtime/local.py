@@ -8,7 +8,8 @@ operator restart; the restarted operator finds them by their deterministic name 
 starts a duplicate. A pid is trusted only together with the process start time recorded
 beside it, so a pid the kernel has since given to another process is never signalled nor
 reported as Running. Used by the reconcilers through
-:class:`bertops.operator.runtime.base.Runtime`.
+:class:`bertops.operator.runtime.base.Runtime`; :func:`stop_recorded` stops whatever a
+state dir still records once its operator is gone for good (``bertops cluster down``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,78 @@ def is_same_process(pid: int, started: int | None) -> bool:
     """Whether pid is still the process that was started at ``started``. Without a
     recorded start time the pid cannot be trusted, so the answer is no."""
     return started is not None and process_start_time(pid) == started
+
+
+def _session_of(pid: int) -> int | None:
+    """The session id of a live (not zombie) process (field 6 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return None if len(fields) < 4 or fields[0] == "Z" else int(fields[3])
+
+
+def session_members(pid: int, started: int | None) -> list[int]:
+    """The live processes of the session a recorded process leads (steps and serving
+    processes each start one). The bash wrapper (the leader) dies on SIGTERM at once while
+    its child may still run: Linux never hands out a pid still in use as a session id, so
+    while the recorded pid has no process, every process of session ``pid`` is ours; once
+    the pid belongs to another process (another start time), none is."""
+    if started is None:
+        return []
+    leader_start = process_start_time(pid)
+    if leader_start is not None and leader_start != started:
+        return []  # the pid was reused: whatever runs in that session is a stranger's
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _session_of(int(entry.name)) == pid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_session(pid: int, started: int | None, timeout: float = 10.0) -> bool:
+    """SIGTERM every process of the recorded process's session, SIGKILL what is left
+    after ``timeout``; identity re-checked before each signal. True when something ran."""
+    members = session_members(pid, started)
+    if not members:
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for member in session_members(pid, started):
+            with contextlib.suppress(ProcessLookupError):  # it ended in between
+                os.kill(member, sig)
+        deadline = time.monotonic() + wait
+        while session_members(pid, started) and time.monotonic() < deadline:
+            LocalRuntime._reap()
+            time.sleep(0.1)
+    return True
+
+
+def stop_recorded(root: Path, timeout: float = 10.0) -> list[Path]:
+    """Stop every process recorded by a ``pid`` file (pid and start time) under root: the
+    step and serving folders of a state dir, left behind by an operator that is gone. The
+    folders that had a live process."""
+    stopped = []
+    for pid_file in sorted(root.rglob("pid")) if root.is_dir() else []:
+        try:
+            pid, started = _read_pid(pid_file.parent)
+        except (OSError, ValueError):
+            continue  # half written, or removed meanwhile
+        if stop_session(pid, started, timeout):
+            stopped.append(pid_file.parent)
+    return stopped
+
+
+def recorded_alive(root: Path) -> list[Path]:
+    """The folders under root whose recorded process (or a process of its session) runs."""
+    alive = []
+    for pid_file in sorted(root.rglob("pid")) if root.is_dir() else []:
+        try:
+            if session_members(*_read_pid(pid_file.parent)):
+                alive.append(pid_file.parent)
+        except (OSError, ValueError):
+            continue
+    return alive
 
 
 def tail_text(path: Path, max_bytes: int = 16384) -> str:
