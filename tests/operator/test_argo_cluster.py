@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from bertops.api.steps import StepResult
-from bertops.cluster.argo_workflows.run import WorkflowController, install_crds
 from bertops.operator.engines import argo, argo_template
 from bertops.operator.engines.argo_runtime import ArgoRuntime
 from bertops.operator.kube import Kube
@@ -26,19 +25,6 @@ from tests.operator.argo_helpers import CONFIG, example_workflows, needs_argo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_argo]
 GROUP, VERSION = "argoproj.io", "v1alpha1"
-
-
-@pytest.fixture(scope="module")
-def argo_crds(cluster):  # type: ignore[no-untyped-def]
-    install_crds(cluster.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def controller(cluster, argo_crds, tmp_path_factory) -> Iterator[WorkflowController]:  # type: ignore[no-untyped-def]
-    running = WorkflowController(cluster.kubeconfig, tmp_path_factory.mktemp("argo"))
-    running.up()
-    yield running
-    running.down()
 
 
 def differences(left: Any, right: Any, path: str = "") -> list[str]:

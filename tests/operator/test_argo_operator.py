@@ -18,11 +18,9 @@ from bertops.operator.kube import Kube
 from tests.operator import fake_step
 from tests.operator.argo_helpers import needs_argo
 from tests.operator.conftest import condition, wait_for
-from tests.operator.test_argo_cluster import (  # noqa: F401 (module-scoped fixtures)
+from tests.operator.test_argo_cluster import (
     _service_account,
     act_as_kubelet_and_wait_container,
-    argo_crds,
-    controller,
     pods,
 )
 
@@ -70,7 +68,7 @@ def test_training_runs_as_an_argo_workflow(
     namespace: str,
     start_operator: Any,
     tmp_path: Path,
-    controller: Any,  # noqa: F811
+    controller: Any,
 ) -> None:
     from tests.server.artifacts import write_tiny_artifact
 

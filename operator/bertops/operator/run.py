@@ -32,6 +32,7 @@ def run_operator(
     """Run until stop_flag is set (or forever). Used by the CLI and the tests."""
     import kopf
 
+    from bertops.operator.engines.argo_runtime import ArgoRuntime
     from bertops.operator.handlers import build_registry
     from bertops.operator.kube import Kube
     from bertops.operator.metrics import OperatorMetrics
@@ -43,7 +44,11 @@ def run_operator(
     stop_metrics = (
         metrics.serve(config.metrics_port, config.metrics_address) if config.metrics_port else None
     )
-    reconciler = Reconciler(kube, make_runtime(config, kube), config, metrics)
+    # Both runtimes share the API layer: the native one for most objects, Argo's for
+    # those with spec.engine 'argo' (it needs no Argo at start-up, only when used).
+    reconciler = Reconciler(
+        kube, make_runtime(config, kube), config, metrics, argo_runtime=ArgoRuntime(config, kube)
+    )
     registry = build_registry(reconciler, config.poll_seconds)
 
     @kopf.on.login(registry=registry)
@@ -95,17 +100,50 @@ def _run_kopf(
 ) -> None:
     import kopf
 
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            # No kopf peering: the Lease already makes this the only active replica.
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
-    )
+    async def operate() -> None:
+        try:
+            await kopf.operator(
+                registry=registry,
+                # No kopf peering: the Lease already makes this the only active replica.
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=list(config.namespaces),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        finally:
+            await _drain_transports()
+
+    asyncio.run(operate())
+
+
+async def _drain_transports(grace: float = 2.0) -> None:
+    """Let the loop finish closing its connections before asyncio.run closes it.
+
+    kopf closes its aiohttp sessions on exit, but a watch stream cut off mid-response is
+    closed with a TLS shutdown (close_notify, then the peer's answer) that nobody awaits.
+    Closing the loop before that ends abandons the transport and its socket, which warn
+    as unclosed when garbage-collected, at some random later point (in the tests: in
+    another test). So wait, bounded, for them, then abort what is left.
+    """
+    loop = asyncio.get_running_loop()
+    # The selector loop's registry of its open transports (no public equivalent).
+    transports = getattr(loop, "_transports", None)
+    if transports is None:
+        return
+
+    def still_open() -> list[Any]:
+        # A transport drops its socket once closed; closing ones (the TLS shutdown) still
+        # hold it.
+        return [t for t in list(transports.values()) if getattr(t, "_sock", None) is not None]
+
+    for _ in range(int(grace / 0.02)):  # polled: closing transports signal nothing
+        if not still_open():
+            return
+        await asyncio.sleep(0.02)
+    for transport in still_open():
+        transport.abort()
+    await asyncio.sleep(0)  # abort() closes the socket in the next loop iteration
 
 
 def connection_info(configuration: Any) -> Any:
