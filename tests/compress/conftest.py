@@ -22,15 +22,28 @@ from tests.trainer.conftest import (  # noqa: F401
 )
 
 
-def compress_spec(parent: Path, dataset: Path, output: Path, steps: list[dict[str, Any]],
-                  gate: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
+def compress_spec(
+    parent: Path,
+    dataset: Path,
+    output: Path,
+    steps: list[dict[str, Any]],
+    gate: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     compression: dict[str, Any] = {"parentRef": {"name": "tiny"}, "steps": steps}
     if gate is not None:
         compression["gate"] = gate
-    return {"kind": "compress", "name": extra.pop("name", "cmp-test"),
-            "parentUri": str(parent), "datasetUri": str(dataset), "outputUri": str(output),
-            "compression": compression, "modelName": "tiny-compressed",
-            "measureLatency": extra.pop("measure_latency", False), **extra}
+    return {
+        "kind": "compress",
+        "name": extra.pop("name", "cmp-test"),
+        "parentUri": str(parent),
+        "datasetUri": str(dataset),
+        "outputUri": str(output),
+        "compression": compression,
+        "modelName": "tiny-compressed",
+        "measureLatency": extra.pop("measure_latency", False),
+        **extra,
+    }
 
 
 # Loose gates: the tiny parent is noisy; tests about the gate set their own.
@@ -38,8 +51,11 @@ OPEN_GATE = {"maxAccuracyDrop": 1.0, "maxF1Drop": 1.0}
 
 
 @pytest.fixture
-def compress(trained: tuple[Path, Any], prepared: Path,  # noqa: F811 (fixtures)
-             tmp_path: Path) -> Any:
+def compress(
+    trained: tuple[Path, Any],  # noqa: F811 (fixtures)
+    prepared: Path,  # noqa: F811 (fixtures)
+    tmp_path: Path,
+) -> Any:
     """Run a compress step on the tiny parent: ``compress(steps, gate=..., output=...)``
     returns (StepResult, output folder)."""
     from bertops.api.steps import CompressStep
@@ -48,11 +64,13 @@ def compress(trained: tuple[Path, Any], prepared: Path,  # noqa: F811 (fixtures)
 
     parent, _ = trained
 
-    def run(steps: list[dict[str, Any]], gate: dict[str, float] | None = None,
-            **extra: Any) -> tuple[Any, Path]:
+    def run(
+        steps: list[dict[str, Any]], gate: dict[str, float] | None = None, **extra: Any
+    ) -> tuple[Any, Path]:
         output = tmp_path / extra.pop("output", "variant")
         spec = CompressStep.model_validate(
-            compress_spec(parent, prepared, output, steps, gate or OPEN_GATE, **extra))
+            compress_spec(parent, prepared, output, steps, gate or OPEN_GATE, **extra)
+        )
         return run_compress(spec, Progress(bar=False)), output
 
     return run

@@ -47,24 +47,42 @@ def _parent(trained: tuple[Path, Any]) -> Any:
 
 # --- refused before any work ------------------------------------------------------------
 
+
 # Rules that hold whatever the parent is are API rules (CEL + pydantic, bertops.api.model):
 # the step spec does not even parse.
-@pytest.mark.parametrize(("steps", "expected"), [
-    ([{"method": "quantize", "backend": "torch"}, {"method": "magnitudePrune",
-                                                    "sparsity": 0.5}],
-     "nothing can follow quantize"),
-    ([{"method": "onnxExport"}, {"method": "headPrune", "headsToPrune": 1}],
-     "must come before onnxExport"),
-    ([{"method": "onnxExport"}, {"method": "quantize", "backend": "torch"}],
-     "quantized with backend onnxruntime"),
-    ([{"method": "headPrune", "headsToPrune": 1}, {"method": "distill", "studentLayers": 1}],
-     "distill must come before headPrune"),
-    ([{"method": "quantize", "sparsity": 0.5}], "sparsity only applies to method magnitudePrune"),
-    ([{"method": "magnitudePrune"}], "magnitudePrune needs sparsity"),
-    ([{"method": "headPrune"}], "headPrune needs headsToPrune"),
-])
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        (
+            [
+                {"method": "quantize", "backend": "torch"},
+                {"method": "magnitudePrune", "sparsity": 0.5},
+            ],
+            "nothing can follow quantize",
+        ),
+        (
+            [{"method": "onnxExport"}, {"method": "headPrune", "headsToPrune": 1}],
+            "must come before onnxExport",
+        ),
+        (
+            [{"method": "onnxExport"}, {"method": "quantize", "backend": "torch"}],
+            "quantized with backend onnxruntime",
+        ),
+        (
+            [{"method": "headPrune", "headsToPrune": 1}, {"method": "distill", "studentLayers": 1}],
+            "distill must come before headPrune",
+        ),
+        (
+            [{"method": "quantize", "sparsity": 0.5}],
+            "sparsity only applies to method magnitudePrune",
+        ),
+        ([{"method": "magnitudePrune"}], "magnitudePrune needs sparsity"),
+        ([{"method": "headPrune"}], "headPrune needs headsToPrune"),
+    ],
+)
 def test_recipe_breaking_an_api_rule_fails_parsing(
-        steps: list[dict[str, Any]], expected: str, tmp_path: Path) -> None:
+    steps: list[dict[str, Any]], expected: str, tmp_path: Path
+) -> None:
     from bertops.trainer.errors import BadInputError
     from bertops.trainer.steps import parse_spec
 
@@ -74,13 +92,21 @@ def test_recipe_breaking_an_api_rule_fails_parsing(
 
 
 # Rules that depend on the parent (its heads and layers) are the recipe planner's.
-@pytest.mark.parametrize(("steps", "expected"), [
-    ([{"method": "headPrune", "headsToPrune": 3}], "at most 2 can be removed"),
-    ([{"method": "distill", "studentLayers": 2}], "studentLayers must be between 1 and 1"),
-])
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([{"method": "headPrune", "headsToPrune": 3}], "at most 2 can be removed"),
+        ([{"method": "distill", "studentLayers": 2}], "studentLayers must be between 1 and 1"),
+    ],
+)
 def test_impossible_recipe_is_refused_before_work(
-        steps: list[dict[str, Any]], expected: str, trained: tuple[Path, Any], prepared: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[dict[str, Any]],
+    expected: str,
+    trained: tuple[Path, Any],
+    prepared: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bertops.trainer.compress import artifact, run_compress
     from bertops.trainer.errors import BadInputError
     from bertops.trainer.progress import Progress
@@ -89,8 +115,7 @@ def test_impossible_recipe_is_refused_before_work(
         raise AssertionError("weights were loaded before the recipe was validated")
 
     monkeypatch.setattr(artifact, "load_torch", no_loading)
-    spec = CompressStep.model_validate(
-        compress_spec(trained[0], prepared, tmp_path / "out", steps))
+    spec = CompressStep.model_validate(compress_spec(trained[0], prepared, tmp_path / "out", steps))
     started = time.monotonic()
     with pytest.raises(BadInputError, match=expected) as error:
         run_compress(spec, Progress(bar=False))
@@ -101,11 +126,14 @@ def test_impossible_recipe_is_refused_before_work(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("step", [
-    {"method": "lowRankFactorize"},
-    {"method": "magnitudePrune", "sparsity": 1.5},
-    {"method": "headPrune", "headsToPrune": 0},
-])
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"method": "lowRankFactorize"},
+        {"method": "magnitudePrune", "sparsity": 1.5},
+        {"method": "headPrune", "headsToPrune": 0},
+    ],
+)
 def test_unknown_method_or_target_fails_parsing(step: dict[str, Any], tmp_path: Path) -> None:
     from bertops.trainer.errors import BadInputError
     from bertops.trainer.steps import parse_spec
@@ -115,8 +143,7 @@ def test_unknown_method_or_target_fails_parsing(step: dict[str, Any], tmp_path: 
         parse_spec(spec)
 
 
-def test_plan_refuses_an_unknown_method_that_bypassed_validation(
-        trained: tuple[Path, Any]) -> None:
+def test_plan_refuses_an_unknown_method_that_bypassed_validation(trained: tuple[Path, Any]) -> None:
     from bertops.api.model import Compression, CompressionStep
     from bertops.trainer.compress import recipe
     from bertops.trainer.errors import BadInputError
@@ -131,9 +158,11 @@ def test_plan_refuses_an_unknown_method_that_bypassed_validation(
 
 # --- each method ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scope", ["global", "perLayer"])
-def test_magnitude_prune_reaches_sparsity(scope: str, compress: Any,
-                                          trained: tuple[Path, Any]) -> None:
+def test_magnitude_prune_reaches_sparsity(
+    scope: str, compress: Any, trained: tuple[Path, Any]
+) -> None:
     from bertops.trainer.compress import prune
 
     result, output = compress([{"method": "magnitudePrune", "sparsity": 0.6, "scope": scope}])
@@ -150,15 +179,15 @@ def test_magnitude_prune_reaches_sparsity(scope: str, compress: Any,
 def test_magnitude_prune_fine_tune_keeps_zeros(compress: Any) -> None:
     from bertops.trainer.compress import prune
 
-    result, output = compress([{"method": "magnitudePrune", "sparsity": 0.5,
-                                "fineTuneEpochs": 1}])
+    result, output = compress([{"method": "magnitudePrune", "sparsity": 0.5, "fineTuneEpochs": 1}])
     assert result.succeeded, result.message
     assert prune.encoder_sparsity(_load(output)) >= 0.5
     assert result.details.steps[0]["fineTune"]["epochs"] == 1
 
 
-def test_head_prune_removes_heads_and_config_says_so(compress: Any,
-                                                    trained: tuple[Path, Any]) -> None:
+def test_head_prune_removes_heads_and_config_says_so(
+    compress: Any, trained: tuple[Path, Any]
+) -> None:
     from bertops.trainer.compress import prune
 
     result, output = compress([{"method": "headPrune", "headsToPrune": 2}])
@@ -178,16 +207,19 @@ def test_head_prune_removes_heads_and_config_says_so(compress: Any,
 
 @pytest.mark.parametrize("granularity", ["perTensor", "perChannel"])
 def test_torch_int8_has_quantized_layers_and_stays_close(
-        granularity: str, compress: Any, trained: tuple[Path, Any], prepared: Path) -> None:
+    granularity: str, compress: Any, trained: tuple[Path, Any], prepared: Path
+) -> None:
     from bertops.trainer.compress import quantize
 
-    result, output = compress([{"method": "quantize", "backend": "torch",
-                                "granularity": granularity}])
+    result, output = compress(
+        [{"method": "quantize", "backend": "torch", "granularity": granularity}]
+    )
     assert result.succeeded, result.message
     manifest = manifest_of(output)
     assert manifest.format == "safetensors"
     assert [s.model_dump() for s in manifest.load_recipe] == [
-        {"op": "quantizeDynamic", "params": {"granularity": granularity, "backend": "torch"}}]
+        {"op": "quantizeDynamic", "params": {"granularity": granularity, "backend": "torch"}}
+    ]
     model = _load(output)
     assert quantize.quantized_linear_count(model) >= 12  # 6 per layer, 2 layers (+ head)
     parent, variant = _logits(_parent(trained), prepared), _logits(model, prepared)
@@ -197,7 +229,8 @@ def test_torch_int8_has_quantized_layers_and_stays_close(
 
 
 def test_onnx_int8_graph_is_quantized_measured_and_close(
-        compress: Any, trained: tuple[Path, Any], prepared: Path) -> None:
+    compress: Any, trained: tuple[Path, Any], prepared: Path
+) -> None:
     import onnx
 
     result, output = compress([{"method": "quantize"}], measure_latency=True)
@@ -208,29 +241,38 @@ def test_onnx_int8_graph_is_quantized_measured_and_close(
     ops = {node.op_type for node in onnx.load(str(output / "model.onnx")).graph.node}
     assert ops & {"MatMulInteger", "QAttention", "DynamicQuantizeMatMul"}
     quantization = manifest.measurements["quantization"]
-    assert quantization["backend"] == "onnxruntime" and quantization["choice"].startswith(
-        "default")
+    assert quantization["backend"] == "onnxruntime" and quantization["choice"].startswith("default")
     parent, variant = _logits(_parent(trained), prepared), _logits(_load(output), prepared)
     assert (parent - variant).abs().max() < 0.1 * parent.abs().max()
     assert (parent.argmax(-1) == variant.argmax(-1)).float().mean() >= 0.9
     # What the operator copies into status, with the keys it expects.
     latency = result.details.latency
-    assert set(latency) == {"p50Batch1Ms", "p95Batch1Ms", "p50Batch32Ms", "p95Batch32Ms",
-                            "throughputPerSecond"}
+    assert set(latency) == {
+        "p50Batch1Ms",
+        "p95Batch1Ms",
+        "p50Batch32Ms",
+        "p95Batch32Ms",
+        "throughputPerSecond",
+    }
     assert manifest.measurements["latency"] == latency
     assert latency["p95Batch1Ms"] >= latency["p50Batch1Ms"] > 0
     assert set(result.details.quality_delta) == {"accuracy", "macroF1"}
-    assert manifest.measurements["bytesOnDisk"] == result.details.bytes_on_disk == sum(
-        f.bytes for f in manifest.files)
-    assert manifest.measurements["weightsBytes"] < 0.4 * (trained[0] / "model.safetensors").stat(
-        ).st_size
-    assert set(manifest.metrics["test"]) >= {"accuracy", "macroF1", "precision", "recall",
-                                             "loss"}
+    assert (
+        manifest.measurements["bytesOnDisk"]
+        == result.details.bytes_on_disk
+        == sum(f.bytes for f in manifest.files)
+    )
+    assert (
+        manifest.measurements["weightsBytes"]
+        < 0.4 * (trained[0] / "model.safetensors").stat().st_size
+    )
+    assert set(manifest.metrics["test"]) >= {"accuracy", "macroF1", "precision", "recall", "loss"}
     assert result.artifacts == {"model": str(output)}
 
 
-def test_onnx_export_fp32_matches_torch(compress: Any, trained: tuple[Path, Any],
-                                        prepared: Path) -> None:
+def test_onnx_export_fp32_matches_torch(
+    compress: Any, trained: tuple[Path, Any], prepared: Path
+) -> None:
     result, output = compress([{"method": "onnxExport"}])
     assert result.succeeded, result.message
     assert manifest_of(output).format == "onnx"
@@ -240,65 +282,96 @@ def test_onnx_export_fp32_matches_torch(compress: Any, trained: tuple[Path, Any]
 
 
 def test_distill_student_has_fewer_layers(compress: Any) -> None:
-    result, output = compress([{"method": "distill", "studentLayers": 1, "temperature": 2.0,
-                                "alpha": 0.5, "fineTuneEpochs": 2}])
+    result, output = compress(
+        [
+            {
+                "method": "distill",
+                "studentLayers": 1,
+                "temperature": 2.0,
+                "alpha": 0.5,
+                "fineTuneEpochs": 2,
+            }
+        ]
+    )
     assert result.succeeded, result.message
     config = json.loads((output / "config.json").read_text())
     assert config["num_hidden_layers"] == 1
     assert result.details.parameters < result.details.parent_parameters
     assert result.details.steps[0]["teacherLayers"] == [1]
-    assert manifest_of(output).lineage.recipe == [
-        "distill(studentLayers=1,T=2,alpha=0.5,epochs=2)"]
+    assert manifest_of(output).lineage.recipe == ["distill(studentLayers=1,T=2,alpha=0.5,epochs=2)"]
 
 
 def test_composed_recipe_distill_prune_quantize(compress: Any) -> None:
-    result, output = compress([{"method": "distill", "studentLayers": 1, "fineTuneEpochs": 1},
-                               {"method": "headPrune", "headsToPrune": 1},
-                               {"method": "quantize", "backend": "onnxruntime",
-                                "granularity": "perTensor"}])
+    result, output = compress(
+        [
+            {"method": "distill", "studentLayers": 1, "fineTuneEpochs": 1},
+            {"method": "headPrune", "headsToPrune": 1},
+            {"method": "quantize", "backend": "onnxruntime", "granularity": "perTensor"},
+        ]
+    )
     assert result.succeeded, result.message
     manifest = manifest_of(output)
     assert manifest.format == "onnx"
-    assert manifest.lineage.recipe == ["distill(studentLayers=1,T=2,alpha=0.5,epochs=1)",
-                                       "headPrune(heads=1)", "onnxExport(opset=17)",
-                                       "quantize(perTensor,onnxruntime)"]
+    assert manifest.lineage.recipe == [
+        "distill(studentLayers=1,T=2,alpha=0.5,epochs=1)",
+        "headPrune(heads=1)",
+        "onnxExport(opset=17)",
+        "quantize(perTensor,onnxruntime)",
+    ]
     # Pruned heads are baked into the graph: no load step is needed for ONNX.
     assert manifest.measurements["onnxExport"]["fused"] == {}
 
 
 # --- the gate ---------------------------------------------------------------------------
 
+
 def test_gate_rejects_a_destroyed_model_and_leaves_no_artifact(compress: Any) -> None:
-    result, output = compress([{"method": "magnitudePrune", "sparsity": 0.99}],
-                              gate={"maxAccuracyDrop": 0.01, "maxF1Drop": 0.01})
+    result, output = compress(
+        [{"method": "magnitudePrune", "sparsity": 0.99}],
+        gate={"maxAccuracyDrop": 0.01, "maxF1Drop": 0.01},
+    )
     assert not result.succeeded
     assert result.exit_code == 2
     assert result.reason == REASON_GATE_FAILED
     assert "dropped" in result.message and "->" in result.message
-    assert result.details.quality_delta["macroF1"] < -0.01 or \
-        result.details.quality_delta["accuracy"] < -0.01
+    assert (
+        result.details.quality_delta["macroF1"] < -0.01
+        or result.details.quality_delta["accuracy"] < -0.01
+    )
     assert not output.exists()
     assert not any(p.name.startswith(f".{output.name}") for p in output.parent.iterdir())
 
 
 @pytest.mark.slow
-def test_subprocess_runs_a_compress_step(trained: tuple[Path, Any], prepared: Path,
-                                         tmp_path: Path) -> None:
+def test_subprocess_runs_a_compress_step(
+    trained: tuple[Path, Any], prepared: Path, tmp_path: Path
+) -> None:
     """The entry point as a separate process (how a runtime starts it)."""
     import subprocess
     import sys
 
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(compress_spec(trained[0], prepared, tmp_path / "out", [
-        {"method": "magnitudePrune", "sparsity": 0.3}])))
-    code = ("import sys, json; from bertops.api.steps import CompressStep; "
-            "from bertops.trainer.compress import run_compress; "
-            "from bertops.trainer.progress import Progress; "
-            f"r = run_compress(CompressStep.model_validate_json(open({str(spec)!r}).read()), "
-            "Progress(bar=False)); print(r.model_dump_json(by_alias=True)); "
-            "sys.exit(r.exit_code)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    spec.write_text(
+        json.dumps(
+            compress_spec(
+                trained[0],
+                prepared,
+                tmp_path / "out",
+                [{"method": "magnitudePrune", "sparsity": 0.3}],
+            )
+        )
+    )
+    code = (
+        "import sys, json; from bertops.api.steps import CompressStep; "
+        "from bertops.trainer.compress import run_compress; "
+        "from bertops.trainer.progress import Progress; "
+        f"r = run_compress(CompressStep.model_validate_json(open({str(spec)!r}).read()), "
+        "Progress(bar=False)); print(r.model_dump_json(by_alias=True)); "
+        "sys.exit(r.exit_code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["kind"] == "compress" and result["artifacts"]["model"] == str(tmp_path / "out")
@@ -307,7 +380,8 @@ def test_subprocess_runs_a_compress_step(trained: tuple[Path, Any], prepared: Pa
 
 
 def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
-        compress: Any, tmp_path: Path) -> None:
+    compress: Any, tmp_path: Path
+) -> None:
     """Across components: the server rebuilds a head-pruned model and applies an INT8
     load step, and its answers match what compress measured with the trainer's loader."""
     import torch
@@ -316,8 +390,10 @@ def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
     from bertops.trainer.compress.artifact import load_torch
 
     texts = ["i love this so much", "worst day ever, everything broke", "the bus is at 5pm"]
-    for steps in ([{"method": "headPrune", "headsToPrune": 2}],
-                  [{"method": "quantize", "backend": "torch", "granularity": "perChannel"}]):
+    for steps in (
+        [{"method": "headPrune", "headsToPrune": 2}],
+        [{"method": "quantize", "backend": "torch", "granularity": "perChannel"}],
+    ):
         result, output = compress(steps)
         assert result.succeeded, result.message
         served = ServedModel(str(output), threads=1)
@@ -325,7 +401,8 @@ def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
         answers = served.predict(texts)
         reference = load_torch(output, manifest_of(output))
         tokenizer_out = served.classifier.tokenizer(  # type: ignore[attr-defined]
-            texts, padding=True, truncation=True, return_tensors="pt")
+            texts, padding=True, truncation=True, return_tensors="pt"
+        )
         with torch.inference_mode():
             expected = torch.softmax(reference(**tokenizer_out).logits, dim=-1)
         labels = manifest_of(output).labels

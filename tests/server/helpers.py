@@ -39,8 +39,7 @@ class Timed:
     seconds: float
 
 
-async def _fire(url: str, requests: Sequence[dict[str, Any]], concurrency: int
-                ) -> list[Timed]:
+async def _fire(url: str, requests: Sequence[dict[str, Any]], concurrency: int) -> list[Timed]:
     limits = httpx.Limits(max_connections=concurrency)
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -48,9 +47,12 @@ async def _fire(url: str, requests: Sequence[dict[str, Any]], concurrency: int
         async def one(spec: dict[str, Any]) -> Timed:
             async with semaphore:
                 started = time.perf_counter()
-                response = await client.request(spec.get("method", "POST"), spec["path"],
-                                                json=spec.get("json"),
-                                                headers=spec.get("headers"))
+                response = await client.request(
+                    spec.get("method", "POST"),
+                    spec["path"],
+                    json=spec.get("json"),
+                    headers=spec.get("headers"),
+                )
                 elapsed = time.perf_counter() - started
                 try:
                     body = response.json()
@@ -83,17 +85,35 @@ class Stub:
             if self.delay:
                 await asyncio.sleep(self.delay)
             return JSONResponse(
-                {"model": self.name, "predictions": [
-                    {"label": self.label, "score": 0.9} for _ in body["texts"]]},
-                headers={"x-request-id": request.headers.get("x-request-id", "")})
+                {
+                    "model": self.name,
+                    "predictions": [{"label": self.label, "score": 0.9} for _ in body["texts"]],
+                },
+                headers={"x-request-id": request.headers.get("x-request-id", "")},
+            )
 
         async def infer(request: Request) -> JSONResponse:
             body = await request.json()
             self.seen.append(dict(request.headers) | {"path": request.url.path})
             n = len(body["inputs"][0]["data"])
-            return JSONResponse({"model_name": self.name, "outputs": [
-                {"name": "label", "datatype": "BYTES", "shape": [n], "data": [self.label] * n},
-                {"name": "score", "datatype": "FP32", "shape": [n], "data": [0.8] * n}]})
+            return JSONResponse(
+                {
+                    "model_name": self.name,
+                    "outputs": [
+                        {
+                            "name": "label",
+                            "datatype": "BYTES",
+                            "shape": [n],
+                            "data": [self.label] * n,
+                        },
+                        {"name": "score", "datatype": "FP32", "shape": [n], "data": [0.8] * n},
+                    ],
+                }
+            )
 
-        return Starlette(routes=[Route("/predict", predict, methods=["POST"]),
-                                 Route("/v2/models/{name}/infer", infer, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/predict", predict, methods=["POST"]),
+                Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+            ]
+        )

@@ -22,8 +22,7 @@ from tests.server.conftest import LiveServer, wait_ready
 from tests.server.helpers import fire, metric, samples
 
 
-def start_model_server(serve: Callable[..., LiveServer], artifact: Path,
-                       **settings: object) -> str:
+def start_model_server(serve: Callable[..., LiveServer], artifact: Path, **settings: object) -> str:
     app = create_app(ServedModel(str(artifact), threads=1), ServerSettings(**settings))  # type: ignore[arg-type]
     url = serve(app).url
     wait_ready(url)
@@ -33,8 +32,10 @@ def start_model_server(serve: Callable[..., LiveServer], artifact: Path,
 @pytest.fixture(scope="module")
 def shared_url(tiny_artifact: Path) -> Iterator[str]:
     """One server for the tests that do not count anything."""
-    app = create_app(ServedModel(str(tiny_artifact), threads=1),
-                     ServerSettings(max_texts_per_request=4, max_chars=50))
+    app = create_app(
+        ServedModel(str(tiny_artifact), threads=1),
+        ServerSettings(max_texts_per_request=4, max_chars=50),
+    )
     server = LiveServer(app).start()
     wait_ready(server.url)
     yield server.url
@@ -55,9 +56,17 @@ def check_round_trip(client: httpx.Client) -> None:
     assert metadata["inputs"][0]["datatype"] == "BYTES"
     assert metadata["parameters"]["labels"] == LABELS
 
-    request = {"id": "req-1", "inputs": [
-        {"name": "text", "shape": [3], "datatype": "BYTES",
-         "data": ["great movie", "terrible", "it was fine I guess"]}]}
+    request = {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": "text",
+                "shape": [3],
+                "datatype": "BYTES",
+                "data": ["great movie", "terrible", "it was fine I guess"],
+            }
+        ],
+    }
     answer = client.post("/v2/models/tiny-v1/infer", json=request)
     assert answer.status_code == 200
     body = answer.json()
@@ -68,15 +77,26 @@ def check_round_trip(client: httpx.Client) -> None:
     assert outputs["probabilities"]["shape"] == [3, 3]
     probabilities = outputs["probabilities"]["data"]
     for row in range(3):
-        assert sum(probabilities[row * 3:row * 3 + 3]) == pytest.approx(1, abs=1e-5)
-        assert max(probabilities[row * 3:row * 3 + 3]) == pytest.approx(
-            outputs["score"]["data"][row])
+        assert sum(probabilities[row * 3 : row * 3 + 3]) == pytest.approx(1, abs=1e-5)
+        assert max(probabilities[row * 3 : row * 3 + 3]) == pytest.approx(
+            outputs["score"]["data"][row]
+        )
 
     # Versioned path, nested [n, 1] shape, a chosen output only.
-    versioned = client.post("/v2/models/tiny-v1/versions/tiny-v1/infer", json={
-        "inputs": [{"name": "t", "shape": [2, 1], "datatype": "BYTES",
-                    "data": [["great movie"], ["terrible"]]}],
-        "outputs": [{"name": "label"}]}).json()
+    versioned = client.post(
+        "/v2/models/tiny-v1/versions/tiny-v1/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "t",
+                    "shape": [2, 1],
+                    "datatype": "BYTES",
+                    "data": [["great movie"], ["terrible"]],
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        },
+    ).json()
     assert [o["name"] for o in versioned["outputs"]] == ["label"]
     assert versioned["outputs"][0]["data"] == outputs["label"]["data"][:2]
 
@@ -97,18 +117,41 @@ BAD_REQUESTS = [
     ("/predict", b'{"texts": ["a", "b", "c", "d", "e"]}', 413, "at most 4 per request"),
     ("/predict", json.dumps({"texts": ["x" * 51]}).encode(), 413, "at most 50"),
     ("/v2/models/tiny-v1/infer", b'{"inputs": []}', 400, "exactly one tensor"),
-    ("/v2/models/tiny-v1/infer", json.dumps({"inputs": [
-        {"name": "t", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode(),
-     400, "expected BYTES"),
-    ("/v2/models/tiny-v1/infer", json.dumps({"inputs": [
-        {"name": "t", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}).encode(),
-     400, "shape holds 3 elements"),
-    ("/v2/models/tiny-v1/infer", json.dumps({"inputs": [
-        {"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
-        "outputs": [{"name": "embedding"}]}).encode(), 400, "unknown outputs"),
-    ("/v2/models/nope/infer", json.dumps({"inputs": [
-        {"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}).encode(),
-     404, "not found"),
+    (
+        "/v2/models/tiny-v1/infer",
+        json.dumps(
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        ).encode(),
+        400,
+        "expected BYTES",
+    ),
+    (
+        "/v2/models/tiny-v1/infer",
+        json.dumps(
+            {"inputs": [{"name": "t", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}
+        ).encode(),
+        400,
+        "shape holds 3 elements",
+    ),
+    (
+        "/v2/models/tiny-v1/infer",
+        json.dumps(
+            {
+                "inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "outputs": [{"name": "embedding"}],
+            }
+        ).encode(),
+        400,
+        "unknown outputs",
+    ),
+    (
+        "/v2/models/nope/infer",
+        json.dumps(
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+        ).encode(),
+        404,
+        "not found",
+    ),
     ("/predict", b'{"texts": ["' + b"y" * 2_000_000 + b'"]}', 413, "exceeds"),
 ]
 
@@ -117,8 +160,9 @@ BAD_REQUESTS = [
 def test_bad_input_gets_a_4xx_in_the_protocol_error_shape(
     shared_url: str, path: str, body: bytes, status: int, message: str
 ) -> None:
-    answer = httpx.post(shared_url + path, content=body,
-                        headers={"content-type": "application/json"})
+    answer = httpx.post(
+        shared_url + path, content=body, headers={"content-type": "application/json"}
+    )
     assert answer.status_code == status
     assert message in answer.json()["error"]
 
@@ -129,11 +173,15 @@ def test_wrong_method_and_unknown_path_use_the_error_shape(shared_url: str) -> N
     assert httpx.get(shared_url + "/nowhere").json() == {"error": "Not Found"}
 
 
-def test_batching_groups_concurrent_requests(serve: Callable[..., LiveServer],
-                                             tiny_artifact: Path) -> None:
+def test_batching_groups_concurrent_requests(
+    serve: Callable[..., LiveServer], tiny_artifact: Path
+) -> None:
     url = start_model_server(serve, tiny_artifact, max_batch_size=16, max_batch_wait_ms=300)
-    results = fire(url, [{"path": "/predict", "json": {"texts": [f"text {i}"]}}
-                         for i in range(16)], concurrency=16)
+    results = fire(
+        url,
+        [{"path": "/predict", "json": {"texts": [f"text {i}"]}} for i in range(16)],
+        concurrency=16,
+    )
     assert [r.status for r in results] == [200] * 16
     batches = metric(url, "bertops_server_batch_size_count")
     texts = metric(url, "bertops_server_batch_size_sum")
@@ -142,16 +190,25 @@ def test_batching_groups_concurrent_requests(serve: Callable[..., LiveServer],
     assert metric(url, "bertops_server_batch_size_bucket", le="8.0") < batches or batches == 1
 
 
-def test_metrics_match_the_traffic(serve: Callable[..., LiveServer], tiny_artifact: Path
-                                   ) -> None:
+def test_metrics_match_the_traffic(serve: Callable[..., LiveServer], tiny_artifact: Path) -> None:
     url = start_model_server(serve, tiny_artifact, max_batch_wait_ms=0)
     sizes = [1, 3, 2, 5, 1]
-    answers = [httpx.post(url + "/predict", json={"texts": [f"t{i}"] * n}).json()
-               for i, n in enumerate(sizes)]
+    answers = [
+        httpx.post(url + "/predict", json={"texts": [f"t{i}"] * n}).json()
+        for i, n in enumerate(sizes)
+    ]
     infer = {"inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}
-    answers += [{"predictions": [{"label": label} for label in httpx.post(
-        url + "/v2/models/tiny-v1/infer", json=infer).json()["outputs"][0]["data"]]}
-        for _ in range(3)]
+    answers += [
+        {
+            "predictions": [
+                {"label": label}
+                for label in httpx.post(url + "/v2/models/tiny-v1/infer", json=infer).json()[
+                    "outputs"
+                ][0]["data"]
+            ]
+        }
+        for _ in range(3)
+    ]
     for _ in range(2):
         httpx.post(url + "/predict", content=b"nope")
     labels = Counter(p["label"] for a in answers for p in a["predictions"])
@@ -182,15 +239,24 @@ def test_prediction_log_one_line_per_prediction_and_survives_restart(
     log_path = tmp_path / "log" / "predictions.jsonl"
 
     def run_server(privacy: str, texts: list[list[str]]) -> list[str]:
-        app = create_app(ServedModel(str(tiny_artifact), threads=1),
-                         ServerSettings(prediction_log=privacy,  # type: ignore[arg-type]
-                                        prediction_log_path=log_path))
+        app = create_app(
+            ServedModel(str(tiny_artifact), threads=1),
+            ServerSettings(
+                prediction_log=privacy,  # type: ignore[arg-type]
+                prediction_log_path=log_path,
+            ),
+        )
         server = LiveServer(app).start()
         try:
             wait_ready(server.url)
-            return [httpx.post(server.url + "/predict", json={"texts": t},
-                               headers={"x-request-id": f"{privacy}-{i}"}).json()["requestId"]
-                    for i, t in enumerate(texts)]
+            return [
+                httpx.post(
+                    server.url + "/predict",
+                    json={"texts": t},
+                    headers={"x-request-id": f"{privacy}-{i}"},
+                ).json()["requestId"]
+                for i, t in enumerate(texts)
+            ]
         finally:
             server.stop()  # the log is flushed on shutdown
 
@@ -200,8 +266,10 @@ def test_prediction_log_one_line_per_prediction_and_survives_restart(
     assert [line["requestId"] for line in first] == [first_ids[0]] * 2 + [first_ids[1]]
     assert all("text" not in line and len(str(line["textSha256"])) == 64 for line in first)
     assert {line["modelVersion"] for line in first} == {"tiny-v1"}
-    assert all(line["label"] in LABELS and 0 < float(line["confidence"]) <= 1  # type: ignore[arg-type]
-               for line in first)
+    assert all(
+        line["label"] in LABELS and 0 < float(line["confidence"]) <= 1  # type: ignore[arg-type]
+        for line in first
+    )
 
     run_server("text", [["visible text"]])
     both = read_lines(log_path)
@@ -221,8 +289,9 @@ def test_prediction_log_rotates_by_size(tmp_path: Path) -> None:
     assert read_lines(path)[-1]["requestId"] == "r29"
 
 
-def test_ready_only_after_load_and_warmup(serve: Callable[..., LiveServer], tiny_artifact: Path
-                                          ) -> None:
+def test_ready_only_after_load_and_warmup(
+    serve: Callable[..., LiveServer], tiny_artifact: Path
+) -> None:
     release = threading.Event()
     warmed: list[int] = []
 
@@ -250,13 +319,23 @@ def test_ready_only_after_load_and_warmup(serve: Callable[..., LiveServer], tiny
 
 
 def test_graceful_shutdown_drains_in_flight_requests(tiny_artifact: Path) -> None:
-    app = create_app(ServedModel(str(tiny_artifact), threads=1),
-                     ServerSettings(max_batch_wait_ms=400, max_batch_size=64))
+    app = create_app(
+        ServedModel(str(tiny_artifact), threads=1),
+        ServerSettings(max_batch_wait_ms=400, max_batch_size=64),
+    )
     server = LiveServer(app).start()
     wait_ready(server.url)
     results: list[list[int]] = []
-    sender = threading.Thread(target=lambda: results.append([r.status for r in fire(
-        server.url, [{"path": "/predict", "json": {"texts": ["drain me"]}}] * 8, 8)]))
+    sender = threading.Thread(
+        target=lambda: results.append(
+            [
+                r.status
+                for r in fire(
+                    server.url, [{"path": "/predict", "json": {"texts": ["drain me"]}}] * 8, 8
+                )
+            ]
+        )
+    )
     sender.start()
     time.sleep(0.2)  # the requests are in, waiting for their batch
     server.stop()

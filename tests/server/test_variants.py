@@ -13,8 +13,12 @@ from bertops.server.artifact import ArtifactError
 from bertops.server.model import ServedModel
 from tests.server.artifacts import write_manifest, write_tiny_artifact, write_tiny_onnx_artifact
 
-TEXTS = ["a short one", "a rather longer text that needs more tokens than the others do",
-         "", "mixed CASE and punctuation!!"]
+TEXTS = [
+    "a short one",
+    "a rather longer text that needs more tokens than the others do",
+    "",
+    "mixed CASE and punctuation!!",
+]
 
 
 def probabilities(model: ServedModel) -> list[float]:
@@ -29,10 +33,10 @@ def fp32(tiny_artifact: Path) -> list[float]:
 
 
 @pytest.mark.parametrize("granularity", ["perTensor", "perChannel"])
-def test_quantize_dynamic_recipe(tmp_path: Path, granularity: str, fp32: list[float]
-                                 ) -> None:
-    recipe = [LoadStep(op="quantizeDynamic", params={"granularity": granularity,
-                                                     "backend": "torch"})]
+def test_quantize_dynamic_recipe(tmp_path: Path, granularity: str, fp32: list[float]) -> None:
+    recipe = [
+        LoadStep(op="quantizeDynamic", params={"granularity": granularity, "backend": "torch"})
+    ]
     folder = write_tiny_artifact(tmp_path / "int8", name="tiny-int8", recipe=recipe)
     model = ServedModel(str(folder), threads=1)
     got = probabilities(model)
@@ -56,6 +60,10 @@ def test_onnx_variant_matches_fp32(tmp_path: Path, fp32: list[float]) -> None:
     model = ServedModel(str(folder), threads=1)
     assert probabilities(model) == pytest.approx(fp32, abs=1e-4)
     # The same export, quantized by onnxruntime when loaded.
-    write_manifest(folder, "tiny-onnx-int8", fmt="onnx",
-                   recipe=[LoadStep(op="quantizeDynamic", params={"granularity": "perChannel"})])
+    write_manifest(
+        folder,
+        "tiny-onnx-int8",
+        fmt="onnx",
+        recipe=[LoadStep(op="quantizeDynamic", params={"granularity": "perChannel"})],
+    )
     assert probabilities(ServedModel(str(folder), threads=1)) == pytest.approx(fp32, abs=0.02)

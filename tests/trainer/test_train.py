@@ -36,12 +36,19 @@ def test_training_reduces_loss_and_beats_majority_baseline(trained: tuple[Path, 
         assert f"validation.{key}" in result.metrics and f"test.{key}" in result.metrics
 
 
-def test_model_artifact_layout_manifest_and_lineage(trained: tuple[Path, Any],
-                                                    prepared: Path) -> None:
+def test_model_artifact_layout_manifest_and_lineage(
+    trained: tuple[Path, Any], prepared: Path
+) -> None:
     folder, result = trained
     assert sorted(p.name for p in folder.iterdir()) == [
-        MODEL_MANIFEST, "config.json", "labels.json", "metrics.json", "model.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        MODEL_MANIFEST,
+        "config.json",
+        "labels.json",
+        "metrics.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     manifest = ModelManifest.model_validate_json((folder / MODEL_MANIFEST).read_text())
     assert verify_folder(folder, manifest.files) == []
     assert manifest.labels == ["negative", "positive"] and manifest.max_length == 48
@@ -62,11 +69,19 @@ def test_model_artifact_layout_manifest_and_lineage(trained: tuple[Path, Any],
     assert not folder.with_name("tiny.ckpt").exists()  # checkpoints go once the model is in
 
 
-def test_evaluate_scores_the_artifact(trained: tuple[Path, Any], prepared: Path,
-                                      tmp_path: Path) -> None:
+def test_evaluate_scores_the_artifact(
+    trained: tuple[Path, Any], prepared: Path, tmp_path: Path
+) -> None:
     folder, result = trained
-    evaluated = run_step({"kind": "evaluate", "name": "eval", "modelUri": str(folder),
-                          "datasetUri": str(prepared), "split": "test"})
+    evaluated = run_step(
+        {
+            "kind": "evaluate",
+            "name": "eval",
+            "modelUri": str(folder),
+            "datasetUri": str(prepared),
+            "split": "test",
+        }
+    )
     assert evaluated.succeeded, evaluated.message
     assert evaluated.metrics["accuracy"] == result.metrics["test.accuracy"]
     assert evaluated.metrics["loss"] == pytest.approx(result.metrics["test.loss"], rel=1e-4)
@@ -75,25 +90,34 @@ def test_evaluate_scores_the_artifact(trained: tuple[Path, Any], prepared: Path,
     tampered = tmp_path / "tampered"
     shutil.copytree(folder, tampered)
     (tampered / "labels.json").write_text('{"labels": ["positive", "negative"]}')
-    refused = run_step({"kind": "evaluate", "name": "eval", "modelUri": str(tampered),
-                        "datasetUri": str(prepared)})
+    refused = run_step(
+        {"kind": "evaluate", "name": "eval", "modelUri": str(tampered), "datasetUri": str(prepared)}
+    )
     assert refused.exit_code == ExitCode.BAD_INPUT
     assert "sha256 mismatch for labels.json" in refused.message
 
 
 def test_evaluate_refuses_labels_the_model_does_not_know(
-        trained: tuple[Path, Any], corpus: pd.DataFrame, tmp_path: Path) -> None:
+    trained: tuple[Path, Any], corpus: pd.DataFrame, tmp_path: Path
+) -> None:
     source = tmp_path / "three.csv"
     tweet_slice(corpus, 10).to_csv(source, index=False)
     assert run_step(prepare_spec(source, tmp_path / "three")).succeeded
-    result = run_step({"kind": "evaluate", "name": "eval", "modelUri": str(trained[0]),
-                       "datasetUri": str(tmp_path / "three")})
+    result = run_step(
+        {
+            "kind": "evaluate",
+            "name": "eval",
+            "modelUri": str(trained[0]),
+            "datasetUri": str(tmp_path / "three"),
+        }
+    )
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "label(s) 'neutral' of the dataset are unknown to the model" in result.message
 
 
-def test_finished_run_started_again_reuses_its_artifact(trained: tuple[Path, Any],
-                                                        prepared: Path) -> None:
+def test_finished_run_started_again_reuses_its_artifact(
+    trained: tuple[Path, Any], prepared: Path
+) -> None:
     folder, result = trained
     before = (folder / MODEL_MANIFEST).read_bytes()
     again = run_step(train_spec(prepared, folder))
@@ -111,8 +135,14 @@ def test_killed_run_resumes_from_its_checkpoint(prepared: Path, tmp_path: Path) 
     spec_file = tmp_path / "train.json"
     spec_file.write_text(json.dumps(spec))
     command = [sys.executable, "-m", "bertops.trainer.cli", "train", "--spec", str(spec_file)]
-    crashed = subprocess.run(command, env={**os.environ, CRASH_AFTER_EPOCH_ENV: "1"},
-                             capture_output=True, text=True, timeout=300, check=False)
+    crashed = subprocess.run(
+        command,
+        env={**os.environ, CRASH_AFTER_EPOCH_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL: no cleanup ran
     events = _events(crashed.stdout)
     assert [e["epoch"] for e in events if e.get("event") == "checkpoint"] == [1]
@@ -125,8 +155,7 @@ def test_killed_run_resumes_from_its_checkpoint(prepared: Path, tmp_path: Path) 
     started = [e["epoch"] for e in events if e.get("message", "").endswith("started")]
     assert started == [2, 3]
     assert [e["epoch"] for e in events if e.get("event") == "epoch"] == [2, 3]
-    assert any("resumed from the checkpoint of epoch 1" in e.get("message", "")
-               for e in events)
+    assert any("resumed from the checkpoint of epoch 1" in e.get("message", "") for e in events)
     result = events[-1]
     assert result["succeeded"] and result["details"]["resumedFromEpoch"] == 1
     assert [h["epoch"] for h in result["details"]["history"]] == [1, 2, 3]
@@ -138,9 +167,17 @@ def test_killed_run_resumes_from_its_checkpoint(prepared: Path, tmp_path: Path) 
 
 
 def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> None:
-    result = run_step(train_spec(prepared, tmp_path / "model", name="early", epochs=12,
-                                 earlyStoppingPatience=1, earlyStoppingMetric="loss",
-                                 scheduler="cosine"))
+    result = run_step(
+        train_spec(
+            prepared,
+            tmp_path / "model",
+            name="early",
+            epochs=12,
+            earlyStoppingPatience=1,
+            earlyStoppingMetric="loss",
+            scheduler="cosine",
+        )
+    )
     assert result.succeeded, result.message
     details = result.details
     assert details.early_stopped is True

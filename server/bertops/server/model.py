@@ -70,7 +70,7 @@ class _Tokenizing:
         order = self._order(texts)
         results: list[Prediction | None] = [None] * len(texts)
         for start in range(0, len(order), self.chunk):
-            indices = order[start:start + self.chunk]
+            indices = order[start : start + self.chunk]
             for index, prediction in zip(
                 indices, self._predict_chunk([texts[i] for i in indices]), strict=True
             ):
@@ -109,8 +109,9 @@ class TorchClassifier(_Tokenizing):
 
     def _predict_chunk(self, texts: list[str]) -> list[Prediction]:
         torch = self._torch
-        encoded = self.tokenizer(texts, padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         with torch.inference_mode():
             logits = self.model(**encoded).logits
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
@@ -138,15 +139,17 @@ class OnnxClassifier(_Tokenizing):
         # until the session exists.
         with tempfile.TemporaryDirectory(prefix="bertops-onnx-") as scratch:
             path = onnx_graph(artifact.folder, manifest, Path(scratch))
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._np = np
 
     def _predict_chunk(self, texts: list[str]) -> list[Prediction]:
         np = self._np
-        encoded = self.tokenizer(texts, padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="np")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
         feed = {name: encoded[name].astype(np.int64) for name in self._inputs if name in encoded}
         for name in self._inputs:  # e.g. token_type_ids when the tokenizer omits them
             feed.setdefault(name, np.zeros_like(encoded["input_ids"], dtype=np.int64))
@@ -176,7 +179,8 @@ def check_finite(predictions: Sequence[Prediction]) -> None:
         if not all(math.isfinite(value) for value in values):
             raise ModelOutputError(
                 "the model's outputs are not finite (NaN or infinity) on the warm-up texts; "
-                "the weights are probably broken, refusing to serve")
+                "the weights are probably broken, refusing to serve"
+            )
 
 
 @dataclass

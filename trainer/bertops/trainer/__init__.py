@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["parse_spec", "run_step"]
 
 
-def run_step(spec: str | bytes | dict[str, Any] | StepSpec,
-             progress: Progress | None = None) -> StepResult:
+def run_step(
+    spec: str | bytes | dict[str, Any] | StepSpec, progress: Progress | None = None
+) -> StepResult:
     """Run a prepare/train/evaluate step; returns its StepResult (never raises for step
     failures: see ``result.succeeded`` and ``result.exit_code``)."""
     from bertops.trainer.steps import run_step as _run_step

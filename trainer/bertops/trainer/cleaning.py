@@ -49,8 +49,9 @@ def resolve_lowercase(cleaning: Cleaning, tokenizer_uncased: bool) -> bool:
     return tokenizer_uncased
 
 
-def clean_frame(frame: pd.DataFrame, cleaning: Cleaning, lowercase: bool,
-                labels: list[str] | None) -> tuple[pd.DataFrame, dict[str, int]]:
+def clean_frame(
+    frame: pd.DataFrame, cleaning: Cleaning, lowercase: bool, labels: list[str] | None
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Cleaned rows (text, label) in input order and the dropped-row count per reason."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     texts = [clean_text(t, cleaning, lowercase) for t in frame["text"].tolist()]

@@ -17,11 +17,15 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Trainer steps: prepare data, train (distributed), evaluate.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Trainer steps: prepare data, train (distributed), evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
-SpecOption = typer.Option(..., "--spec", "-s",
-                          help="Step spec JSON file, or - to read it from stdin.")
+SpecOption = typer.Option(
+    ..., "--spec", "-s", help="Step spec JSON file, or - to read it from stdin."
+)
 
 
 def _read_spec(spec: str) -> str:
@@ -51,8 +55,11 @@ def _run(kind: str | None, spec: str) -> None:
                 loaded.setdefault("kind", kind)
                 data = loaded
                 if loaded["kind"] != kind:
-                    result = failed(kind, f"spec kind {loaded['kind']!r} given to `{kind}`",
-                                    str(loaded.get("name", "unknown")))
+                    result = failed(
+                        kind,
+                        f"spec kind {loaded['kind']!r} given to `{kind}`",
+                        str(loaded.get("name", "unknown")),
+                    )
                     typer.echo(result_json(result))
                     raise typer.Exit(result.exit_code)
         result = run_step(data)
@@ -109,8 +116,11 @@ def launch(
     with tempfile.TemporaryDirectory(prefix="bertops-launch-") as scratch:
         # Every rank reads the spec: stdin can be read only once, so it goes to a file.
         for flag in ("--spec", "-s"):
-            if flag in args and args.index(flag) + 1 < len(args) and \
-                    args[args.index(flag) + 1] == "-":
+            if (
+                flag in args
+                and args.index(flag) + 1 < len(args)
+                and args[args.index(flag) + 1] == "-"
+            ):
                 path = Path(scratch) / "spec.json"
                 path.write_text(sys.stdin.read(), encoding="utf-8")
                 args[args.index(flag) + 1] = str(path)

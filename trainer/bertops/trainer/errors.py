@@ -55,8 +55,15 @@ def classify(error: BaseException) -> tuple[ExitCode, str]:
     # types are not importable without torch; their messages are stable enough.
     if isinstance(error, RuntimeError) and any(
         marker in text
-        for marker in ("out of memory", "connection closed", "connection reset", "timed out",
-                       "broken pipe", "nccl", "gloo")
+        for marker in (
+            "out of memory",
+            "connection closed",
+            "connection reset",
+            "timed out",
+            "broken pipe",
+            "nccl",
+            "gloo",
+        )
     ):
         return ExitCode.TRANSIENT, REASON_TRANSIENT
     if isinstance(error, OSError):

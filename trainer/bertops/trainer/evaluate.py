@@ -27,8 +27,9 @@ from bertops.trainer.metrics import classification_metrics, summary
 from bertops.trainer.progress import Progress
 
 
-def collate(rows: Sequence[Sequence[int]], pad_id: int,
-            device: torch.device) -> dict[str, torch.Tensor]:
+def collate(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Pad a batch of id lists to its longest row (dynamic padding, no wasted tokens)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -46,9 +47,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[int], *,
-          label_names: list[str], pad_id: int, batch_size: int, ctx: DistContext,
-          amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+def score(
+    model: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    *,
+    label_names: list[str],
+    pad_id: int,
+    batch_size: int,
+    ctx: DistContext,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
     """Metrics over all rows; each rank scores rows rank::world and results are gathered."""
     model.eval()
     mine = list(range(ctx.rank, len(ids), ctx.world_size))
@@ -56,7 +65,7 @@ def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence
     # Sorting by length keeps padding small; order does not change the metrics.
     mine.sort(key=lambda i: len(ids[i]))
     for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
+        chunk = mine[start : start + batch_size]
         batch = collate([ids[i] for i in chunk], pad_id, ctx.device)
         target = torch.as_tensor([labels[i] for i in chunk], device=ctx.device)
         with autocast(ctx.device, amp_dtype):
@@ -78,7 +87,8 @@ def score(model: torch.nn.Module, ids: Sequence[Sequence[int]], labels: Sequence
 def load_model_artifact(folder: Path) -> ModelManifest:
     """The manifest of a model folder after checking every file's sha256."""
     manifest = artifacts_io.read_verified_manifest(
-        folder, MODEL_MANIFEST, ModelManifest, "model artifact")
+        folder, MODEL_MANIFEST, ModelManifest, "model artifact"
+    )
     if manifest.format != "safetensors":
         raise BadInputError(f"evaluate cannot load format {manifest.format} yet")
     return manifest
@@ -86,8 +96,10 @@ def load_model_artifact(folder: Path) -> ModelManifest:
 
 def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
     ctx = DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    with artifacts_io.local_folder(step.model_uri, "model artifact") as model_dir, \
-            artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir:
+    with (
+        artifacts_io.local_folder(step.model_uri, "model artifact") as model_dir,
+        artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir,
+    ):
         manifest = load_model_artifact(model_dir)
         data_manifest, _ = prepare.load_prepared(data_dir)
         frame = prepare.read_split(data_dir, step.split)
@@ -102,8 +114,10 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
         tokenizer = models.load_tokenizer(model_dir)
         to_model = {i: manifest.labels.index(name) for i, name in enumerate(data_manifest.labels)}
         labels = [to_model[int(x)] for x in frame["label"]]
-        same_vocab = (models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
-                      and data_manifest.tokenizer.get("maxLength") == manifest.max_length)
+        same_vocab = (
+            models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
+            and data_manifest.tokenizer.get("maxLength") == manifest.max_length
+        )
         if same_vocab:
             ids = [list(map(int, row)) for row in frame["input_ids"]]
         else:
@@ -113,11 +127,19 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
         # The load recipe (e.g. pruneHeads) is replayed exactly as the server does.
         model: Any = load_torch(model_dir, manifest)
         model.to(ctx.device)
-        progress.emit("start", message=f"scoring {len(ids)} rows of {step.split}",
-                      total_steps=len(ids))
+        progress.emit(
+            "start", message=f"scoring {len(ids)} rows of {step.split}", total_steps=len(ids)
+        )
         started = time.monotonic()
-        metrics = score(model, ids, labels, label_names=manifest.labels,
-                        pad_id=tokenizer.pad_token_id or 0, batch_size=step.batch_size, ctx=ctx)
+        metrics = score(
+            model,
+            ids,
+            labels,
+            label_names=manifest.labels,
+            pad_id=tokenizer.pad_token_id or 0,
+            batch_size=step.batch_size,
+            ctx=ctx,
+        )
         elapsed = time.monotonic() - started
         manifest_sha = sha256_file(model_dir / MODEL_MANIFEST)
     throughput = len(ids) / elapsed if elapsed > 0 else 0.0
@@ -125,12 +147,20 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
     flat = summary(metrics)
     flat["samplesPerSecond"] = throughput
     return StepResult(
-        kind="evaluate", name=step.name, succeeded=True, metrics=flat,
+        kind="evaluate",
+        name=step.name,
+        succeeded=True,
+        metrics=flat,
         artifacts={"model": step.model_uri, "dataset": step.dataset_uri},
         checksums={"modelManifest": manifest_sha, "dataset": data_manifest.checksum},
-        details=EvaluateDetails(split=step.split, rows=len(ids), metrics=metrics,
-                                model_name=manifest.name, retokenized=not same_vocab,
-                                labels=manifest.labels),
+        details=EvaluateDetails(
+            split=step.split,
+            rows=len(ids),
+            metrics=metrics,
+            model_name=manifest.name,
+            retokenized=not same_vocab,
+            labels=manifest.labels,
+        ),
     )
 
 

@@ -21,9 +21,13 @@ from bertops.api.dataset import DataSource
 from bertops.trainer.errors import BadInputError
 
 _FORMATS = {
-    ".csv": "csv", ".tsv": "csv",
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-    ".parquet": "parquet", ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
 }
 REPLACEMENT = "\ufffd"
 
@@ -43,8 +47,11 @@ def detect_format(source: DataSource, is_dir: bool) -> str:
     if is_dir:
         return "textFolder"
     suffixes = PurePosixPath(source.uri).suffixes
-    suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (
-        suffixes[-1] if suffixes else "")
+    suffix = (
+        suffixes[-2]
+        if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1
+        else (suffixes[-1] if suffixes else "")
+    )
     fmt = _FORMATS.get(suffix.lower())
     if fmt is None:
         raise BadInputError(
@@ -61,7 +68,7 @@ def decode(data: bytes, source: DataSource, where: str) -> tuple[str, int]:
             return data.decode(source.encoding), 0
         text = data.decode(source.encoding, errors=source.encoding_errors)
     except UnicodeDecodeError as error:
-        bad = data[error.start:error.start + 4].hex(" ")
+        bad = data[error.start : error.start + 4].hex(" ")
         raise BadInputError(
             f"{where}: bytes {bad} at offset {error.start} are not valid {source.encoding}; "
             "fix the file, set source.encoding, or set source.encodingErrors to "
@@ -71,7 +78,8 @@ def decode(data: bytes, source: DataSource, where: str) -> tuple[str, int]:
         raise BadInputError(f"unknown encoding {source.encoding!r}") from error
     # Invalid sequences = replacement characters that were not in the data already.
     replaced = data.decode(source.encoding, errors="replace").count(REPLACEMENT) - (
-        data.decode(source.encoding, errors="ignore").count(REPLACEMENT))
+        data.decode(source.encoding, errors="ignore").count(REPLACEMENT)
+    )
     return text, replaced
 
 
@@ -83,10 +91,12 @@ def _columns(frame: pd.DataFrame, source: DataSource, where: str) -> pd.DataFram
             f"{where}: column(s) {', '.join(missing)} not found (columns: {found}); "
             "set source.textColumn / source.labelColumn"
         )
-    out = pd.DataFrame({
-        "text": frame[source.text_column],
-        "label": frame[source.label_column],
-    })
+    out = pd.DataFrame(
+        {
+            "text": frame[source.text_column],
+            "label": frame[source.label_column],
+        }
+    )
 
     def to_str(value: object) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -144,7 +154,7 @@ def _read_text_folder(fs: object, root: str, source: DataSource) -> RawData:
     bad_total = 0
     root = root.rstrip("/")
     for file_path in sorted(fs.find(root)):  # type: ignore[attr-defined]
-        relative = PurePosixPath(file_path[len(root):].lstrip("/"))
+        relative = PurePosixPath(file_path[len(root) :].lstrip("/"))
         if len(relative.parts) < 2 or any(p.startswith(".") for p in relative.parts):
             continue  # files at the top level have no label; hidden files are not data
         with fs.open(file_path, "rb") as handle:  # type: ignore[attr-defined]

@@ -24,11 +24,23 @@ def free_port() -> int:
         return port
 
 
-def rank_env(rank: int, world_size: int, port: int, base: Mapping[str, str] | None = None,
-             threads: int | None = None) -> dict[str, str]:
+def rank_env(
+    rank: int,
+    world_size: int,
+    port: int,
+    base: Mapping[str, str] | None = None,
+    threads: int | None = None,
+) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    env.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(world_size),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
+    )
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     elif "OMP_NUM_THREADS" not in env:
@@ -37,9 +49,15 @@ def rank_env(rank: int, world_size: int, port: int, base: Mapping[str, str] | No
     return env
 
 
-def launch(args: Sequence[str], nproc: int, *, env: Mapping[str, str] | None = None,
-           port: int | None = None, threads: int | None = None,
-           poll_s: float = 0.2) -> int:
+def launch(
+    args: Sequence[str],
+    nproc: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    threads: int | None = None,
+    poll_s: float = 0.2,
+) -> int:
     """Run ``python -m bertops.trainer.cli *args`` as ``nproc`` ranks; first failure wins.
 
     Rank 0 inherits stdout (progress JSON lines and the final result line); the other
@@ -50,10 +68,13 @@ def launch(args: Sequence[str], nproc: int, *, env: Mapping[str, str] | None = N
     command = [sys.executable, "-m", "bertops.trainer.cli", *args]
     procs: list[subprocess.Popen[bytes]] = []
     for rank in range(nproc):
-        procs.append(subprocess.Popen(
-            command, env=rank_env(rank, nproc, port, env, threads),
-            stdout=None if rank == 0 else subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=rank_env(rank, nproc, port, env, threads),
+                stdout=None if rank == 0 else subprocess.DEVNULL,
+            )
+        )
     exit_code = 0
     try:
         while True:

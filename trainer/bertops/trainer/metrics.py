@@ -15,24 +15,39 @@ import numpy as np
 SUMMARY_KEYS = ("loss", "accuracy", "macroF1", "precision", "recall")
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str],
-                           loss: float | None = None) -> dict[str, Any]:
+def classification_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], labels: list[str], loss: float | None = None
+) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     true = np.asarray(y_true, dtype=np.int64)
     pred = np.asarray(y_pred, dtype=np.int64)
     ids = list(range(len(labels)))
     if len(true) == 0:
-        return {"loss": loss, "accuracy": None, "macroF1": None, "precision": None,
-                "recall": None, "support": 0, "perClass": {}, "confusionMatrix": []}
+        return {
+            "loss": loss,
+            "accuracy": None,
+            "macroF1": None,
+            "precision": None,
+            "recall": None,
+            "support": 0,
+            "perClass": {},
+            "confusionMatrix": [],
+        }
     # zero_division=0: a class never predicted scores 0 instead of warning.
     precision, recall, f1, support = precision_recall_fscore_support(
-        true, pred, labels=ids, zero_division=0)
+        true, pred, labels=ids, zero_division=0
+    )
     macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(
-        true, pred, labels=ids, average="macro", zero_division=0)
+        true, pred, labels=ids, average="macro", zero_division=0
+    )
     per_class = {
-        label: {"precision": float(precision[i]), "recall": float(recall[i]),
-                "f1": float(f1[i]), "support": int(support[i])}
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, label in enumerate(labels)
     }
     return {

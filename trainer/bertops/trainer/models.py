@@ -34,7 +34,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
-
 def quiet_transformers() -> None:
     """No download bars or advisory logs: stdout belongs to the progress JSON lines."""
     from transformers.utils import logging as hf_logging
@@ -87,8 +86,14 @@ def check_model_folder(folder: Path, what: str = "base model") -> None:
         raise BadInputError(f"{what} folder {folder} has no config.json")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         pickled = [p.name for p in folder.glob("*.bin")]
-        hint = (f" (found {', '.join(pickled)}: pickle weights are never loaded; "
-                "convert them to safetensors)") if pickled else ""
+        hint = (
+            (
+                f" (found {', '.join(pickled)}: pickle weights are never loaded; "
+                "convert them to safetensors)"
+            )
+            if pickled
+            else ""
+        )
         raise BadInputError(f"{what} folder {folder} has no model.safetensors weights{hint}")
 
 
@@ -128,8 +133,9 @@ def vocab_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
 
 
-def train_wordpiece(texts: list[str], spec: WordPieceTraining,
-                    max_length: int) -> PreTrainedTokenizerBase:
+def train_wordpiece(
+    texts: list[str], spec: WordPieceTraining, max_length: int
+) -> PreTrainedTokenizerBase:
     """A BERT WordPiece tokenizer trained on ``texts`` (e.g. Chinese, absent from the
     English vocabulary). Deterministic for the same texts in the same order."""
     quiet_transformers()
@@ -138,17 +144,26 @@ def train_wordpiece(texts: list[str], spec: WordPieceTraining,
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     wordpiece = BertWordPieceTokenizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None,
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=None,
         lowercase=spec.lowercase,
     )
     wordpiece.train_from_iterator(
-        texts, vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
-        special_tokens=special, show_progress=False,
+        texts,
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=special,
+        show_progress=False,
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=wordpiece._tokenizer,
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=max_length,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
     )
 
 
@@ -166,8 +181,9 @@ def bert_config(spec: BertConfigSpec, vocab_size: int, **extra: Any) -> Any:
     )
 
 
-def build_model(task: Task, source: ModelSource, labels: list[str], dropout: float,
-                vocab_size: int) -> PreTrainedModel:
+def build_model(
+    task: Task, source: ModelSource, labels: list[str], dropout: float, vocab_size: int
+) -> PreTrainedModel:
     """A task model from a pretrained folder or a fresh config, with dropout set and a
     new classification head for ``labels``."""
     class_name = TASK_MODEL_CLASSES.get(task)
@@ -180,8 +196,11 @@ def build_model(task: Task, source: ModelSource, labels: list[str], dropout: flo
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in enumerate(labels)}
     common: dict[str, Any] = {
-        "num_labels": len(labels), "id2label": id2label, "label2id": label2id,
-        "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+        "num_labels": len(labels),
+        "id2label": id2label,
+        "label2id": label2id,
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
         "classifier_dropout": dropout,
     }
     if source.config is not None:
@@ -192,8 +211,9 @@ def build_model(task: Task, source: ModelSource, labels: list[str], dropout: flo
     assert folder is not None
     check_model_folder(folder)
     try:
-        model = model_class.from_pretrained(str(folder), local_files_only=True,
-                                            use_safetensors=True, **common)
+        model = model_class.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True, **common
+        )
     except (OSError, ValueError) as error:
         raise BadInputError(f"cannot load base model from {folder}: {error}") from error
     embeddings = model.get_input_embeddings()

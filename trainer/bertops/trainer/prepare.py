@@ -70,11 +70,12 @@ def split_indices(labels: list[str], split: Split) -> dict[str, list[int]]:
                 counts[name] = max(1, counts[name])
         if n - sum(counts.values()) < 1:
             raise BadInputError(
-                f"split fractions leave no training rows (class {label!r}, {n} rows)")
+                f"split fractions leave no training rows (class {label!r}, {n} rows)"
+            )
         n_test, n_val = counts["test"], counts["validation"]
         out["test"].extend(shuffled[:n_test].tolist())
-        out["validation"].extend(shuffled[n_test:n_test + n_val].tolist())
-        out["train"].extend(shuffled[n_test + n_val:].tolist())
+        out["validation"].extend(shuffled[n_test : n_test + n_val].tolist())
+        out["train"].extend(shuffled[n_test + n_val :].tolist())
     # Mix the labels inside each split (same rng, so still deterministic).
     return {name: [idx[i] for i in rng.permutation(len(idx))] for name, idx in out.items()}
 
@@ -119,18 +120,19 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> Tokenized:
     return Tokenized(ids, lengths, unknown, tokens)
 
 
-def content_checksum(names: list[str], vocab: str, max_length: int,
-                     splits: dict[str, pd.DataFrame]) -> str:
+def content_checksum(
+    names: list[str], vocab: str, max_length: int, splits: dict[str, pd.DataFrame]
+) -> str:
     digest = hashlib.sha256()
     header = {"labels": names, "vocab": vocab, "maxLength": max_length, "version": 1}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for name in SPLITS:
         digest.update(f"\n#{name}\n".encode())
         frame = splits[name]
-        for text, label, ids in zip(frame["text"], frame["label"], frame["input_ids"],
-                                    strict=True):
-            digest.update(json.dumps([text, int(label), [int(i) for i in ids]],
-                                     ensure_ascii=False).encode())
+        for text, label, ids in zip(frame["text"], frame["label"], frame["input_ids"], strict=True):
+            digest.update(
+                json.dumps([text, int(label), [int(i) for i in ids]], ensure_ascii=False).encode()
+            )
             digest.update(b"\n")
     return digest.hexdigest()
 
@@ -163,8 +165,10 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
         raise BadInputError(f"classification needs at least 2 labels, found {names}")
     empty_classes = sorted(set(names) - set(frame["label"]))
     if empty_classes:
-        raise BadInputError(f"class(es) {', '.join(map(repr, empty_classes))} have no rows after "
-                       "cleaning; add data or drop them from spec.labels")
+        raise BadInputError(
+            f"class(es) {', '.join(map(repr, empty_classes))} have no rows after "
+            "cleaning; add data or drop them from spec.labels"
+        )
     row_labels = frame["label"].tolist()
     parts = split_indices(row_labels, spec.split)
     check_split_labels(row_labels, names, parts)
@@ -173,8 +177,9 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
         assert tok_spec.train_word_piece is not None
         progress.message("training a WordPiece vocabulary on the train split")
         train_texts = [frame["text"].iloc[i] for i in parts["train"]]
-        tokenizer = models.train_wordpiece(train_texts, tok_spec.train_word_piece,
-                                           tok_spec.max_length)
+        tokenizer = models.train_wordpiece(
+            train_texts, tok_spec.train_word_piece, tok_spec.max_length
+        )
     label2id = {name: i for i, name in enumerate(names)}
     splits: dict[str, pd.DataFrame] = {}
     lengths: list[int] = []
@@ -185,44 +190,58 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
         lengths += tok.lengths
         unknown += tok.unknown
         tokens += tok.tokens
-        splits[name] = pd.DataFrame({
-            "text": rows["text"].tolist(),
-            "label": np.array([label2id[x] for x in rows["label"]], dtype=np.int32),
-            "label_name": rows["label"].tolist(),
-            "input_ids": [np.array(ids, dtype=np.int32) for ids in tok.ids],
-            "length": np.array([len(ids) for ids in tok.ids], dtype=np.int32),
-        })
+        splits[name] = pd.DataFrame(
+            {
+                "text": rows["text"].tolist(),
+                "label": np.array([label2id[x] for x in rows["label"]], dtype=np.int32),
+                "label_name": rows["label"].tolist(),
+                "input_ids": [np.array(ids, dtype=np.int32) for ids in tok.ids],
+                "length": np.array([len(ids) for ids in tok.ids], dtype=np.int32),
+            }
+        )
         progress.emit("progress", message=f"tokenized {name}", rows=len(rows))
     vocab = models.vocab_digest(tokenizer)
     checksum = content_checksum(names, vocab, tok_spec.max_length, splits)
     rows = {name: len(splits[name]) for name in SPLITS}
     rows["total"] = sum(rows.values())
-    per_split_label = {name: {label: int((splits[name]["label_name"] == label).sum())
-                              for label in names} for name in SPLITS}
+    per_split_label = {
+        name: {label: int((splits[name]["label_name"] == label).sum()) for label in names}
+        for name in SPLITS
+    }
     label_counts = {label: sum(per_split_label[s][label] for s in SPLITS) for label in names}
     dropped_nonzero = {k: v for k, v in dropped.items() if v}
     stats: dict[str, Any] = {
-        "source": {"uri": spec.source.uri, "format": raw.format, "rowsRead": raw.rows_read,
-                   "invalidByteSequences": raw.invalid_byte_sequences,
-                   "encodingErrors": spec.source.encoding_errors},
+        "source": {
+            "uri": spec.source.uri,
+            "format": raw.format,
+            "rowsRead": raw.rows_read,
+            "invalidByteSequences": raw.invalid_byte_sequences,
+            "encodingErrors": spec.source.encoding_errors,
+        },
         "rows": rows,
         "rowsPerSplitAndLabel": per_split_label,
         "labelCounts": label_counts,
         "droppedRows": dropped_nonzero,
         "lowercased": lowercase,
         "tokenLength": {
-            "p50": _percentile(lengths, 50), "p90": _percentile(lengths, 90),
-            "p95": _percentile(lengths, 95), "p99": _percentile(lengths, 99),
-            "max": max(lengths), "maxLength": tok_spec.max_length,
+            "p50": _percentile(lengths, 50),
+            "p90": _percentile(lengths, 90),
+            "p95": _percentile(lengths, 95),
+            "p99": _percentile(lengths, 99),
+            "max": max(lengths),
+            "maxLength": tok_spec.max_length,
             "truncated": sum(1 for n in lengths if n > tok_spec.max_length),
         },
         "unknownTokenRate": unknown / tokens if tokens else 0.0,
     }
     tokenizer_info = {
-        "vocabSha256": vocab, "vocabSize": len(tokenizer), "maxLength": tok_spec.max_length,
+        "vocabSha256": vocab,
+        "vocabSize": len(tokenizer),
+        "maxLength": tok_spec.max_length,
         "uncased": uncased,
-        "source": (tok_spec.base_model.describe() if tok_spec.base_model is not None
-                   else "trainWordPiece"),
+        "source": (
+            tok_spec.base_model.describe() if tok_spec.base_model is not None else "trainWordPiece"
+        ),
     }
     with artifacts_io.staged_folder(step.output_uri) as folder:
         for name in SPLITS:
@@ -231,14 +250,25 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
         artifacts_io.write_json(folder / LABELS_FILE, {"labels": names, "label2id": label2id})
         artifacts_io.write_json(folder / STATS_FILE, stats)
         manifest = DatasetManifest(
-            checksum=checksum, labels=names, rows=rows, files=digest_folder(folder),
-            stats=stats, tokenizer=tokenizer_info, created_at=datetime.now(UTC),
+            checksum=checksum,
+            labels=names,
+            rows=rows,
+            files=digest_folder(folder),
+            stats=stats,
+            tokenizer=tokenizer_info,
+            created_at=datetime.now(UTC),
         )
         (folder / DATASET_MANIFEST).write_text(manifest.model_dump_json(by_alias=True, indent=2))
     details = PrepareDetails(
-        artifact_uri=step.output_uri, checksum=checksum, short_checksum=checksum[:12],
-        rows=rows, labels=names, num_labels=len(names), label_counts=label_counts,
-        dropped_rows=dropped_nonzero, token_length_p50=stats["tokenLength"]["p50"],
+        artifact_uri=step.output_uri,
+        checksum=checksum,
+        short_checksum=checksum[:12],
+        rows=rows,
+        labels=names,
+        num_labels=len(names),
+        label_counts=label_counts,
+        dropped_rows=dropped_nonzero,
+        token_length_p50=stats["tokenLength"]["p50"],
         token_length_p95=stats["tokenLength"]["p95"],
         unknown_token_rate=stats["unknownTokenRate"],
         invalid_byte_sequences=raw.invalid_byte_sequences,
@@ -247,8 +277,12 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
     metrics["unknownTokenRate"] = float(stats["unknownTokenRate"])
     metrics["tokenLengthP95"] = float(stats["tokenLength"]["p95"])
     return StepResult(
-        kind="prepare", name=step.name, succeeded=True, metrics=metrics,
-        artifacts={"dataset": step.output_uri}, checksums={"dataset": checksum},
+        kind="prepare",
+        name=step.name,
+        succeeded=True,
+        metrics=metrics,
+        artifacts={"dataset": step.output_uri},
+        checksums={"dataset": checksum},
         details=details,
     )
 
@@ -256,7 +290,8 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
 def load_prepared(folder: Path) -> tuple[DatasetManifest, dict[str, Any]]:
     """The manifest and label map of a prepared dataset folder, verified by sha256."""
     manifest = artifacts_io.read_verified_manifest(
-        folder, DATASET_MANIFEST, DatasetManifest, "prepared dataset")
+        folder, DATASET_MANIFEST, DatasetManifest, "prepared dataset"
+    )
     label_map = artifacts_io.read_json(folder / LABELS_FILE, "prepared dataset")
     return manifest, label_map
 

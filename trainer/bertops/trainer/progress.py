@@ -20,8 +20,9 @@ from bertops.api.steps import ProgressEvent
 class Progress:
     """Emits progress events; ``enabled=False`` (ranks other than 0) makes it silent."""
 
-    def __init__(self, *, enabled: bool = True, stream: IO[str] | None = None,
-                 bar: bool | None = None) -> None:
+    def __init__(
+        self, *, enabled: bool = True, stream: IO[str] | None = None, bar: bool | None = None
+    ) -> None:
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
         # A bar only for people: never when stderr is a pipe the operator reads.

@@ -47,7 +47,8 @@ def parse_spec(data: str | bytes | dict[str, Any] | StepSpec) -> StepSpec:
         return _SPEC.validate_python(data)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors()[:8])
+            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors()[:8]
+        )
         raise BadInputError(f"invalid step spec: {problems}") from error
 
 
@@ -71,8 +72,9 @@ def _dispatch(spec: StepSpec, progress: Progress) -> StepResult:
     raise BadInputError(f"step kind {spec.kind} is not implemented by this trainer version")
 
 
-def run_step(spec: str | bytes | dict[str, Any] | StepSpec,
-             progress: Progress | None = None) -> StepResult:
+def run_step(
+    spec: str | bytes | dict[str, Any] | StepSpec, progress: Progress | None = None
+) -> StepResult:
     """Run a step and return its result; never raises for step failures.
 
     The result document is written to ``spec.resultUri`` (by rank 0) after everything
@@ -96,8 +98,14 @@ def run_step(spec: str | bytes | dict[str, Any] | StepSpec,
         message = str(error) or type(error).__name__
         if code != ExitCode.BAD_INPUT and not isinstance(error, BadInputError):
             message = f"{type(error).__name__}: {message}"
-        result = StepResult(kind=kind, name=name, succeeded=False, exit_code=int(code),
-                            reason=reason, message=message)
+        result = StepResult(
+            kind=kind,
+            name=name,
+            succeeded=False,
+            exit_code=int(code),
+            reason=reason,
+            message=message,
+        )
         progress.emit("error", message=message)
     result.started_at = started_at
     result.finished_at = datetime.now(UTC)
@@ -135,12 +143,18 @@ def _guess_kind(spec: object) -> Any:
 
 
 def result_json(result: StepResult) -> str:
-    return json.dumps(result.model_dump(mode="json", by_alias=True, exclude_none=True),
-                      separators=(",", ":"))
+    return json.dumps(
+        result.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")
+    )
 
 
 def failed(kind: str, message: str, name: str = "unknown") -> StepResult:
     """A bad-input result for failures before a spec could be read (CLI)."""
-    return StepResult(kind=kind if kind in KINDS else "prepare", name=name,
-                      succeeded=False, exit_code=int(ExitCode.BAD_INPUT),
-                      reason=REASON_INVALID_INPUT, message=message)
+    return StepResult(
+        kind=kind if kind in KINDS else "prepare",
+        name=name,
+        succeeded=False,
+        exit_code=int(ExitCode.BAD_INPUT),
+        reason=REASON_INVALID_INPUT,
+        message=message,
+    )

@@ -34,8 +34,11 @@ def fingerprint(step: TrainStep, dataset_checksum: str) -> str:
     """What makes two starts 'the same run': resume only from a matching checkpoint."""
     spec = step.training
     payload = {
-        "name": step.name, "dataset": dataset_checksum, "task": spec.task,
-        "base": spec.base_model.to_wire(), "hp": spec.hyperparameters.to_wire(),
+        "name": step.name,
+        "dataset": dataset_checksum,
+        "task": spec.task,
+        "base": spec.base_model.to_wire(),
+        "hp": spec.hyperparameters.to_wire(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -53,15 +56,28 @@ def _existing_result(step: TrainStep, checksum: str) -> StepResult | None:
     lineage = manifest.lineage
     if lineage.training_run != step.name or lineage.dataset_checksum != checksum:
         return None
-    metrics = {f"{split}.{k}": float(v) for split in ("validation", "test")
-               for k, v in manifest.metrics.get(split, {}).items()}
+    metrics = {
+        f"{split}.{k}": float(v)
+        for split in ("validation", "test")
+        for k, v in manifest.metrics.get(split, {}).items()
+    }
     return StepResult(
-        kind="train", name=step.name, succeeded=True, message="already trained",
-        metrics=metrics, artifacts={"model": step.output_uri},
-        checksums={"modelManifest": hashlib.sha256(artifacts_io.read_bytes(uri)).hexdigest(),
-                   "dataset": checksum},
-        details=TrainDetails(artifact_uri=step.output_uri, dataset_checksum=checksum,
-                             model_name=manifest.name, reused=True),
+        kind="train",
+        name=step.name,
+        succeeded=True,
+        message="already trained",
+        metrics=metrics,
+        artifacts={"model": step.output_uri},
+        checksums={
+            "modelManifest": hashlib.sha256(artifacts_io.read_bytes(uri)).hexdigest(),
+            "dataset": checksum,
+        },
+        details=TrainDetails(
+            artifact_uri=step.output_uri,
+            dataset_checksum=checksum,
+            model_name=manifest.name,
+            reused=True,
+        ),
     )
 
 
@@ -77,30 +93,52 @@ def run_train(step: TrainStep, progress: Progress) -> StepResult:
         ctx.shutdown()
 
 
-def _write_model(run: epochs.Run, data: epochs.Data, name: str, summaries: dict[str, Any],
-                 metrics: dict[str, Any], throughput: float) -> str:
+def _write_model(
+    run: epochs.Run,
+    data: epochs.Data,
+    name: str,
+    summaries: dict[str, Any],
+    metrics: dict[str, Any],
+    throughput: float,
+) -> str:
     """Rank 0 publishes the artifact; returns the sha256 of its manifest."""
     spec = run.step.training
     lineage = Lineage(
-        dataset=spec.dataset_ref.name, dataset_checksum=data.checksum,
-        training_run=run.step.name, base_model=spec.base_model.describe(),
+        dataset=spec.dataset_ref.name,
+        dataset_checksum=data.checksum,
+        training_run=run.step.name,
+        base_model=spec.base_model.describe(),
         hyperparameters={k: str(v) for k, v in run.hp.to_wire().items()},
-        code_version=model_artifact.code_version(), trigger=spec.trigger,
+        code_version=model_artifact.code_version(),
+        trigger=spec.trigger,
     )
     manifest = ModelManifest(
-        name=name, task=spec.task, labels=data.labels, max_length=data.max_length, files=[],
-        metrics=summaries, lineage=lineage,
-        measurements={"parameters": sum(p.numel() for p in run.base.parameters()),
-                      "trainSamplesPerSecond": throughput,
-                      "worldSize": run.ctx.world_size})
+        name=name,
+        task=spec.task,
+        labels=data.labels,
+        max_length=data.max_length,
+        files=[],
+        metrics=summaries,
+        lineage=lineage,
+        measurements={
+            "parameters": sum(p.numel() for p in run.base.parameters()),
+            "trainSamplesPerSecond": throughput,
+            "worldSize": run.ctx.world_size,
+        },
+    )
     _, manifest_sha = model_artifact.write(
-        run.step.output_uri, manifest, save_weights=lambda f: run.base.save_pretrained(str(f)),
-        tokenizer=data.tokenizer, metrics=metrics)
+        run.step.output_uri,
+        manifest,
+        save_weights=lambda f: run.base.save_pretrained(str(f)),
+        tokenizer=data.tokenizer,
+        metrics=metrics,
+    )
     return manifest_sha
 
 
-def _train(step: TrainStep, progress: Progress, ctx: distributed.DistContext,
-           data_dir: Path) -> StepResult:
+def _train(
+    step: TrainStep, progress: Progress, ctx: distributed.DistContext, data_dir: Path
+) -> StepResult:
     data = epochs.read_data(data_dir)
     checksum = data.checksum
     if (existing := _existing_result(step, checksum)) is not None:
@@ -110,11 +148,16 @@ def _train(step: TrainStep, progress: Progress, ctx: distributed.DistContext,
     run = epochs.setup(step, progress, ctx, data, fingerprint(step, checksum))
     epochs.resume(run)
     hp, loop, amp_dtype = run.hp, run.loop, run.amp_dtype
-    progress.emit("start", epoch=loop.epoch + 1, total_epochs=hp.epochs,
-                  step=loop.global_step, total_steps=run.total_steps,
-                  message=f"training {spec.base_model.describe()} on {len(data.ids['train'])} "
-                  f"rows, {ctx.world_size} rank(s), device {ctx.device.type}, "
-                  f"amp {amp_dtype or 'fp32'}")
+    progress.emit(
+        "start",
+        epoch=loop.epoch + 1,
+        total_epochs=hp.epochs,
+        step=loop.global_step,
+        total_steps=run.total_steps,
+        message=f"training {spec.base_model.describe()} on {len(data.ids['train'])} "
+        f"rows, {ctx.world_size} rank(s), device {ctx.device.type}, "
+        f"amp {amp_dtype or 'fp32'}",
+    )
     early_stopped = False
     run_started, first_step = time.monotonic(), loop.global_step
     for epoch in range(loop.epoch + 1, hp.epochs + 1):
@@ -126,47 +169,83 @@ def _train(step: TrainStep, progress: Progress, ctx: distributed.DistContext,
             break
     if run.best_state is not None:
         run.base.load_state_dict(run.best_state)
-    scoring = partial(score, label_names=data.labels, pad_id=data.pad_id,
-                      batch_size=max(run.per_rank, 32), ctx=ctx, amp_dtype=amp_dtype)
-    validation = (scoring(run.base, data.ids["validation"], data.targets["validation"])
-                  if data.ids["validation"] else None)
+    scoring = partial(
+        score,
+        label_names=data.labels,
+        pad_id=data.pad_id,
+        batch_size=max(run.per_rank, 32),
+        ctx=ctx,
+        amp_dtype=amp_dtype,
+    )
+    validation = (
+        scoring(run.base, data.ids["validation"], data.targets["validation"])
+        if data.ids["validation"]
+        else None
+    )
     test = scoring(run.base, data.ids["test"], data.targets["test"]) if data.ids["test"] else None
     digests = ctx.gather_digests(state_digest(run.base))
     throughput = loop.train_samples / loop.train_seconds if loop.train_seconds else 0.0
-    baseline = (majority_baseline(data.targets["train"], data.targets["test"])
-                if data.ids["test"] else None)
+    baseline = (
+        majority_baseline(data.targets["train"], data.targets["test"]) if data.ids["test"] else None
+    )
     summaries = {k: summary(v) for k, v in (("validation", validation), ("test", test)) if v}
     model_name = step.model_name or spec.model.name or step.name
     manifest_sha = ""
     if ctx.is_main:
-        manifest_sha = _write_model(run, data, model_name, summaries, {
-            "validation": validation, "test": test, "history": loop.history,
-            "bestEpoch": loop.best_epoch, "majorityBaselineAccuracy": baseline,
-        }, throughput)
+        manifest_sha = _write_model(
+            run,
+            data,
+            model_name,
+            summaries,
+            {
+                "validation": validation,
+                "test": test,
+                "history": loop.history,
+                "bestEpoch": loop.best_epoch,
+                "majorityBaselineAccuracy": baseline,
+            },
+            throughput,
+        )
         # The artifact holds everything now; checkpoints would only cost space.
         artifacts_io.remove(run.ckpt_uri)
     ctx.barrier()
-    progress.emit("done", epoch=loop.epoch, total_epochs=hp.epochs, step=loop.global_step,
-                  total_steps=run.total_steps, samples_per_second=throughput,
-                  message=f"model written to {step.output_uri}")
+    progress.emit(
+        "done",
+        epoch=loop.epoch,
+        total_epochs=hp.epochs,
+        step=loop.global_step,
+        total_steps=run.total_steps,
+        samples_per_second=throughput,
+        message=f"model written to {step.output_uri}",
+    )
     metrics = {f"{split}.{k}": v for split, values in summaries.items() for k, v in values.items()}
     metrics["samplesPerSecond"] = throughput
     metrics["epochs"] = float(loop.epoch)
     return StepResult(
-        kind="train", name=step.name, succeeded=True, metrics=metrics,
+        kind="train",
+        name=step.name,
+        succeeded=True,
+        metrics=metrics,
         artifacts={"model": step.output_uri},
         checksums={"modelManifest": manifest_sha, "dataset": checksum},
         details=TrainDetails(
-            artifact_uri=step.output_uri, model_name=model_name,
+            artifact_uri=step.output_uri,
+            model_name=model_name,
             dataset_checksum=checksum,
             validation_metrics=summaries.get("validation"),
             test_metrics=summaries.get("test"),
-            best_epoch=loop.best_epoch, epochs_run=loop.epoch,
-            early_stopped=early_stopped, resumed_from_epoch=loop.resumed_from,
-            majority_baseline_accuracy=baseline, world_size=ctx.world_size,
-            rank_weight_digests=digests, history=loop.history,
-            device=ctx.device.type, mixed_precision=str(amp_dtype or "fp32"),
-            train_seconds=loop.train_seconds, train_cpu_seconds=loop.train_cpu_seconds,
+            best_epoch=loop.best_epoch,
+            epochs_run=loop.epoch,
+            early_stopped=early_stopped,
+            resumed_from_epoch=loop.resumed_from,
+            majority_baseline_accuracy=baseline,
+            world_size=ctx.world_size,
+            rank_weight_digests=digests,
+            history=loop.history,
+            device=ctx.device.type,
+            mixed_precision=str(amp_dtype or "fp32"),
+            train_seconds=loop.train_seconds,
+            train_cpu_seconds=loop.train_cpu_seconds,
             train_samples=loop.train_samples,
         ),
     )

@@ -43,21 +43,22 @@ def make_student(teacher: Any, student_layers: int) -> Any:
         teacher_id = int(match.group(2))
         if teacher_id in renumber:
             new = f"{match.group(1)}encoder.layer.{renumber[teacher_id]}."
-            state[key[:match.start()] + new + key[match.end():]] = value.clone()
+            state[key[: match.start()] + new + key[match.end() :]] = value.clone()
     student.load_state_dict(state, strict=True)
     student.eval()
     return student
 
 
 @torch.no_grad()
-def teacher_logits(teacher: Any, ids: list[list[int]], pad_id: int,
-                   batch_size: int = 64) -> torch.Tensor:
+def teacher_logits(
+    teacher: Any, ids: list[list[int]], pad_id: int, batch_size: int = 64
+) -> torch.Tensor:
     """The teacher's logits for every training row, computed once (not per epoch)."""
     teacher.eval()
     out = torch.empty(len(ids), teacher.config.num_labels)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         batch = collate([ids[i] for i in chunk], pad_id, torch.device("cpu"))
         out[chunk] = teacher(**batch).logits.float()
     return out

@@ -26,19 +26,26 @@ class GateVerdict:
 
 def check(parent: dict[str, Any], variant: dict[str, Any], gate: QualityGate) -> GateVerdict:
     """Delta = variant minus parent (negative = worse); fails when a drop exceeds its bound."""
-    delta = QualityDelta(accuracy=round(variant["accuracy"] - parent["accuracy"], 6),
-                         macro_f1=round(variant["macroF1"] - parent["macroF1"], 6))
+    delta = QualityDelta(
+        accuracy=round(variant["accuracy"] - parent["accuracy"], 6),
+        macro_f1=round(variant["macroF1"] - parent["macroF1"], 6),
+    )
     failures = []
-    for label, key, allowed, field in (("accuracy", "accuracy", gate.max_accuracy_drop,
-                                        "maxAccuracyDrop"),
-                                       ("macro-F1", "macroF1", gate.max_f1_drop, "maxF1Drop")):
+    for label, key, allowed, field in (
+        ("accuracy", "accuracy", gate.max_accuracy_drop, "maxAccuracyDrop"),
+        ("macro-F1", "macroF1", gate.max_f1_drop, "maxF1Drop"),
+    ):
         drop = parent[key] - variant[key]
         # A tiny epsilon: a drop exactly at the bound passes despite float rounding.
         if drop > allowed + 1e-9:
-            failures.append(f"{label} dropped {drop:.2f} ({parent[key]:.2f} -> "
-                            f"{variant[key]:.2f}) > {field} {allowed:g}")
+            failures.append(
+                f"{label} dropped {drop:.2f} ({parent[key]:.2f} -> "
+                f"{variant[key]:.2f}) > {field} {allowed:g}"
+            )
     if failures:
         return GateVerdict(False, delta, "; ".join(failures))
-    return GateVerdict(True, delta,
-                       f"within the gate: accuracy {delta.accuracy:+.4f}, "
-                       f"macro-F1 {delta.macro_f1:+.4f}")
+    return GateVerdict(
+        True,
+        delta,
+        f"within the gate: accuracy {delta.accuracy:+.4f}, macro-F1 {delta.macro_f1:+.4f}",
+    )

@@ -42,6 +42,7 @@ def torch_forward(model: Any) -> Forward:
     def forward(batch: dict[str, torch.Tensor]) -> Any:
         with torch.inference_mode():
             return model(**batch).logits
+
     return forward
 
 
@@ -52,8 +53,9 @@ def onnx_forward(path: Path, threads: int | None = None) -> Forward:
     return lambda batch: onnx_export.run(sess, batch)
 
 
-def synthetic_batch(batch_size: int, vocab_size: int, seed: int = 0,
-                    length: int = SEQUENCE_LENGTH) -> dict[str, torch.Tensor]:
+def synthetic_batch(
+    batch_size: int, vocab_size: int, seed: int = 0, length: int = SEQUENCE_LENGTH
+) -> dict[str, torch.Tensor]:
     """Fixed random token ids (no padding): every variant sees the same."""
     generator = torch.Generator().manual_seed(seed + batch_size)
     low = min(1000, vocab_size // 2)  # above BERT's special and [unused] tokens
@@ -62,14 +64,19 @@ def synthetic_batch(batch_size: int, vocab_size: int, seed: int = 0,
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def latency(runners: dict[str, Forward], vocab_size: int, budget: Budget | None = None,
-            length: int = SEQUENCE_LENGTH) -> dict[str, Latency]:
+def latency(
+    runners: dict[str, Forward],
+    vocab_size: int,
+    budget: Budget | None = None,
+    length: int = SEQUENCE_LENGTH,
+) -> dict[str, Latency]:
     """Latency of every runner, measured round-robin. ``length`` is 128 unless the model's
     position embeddings are shorter (tiny test models)."""
     budget = budget or Budget()
     batches = {size: synthetic_batch(size, vocab_size, length=length) for size in (1, 32)}
     times: dict[tuple[str, int], list[float]] = {
-        (name, size): [] for name in runners for size in batches}
+        (name, size): [] for name in runners for size in batches
+    }
     for forward in runners.values():
         for _ in range(budget.warmup):
             forward(batches[1])
@@ -110,11 +117,11 @@ def ratios(variant: Latency, parent: Latency) -> dict[str, float]:
     def ratio(a: float | None, b: float | None) -> float:
         return round(a / b, 4) if a is not None and b else float("nan")
 
-    return {"batch1": ratio(variant.p50_batch1_ms, parent.p50_batch1_ms),
-            "batch32": ratio(variant.p50_batch32_ms, parent.p50_batch32_ms)}
+    return {
+        "batch1": ratio(variant.p50_batch1_ms, parent.p50_batch1_ms),
+        "batch32": ratio(variant.p50_batch32_ms, parent.p50_batch32_ms),
+    }
 
 
 def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*")
-               if p.is_file() and p.name not in exclude)
-
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in exclude)

@@ -50,18 +50,32 @@ def export(model: Any, path: Path, sample: dict[str, torch.Tensor]) -> None:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         # It is deprecated in favour of the torch.export-based exporter (which needs
         # onnxscript and emits a graph the fusion does not match yet); it still works.
-        warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                message=r"You are using the legacy TorchScript-based ONNX")
+        warnings.filterwarnings(
+            "ignore",
+            category=DeprecationWarning,
+            message=r"You are using the legacy TorchScript-based ONNX",
+        )
         # ... and its own internals call helpers deprecated along with it.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
         # transformers builds the attention mask with advanced indexing; the warning is
         # about negative indices, which it does not use (and export_checked compares the
         # graph with torch on other shapes than the traced ones).
-        warnings.filterwarnings("ignore", category=UserWarning,
-                                message=r"Exporting aten::index operator of advanced indexing")
-        torch.onnx.export(model, args, str(path), input_names=list(INPUTS),
-                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET,
-                          do_constant_folding=True, dynamo=False)
+        warnings.filterwarnings(
+            "ignore",
+            category=UserWarning,
+            message=r"Exporting aten::index operator of advanced indexing",
+        )
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            input_names=list(INPUTS),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
@@ -72,8 +86,13 @@ def fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> dict[s
     level = logger.level
     logger.setLevel(logging.ERROR)  # fusion statistics are info for people, not stdout
     try:
-        optimized = optimize_model(str(source), model_type="bert", num_heads=num_heads,
-                                   hidden_size=hidden_size, opt_level=1)
+        optimized = optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            opt_level=1,
+        )
         optimized.save_model_to_file(str(target))
         stats = optimized.get_fused_operator_statistics()
     finally:
@@ -103,8 +122,9 @@ def max_difference(path: Path, model: Any, sample: dict[str, torch.Tensor]) -> f
     return float(np.abs(run(session(path), sample) - expected).max())
 
 
-def export_checked(model: Any, folder: Path, sample: dict[str, torch.Tensor],
-                   uniform_heads: bool) -> tuple[Path, dict[str, Any]]:
+def export_checked(
+    model: Any, folder: Path, sample: dict[str, torch.Tensor], uniform_heads: bool
+) -> tuple[Path, dict[str, Any]]:
     """Export, fuse when the heads are uniform (the fused Attention assumes one head count
     for all layers), and keep the fused graph only if it matches torch."""
     raw = folder / "raw.onnx"

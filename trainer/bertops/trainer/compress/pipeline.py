@@ -81,23 +81,33 @@ class Variant:
 
 
 def run_compress(step: CompressStep, progress: Progress) -> StepResult:
-    with artifacts_io.local_folder(step.parent_uri, "parent model") as parent_dir, \
-            artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir:
+    with (
+        artifacts_io.local_folder(step.parent_uri, "parent model") as parent_dir,
+        artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir,
+    ):
         return _compress(step, progress, parent_dir, data_dir)
 
 
 def _read_parent(folder: Path) -> tuple[ModelManifest, dict[str, Any]]:
     data = artifacts_io.read_json(folder / MODEL_MANIFEST, "parent model")
     if isinstance(data, dict) and data.get("format", "safetensors") != "safetensors":
-        raise BadInputError(f"parent model {folder} is a {data['format']} artifact; "
-                            "compression starts from safetensors weights")
+        raise BadInputError(
+            f"parent model {folder} is a {data['format']} artifact; "
+            "compression starts from safetensors weights"
+        )
     manifest = load_model_artifact(folder)  # every file's sha256 before anything is read
     config = artifacts_io.read_json(folder / "config.json", "parent model")
     return manifest, config
 
 
-def _split_rows(data_dir: Path, split: str, parent: ModelManifest, data_labels: list[str],
-                tokenizer: Any, same_vocab: bool) -> Rows:
+def _split_rows(
+    data_dir: Path,
+    split: str,
+    parent: ModelManifest,
+    data_labels: list[str],
+    tokenizer: Any,
+    same_vocab: bool,
+) -> Rows:
     frame = prepare.read_split(data_dir, split)
     to_model = {i: parent.labels.index(name) for i, name in enumerate(data_labels)}
     if same_vocab:
@@ -107,49 +117,78 @@ def _split_rows(data_dir: Path, split: str, parent: ModelManifest, data_labels: 
     return Rows(ids, [to_model[int(x)] for x in frame["label"]])
 
 
-def _compress(step: CompressStep, progress: Progress, parent_dir: Path,
-              data_dir: Path) -> StepResult:
+def _compress(
+    step: CompressStep, progress: Progress, parent_dir: Path, data_dir: Path
+) -> StepResult:
     parent, config = _read_parent(parent_dir)
     data_manifest, _ = prepare.load_prepared(data_dir)
-    ops = recipe.plan(step.compression, parent, config,
-                      train_rows=int(data_manifest.rows.get("train", 0)))
+    ops = recipe.plan(
+        step.compression, parent, config, train_rows=int(data_manifest.rows.get("train", 0))
+    )
     unknown = sorted(set(data_manifest.labels) - set(parent.labels))
     if unknown:
-        raise BadInputError(f"label(s) {', '.join(map(repr, unknown))} of the dataset are "
-                            f"unknown to the parent model (its labels: {parent.labels})")
+        raise BadInputError(
+            f"label(s) {', '.join(map(repr, unknown))} of the dataset are "
+            f"unknown to the parent model (its labels: {parent.labels})"
+        )
     if not data_manifest.rows.get("test"):
         raise BadInputError("the dataset's test split is empty: nothing to gate on")
     labels = [op.label for op in ops]
-    progress.emit("start", total_steps=len(ops),
-                  message=f"compressing {parent.name}: {' -> '.join(labels)}")
+    progress.emit(
+        "start", total_steps=len(ops), message=f"compressing {parent.name}: {' -> '.join(labels)}"
+    )
 
     tokenizer = models.load_tokenizer(parent_dir)
-    same_vocab = (models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
-                  and data_manifest.tokenizer.get("maxLength") == parent.max_length)
-    rows = {split: _split_rows(data_dir, split, parent, data_manifest.labels, tokenizer,
-                               same_vocab) for split in prepare.SPLITS}
+    same_vocab = (
+        models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
+        and data_manifest.tokenizer.get("maxLength") == parent.max_length
+    )
+    rows = {
+        split: _split_rows(data_dir, split, parent, data_manifest.labels, tokenizer, same_vocab)
+        for split in prepare.SPLITS
+    }
     pad_id = int(tokenizer.pad_token_id or 0)
     parent_model = artifact.load_torch(parent_dir, parent)
     hp = parent.lineage.hyperparameters
-    variant = Variant(copy.deepcopy(parent_model),
-                      [s for s in parent.load_recipe if s.op == PRUNE_HEADS_OP])
+    variant = Variant(
+        copy.deepcopy(parent_model), [s for s in parent.load_recipe if s.op == PRUNE_HEADS_OP]
+    )
     with tempfile.TemporaryDirectory(prefix="bertops-compress-") as scratch_name:
         scratch = Path(scratch_name)
         for index, op in enumerate(ops, start=1):
-            progress.emit("progress", step=index, total_steps=len(ops),
-                          message=f"running {op.label}")
+            progress.emit(
+                "progress", step=index, total_steps=len(ops), message=f"running {op.label}"
+            )
             started = time.monotonic()
             info = _apply(op, variant, rows, pad_id, hp, scratch, progress)
             if op.defaulted:
                 info["defaulted"] = list(op.defaulted)
-            variant.details.append({"recipe": op.label, "seconds": round(
-                time.monotonic() - started, 2), **info})
-        return _finish(step, progress, parent, parent_model, variant, rows,
-                       tokenizer, pad_id, ops, data_manifest.checksum)
+            variant.details.append(
+                {"recipe": op.label, "seconds": round(time.monotonic() - started, 2), **info}
+            )
+        return _finish(
+            step,
+            progress,
+            parent,
+            parent_model,
+            variant,
+            rows,
+            tokenizer,
+            pad_id,
+            ops,
+            data_manifest.checksum,
+        )
 
 
-def _apply(op: recipe.Operation, variant: Variant, rows: dict[str, Rows], pad_id: int,
-           hp: dict[str, str] | None, scratch: Path, progress: Progress) -> dict[str, Any]:
+def _apply(
+    op: recipe.Operation,
+    variant: Variant,
+    rows: dict[str, Rows],
+    pad_id: int,
+    hp: dict[str, str] | None,
+    scratch: Path,
+    progress: Progress,
+) -> dict[str, Any]:
     step = op.step
     model = variant.model
     info: dict[str, Any] = {}
@@ -158,43 +197,69 @@ def _apply(op: recipe.Operation, variant: Variant, rows: dict[str, Rows], pad_id
         masks = prune.magnitude_prune(model, step.sparsity, step.scope)
         if step.fine_tune_epochs:
             info["fineTune"] = finetune.train(
-                model, rows["train"].ids, rows["train"].labels,
+                model,
+                rows["train"].ids,
+                rows["train"].labels,
                 finetune.TuneSettings.from_hyperparameters(step.fine_tune_epochs, hp),
-                pad_id=pad_id, progress=progress, what=op.label,
-                after_step=lambda: prune.apply_masks(model, masks))
+                pad_id=pad_id,
+                progress=progress,
+                what=op.label,
+                after_step=lambda: prune.apply_masks(model, masks),
+            )
         info["sparsity"] = round(prune.encoder_sparsity(model), 6)
     elif op.method == "headPrune":
         assert step.heads_to_prune is not None
         source = rows["validation"] if len(rows["validation"]) else rows["train"]
         count = min(len(source), IMPORTANCE_ROWS)
-        batches = [(collate(source.ids[i:i + 32], pad_id, torch.device("cpu")),
-                    torch.as_tensor(source.labels[i:i + 32])) for i in range(0, count, 32)]
+        batches = [
+            (
+                collate(source.ids[i : i + 32], pad_id, torch.device("cpu")),
+                torch.as_tensor(source.labels[i : i + 32]),
+            )
+            for i in range(0, count, 32)
+        ]
         importance = prune.head_importance(model, batches)
         heads = prune.choose_heads(importance, step.heads_to_prune, prune.heads_per_layer(model))
         prune_heads(model, heads)
         if step.fine_tune_epochs:
             info["fineTune"] = finetune.train(
-                model, rows["train"].ids, rows["train"].labels,
+                model,
+                rows["train"].ids,
+                rows["train"].labels,
                 finetune.TuneSettings.from_hyperparameters(step.fine_tune_epochs, hp),
-                pad_id=pad_id, progress=progress, what=op.label)
+                pad_id=pad_id,
+                progress=progress,
+                what=op.label,
+            )
         variant.load_recipe = [s for s in variant.load_recipe if s.op != PRUNE_HEADS_OP]
-        variant.load_recipe.insert(0, LoadStep(op=PRUNE_HEADS_OP,
-                                               params={"heads": model.config.pruned_heads}))
-        info.update(removedHeads={str(k): v for k, v in heads.items()},
-                    headsPerLayer=prune.heads_per_layer(model),
-                    importanceRows=count)
+        variant.load_recipe.insert(
+            0, LoadStep(op=PRUNE_HEADS_OP, params={"heads": model.config.pruned_heads})
+        )
+        info.update(
+            removedHeads={str(k): v for k, v in heads.items()},
+            headsPerLayer=prune.heads_per_layer(model),
+            importanceRows=count,
+        )
     elif op.method == "distill":
         assert step.student_layers is not None and step.temperature is not None
         assert step.alpha is not None
         soft = distill.teacher_logits(model, rows["train"].ids, pad_id)
         student = distill.make_student(model, step.student_layers)
-        info["teacherLayers"] = distill.student_layer_ids(model.config.num_hidden_layers,
-                                                          step.student_layers)
+        info["teacherLayers"] = distill.student_layer_ids(
+            model.config.num_hidden_layers, step.student_layers
+        )
         info["training"] = finetune.train(
-            student, rows["train"].ids, rows["train"].labels,
+            student,
+            rows["train"].ids,
+            rows["train"].labels,
             finetune.TuneSettings.from_hyperparameters(step.fine_tune_epochs, hp),
-            pad_id=pad_id, progress=progress, what=op.label, teacher_logits=soft,
-            temperature=step.temperature, alpha=step.alpha)
+            pad_id=pad_id,
+            progress=progress,
+            what=op.label,
+            teacher_logits=soft,
+            temperature=step.temperature,
+            alpha=step.alpha,
+        )
         variant.model = student
     elif op.method == "onnxExport":
         sample_rows = (rows["validation"] if len(rows["validation"]) else rows["train"]).ids[:8]
@@ -207,30 +272,53 @@ def _apply(op: recipe.Operation, variant: Variant, rows: dict[str, Rows], pad_id
         if step.backend == "torch":
             variant.quantized = torch_dynamic(model, step.granularity)
             variant.load_recipe.append(torch_load_step(step.granularity))
-            info = {"backend": "torch", "kernels": "torch.ao.quantization dynamic (fbgemm/x86)",
-                    "granularity": step.granularity, "weightType": "qint8",
-                    "storedAs": "FP32 safetensors + quantizeDynamic load step",
-                    "quantizedLinears": quantize.quantized_linear_count(variant.quantized)}
+            info = {
+                "backend": "torch",
+                "kernels": "torch.ao.quantization dynamic (fbgemm/x86)",
+                "granularity": step.granularity,
+                "weightType": "qint8",
+                "storedAs": "FP32 safetensors + quantizeDynamic load step",
+                "quantizedLinears": quantize.quantized_linear_count(variant.quantized),
+            }
         else:
             assert variant.onnx is not None  # the plan put an onnxExport before
             target = scratch / "int8.onnx"
             info = quantize.onnx_dynamic(variant.onnx, target, step.granularity)
             variant.onnx = target
-        info["choice"] = ("default: onnxruntime measured fastest and smallest here "
-                          "(torch.ao dynamic is slower at batch 1; torchao slower than FP32)"
-                          if "backend" in op.defaulted else "requested by the recipe")
+        info["choice"] = (
+            "default: onnxruntime measured fastest and smallest here "
+            "(torch.ao dynamic is slower at batch 1; torchao slower than FP32)"
+            if "backend" in op.defaulted
+            else "requested by the recipe"
+        )
         variant.quantization = info
     return info
 
 
 def _score(model: Any, split: Rows, names: list[str], pad_id: int) -> dict[str, Any]:
-    return score(cast(torch.nn.Module, model), split.ids, split.labels, label_names=names,
-                 pad_id=pad_id, batch_size=64, ctx=DistContext())
+    return score(
+        cast(torch.nn.Module, model),
+        split.ids,
+        split.labels,
+        label_names=names,
+        pad_id=pad_id,
+        batch_size=64,
+        ctx=DistContext(),
+    )
 
 
-def _finish(step: CompressStep, progress: Progress, parent: ModelManifest,
-            parent_model: Any, variant: Variant, rows: dict[str, Rows], tokenizer: Any,
-            pad_id: int, ops: list[recipe.Operation], dataset_checksum: str) -> StepResult:
+def _finish(
+    step: CompressStep,
+    progress: Progress,
+    parent: ModelManifest,
+    parent_model: Any,
+    variant: Variant,
+    rows: dict[str, Rows],
+    tokenizer: Any,
+    pad_id: int,
+    ops: list[recipe.Operation],
+    dataset_checksum: str,
+) -> StepResult:
     labels = [op.label for op in ops]
     fmt = recipe.final_format(ops)
     progress.message(f"scoring parent and variant on {len(rows['test'])} test rows")
@@ -240,18 +328,28 @@ def _finish(step: CompressStep, progress: Progress, parent: ModelManifest,
     verdict = gate.check(parent_test, variant_test, step.compression.gate)
     parameters = prune.parameter_count(variant.model)
     details = CompressDetails(
-        quality_delta=verdict.delta_json(), test_metrics=summary(variant_test),
-        parent_test_metrics=summary(parent_test), recipe=labels,
-        parameters=parameters, parent_parameters=prune.parameter_count(parent_model),
-        format=fmt, steps=variant.details, parent_model=parent.name,
+        quality_delta=verdict.delta_json(),
+        test_metrics=summary(variant_test),
+        parent_test_metrics=summary(parent_test),
+        recipe=labels,
+        parameters=parameters,
+        parent_parameters=prune.parameter_count(parent_model),
+        format=fmt,
+        steps=variant.details,
+        parent_model=parent.name,
     )
     if not verdict.passed:
         progress.emit("error", message=f"quality gate failed: {verdict.message}")
-        return StepResult(kind="compress", name=step.name, succeeded=False,
-                          exit_code=int(ExitCode.BAD_INPUT), reason=REASON_GATE_FAILED,
-                          message=verdict.message, details=details)
-    measurements: dict[str, Any] = {"parameters": parameters,
-                                    "threads": torch.get_num_threads()}
+        return StepResult(
+            kind="compress",
+            name=step.name,
+            succeeded=False,
+            exit_code=int(ExitCode.BAD_INPUT),
+            reason=REASON_GATE_FAILED,
+            message=verdict.message,
+            details=details,
+        )
+    measurements: dict[str, Any] = {"parameters": parameters, "threads": torch.get_num_threads()}
     if variant.quantization:
         measurements["quantization"] = variant.quantization
     if variant.export:
@@ -260,27 +358,51 @@ def _finish(step: CompressStep, progress: Progress, parent: ModelManifest,
         progress.message("timing parent and variant (batch 1 and 32, sequence 128)")
         vocab = int(parent_model.config.vocab_size)
         length = min(measure.SEQUENCE_LENGTH, int(parent_model.config.max_position_embeddings))
-        timed = measure.latency({"parent": measure.torch_forward(parent_model),
-                                 "variant": measure.torch_forward(runnable)
-                                 if variant.onnx is None else
-                                 measure.onnx_forward(variant.onnx)}, vocab, length=length)
+        timed = measure.latency(
+            {
+                "parent": measure.torch_forward(parent_model),
+                "variant": measure.torch_forward(runnable)
+                if variant.onnx is None
+                else measure.onnx_forward(variant.onnx),
+            },
+            vocab,
+            length=length,
+        )
         measurements["latencySequenceLength"] = length
         details.latency = measurements["latency"] = measure.latency_json(timed["variant"])
         measurements["parentLatency"] = measure.latency_json(timed["parent"])
         measurements["latencyRatio"] = measure.ratios(timed["variant"], timed["parent"])
     measurements["qualityDelta"] = verdict.delta_json()
     manifest = ModelManifest(
-        name=step.model_name or step.name, task=parent.task, format=cast(Any, fmt),
-        labels=parent.labels, max_length=parent.max_length, files=[],
-        load_recipe=variant.load_recipe, metrics={"test": summary(variant_test)},
-        measurements=measurements, lineage=Lineage(
-            dataset=parent.lineage.dataset, dataset_checksum=parent.lineage.dataset_checksum,
-            training_run=parent.lineage.training_run, base_model=parent.lineage.base_model,
-            hyperparameters=parent.lineage.hyperparameters, parent_model=parent.name,
-            recipe=labels, code_version=model_artifact.code_version()))
-    manifest, manifest_sha = _write_variant(step, manifest, variant, tokenizer, {
-        "test": variant_test, "parentTest": parent_test, "compression": variant.details},
-        parent_bytes=sum(f.bytes for f in parent.files), dataset_checksum=dataset_checksum)
+        name=step.model_name or step.name,
+        task=parent.task,
+        format=cast(Any, fmt),
+        labels=parent.labels,
+        max_length=parent.max_length,
+        files=[],
+        load_recipe=variant.load_recipe,
+        metrics={"test": summary(variant_test)},
+        measurements=measurements,
+        lineage=Lineage(
+            dataset=parent.lineage.dataset,
+            dataset_checksum=parent.lineage.dataset_checksum,
+            training_run=parent.lineage.training_run,
+            base_model=parent.lineage.base_model,
+            hyperparameters=parent.lineage.hyperparameters,
+            parent_model=parent.name,
+            recipe=labels,
+            code_version=model_artifact.code_version(),
+        ),
+    )
+    manifest, manifest_sha = _write_variant(
+        step,
+        manifest,
+        variant,
+        tokenizer,
+        {"test": variant_test, "parentTest": parent_test, "compression": variant.details},
+        parent_bytes=sum(f.bytes for f in parent.files),
+        dataset_checksum=dataset_checksum,
+    )
     name, measurements = manifest.name, manifest.measurements
     details.bytes_on_disk = measurements["bytesOnDisk"]
     details.size_ratio = measurements["sizeRatio"]
@@ -289,16 +411,27 @@ def _finish(step: CompressStep, progress: Progress, parent: ModelManifest,
     progress.emit("done", message=f"{name}: {' -> '.join(labels)}; {verdict.message}")
     metrics = {f"test.{k}": v for k, v in summary(variant_test).items()}
     return StepResult(
-        kind="compress", name=step.name, succeeded=True, message=verdict.message,
-        metrics=metrics, artifacts={"model": step.output_uri},
+        kind="compress",
+        name=step.name,
+        succeeded=True,
+        message=verdict.message,
+        metrics=metrics,
+        artifacts={"model": step.output_uri},
         checksums={"modelManifest": manifest_sha, "dataset": dataset_checksum},
         details=details,
     )
 
 
-def _write_variant(step: CompressStep, manifest: ModelManifest, variant: Variant,
-                   tokenizer: Any, metrics: dict[str, Any], *, parent_bytes: int,
-                   dataset_checksum: str) -> tuple[ModelManifest, str]:
+def _write_variant(
+    step: CompressStep,
+    manifest: ModelManifest,
+    variant: Variant,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    *,
+    parent_bytes: int,
+    dataset_checksum: str,
+) -> tuple[ModelManifest, str]:
     """Publish the variant with the shared model-artifact writer; sizes are measured on
     the written folder."""
     onnx = manifest.format == "onnx"
@@ -314,9 +447,20 @@ def _write_variant(step: CompressStep, manifest: ModelManifest, variant: Variant
     def sizes(folder: Path) -> dict[str, Any]:
         weights = folder / ("model.onnx" if onnx else "model.safetensors")
         on_disk = measure.folder_bytes(folder)
-        return {"bytesOnDisk": on_disk, "weightsBytes": weights.stat().st_size,
-                "parentBytesOnDisk": parent_bytes, "sizeRatio": round(on_disk / parent_bytes, 4),
-                "step": step.name, "datasetChecksum": dataset_checksum}
+        return {
+            "bytesOnDisk": on_disk,
+            "weightsBytes": weights.stat().st_size,
+            "parentBytesOnDisk": parent_bytes,
+            "sizeRatio": round(on_disk / parent_bytes, 4),
+            "step": step.name,
+            "datasetChecksum": dataset_checksum,
+        }
 
-    return model_artifact.write(step.output_uri, manifest, save_weights=save_weights,
-                                tokenizer=tokenizer, metrics=metrics, measure=sizes)
+    return model_artifact.write(
+        step.output_uri,
+        manifest,
+        save_weights=save_weights,
+        tokenizer=tokenizer,
+        metrics=metrics,
+        measure=sizes,
+    )

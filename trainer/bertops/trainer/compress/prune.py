@@ -48,8 +48,11 @@ def magnitude_prune(model: Any, sparsity: float, scope: str) -> dict[str, torch.
         count = _at_least(sparsity, magnitudes.numel())
         threshold = torch.kthvalue(magnitudes, count).values if count else None
         for name, module in linears:
-            keep = (module.weight.abs() > threshold if threshold is not None
-                    else torch.ones_like(module.weight, dtype=torch.bool))
+            keep = (
+                module.weight.abs() > threshold
+                if threshold is not None
+                else torch.ones_like(module.weight, dtype=torch.bool)
+            )
             masks[name] = keep
     else:
         for name, module in linears:
@@ -80,8 +83,9 @@ def encoder_sparsity(model: Any) -> float:
     return zeros / total if total else 0.0
 
 
-def head_importance(model: Any, batches: Iterable[tuple[dict[str, torch.Tensor],
-                                                        torch.Tensor]]) -> torch.Tensor:
+def head_importance(
+    model: Any, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
+) -> torch.Tensor:
     """Importance of every head (layers x heads): the accumulated |d loss / d gate| of a
     multiplicative gate on each head's output (Michel et al., 2019), normalised per layer.
     transformers 5 has no ``head_mask`` argument any more, so the gates are forward hooks
@@ -99,6 +103,7 @@ def head_importance(model: Any, batches: Iterable[tuple[dict[str, torch.Tensor],
             shape = context.shape
             gated = context.view(*shape[:-1], counts[index], -1) * gates[index][:, None]
             return (gated.view(shape), *rest)
+
         return gate_output
 
     for index, layer in enumerate(layers):
@@ -122,8 +127,11 @@ def head_importance(model: Any, batches: Iterable[tuple[dict[str, torch.Tensor],
 
 def choose_heads(importance: torch.Tensor, count: int, counts: list[int]) -> dict[int, list[int]]:
     """The ``count`` least important heads overall, never the last head of a layer."""
-    ranked = sorted((float(importance[layer, head]), layer, head)
-                    for layer, n in enumerate(counts) for head in range(n))
+    ranked = sorted(
+        (float(importance[layer, head]), layer, head)
+        for layer, n in enumerate(counts)
+        for head in range(n)
+    )
     chosen: dict[int, list[int]] = {}
     for _, layer, head in ranked:
         if sum(len(v) for v in chosen.values()) == count:

@@ -37,7 +37,9 @@ def onnx_dynamic(source: Path, target: Path, granularity: str) -> dict[str, Any]
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(
-            source, target, weight_type=QuantType.QInt8,
+            source,
+            target,
+            weight_type=QuantType.QInt8,
             per_channel=granularity == "perChannel",
             # Fused contrib ops (Attention, SkipLayerNormalization) defeat shape
             # inference; their outputs are float, which the quantizer must be told.
@@ -47,11 +49,24 @@ def onnx_dynamic(source: Path, target: Path, granularity: str) -> dict[str, Any]
         root.setLevel(level)
     graph = onnx.load(str(target), load_external_data=False).graph
     ops = [node.op_type for node in graph.node]
-    integer_ops = sorted({op for op in ops if op.startswith(("MatMulInteger", "DynamicQuantize",
-                                                             "QAttention", "QEmbed",
-                                                             "DequantizeLinear"))})
-    return {"backend": "onnxruntime", "granularity": granularity,
-            "weightType": "int8", "activations": "uint8 dynamic",
-            "integerOps": integer_ops,
-            "quantizedNodes": sum(op in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul",
-                                         "QEmbedLayerNormalization") for op in ops)}
+    integer_ops = sorted(
+        {
+            op
+            for op in ops
+            if op.startswith(
+                ("MatMulInteger", "DynamicQuantize", "QAttention", "QEmbed", "DequantizeLinear")
+            )
+        }
+    )
+    return {
+        "backend": "onnxruntime",
+        "granularity": granularity,
+        "weightType": "int8",
+        "activations": "uint8 dynamic",
+        "integerOps": integer_ops,
+        "quantizedNodes": sum(
+            op
+            in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QEmbedLayerNormalization")
+            for op in ops
+        ),
+    }

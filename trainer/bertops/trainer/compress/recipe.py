@@ -63,28 +63,36 @@ def describe(step: CompressionStep) -> str:
         return f"quantize({step.granularity},{step.backend})"
     if step.method == "onnxExport":
         return f"onnxExport(opset={ONNX_OPSET})"
-    return (f"distill(studentLayers={step.student_layers},T={_num(step.temperature)},"
-            f"alpha={_num(step.alpha)},epochs={step.fine_tune_epochs})")
+    return (
+        f"distill(studentLayers={step.student_layers},T={_num(step.temperature)},"
+        f"alpha={_num(step.alpha)},epochs={step.fine_tune_epochs})"
+    )
 
 
 def _misplaced_fields(step: CompressionStep) -> list[str]:
     # The API server's CEL rules refuse these; a spec that bypassed it is refused here.
     wire = step.model_dump(by_alias=True, exclude_none=True)
-    return [name for name, method in _METHOD_FIELDS.items()
-            if name in wire and method != step.method]
+    return [
+        name for name, method in _METHOD_FIELDS.items() if name in wire and method != step.method
+    ]
 
 
-def plan(compression: Compression, parent: ModelManifest, config: dict[str, Any], *,
-         train_rows: int) -> list[Operation]:
+def plan(
+    compression: Compression, parent: ModelManifest, config: dict[str, Any], *, train_rows: int
+) -> list[Operation]:
     """The operations to run, or :class:`BadInputError` listing every problem found."""
     problems: list[str] = []
     if parent.format != "safetensors":
-        problems.append(f"the parent is a {parent.format} artifact; compression starts from "
-                        "safetensors weights (compress the parent's own parent instead)")
+        problems.append(
+            f"the parent is a {parent.format} artifact; compression starts from "
+            "safetensors weights (compress the parent's own parent instead)"
+        )
     for load_step in parent.load_recipe:
         if load_step.op not in LOADABLE_PARENT_OPS:
-            problems.append(f"the parent carries load step {load_step.op!r} (already "
-                            "quantized?); compress from an unquantized model")
+            problems.append(
+                f"the parent carries load step {load_step.op!r} (already "
+                "quantized?); compress from an unquantized model"
+            )
     layers = int(config.get("num_hidden_layers", 0))
     heads_per_layer = int(config.get("num_attention_heads", 0))
     already_pruned = sum(len(v) for v in (config.get("pruned_heads") or {}).values())
@@ -108,14 +116,14 @@ def plan(compression: Compression, parent: ModelManifest, config: dict[str, Any]
             problems.append(f"{where}: fineTuneEpochs does not apply to {raw.method}")
         trains = raw.method == "distill" or raw.fine_tune_epochs > 0
         if trains and train_rows == 0:
-            problems.append(f"{where}: needs training rows, and the dataset's train split "
-                            "is empty")
+            problems.append(f"{where}: needs training rows, and the dataset's train split is empty")
         step = raw
         if raw.method == "quantize":
             chosen = tuple(f for f in ("backend", "granularity") if getattr(raw, f) is None)
         elif raw.method == "distill":
             chosen = tuple(f for f in ("temperature", "alpha") if getattr(raw, f) is None) + (
-                ("fineTuneEpochs",) if not raw.fine_tune_epochs else ())
+                ("fineTuneEpochs",) if not raw.fine_tune_epochs else ()
+            )
         else:
             chosen = ("scope",) if raw.method == "magnitudePrune" and raw.scope is None else ()
         if raw.method == "magnitudePrune":
@@ -132,25 +140,33 @@ def plan(compression: Compression, parent: ModelManifest, config: dict[str, Any]
                 problems.append(
                     f"{where}: headsToPrune {wanted} is impossible: the model has {heads} "
                     f"head(s) in {layers} layer(s) and every layer keeps at least one, so "
-                    f"at most {max(removable, 0)} can be removed")
+                    f"at most {max(removable, 0)} can be removed"
+                )
             else:
                 heads -= wanted
             head_pruned = True
         elif raw.method == "distill":
             target = raw.student_layers
             if head_pruned:
-                problems.append(f"{where}: distill before headPrune (a student is cut from "
-                                "whole teacher layers)")
+                problems.append(
+                    f"{where}: distill before headPrune (a student is cut from "
+                    "whole teacher layers)"
+                )
             if target is None or not 1 <= target < layers:
-                problems.append(f"{where}: studentLayers must be between 1 and {layers - 1} "
-                                f"(the parent has {layers} layers), got {target}")
+                problems.append(
+                    f"{where}: studentLayers must be between 1 and {layers - 1} "
+                    f"(the parent has {layers} layers), got {target}"
+                )
             else:
                 heads = heads // layers * target
                 layers = target
-            step = raw.model_copy(update={
-                "temperature": raw.temperature or DEFAULT_TEMPERATURE,
-                "alpha": DEFAULT_ALPHA if raw.alpha is None else raw.alpha,
-                "fine_tune_epochs": raw.fine_tune_epochs or DEFAULT_DISTILL_EPOCHS})
+            step = raw.model_copy(
+                update={
+                    "temperature": raw.temperature or DEFAULT_TEMPERATURE,
+                    "alpha": DEFAULT_ALPHA if raw.alpha is None else raw.alpha,
+                    "fine_tune_epochs": raw.fine_tune_epochs or DEFAULT_DISTILL_EPOCHS,
+                }
+            )
         elif raw.method == "onnxExport":
             if stage != "torch":
                 problems.append(f"{where}: the model is already exported")
@@ -158,10 +174,13 @@ def plan(compression: Compression, parent: ModelManifest, config: dict[str, Any]
         elif raw.method == "quantize":
             backend = raw.backend or (DEFAULT_BACKEND if stage == "torch" else "onnxruntime")
             if stage == "onnx" and backend != "onnxruntime":
-                problems.append(f"{where}: an exported ONNX model is quantized with backend "
-                                "onnxruntime, not torch")
-            step = raw.model_copy(update={"backend": backend,
-                                          "granularity": raw.granularity or DEFAULT_GRANULARITY})
+                problems.append(
+                    f"{where}: an exported ONNX model is quantized with backend "
+                    "onnxruntime, not torch"
+                )
+            step = raw.model_copy(
+                update={"backend": backend, "granularity": raw.granularity or DEFAULT_GRANULARITY}
+            )
             if backend == "onnxruntime" and stage == "torch":
                 export = CompressionStep(method="onnxExport")
                 ops.append(Operation("onnxExport", export, describe(export), implicit=True))
