@@ -82,6 +82,11 @@ def test_operator_rbac_is_least_privilege() -> None:
     assert "*" not in verbs and "escalate" not in verbs and "bind" not in verbs
     kinds = next(r for r in rules if "bertdatasets" in r["resources"])
     assert "update" not in kinds["verbs"] and "delete" not in kinds["verbs"]
+    # The per-step DDP NetworkPolicy: applied (create + patch), read, deleted; no more.
+    policies = next(r for r in rules if "networkpolicies" in r["resources"])
+    assert policies["apiGroups"] == ["networking.k8s.io"]
+    assert policies["resources"] == ["networkpolicies"]
+    assert policies["verbs"] == ["get", "create", "patch", "delete"]
     lease = one(docs, "Role", "bertops-operator-leader-election")
     assert lease["metadata"]["namespace"] == "bertops-system"
     assert lease["rules"] == [
@@ -117,11 +122,19 @@ def test_app_has_step_identity_and_network_policies() -> None:
     step = one(docs, "ServiceAccount", "bertops-step")
     assert step["automountServiceAccountToken"] is False
     steps = one(docs, "NetworkPolicy", "bertops-steps")
-    assert steps["spec"]["ingress"] == [
+    # No ingress to steps at all: the operator's per-step policy opens the DDP port only
+    # between one training's own pods (tests/operator/test_ddp_network_policy.py).
+    assert steps["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert steps["spec"]["ingress"] == []
+    assert "29500" not in yaml.safe_dump(steps)
+    # Argo-run ranks (engine: argo) are not selected by the operator's per-step policy.
+    argo = one(docs, "NetworkPolicy", "bertops-argo-ddp")["spec"]
+    assert argo["podSelector"]["matchExpressions"] == [
+        {"key": "workflows.argoproj.io/workflow", "operator": "Exists"}
+    ]
+    assert argo["ingress"] == [
         {
-            "from": [
-                {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "step-train"}}}
-            ],
+            "from": [{"podSelector": argo["podSelector"]}],
             "ports": [{"port": 29500, "protocol": "TCP"}],
         }
     ]

@@ -278,6 +278,21 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     assert spec["template"]["spec"]["subdomain"] == name
+    # The DDP port is open only between this Job's own pods (selected by its labels).
+    policy = kube_layer.read("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
+    assert policy is not None
+    own = {"podSelector": {"matchLabels": job["metadata"]["labels"]}}
+    assert job["metadata"]["labels"].items() <= spec["template"]["metadata"]["labels"].items()
+    ddp = [{"port": 29500, "protocol": "TCP"}]
+    assert policy["spec"]["podSelector"] == own["podSelector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"from": [own], "ports": ddp}]
+    assert policy["spec"]["egress"] == [{"to": [own], "ports": ddp}]
+    clean = {k: v for k, v in policy.items() if k != "status"}
+    clean["metadata"] = {
+        k: policy["metadata"][k] for k in ("name", "namespace", "labels", "ownerReferences")
+    }
+    kube_layer.apply(clean, dry_run=True)
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["MASTER_ADDR"]["value"] == f"{name}-0.{name}"
@@ -304,7 +319,12 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
         "bertops.io", "v1alpha1", namespace, "berttrainings", "run-1"
     )
     assert kube_layer.get("BertTraining", namespace, "run-1") is None
-    for kind, api_version in (("Job", "batch/v1"), ("Service", "v1"), ("ConfigMap", "v1")):
+    for kind, api_version in (
+        ("Job", "batch/v1"),
+        ("Service", "v1"),
+        ("ConfigMap", "v1"),
+        ("NetworkPolicy", "networking.k8s.io/v1"),
+    ):
         child = kube_layer.read(api_version, kind, namespace, name)
         owner = child["metadata"]["ownerReferences"][0]  # type: ignore[index]
         assert (owner["uid"], owner["controller"], owner["blockOwnerDeletion"]) == (uid, True, True)

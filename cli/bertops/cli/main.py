@@ -20,6 +20,7 @@ import typer
 
 from bertops.api import crdgen
 from bertops.cli.argocd import argocd_app
+from bertops.cli.monitoring import monitoring_app
 from bertops.cluster import extras
 
 BAD_INPUT = 2  # the exit code for "cannot run as asked; retrying will not help"
@@ -37,6 +38,7 @@ crds_app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 cluster_app.add_typer(argocd_app, name="argocd")
+cluster_app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(crds_app, name="crds")
 
 
@@ -74,7 +76,12 @@ def cluster_build(
 
 
 @cluster_app.command("up")
-def cluster_up(name: str = ClusterName) -> None:
+def cluster_up(
+    name: str = ClusterName,
+    monitoring: bool = typer.Option(
+        False, help="Also start Prometheus (see `bertops cluster monitoring up`)."
+    ),
+) -> None:
     """Start (or reuse) a cluster on loopback, install the CRDs, print its kubeconfig path."""
     _require("cluster up", "operator")  # certificates (cryptography), CRDs (kubernetes)
     from bertops.cluster.controlplane import Cluster, ClusterError
@@ -85,6 +92,10 @@ def cluster_up(name: str = ClusterName) -> None:
     except (ClusterError, RuntimeError) as error:
         _say(f"error: {error}")
         raise typer.Exit(1) from error
+    if monitoring:
+        from bertops.cli.monitoring import start
+
+        start(name)
     _say(f"use it with: export KUBECONFIG={cluster.kubeconfig}")
     typer.echo(str(cluster.kubeconfig))
 
@@ -94,9 +105,13 @@ def cluster_down(
     name: str = ClusterName,
     purge: bool = typer.Option(False, help="Also delete the cluster's data folder."),
 ) -> None:
-    """Stop the cluster's kube-apiserver and etcd and wait until they have exited."""
+    """Stop the local-runtime processes recorded in the cluster's folder (the demo's model
+    server and gateway), then its kube-apiserver and etcd, and wait until they have exited."""
     from bertops.cluster.controlplane import Cluster
+    from bertops.cluster.monitoring import Monitoring
 
+    # Its Prometheus first: nothing else would stop it, and purge deletes its folder.
+    Monitoring(Cluster(name).directory / "monitoring").down()
     if not Cluster(name, progress=_say).down(purge=purge):
         _say(f"cluster {name!r} was not running")
 

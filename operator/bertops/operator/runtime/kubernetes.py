@@ -1,5 +1,6 @@
 """The kubernetes runtime: each step is a Job (plus its spec ConfigMap and, for N ranks,
-a headless Service), applied with server-side apply under deterministic names.
+a headless Service and a NetworkPolicy for the DDP port), applied with server-side apply
+under deterministic names.
 
 Observation reads the Job's conditions and the step container's termination message
 (the compact StepResult the step writes to /dev/termination-log). An existing Job is
@@ -160,6 +161,7 @@ class KubernetesRuntime:
     def stop(self, namespace: str, name: str) -> bool:
         stopped = self.kube.delete("batch/v1", "Job", namespace, name)
         self.kube.delete("v1", "Service", namespace, name)
+        self.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
         self.kube.delete("v1", "ConfigMap", namespace, name)
         return stopped
 

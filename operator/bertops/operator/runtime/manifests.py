@@ -1,6 +1,7 @@
 """Pure builders of the Kubernetes children of a step (dask-kubernetes style): the
 ConfigMap holding the step spec, the Job that runs it (an Indexed Job for N ranks) and,
-for multi-rank training, the headless Service that gives rank 0 a stable DNS name.
+for multi-rank training, the headless Service that gives rank 0 a stable DNS name and the
+NetworkPolicy that opens the DDP port only between that step's own pods.
 
 No I/O: :class:`bertops.operator.runtime.kubernetes.KubernetesRuntime` applies them.
 """
@@ -61,6 +62,26 @@ def headless_service(request: StepRequest) -> dict[str, Any]:
             "selector": {STEP_LABEL: request.name},
             "ports": [{"name": "dist", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
             "publishNotReadyAddresses": True,  # ranks find each other before Ready
+        },
+    }
+
+
+def ddp_network_policy(request: StepRequest) -> dict[str, Any]:
+    """For N ranks: the rendezvous/DDP port open only between this step's own pods, in
+    and out. The tenant's policy (gitops/tenant) denies all other ingress to step pods,
+    so one training's ranks never reach another training's port in the same namespace.
+    Owned like the Job, so it goes with it."""
+    own_pods = {"podSelector": {"matchLabels": labels(request)}}
+    ports = [{"protocol": "TCP", "port": MASTER_PORT}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(request, request.name),
+        "spec": {
+            **own_pods,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [own_pods], "ports": ports}],
+            "egress": [{"to": [own_pods], "ports": ports}],
         },
     }
 
@@ -201,6 +222,7 @@ def children(request: StepRequest, config: OperatorConfig) -> list[dict[str, Any
     """Every object a step needs, in the order to create them."""
     found = [spec_configmap(request, config)]
     if request.replicas > 1:
-        found.append(headless_service(request))
+        # The policy before the Job: no rank ever runs with its port unguarded.
+        found += [ddp_network_policy(request), headless_service(request)]
     found.append(job(request, config))
     return found
