@@ -18,15 +18,13 @@ of ``make dev``) and the Argo tests' fixtures.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bertops.cluster.controlplane.build import Progress, _stderr, cache_root, find_go
+from bertops.cluster.controlplane.build import _stderr, cache_root, find_go
+from bertops.cluster.gomod import Progress, compile_packages, module_info
 
 ARGO_VERSION = "4.0.5"
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
@@ -92,23 +90,6 @@ def is_cached() -> bool:
     )
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
-
-
-def _run(cmd: list[str], cwd: Path, progress: Progress, what: str) -> str:
-    started = time.monotonic()
-    progress(f"{what}: {' '.join(cmd[:3])} ...")
-    # nice: the build shares small machines with test runs and other work.
-    proc = subprocess.run(
-        ["nice", "-n", "10", *cmd], cwd=cwd, env=_env(), capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    progress(f"{what}: done in {time.monotonic() - started:.0f}s")
-    return proc.stdout
-
-
 HEALTH_LISTEN = 'http.ListenAndServe(":6060", nil)'
 LOOPBACK_LISTEN = 'http.ListenAndServe("127.0.0.1:0", nil)'
 
@@ -135,33 +116,20 @@ def write_wrapper(workdir: Path, controller_main: str) -> None:
 
 
 def build(go: str, bin_dir: Path, progress: Progress) -> None:
+    info = module_info(go, ARGO_MODULE, ARGO_VERSION, progress, go_directive=GO_DIRECTIVE)
+    module_dir = Path(info["Dir"])
     with tempfile.TemporaryDirectory(prefix="bertops-argo-workflows-") as tmp:
         workdir = Path(tmp)
-        (workdir / "go.mod").write_text(f"module bertops.local/probe\n\ngo {GO_DIRECTIVE}\n")
-        out = _run(
-            [go, "mod", "download", "-json", f"{ARGO_MODULE}@v{ARGO_VERSION}"],
-            workdir,
-            progress,
-            f"download {ARGO_MODULE}@v{ARGO_VERSION}",
-        )
-        module_dir = Path(json.loads(out)["Dir"])
         upstream_main = (module_dir / "cmd" / "workflow-controller" / "main.go").read_text()
         write_wrapper(workdir, loopback_controller_main(upstream_main))
-        _run([go, "mod", "tidy"], workdir, progress, "resolve argo-workflows modules")
-        _run(
-            [
-                go,
-                "build",
-                "-trimpath",
-                "-ldflags=-s -w",
-                "-o",
-                f"{bin_dir}/",
-                "./cmd/argo-lint",
-                "./cmd/workflow-controller",
-            ],
+        compile_packages(
+            go,
             workdir,
+            f"{bin_dir}/",
+            ["./cmd/argo-lint", "./cmd/workflow-controller"],
             progress,
             f"compile workflow-controller and argo-lint v{ARGO_VERSION} (minutes on 2 cores)",
+            nice=True,
         )
         crds = crds_dir()
         crds.mkdir(parents=True, exist_ok=True)

@@ -12,24 +12,21 @@ Called by :class:`bertops.cluster.controlplane.cluster.Cluster` and ``bertops cl
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from bertops.cluster.gomod import Progress, compile_packages, module_info
 
 KUBERNETES_VERSION = "1.35.4"
 # The etcd release kube-apiserver 1.35 is built and tested against (its go.mod's client).
 ETCD_VERSION = "3.6.5"
 GO_DIRECTIVE = "1.25.0"
-
-Progress = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
@@ -77,16 +74,6 @@ def find_go() -> str:
     )
 
 
-def _run(cmd: list[str], cwd: Path, progress: Progress, what: str) -> None:
-    started = time.monotonic()
-    progress(f"{what}: {' '.join(cmd[:3])} ...")
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    progress(f"{what}: done in {time.monotonic() - started:.0f}s")
-
-
 def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
     """`replace` lines mapping each staging module to its published v0.x release.
 
@@ -99,23 +86,6 @@ def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
     if not modules:
         raise RuntimeError("no staging replace directives found in k8s.io/kubernetes go.mod")
     return [f"\t{module} => {module} {staging_version}" for module in sorted(set(modules))]
-
-
-def _go_mod_of(go: str, module: str, version: str, workdir: Path, progress: Progress) -> str:
-    _run(
-        [go, "mod", "download", "-json", f"{module}@v{version}"],
-        workdir,
-        progress,
-        f"download {module}@v{version}",
-    )
-    out = subprocess.run(
-        [go, "mod", "download", "-json", f"{module}@v{version}"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return Path(json.loads(out)["GoMod"]).read_text()
 
 
 def _wrapper(workdir: Path, module: str, requires: str, replaces: list[str], imports: str) -> None:
@@ -144,10 +114,12 @@ def _version_ldflags() -> str:
 
 
 def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
+    info = module_info(
+        go, "k8s.io/kubernetes", KUBERNETES_VERSION, progress, go_directive=GO_DIRECTIVE
+    )
+    upstream = Path(info["GoMod"]).read_text()
     with tempfile.TemporaryDirectory(prefix="bertops-kube-apiserver-") as tmp:
         workdir = Path(tmp)
-        (workdir / "go.mod").write_text(f"module bertops.local/probe\n\ngo {GO_DIRECTIVE}\n")
-        upstream = _go_mod_of(go, "k8s.io/kubernetes", KUBERNETES_VERSION, workdir, progress)
         _wrapper(
             workdir,
             "kube-apiserver-build",
@@ -155,20 +127,14 @@ def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
             staging_replaces(upstream, KUBERNETES_VERSION),
             "k8s.io/kubernetes/cmd/kube-apiserver",
         )
-        _run([go, "mod", "tidy"], workdir, progress, "resolve kube-apiserver modules")
-        _run(
-            [
-                go,
-                "build",
-                "-trimpath",
-                f"-ldflags=-s -w {_version_ldflags()}",
-                "-o",
-                str(target),
-                "k8s.io/kubernetes/cmd/kube-apiserver",
-            ],
+        compile_packages(
+            go,
             workdir,
+            target,
+            ["k8s.io/kubernetes/cmd/kube-apiserver"],
             progress,
             f"compile kube-apiserver v{KUBERNETES_VERSION} (minutes)",
+            ldflags=_version_ldflags(),
         )
 
 
@@ -182,18 +148,11 @@ def build_etcd(go: str, target: Path, progress: Progress) -> None:
             [],
             "go.etcd.io/etcd/server/v3",
         )
-        _run([go, "mod", "tidy"], workdir, progress, "resolve etcd modules")
-        _run(
-            [
-                go,
-                "build",
-                "-trimpath",
-                "-ldflags=-s -w",
-                "-o",
-                str(target),
-                "go.etcd.io/etcd/server/v3",
-            ],
+        compile_packages(
+            go,
             workdir,
+            target,
+            ["go.etcd.io/etcd/server/v3"],
             progress,
             f"compile etcd v{ETCD_VERSION}",
         )
