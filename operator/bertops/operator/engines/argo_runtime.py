@@ -24,12 +24,12 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
 from bertops.operator.runtime.base import (
-    REASON_RESULT_UNREADABLE,
     RuntimeUnavailableError,
     StepConflictError,
     StepObservation,
     StepPhase,
     StepRequest,
+    exited_ok,
 )
 
 REASON_ARGO_NOT_INSTALLED = "ArgoNotInstalled"
@@ -96,19 +96,12 @@ def observation(workflow: dict[str, Any], kind: str) -> StepObservation:
     nodes = step_nodes(workflow, kind)
     result, ended_at = node_result(nodes), _time(status.get("finishedAt"))
     if phase == "Succeeded":
-        if result is not None and result.succeeded:
-            return StepObservation(
-                StepPhase.SUCCEEDED, result=result, exit_code=0, ended_at=ended_at
-            )
-        return StepObservation(
-            StepPhase.FAILED,
-            result=result,
-            reason=REASON_RESULT_UNREADABLE,
-            exit_code=0,
-            ended_at=ended_at,
-            final=True,
-            message=f"Workflow {workflow['metadata']['name']} succeeded but its {kind} node "
+        return exited_ok(
+            result,
+            ended_at,
+            f"Workflow {workflow['metadata']['name']} succeeded but its {kind} node "
             "left no successful result in output parameter 'result'",
+            final=True,
         )
     message = (result.message if result is not None else "") or status.get("message") or phase
     return StepObservation(

@@ -91,6 +91,26 @@ class StepObservation:
         return self.result.exit_code if self.result is not None else None
 
 
+def exited_ok(
+    result: StepResult | None, ended_at: datetime | None, unreadable: str, *, final: bool = False
+) -> StepObservation:
+    """A step whose process (container, workflow node) ended with exit 0: succeeded only
+    when its own result says so. Exit 0 without a successful result is a failure with
+    reason ResultUnreadable and the runtime's ``unreadable`` advice; no runtime ever
+    assumes a success."""
+    if result is not None and result.succeeded:
+        return StepObservation(StepPhase.SUCCEEDED, result=result, exit_code=0, ended_at=ended_at)
+    return StepObservation(
+        StepPhase.FAILED,
+        result=result,
+        reason=REASON_RESULT_UNREADABLE,
+        exit_code=0,
+        ended_at=ended_at,
+        final=final,
+        message=unreadable,
+    )
+
+
 class Runtime(Protocol):
     def start(self, request: StepRequest) -> None:
         """Start the step; a no-op when our step of that name already exists.

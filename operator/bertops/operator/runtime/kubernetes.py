@@ -25,11 +25,11 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
 from bertops.operator.runtime import manifests
 from bertops.operator.runtime.base import (
-    REASON_RESULT_UNREADABLE,
     StepConflictError,
     StepObservation,
     StepPhase,
     StepRequest,
+    exited_ok,
 )
 
 log = logging.getLogger(__name__)
@@ -131,17 +131,10 @@ class KubernetesRuntime:
         result = termination_result(pods)
         if (done := _condition(job, "Complete")) is not None:
             ended_at = _time(done.get("lastTransitionTime"))
-            if result is not None and result.succeeded:
-                return StepObservation(
-                    StepPhase.SUCCEEDED, result=result, exit_code=0, ended_at=ended_at
-                )
-            return StepObservation(
-                StepPhase.FAILED,
-                result=result,
-                reason=REASON_RESULT_UNREADABLE,
-                exit_code=0,
-                ended_at=ended_at,
-                message=f"Job {name} completed but its step left no successful result in the "
+            return exited_ok(
+                result,
+                ended_at,
+                f"Job {name} completed but its step left no successful result in the "
                 f"termination message of container 'step'; check `kubectl logs job/{name}` "
                 "and that the image writes $BERTOPS_TERMINATION_LOG",
             )

@@ -31,10 +31,10 @@ from pydantic import ValidationError
 from bertops.api.steps import ProgressEvent, StepResult
 from bertops.operator.config import OperatorConfig
 from bertops.operator.runtime.base import (
-    REASON_RESULT_UNREADABLE,
     StepObservation,
     StepPhase,
     StepRequest,
+    exited_ok,
 )
 
 log = logging.getLogger(__name__)
@@ -268,19 +268,11 @@ class LocalRuntime:
                 result = StepResult.model_validate_json((folder / "result.json").read_text())
             except ValidationError as error:
                 log.warning("unreadable result in %s: %s", folder, error)
-        if exit_code == 0 and result is not None and result.succeeded:
-            return StepObservation(
-                StepPhase.SUCCEEDED, result=result, exit_code=0, ended_at=ended_at
-            )
         if exit_code == 0:
-            # Exit 0 without a successful result is not a success: never assume one.
-            return StepObservation(
-                StepPhase.FAILED,
-                result=result,
-                reason=REASON_RESULT_UNREADABLE,
-                exit_code=0,
-                ended_at=ended_at,
-                message=f"the step exited 0 but {folder / 'result.json'} is missing, "
+            return exited_ok(
+                result,
+                ended_at,
+                f"the step exited 0 but {folder / 'result.json'} is missing, "
                 f"unreadable or not a success; check {folder / 'stderr.log'}",
             )
         message = result.message if result and result.message else self._stderr_hint(folder)
