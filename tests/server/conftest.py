@@ -46,6 +46,11 @@ class LiveServer:
             lifespan="on",
             ws="none",
             timeout_graceful_shutdown=graceful_timeout,
+            # Clients keep idle connections in their pool. On a starved CI machine one can
+            # sit idle past uvicorn's 5 s default and be closed by the server just as the
+            # client reuses it (the HTTP/1.1 keep-alive race: a ReadError on the client).
+            # A minute keeps the tests about routing and batching, not that race.
+            timeout_keep_alive=60,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
