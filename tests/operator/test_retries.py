@@ -96,6 +96,30 @@ def test_dataset_waits_for_the_backoff_then_starts_the_next_attempt() -> None:
     assert cond(due, "Ready")[:2] == ("False", "Preparing")
 
 
+def test_a_retry_due_when_the_failure_is_first_seen_still_posts_its_event() -> None:
+    # A busy operator may see the failure only after the backoff has passed: the next
+    # attempt starts at once, Ready stays Preparing (no transition), and the failed attempt
+    # must still show as a Warning Event.
+    failed = b.failed("prepare", 3, "storage hiccup", ended_at=b.NOW)
+    ref, obj = b.ref("BertDataset"), b.dataset(dataset_status(1))
+    due = dataset_planner.plan(ref, obj, failed, config=CONFIG, now=b.NOW + timedelta(seconds=60))
+    assert due.start is not None and due.status["attempts"] == 2
+    retrying = [e for e in due.events if e.reason == "Retrying"]
+    assert [(e.type, e.message.split(";")[0]) for e in retrying] == [
+        ("Warning", "attempt 1 of 3 failed (storage hiccup)")
+    ]
+    # After a visible wait (Ready says Retrying, whose transition posted the Event), the
+    # start posts no second one.
+    waited = b.dataset(
+        dataset_status(1) | {"conditions": [b.condition("Ready", "False", "Retrying", 1).to_wire()]}
+    )
+    started = dataset_planner.plan(
+        ref, waited, failed, config=CONFIG, now=b.NOW + timedelta(seconds=60)
+    )
+    assert started.start is not None
+    assert [e.reason for e in started.events if e.reason == "Retrying"] == []
+
+
 def test_dataset_gives_up_after_the_last_attempt() -> None:
     plan = dataset_planner.plan(
         b.ref("BertDataset"),

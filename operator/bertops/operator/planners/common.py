@@ -156,6 +156,17 @@ def plan_retry(
     return Retry(attempt=attempt + 1, due=now >= due_at, message=message)
 
 
+def note_retry(conditions: list[Condition], type_: str, retry: Retry, events: list[Event]) -> None:
+    """A retry that starts at once still gets its Warning Event. When the backoff had
+    already passed by the time the failure was seen, the condition goes straight from
+    the step's running reason back to itself (no change, so `transition` posts nothing)
+    and the failed attempt would be invisible. Nothing is posted when the condition
+    already says Retrying: that wait posted the Event."""
+    current = find_condition(conditions, type_)
+    if current is None or current.reason != REASON_RETRYING:
+        events.append(Event("Warning", REASON_RETRYING, retry.message))
+
+
 def transition(
     conditions: list[Condition],
     type_: str,

@@ -14,6 +14,7 @@ from bertops.operator.planners.common import (
     ObjectRef,
     Plan,
     current_attempt,
+    note_retry,
     plan_retry,
     settled,
     short,
@@ -187,6 +188,7 @@ def _failed(
     """A failed attempt: start the next one when due, wait for it, or give up."""
     retry = plan_retry(observed, attempt, config, now)
     if retry is not None and retry.due:
+        note_retry(status.conditions, api.READY, retry, result.events)
         _start(ref, obj, status, retry.attempt, config, now, result)
         return
     bad_input = observed.effective_exit_code == ExitCode.BAD_INPUT

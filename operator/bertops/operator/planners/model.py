@@ -32,6 +32,7 @@ from bertops.operator.planners.common import (
     ObjectRef,
     Plan,
     current_attempt,
+    note_retry,
     plan_retry,
     settled,
     short,
@@ -324,6 +325,7 @@ class _Planning:
         """A failed attempt: start the next one when due, wait for it, or give up."""
         retry = plan_retry(observed, self.attempt, self.config, self.now)
         if retry is not None and retry.due:
+            note_retry(self.status.conditions, api.READY, retry, self.plan.events)
             self._start(retry.attempt, working)
             return
         if retry is not None:

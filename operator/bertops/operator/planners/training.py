@@ -18,6 +18,7 @@ from bertops.operator.planners.common import (
     ObjectRef,
     Plan,
     current_attempt,
+    note_retry,
     plan_retry,
     settled,
     short,
@@ -319,6 +320,7 @@ def _failed(
     retry = plan_retry(observed, attempt, config, now)
     problem = _dataset_missing(ref, spec) if dataset is None else _dataset_not_ready(spec, dataset)
     if retry is not None and retry.due and problem is None and dataset is not None:
+        note_retry(status.conditions, api.SUCCEEDED, retry, result.events)
         _start(ref, spec, dataset, status, retry.attempt, config, now, result)
         return
     if retry is not None:
