@@ -116,6 +116,12 @@ class Tokenizer(ApiModel):
 
 class BertDatasetSpec(ApiModel):
     source: DataSource
+    additional_sources: list[DataSource] | None = Field(
+        default=None,
+        max_length=8,
+        description="Read after source and appended to it, each in its own format (e.g. the "
+        "labelled feedback a BertDeployment collected, added by a retraining).",
+    )
     labels: list[str] | None = Field(
         default=None,
         min_length=2,

@@ -37,6 +37,16 @@ REASON_PROMOTED = "Promoted"
 REASON_ROLLED_BACK = "RolledBack"
 REASON_DRIFT_DETECTED = "DriftDetected"
 REASON_NO_DRIFT = "NoDrift"
+# Drifted=Unknown reasons: no judgement could be made (yet).
+REASON_NOT_ENOUGH_DATA = "NotEnoughData"
+REASON_NO_REFERENCE = "ReferencePending"
+REASON_REFERENCE_FAILED = "ReferenceFailed"
+REASON_DRIFT_CHECK_FAILED = "DriftCheckFailed"
+REASON_DRIFT_DISABLED = "DriftMonitoringDisabled"
+# Events of the retrain loop.
+REASON_RETRAIN_STARTED = "RetrainStarted"
+REASON_RETRAIN_SKIPPED = "RetrainSkipped"
+REASON_RETRAIN_FAILED = "RetrainFailed"
 # Rollout (bertops.operator.rollout): Progressing/Degraded reasons.
 REASON_WAITING_FOR_TRAFFIC = "WaitingForTraffic"
 REASON_METRICS_UNAVAILABLE = "MetricsUnavailable"
@@ -193,17 +203,44 @@ class BertDeploymentSpec(ApiModel):
 
 
 class DriftStatus(StatusModel):
-    score: float | None = None
+    score: float | None = Field(default=None, description="Share of drifted signals, 0..1.")
     drifted: bool | None = None
     last_check: datetime | None = None
+    next_check: datetime | None = None
     report_uri: str | None = None
     window_rows: int | None = None
+    model: str | None = Field(default=None, description="The stable model whose traffic counts.")
+    reference_uri: str | None = Field(
+        default=None, description="The stable model's reference sample (validation split)."
+    )
+    reference_model: str | None = None
+    reference_rows: int | None = None
+    signals: dict[str, bool] | None = Field(
+        default=None, description="Per compared signal: drifted or not, at the last check."
+    )
+    message: str | None = None
+    step: str | None = Field(default=None, description="The running or last monitor step.")
+
+
+class RetrainRecord(StatusModel):
+    """One drift-triggered retraining and where its chain got to."""
+
+    at: datetime
+    drift_score: float | None = None
+    report_uri: str | None = None
+    dataset: str
+    training: str
+    model: str | None = Field(default=None, description="The BertModel the training registers.")
+    outcome: Literal["Running", "Trained", "Failed", "Promoted", "RolledBack"] = "Running"
+    message: str | None = None
 
 
 class RetrainStatus(StatusModel):
-    count: int = 0
+    count: int = Field(default=0, description="Retrainings started, all time.")
     last_at: datetime | None = None
     last_training: str | None = None
+    active: str | None = Field(default=None, description="The retraining that runs now.")
+    history: list[RetrainRecord] | None = Field(default=None, max_length=20)
 
 
 class RolloutRecord(StatusModel):

@@ -1,7 +1,8 @@
 """Typed step-specific facts of a step result: one model per step kind, a discriminated
 union on ``kind``, carried in :attr:`bertops.api.steps.StepResult.details`.
 
-Built by the trainer steps (``prepare``, ``train``, ``evaluate``, ``compress``) and read by
+Built by the trainer steps (``prepare``, ``train``, ``evaluate``, ``compress``) and the drift
+monitor's (``reference``, ``drift``), and read by
 the operator's planners, which copy named fields into status instead of merging a
 free-form dict.
 
@@ -118,15 +119,71 @@ class CompressDetails(ResultDetails):
     model_name: str | None = None
 
 
+class ReferenceDetails(ResultDetails):
+    ESSENTIAL = frozenset({"artifactUri", "rows", "modelName"})
+
+    kind: Literal["reference"] = "reference"
+    artifact_uri: str | None = None
+    rows: int | None = None
+    split: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    embedding_dim: int | None = Field(default=None, description="0: the model gives none.")
+    label_counts: dict[str, int] | None = None
+
+
+class DriftSignal(ApiModel):
+    """One compared column: the embeddings, a text descriptor or the predicted label."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    method: str | None = None
+    value: float | None = Field(default=None, description="The test's statistic or p-value.")
+    threshold: float | None = None
+    drifted: bool | None = None
+
+
+class DriftDetails(ResultDetails):
+    """``enoughData: false``: the window held fewer than ``minRows`` rows; no score."""
+
+    ESSENTIAL = frozenset(
+        {"score", "drifted", "enoughData", "windowRows", "reportUri", "threshold"}
+    )
+
+    kind: Literal["drift"] = "drift"
+    enough_data: bool | None = None
+    score: float | None = Field(default=None, description="Share of drifted signals, 0..1.")
+    drifted: bool | None = None
+    threshold: float | None = None
+    method: str | None = None
+    window_rows: int | None = None
+    reference_rows: int | None = None
+    skipped_rows: int | None = Field(default=None, description="Unreadable log lines skipped.")
+    signals: list[DriftSignal] | None = None
+    report_uri: str | None = Field(default=None, description="The HTML report.")
+    report_json_uri: str | None = None
+    check_seconds: float | None = None
+    model_name: str | None = None
+
+
 StepDetails = Annotated[
-    PrepareDetails | TrainDetails | EvaluateDetails | CompressDetails,
+    PrepareDetails
+    | TrainDetails
+    | EvaluateDetails
+    | CompressDetails
+    | ReferenceDetails
+    | DriftDetails,
     Field(discriminator="kind"),
 ]
 
 __all__ = [
     "CompressDetails",
+    "DriftDetails",
+    "DriftSignal",
     "EvaluateDetails",
     "PrepareDetails",
+    "ReferenceDetails",
     "ResultDetails",
     "StepDetails",
     "TrainDetails",

@@ -1,5 +1,5 @@
-"""Step contracts: what a step process (``bertops trainer prepare|train|evaluate|compress``)
-reads and the result document it writes.
+"""Step contracts: what a step process (``bertops trainer prepare|train|evaluate|compress``,
+and the drift monitor's ``reference|drift``) reads and the result document it writes.
 
 The operator builds a step spec from a resource's spec, hands it to a runtime (a local
 process or a Kubernetes Job) as JSON, and reads the :class:`StepResult` back (a result
@@ -21,8 +21,10 @@ from bertops.api.meta import ApiModel
 from bertops.api.model import Compression, QualityGate
 from bertops.api.results import (
     CompressDetails,
+    DriftDetails,
     EvaluateDetails,
     PrepareDetails,
+    ReferenceDetails,
     StepDetails,
     TrainDetails,
 )
@@ -81,7 +83,44 @@ class CompressStep(StepBase):
     measure_latency: bool = True
 
 
-StepSpec = PrepareStep | TrainStep | EvaluateStep | CompressStep
+class ReferenceStep(StepBase):
+    """Run a model over a sample of its dataset's split and keep, per row, what the drift
+    monitor compares production traffic with: the model's sentence embedding, the text
+    descriptors and the prediction (the prediction log's line format)."""
+
+    kind: Literal["reference"] = "reference"
+    model_uri: str = Field(description="The model artifact folder (verified before loading).")
+    dataset_uri: str = Field(description="The prepared dataset artifact folder.")
+    split: Literal["train", "validation", "test"] = "validation"
+    size: int = Field(default=2000, ge=1, le=100000, description="Rows sampled at most.")
+    seed: int = Field(default=0, ge=0)
+    output_uri: str = Field(description="Folder for reference.jsonl and its manifest.")
+    model_name: str | None = Field(default=None, description="Recorded in each row.")
+
+
+class DriftStep(StepBase):
+    """Compare the newest logged predictions of one model with its reference (Evidently):
+    embedding drift, text-descriptor drift and prediction (label) drift."""
+
+    kind: Literal["drift"] = "drift"
+    reference_uri: str = Field(description="Folder written by a reference step.")
+    predictions_uri: str = Field(
+        description="Folder of prediction logs (*.jsonl and their rotated *.jsonl.N files)."
+    )
+    model_name: str | None = Field(
+        default=None, description="Only rows served by this model count (default: all)."
+    )
+    window_size: int = Field(default=1000, ge=1, le=100000)
+    min_rows: int = Field(
+        default=50, ge=1, description="Fewer rows in the window: 'not enough data', no score."
+    )
+    threshold: float = Field(default=0.3, ge=0, le=1)
+    method: Literal["model", "mmd", "ratio", "distance"] = "model"
+    output_uri: str = Field(description="Folder for report.html and report.json.")
+
+
+StepSpec = PrepareStep | TrainStep | EvaluateStep | CompressStep | ReferenceStep | DriftStep
+STEP_KINDS = ("prepare", "train", "evaluate", "compress", "reference", "drift")
 
 
 class StepResult(ApiModel):
@@ -89,7 +128,7 @@ class StepResult(ApiModel):
 
     model_config = {"extra": "ignore"}
 
-    kind: Literal["prepare", "train", "evaluate", "compress"]
+    kind: Literal["prepare", "train", "evaluate", "compress", "reference", "drift"]
     name: str
     succeeded: bool
     exit_code: int = 0
@@ -165,8 +204,11 @@ class ProgressEvent(ApiModel):
 
 __all__ = [
     "RESULT_FILE",
+    "STEP_KINDS",
     "CompressDetails",
     "CompressStep",
+    "DriftDetails",
+    "DriftStep",
     "EvaluateDetails",
     "EvaluateStep",
     "ExitCode",
@@ -174,6 +216,8 @@ __all__ = [
     "PrepareStep",
     "ProgressEvent",
     "QualityGate",
+    "ReferenceDetails",
+    "ReferenceStep",
     "StepResult",
     "StepSpec",
     "TrainDetails",
