@@ -49,6 +49,11 @@ class DataSource(ApiModel):
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None, description=CREDENTIALS_DESCRIPTION
     )
+    optional: bool = Field(
+        default=False,
+        description="A missing file or folder reads as no rows instead of failing the step "
+        "(e.g. feedback that has not arrived yet).",
+    )
 
 
 class Cleaning(ApiModel):

@@ -219,7 +219,10 @@ class DriftStatus(StatusModel):
         default=None, description="Per compared signal: drifted or not, at the last check."
     )
     message: str | None = None
-    step: str | None = Field(default=None, description="The running or last monitor step.")
+    step: str | None = Field(default=None, description="The monitor step that runs now.")
+    serial: int | None = Field(
+        default=None, ge=0, description="Monitor steps started so far (names the next one)."
+    )
 
 
 class RetrainRecord(StatusModel):
@@ -231,7 +234,9 @@ class RetrainRecord(StatusModel):
     dataset: str
     training: str
     model: str | None = Field(default=None, description="The BertModel the training registers.")
-    outcome: Literal["Running", "Trained", "Failed", "Promoted", "RolledBack"] = "Running"
+    outcome: Literal["Running", "Trained", "Failed", "Promoted", "RolledBack", "NotSelected"] = (
+        "Running"
+    )
     message: str | None = None
 
 
