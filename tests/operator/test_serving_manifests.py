@@ -6,6 +6,7 @@ real API server (server-side dry-run) of the embedded control plane."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.local import LocalServing
+from bertops.operator.deployment.target import feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime import serving
@@ -36,6 +39,15 @@ RESTRICTED_POD = {
 def spec(**serving_fields: Any) -> BertDeploymentSpec:
     return BertDeploymentSpec.model_validate(
         {"model": {"selector": {"family": "sentiment"}}, "serving": serving_fields}
+    )
+
+
+def retraining(include_feedback: bool = True) -> BertDeploymentSpec:
+    return BertDeploymentSpec.model_validate(
+        {
+            "model": {"selector": {"family": "sentiment"}},
+            "retrain": {"enabled": True, "includeFeedback": include_feedback},
+        }
     )
 
 
@@ -198,6 +210,56 @@ def test_config_from_the_operator() -> None:
     assert (config.artifact_pvc, config.artifact_mount, config.image) == ("store", "/data", IMAGE)
 
 
+def gateway_of(found: list[dict[str, Any]]) -> dict[str, Any]:
+    gateway = next(
+        o for o in by_kind(found, "Deployment") if o["metadata"]["name"].endswith("gateway")
+    )
+    return gateway
+
+
+def test_gateway_keeps_labelled_feedback_only_while_retraining_wants_it() -> None:
+    for quiet in (spec(), retraining(include_feedback=False)):
+        pod = gateway_of(objects(owner(), quiet))["spec"]["template"]["spec"]
+        assert "--feedback-log" not in pod["containers"][0]["command"]
+        assert "feedback" not in {v["name"] for v in pod["volumes"]}
+    pod = gateway_of(objects(owner(), retraining()))["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    command = container["command"]
+    assert command[command.index("--feedback-log") + 1] == "/var/bertops/feedback/$(POD_NAME).jsonl"
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
+        container["env"]
+    )
+    mounts = {v["name"]: v for v in container["volumeMounts"]}
+    assert mounts["feedback"]["subPath"] == "ml/deployments/sentiment/feedback"
+    assert mounts["feedback"].get("readOnly") is not True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["feedback"]["persistentVolumeClaim"] == {"claimName": "bertops-artifacts"}
+
+
+def test_both_runtimes_write_where_drift_and_retraining_read(tmp_path: Path) -> None:
+    config = OperatorConfig(artifact_root=str(tmp_path / "store"), state_dir=tmp_path / "state")
+    predictions = predictions_uri(config, "ml", "sentiment")
+    feedback = feedback_uri(config, "ml", "sentiment")
+    assert predictions == f"{tmp_path}/store/ml/deployments/sentiment/predictions"
+    assert feedback == f"{tmp_path}/store/ml/deployments/sentiment/feedback"
+    # The kubernetes subPaths are the same folders below the artifact PVC (the root).
+    assert serving.deployment_subpath("ml", "sentiment", serving.PREDICTIONS) == (
+        predictions.removeprefix(f"{tmp_path}/store/")
+    )
+    local = LocalServing(config)
+    command = local._server_command(owner(), spec(), STABLE)
+    path = command[command.index("--prediction-log-path") + 1]
+    assert path == f"{predictions}/sentiment-sentiment-v1.jsonl"
+    off = local._server_command(owner(), spec(prediction_log="off"), STABLE)
+    assert "--prediction-log-path" not in off
+    assert local._gateway_flags(owner(), spec()) == []
+    assert local._gateway_flags(owner(), retraining(include_feedback=False)) == []
+    assert local._gateway_flags(owner(), retraining()) == [
+        "--feedback-log",
+        f"{feedback}/feedback.jsonl",
+    ]
+
+
 @pytest.mark.integration
 def test_objects_pass_server_side_dry_run(kube_layer: Kube, namespace: str) -> None:
     created = kube_layer.create(
@@ -214,6 +276,7 @@ def test_objects_pass_server_side_dry_run(kube_layer: Kube, namespace: str) -> N
         spec(),
         spec(replicas=3, prediction_log="off"),
         spec(autoscaling={"minReplicas": 2, "maxReplicas": 4}),
+        retraining(),
     ):
         found = objects(real, deployment_spec)
         for item in found:

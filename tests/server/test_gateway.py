@@ -329,8 +329,14 @@ def test_feedback_scores_each_variant(
     assert metric(gateway, "bertops_gateway_feedback_accuracy", variant="canary") == 0.0
     assert metric(gateway, "bertops_gateway_feedback_total", variant="canary") == 1
     assert metric(gateway, "bertops_gateway_feedback_rejected_total", reason="duplicate") == 1
+    deadline = time.monotonic() + 10  # written by a background thread
+    while time.monotonic() < deadline and (
+        not feedback_log.exists() or len(feedback_log.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.02)
     lines = [json.loads(line) for line in feedback_log.read_text().splitlines()]
     assert [line["correct"] for line in lines] == [True, True, False]
+    assert [line["text"] for line in lines] == ["a", "b", "b"]
 
 
 def test_gateway_in_front_of_a_real_model_server(

@@ -349,6 +349,9 @@ class ModelServer:
                     prediction.score,
                     latency_ms,
                     variant,
+                    prediction.tokens,
+                    prediction.unknown_tokens,
+                    prediction.embedding,
                 )
                 for index, (text, prediction) in enumerate(zip(texts, result.results, strict=True))
             ]

@@ -186,7 +186,11 @@ def gateway(
         8001, help="Port of the admin endpoint, always on 127.0.0.1 (with --admin-token)."
     ),
     feedback_log: Path = typer.Option(
-        None, envvar="BERTOPS_FEEDBACK_LOG", help="JSON-lines file for received feedback."
+        None,
+        envvar="BERTOPS_FEEDBACK_LOG",
+        help="JSON-lines file of accepted labelled feedback, one row per text with the RAW "
+        "TEXT (training data for retraining; a BertDataset jsonl source with textColumn "
+        "'text', labelColumn 'label'). Default: off, and no texts are remembered.",
     ),
     feedback_window_seconds: float = typer.Option(
         3600, min=1, help="How long an answer takes feedback (its request id is remembered)."

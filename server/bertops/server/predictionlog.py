@@ -1,33 +1,62 @@
-"""The prediction log: one JSON line per prediction (time, model version, request id,
-the text or its sha256 per the privacy setting, label, confidence, latency), read later by
-the drift monitor. Files rotate by size (``predictions.jsonl``, ``.1``, ``.2``, ...).
+"""The prediction log: one JSON line per prediction, written by the model server for
+drift monitoring, and :func:`read_window`, which the drift check uses to read the most
+recent ones back.
 
-Written by :mod:`bertops.server.app` after each answered request. ``write`` never blocks
-a request: records go to a bounded queue and a writer thread serialises, hashes and
-appends them; when the queue is full records are dropped and counted. A record that
-cannot be written (not serialisable, a full disk) is dropped and counted too: the writer
-thread never dies of one. ``close`` (at shutdown) writes everything queued and flushes,
-and returns within its timeout even when the writer is stuck.
+Written by :mod:`bertops.server.app` after each answered request, through
+:class:`PredictionLog` (a :class:`bertops.server.jsonlog.JsonLinesLog`: a background
+writer that never blocks a request, rotating files by size: ``<id>.jsonl``, ``.1``,
+``.2``, ...). Read by the drift check (``bertops.server.monitor``) with
+:func:`read_window`. Several server replicas write separate files into one folder
+(``<artifact root>/<namespace>/deployments/<name>/predictions/<server or pod>.jsonl``).
+
+The line format (the contract the drift check reads; UTF-8, one JSON object a line)::
+
+    {"time": "2026-11-28T23:05:01.123+00:00",   # UTC, ISO 8601, milliseconds
+     "model": "sentiment-v3",                   # the served model (BertModel) name
+     "modelVersion": "sentiment-v3",            # the artifact's version
+     "requestId": "4f1c...", "index": 0,        # the request and the text's place in it
+     "variant": "canary",                       # only when the gateway named one
+     "textSha256": "9b1e...",                   # privacy "hash" (the default) ...
+     "text": "the raw text",                    # ... or privacy "text"; never both
+     "chars": 42, "tokens": 12,                 # descriptors, see descriptors.describe
+     "unkRate": 0.0, "nonAscii": 0.02,
+     "label": "positive", "confidence": 0.931,  # the answer (confidence: 6 decimals)
+     "latencyMs": 12.5,                         # the request's latency in the server
+     "embedding": [0.0123, -0.4567, ...]}       # mean-pooled last hidden state, 4 decimals
+
+``tokens`` and ``unkRate`` are absent when the classifier reports no token counts, and
+``embedding`` is absent when the model exposes no hidden state (an ONNX graph exported
+with logits only). With privacy ``hash`` no raw text is kept anywhere in the line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import heapq
 import json
 import logging
-import queue
-import threading
-import time
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Any, Literal
+
+from bertops.server.descriptors import describe
+from bertops.server.jsonlog import JsonLinesLog, rotate
+
+__all__ = ["PredictionLog", "PredictionRecord", "Privacy", "read_window", "rotate"]
 
 log = logging.getLogger(__name__)
 
 Privacy = Literal["text", "hash", "off"]
+
+EMBEDDING_DECIMALS = 4
+MAX_LINE_BYTES = 256 << 10
+"""Longest line :func:`read_window` reads (a 1024-float embedding plus a 5000-character
+text is about 50 KiB); a longer one is skipped without being held in memory."""
+READ_CHUNK = 64 << 10
+_LOG_FILE = re.compile(r".+\.jsonl(\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -42,24 +71,15 @@ class PredictionRecord:
     confidence: float
     latency_ms: float
     variant: str | None = None
+    tokens: int | None = None
+    unknown_tokens: int | None = None
+    embedding: list[float] | None = None
 
 
-def rotate(path: Path, backups: int) -> None:
-    """path -> path.1 -> path.2 ... keeping ``backups`` old files."""
-    oldest = path.with_name(f"{path.name}.{backups}")
-    oldest.unlink(missing_ok=True)
-    for number in range(backups - 1, 0, -1):
-        source = path.with_name(f"{path.name}.{number}")
-        if source.exists():
-            source.rename(path.with_name(f"{path.name}.{number + 1}"))
-    if path.exists():
-        path.rename(path.with_name(f"{path.name}.1"))
+class PredictionLog(JsonLinesLog[PredictionRecord]):
+    """The prediction log file; see the module docstring for its lines."""
 
-
-class PredictionLog:
-    """Appends records as JSON lines from a background thread; see the module docstring."""
-
-    _STOP = object()
+    what = "prediction log"
 
     def __init__(
         self,
@@ -73,58 +93,13 @@ class PredictionLog:
     ) -> None:
         if privacy == "off":
             raise ValueError("privacy 'off' means no prediction log; do not create one")
-        self.path = path
         self.privacy = privacy
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.dropped = 0
-        self.written = 0
-        self._on_drop = on_drop
-        self._last_warning = -60.0
-        self._handle: IO[str] | None = None
-        self._size = 0
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
-
-    def write(self, records: list[PredictionRecord]) -> None:
-        """Queue records; never waits (drops and counts them when the queue is full)."""
-        try:
-            self._queue.put_nowait(records)
-        except queue.Full:
-            self._drop(len(records), "the writer is behind (queue full)")
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, flush, stop the thread; gives up after ``timeout``
-        seconds (a stuck writer must not block shutdown; what is left is lost, and said)."""
-        deadline = time.monotonic() + timeout
-        if self._thread.is_alive():
-            with contextlib.suppress(queue.Full):  # then the join below times out too
-                self._queue.put(self._STOP, timeout=timeout)
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            log.error(
-                "prediction log writer did not finish within %ss; about %d queued batches are lost",
-                timeout,
-                self._queue.qsize(),
-            )
-
-    def _drop(self, count: int, reason: str) -> None:
-        self.dropped += count
-        if self._on_drop is not None:
-            self._on_drop(count)
-        now = time.monotonic()
-        if now - self._last_warning >= 60.0:  # at most a line a minute, not one a record
-            self._last_warning = now
-            log.warning(
-                "prediction log dropped %d record(s): %s (%d dropped so far)",
-                count,
-                reason,
-                self.dropped,
-            )
+        super().__init__(
+            path, max_bytes=max_bytes, backups=backups, queue_size=queue_size, on_drop=on_drop
+        )
 
     def line(self, record: PredictionRecord) -> str:
+        # Runs on the writer thread: hashing, descriptors and rounding cost no request.
         document: dict[str, object] = {
             "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="milliseconds"),
             "model": record.model,
@@ -138,84 +113,134 @@ class PredictionLog:
             document["text"] = record.text
         else:
             document["textSha256"] = hashlib.sha256(record.text.encode()).hexdigest()
-        document["chars"] = len(record.text)
+        document.update(describe(record.text, record.tokens, record.unknown_tokens))
         document["label"] = record.label
         document["confidence"] = round(record.confidence, 6)
         document["latencyMs"] = round(record.latency_ms, 3)
+        if record.embedding is not None:
+            document["embedding"] = [round(x, EMBEDDING_DECIMALS) for x in record.embedding]
         return json.dumps(document, ensure_ascii=False) + "\n"
 
-    def _run(self) -> None:
+
+# -- reading -------------------------------------------------------------------------------
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "time": str,
+    "model": str,
+    "modelVersion": str,
+    "label": str,
+    "confidence": (int, float),
+    "chars": int,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "tokens": int,
+    "unkRate": (int, float),
+    "nonAscii": (int, float),
+    "variant": str,
+    "text": str,
+    "textSha256": str,
+}
+
+
+def _valid(raw: bytes | None) -> tuple[float, dict[str, Any]] | None:
+    """(timestamp, row) of one line, or None when it is not a valid row."""
+    if raw is None:
+        return None
+    try:
+        row = json.loads(raw)
+        if not isinstance(row, dict):
+            return None
+        for key, kind in _REQUIRED.items():
+            value = row.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return None
+        for key, kind in _OPTIONAL.items():
+            if key in row and (not isinstance(row[key], kind) or isinstance(row[key], bool)):
+                return None
+        embedding = row.get("embedding")
+        if embedding is not None and not (
+            isinstance(embedding, list)
+            and embedding
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in embedding)
+        ):
+            return None
+        moment = datetime.fromisoformat(row["time"])
+    except (ValueError, RecursionError):  # JSON, UTF-8 and time format errors alike
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp(), row
+
+
+def _lines_backwards(path: Path, chunk: int | None = None) -> Iterator[bytes | None]:
+    """The lines of a file, last first, read in chunks (:data:`READ_CHUNK`) from its
+    end; None for a line longer than :data:`MAX_LINE_BYTES` (never held whole). Empty
+    lines are skipped."""
+    chunk = chunk or READ_CHUNK
+    with path.open("rb") as handle:
+        position = handle.seek(0, 2)
+        current, too_long = b"", False
+        while position > 0:
+            size = min(chunk, position)
+            position -= size
+            handle.seek(position)
+            parts = handle.read(size).split(b"\n")
+            for index in range(len(parts) - 1, -1, -1):
+                if index < len(parts) - 1:  # a newline: the line collected so far is whole
+                    if too_long or current:
+                        yield None if too_long else current
+                    current, too_long = b"", False
+                if not too_long:
+                    current = parts[index] + current
+                    if len(current) > MAX_LINE_BYTES:
+                        current, too_long = b"", True
+        if too_long or current:
+            yield None if too_long else current
+
+
+def _log_files(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if _LOG_FILE.fullmatch(p.name) and p.is_file()]
+    except FileNotFoundError:
+        return []
+
+
+def read_window(
+    folder: Path, limit: int, model: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` valid rows of every prediction log in ``folder`` (``*.jsonl``
+    and rotated ``*.jsonl.N``, one chain per server replica), newest first by their
+    ``time``, only those of ``model`` when given; and the number of lines skipped as
+    unreadable (corrupt JSON, missing fields, wrong types, longer than
+    :data:`MAX_LINE_BYTES`).
+
+    Bounded: each file is read backwards in chunks and the files are merged by time, so
+    reading stops once ``limit`` rows are found (about one chunk per file beyond them);
+    only counted lines were read. A missing folder reads as no rows. Rows of another
+    model are neither returned nor counted as skipped.
+    """
+    if limit <= 0:
+        return [], 0
+    skipped = 0
+
+    def rows(path: Path) -> Generator[tuple[float, dict[str, Any]], None, None]:
+        nonlocal skipped
         try:
-            while True:
-                pending, stop = self._take()
-                for records in pending:
-                    try:
-                        self._append(records)
-                    except Exception as error:  # a bug must cost records, not the thread
-                        log.exception("prediction log writer failed on a batch")
-                        self._drop(len(records), f"{type(error).__name__}: {error}")
-                self._flush()
-                if stop:
-                    return
-        finally:
-            self._close_file()
+            for raw in _lines_backwards(path):
+                found = _valid(raw)
+                if found is None:
+                    skipped += 1
+                elif model is None or found[1]["model"] == model:
+                    yield found
+        except OSError as error:  # rotated away or unreadable: the others still count
+            log.warning("cannot read prediction log %s: %s", path, error)
 
-    def _take(self) -> tuple[list[list[PredictionRecord]], bool]:
-        """The next batch and whatever else is queued (so one flush serves them all:
-        cheap under load, and the file is current whenever the queue is empty)."""
-        first = self._queue.get()
-        if first is self._STOP:
-            return [], True
-        pending: list[list[PredictionRecord]] = [first]  # type: ignore[list-item]
-        while True:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                return pending, False
-            if more is self._STOP:
-                return pending, True
-            pending.append(more)  # type: ignore[arg-type]
-
-    def _append(self, records: list[PredictionRecord]) -> None:
-        for record in records:
-            try:
-                text = self.line(record)
-                data = text.encode("utf-8")  # fails on a lone surrogate: refuse it here
-            except ValueError as error:
-                self._drop(1, f"unwritable record: {error}")
-                continue
-            try:
-                self._write(text, len(data))
-            except OSError as error:
-                self._close_file()  # reopened for the next record
-                self._drop(1, f"cannot write {self.path}: {error}")
-
-    def _write(self, text: str, encoded: int) -> None:
-        if self._handle is None:
-            self._handle = self.path.open("a", encoding="utf-8")
-            self._size = self.path.stat().st_size
-        if self._size and self._size + encoded > self.max_bytes:
-            self._close_file()
-            rotate(self.path, self.backups)
-            self._handle = self.path.open("a", encoding="utf-8")
-            self._size = 0
-        self._handle.write(text)
-        self._size += encoded
-        self.written += 1
-
-    def _flush(self) -> None:
-        if self._handle is None:
-            return
-        try:
-            self._handle.flush()
-        except OSError as error:
-            log.warning("cannot flush %s: %s", self.path, error)
-            self._close_file()
-
-    def _close_file(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            try:
-                handle.close()
-            except OSError as error:
-                log.warning("cannot close %s: %s", self.path, error)
+    streams = [rows(path) for path in _log_files(folder)]
+    window: list[dict[str, Any]] = []
+    for _, row in heapq.merge(*streams, key=lambda found: -found[0]):
+        window.append(row)
+        if len(window) >= limit:
+            break
+    for stream in streams:
+        stream.close()  # closes the files of streams the merge left half read
+    return window, skipped

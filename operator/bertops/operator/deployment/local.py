@@ -22,6 +22,11 @@ the routes: the canary's process becomes stable's without a restart. A running s
 is never restarted for a change of ``spec.serving`` (batching, limits): only a new model
 version starts a new one. Called by
 :mod:`bertops.operator.deployment.reconciler`.
+
+Each server appends its prediction log to ``<predictions_uri>/<server>.jsonl`` and,
+while ``spec.retrain`` keeps feedback, the gateway its labelled feedback to
+``<feedback_uri>/feedback.jsonl`` (:mod:`.target`): the folders a drift check and a
+retraining read, as on Kubernetes. The gateway's flags are fixed when it starts.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 
 import httpx
 
+from bertops.api.artifacts import local_path
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes
 from bertops.operator.config import OperatorConfig
@@ -45,9 +51,9 @@ from bertops.operator.deployment.processes import (
     free_port,
     write_atomically,
 )
-from bertops.operator.deployment.target import Served, Target
+from bertops.operator.deployment.target import Served, Target, feedback_uri, predictions_uri
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime.serving import ModelVersion, server_name
+from bertops.operator.runtime.serving import ModelVersion, keeps_feedback, server_name
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"
@@ -94,7 +100,7 @@ class LocalServing:
                 home / server_name(owner.name, model.name)
             )
             process.unretire()  # wanted again (e.g. a rollback to a model being drained)
-            problem = self._keep_running(process, self._server_command(spec, model))
+            problem = self._keep_running(process, self._server_command(owner, spec, model))
             if problem:
                 problems.append(problem)
             elif process.healthy("/v2/health/ready"):
@@ -105,7 +111,7 @@ class LocalServing:
         if table is None:
             return Served(None, None, settled=False, problems=problems)
         if not gateway.alive():
-            self._start_gateway(home, gateway, table)
+            self._start_gateway(home, gateway, table, self._gateway_flags(owner, spec))
             current = table
         if not gateway.healthy("/readyz"):
             return Served(None, None, settled=False, problems=problems)
@@ -141,7 +147,17 @@ class LocalServing:
         process.start([*command, "--port", str(port)], {"http": port})
         return None
 
-    def _server_command(self, spec: BertDeploymentSpec, model: ModelVersion) -> list[str]:
+    def _folder(self, uri: str, what: str) -> Path | None:
+        """The local path of an artifact-store folder; None (and said) for a remote
+        store, which local processes cannot append to."""
+        path = local_path(uri)
+        if path is None:
+            log.warning("the %s folder %s is not local; local serving keeps none there", what, uri)
+        return path
+
+    def _server_command(
+        self, owner: ObjectRef, spec: BertDeploymentSpec, model: ModelVersion
+    ) -> list[str]:
         serving = spec.serving
         command = [
             *executable(self.config.serve_command), "serve",
@@ -157,8 +173,21 @@ class LocalServing:
             "--threads", "1",
         ]  # fmt: skip
         if serving.prediction_log != "off":
-            command += ["--prediction-log-path", "predictions.jsonl"]  # in its own folder
+            folder = self._folder(
+                predictions_uri(self.config, owner.namespace, owner.name), "predictions"
+            )
+            # Named after the server (one process per model version): one writer a file.
+            name = server_name(owner.name, model.name)
+            path = folder / f"{name}.jsonl" if folder else Path("predictions.jsonl")
+            command += ["--prediction-log-path", str(path)]  # the server creates the folder
         return command
+
+    def _gateway_flags(self, owner: ObjectRef, spec: BertDeploymentSpec) -> list[str]:
+        """``--feedback-log`` while the retrain policy keeps labelled feedback."""
+        if not keeps_feedback(spec):
+            return []
+        folder = self._folder(feedback_uri(self.config, owner.namespace, owner.name), "feedback")
+        return ["--feedback-log", str(folder / "feedback.jsonl")] if folder else []
 
     def _next_routes(
         self, owner: ObjectRef, target: Target, ready: dict[str, str], current: Routes | None
@@ -183,7 +212,9 @@ class LocalServing:
 
     # -- gateway -------------------------------------------------------------------------
 
-    def _start_gateway(self, home: Path, gateway: ServingProcess, table: Routes) -> None:
+    def _start_gateway(
+        self, home: Path, gateway: ServingProcess, table: Routes, flags: list[str]
+    ) -> None:
         token = secrets.token_urlsafe(24)
         port, admin = free_port(), free_port()
         command = [
@@ -192,6 +223,7 @@ class LocalServing:
             "--host", "127.0.0.1", "--port", str(port),
             "--admin-port", str(admin),
             "--poll-seconds", "1",
+            *flags,
         ]  # fmt: skip
         self._write_routes(home, table)
         # The token goes by environment (not argv, which every user can read in ps).

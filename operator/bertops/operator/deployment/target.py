@@ -1,7 +1,10 @@
 """What a serving backend is asked to serve, and what it reports back.
 
 Built by :mod:`bertops.operator.deployment.reconciler` from the rollout status;
-consumed by the local (:mod:`.local`) and kubernetes (:mod:`.cluster`) backends.
+consumed by the local (:mod:`.local`) and kubernetes (:mod:`.cluster`) backends. Also
+where a deployment's served traffic lands: :func:`predictions_uri` (the model servers'
+prediction logs, read by the drift check) and :func:`feedback_uri` (the gateway's
+labelled feedback, added to a retraining's dataset), the same folders on both runtimes.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from typing import Any, Protocol
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
+from bertops.operator.config import OperatorConfig
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime.serving import ModelVersion
+from bertops.operator.runtime.serving import FEEDBACK, PREDICTIONS, ModelVersion, deployment_parts
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,19 @@ class Served:
     settled: bool
     metrics_urls: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
+
+
+def predictions_uri(config: OperatorConfig, namespace: str, name: str) -> str:
+    """The folder of a deployment's prediction logs (``<server or pod>.jsonl`` and their
+    rotations, one chain per server replica): what ``read_window`` reads."""
+    return config.artifact_uri(namespace, *deployment_parts(name, PREDICTIONS))
+
+
+def feedback_uri(config: OperatorConfig, namespace: str, name: str) -> str:
+    """The folder of a deployment's labelled feedback (``feedback.jsonl`` from the local
+    gateway, ``<pod>.jsonl`` from each gateway replica on Kubernetes; columns ``text``
+    and ``label``), written only while ``spec.retrain`` keeps feedback."""
+    return config.artifact_uri(namespace, *deployment_parts(name, FEEDBACK))
 
 
 def version_of(body: dict[str, Any]) -> ModelVersion | None:

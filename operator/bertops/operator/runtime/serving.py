@@ -34,6 +34,9 @@ GATEWAY_PORT = 8000
 ROUTES_MOUNT = "/etc/bertops/routes"
 ROUTES_FILE = "routes.json"
 PREDICTIONS_MOUNT = "/var/bertops/predictions"
+FEEDBACK_MOUNT = "/var/bertops/feedback"
+PREDICTIONS = "predictions"
+FEEDBACK = "feedback"
 DEPLOYMENT_LABEL = "bertops.io/bertdeployment"
 MODEL_LABEL = "bertops.io/model"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -70,6 +73,19 @@ class ModelVersion:
     artifact_uri: str
     manifest_sha256: str
     labels: tuple[str, ...] = ()
+
+
+def deployment_parts(name: str, kind: str) -> tuple[str, str, str]:
+    """Where a deployment's ``kind`` files (:data:`PREDICTIONS`, :data:`FEEDBACK`) live
+    below its namespace's folder of the artifact store: the same parts give the PVC
+    subPath here and the URI in :func:`bertops.operator.deployment.target.predictions_uri`
+    (the artifact PVC is the artifact root), so both runtimes write where a drift check
+    and a retraining read."""
+    return ("deployments", name, kind)
+
+
+def deployment_subpath(namespace: str, name: str, kind: str) -> str:
+    return "/".join((namespace, *deployment_parts(name, kind)))
 
 
 def object_name(*parts: str) -> str:
@@ -214,7 +230,7 @@ def server_deployment(
     container = _server_container(spec, model, config)
     for mount in container["volumeMounts"]:
         if mount["name"] == "predictions":
-            mount["subPath"] = f"{owner.namespace}/deployments/{owner.name}/predictions"
+            mount["subPath"] = deployment_subpath(owner.namespace, owner.name, PREDICTIONS)
     body: dict[str, Any] = {
         "selector": {"matchLabels": labels},
         "strategy": {
@@ -289,9 +305,16 @@ def routes_configmap(owner: ObjectRef, table: Routes) -> dict[str, Any]:
     }
 
 
-def gateway_deployment(owner: ObjectRef, config: ServingConfig) -> dict[str, Any]:
+def keeps_feedback(spec: BertDeploymentSpec | None) -> bool:
+    """Whether the gateway persists labelled feedback for retraining."""
+    return spec is not None and spec.retrain.enabled and spec.retrain.include_feedback
+
+
+def gateway_deployment(
+    owner: ObjectRef, config: ServingConfig, spec: BertDeploymentSpec | None = None
+) -> dict[str, Any]:
     labels = _labels(owner, "gateway")
-    container = {
+    container: dict[str, Any] = {
         "name": "gateway",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
@@ -310,10 +333,27 @@ def gateway_deployment(owner: ObjectRef, config: ServingConfig) -> dict[str, Any
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if keeps_feedback(spec):
+        # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;
+        # only this deployment's feedback folder of the artifact PVC is mounted.
+        container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
+        container["env"] = [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ]
+        container["volumeMounts"].append(
+            {
+                "name": "feedback",
+                "mountPath": FEEDBACK_MOUNT,
+                "subPath": deployment_subpath(owner.namespace, owner.name, FEEDBACK),
+            }
+        )
+        volumes.append(
+            {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
+        )
     template_meta = {
         "labels": labels,
         # For a cluster's Prometheus; the rollout analysis reads these series.
@@ -404,5 +444,5 @@ def children(
         found += [server_deployment(owner, spec, model, config), server_service(owner, model)]
         optional += [autoscaler(owner, spec, model), disruption_budget(owner, name, labels, least)]
     found.append(routes_configmap(owner, table))
-    found += [gateway_deployment(owner, config), gateway_service(owner)]
+    found += [gateway_deployment(owner, config, spec), gateway_service(owner)]
     return found + [x for x in optional if x is not None]

@@ -33,12 +33,19 @@ from starlette.routing import Route
 from bertops.server import binary
 from bertops.server.gateway import bodies
 from bertops.server.gateway.admin import admin_app
-from bertops.server.gateway.feedback import FeedbackDesk, LabelBook, Served, ServedStore
+from bertops.server.gateway.feedback import (
+    FeedbackDesk,
+    FeedbackLog,
+    LabelBook,
+    Served,
+    ServedStore,
+)
 from bertops.server.gateway.inference import (
     answer_labels,
     backend_path,
     is_inference,
     predicted,
+    request_texts,
 )
 from bertops.server.gateway.metrics import GatewayMetrics
 from bertops.server.gateway.routes import (
@@ -173,6 +180,10 @@ class Gateway:
         self._client = httpx.AsyncClient(limits=limits, timeout=None)
         # Its own pool: a slow shadow can never hold the connections callers need.
         self.shadow.client = httpx.AsyncClient(limits=limits, timeout=None)
+        if self.feedback.log_path is not None:
+            self.feedback.log = FeedbackLog(
+                self.feedback.log_path, on_drop=self.metrics.feedback_log_dropped.inc
+            )
         watcher = asyncio.create_task(self._watch()) if self.source is not None else None
         try:
             yield
@@ -182,6 +193,8 @@ class Gateway:
             await self.shadow.drain()
             await self._client.aclose()
             await self.shadow.client.aclose()
+            if self.feedback.log is not None:  # writes what is queued, then flushes
+                await asyncio.to_thread(self.feedback.log.close)
 
     def _build(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -256,7 +269,7 @@ class Gateway:
                 variant, backend.name, content, answer.headers.get(binary.HEADER)
             )
             self.labels.learn(backend.name, answer_labels(content))
-            self.served.add(request_id, Served(variant, backend, labels, time.monotonic()))
+            self._remember(request_id, variant, backend, labels, request, body)
         if endpoint == "inference" and routes.shadow is not None:
             self.shadow.mirror(
                 routes.shadow,
@@ -276,6 +289,24 @@ class Gateway:
                 routes.sticky.cookie, new_key, max_age=30 * 86400, httponly=True, samesite="lax"
             )
         return response
+
+    def _remember(
+        self,
+        request_id: str,
+        variant: str,
+        backend: Backend,
+        labels: tuple[str, ...],
+        request: Request,
+        body: bytes,
+    ) -> None:
+        """Keep the answer for feedback; with a feedback log, its texts too (the rows
+        persisted for retraining need them)."""
+        texts = None
+        if self.feedback.log_path is not None:
+            texts = request_texts(request.url.path, body, request.headers.get(binary.HEADER))
+            if texts is not None and len(texts) != len(labels):
+                texts = None
+        self.served.add(request_id, Served(variant, backend, labels, time.monotonic(), texts=texts))
 
     def _reveal(self, variant: str, backend: Backend) -> dict[str, str]:
         """Headers naming the variant and model version, only when configured: they tell

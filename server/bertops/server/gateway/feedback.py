@@ -8,14 +8,28 @@ a bounded window and a bounded number of bytes, and each text of an answer is ju
 once. Unknown or expired ids answer 404, labels the model does not have 422, and
 nothing of a request is recorded unless all of it is valid.
 
+With a feedback log (``bertops server gateway --feedback-log PATH``) every accepted
+label is also persisted for retraining: the gateway then remembers the texts of each
+answer too (counted in the store's byte budget), and :class:`FeedbackLog` appends one
+row per accepted text from a background writer (never on the event loop)::
+
+    {"time": "2026-11-28T23:05:01.123+00:00", "requestId": "4f1c...", "index": 0,
+     "text": "the raw text", "label": "positive", "variant": "stable",
+     "model": "sentiment-v3", "predicted": "negative", "correct": false}
+
+The file is a JSONL data source for ``BertDataset`` (``format: jsonl``, textColumn
+``text``, labelColumn ``label``). It holds the RAW TEXTS of labelled requests whatever
+the prediction log's privacy setting: they are training data by intent. It is never
+rotated (rotation would delete training data); feedback arrives at human pace.
+
 Used by :class:`bertops.server.gateway.app.Gateway`, which remembers every answered
 inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +52,7 @@ from bertops.server.gateway.bodies import (
 )
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
+from bertops.server.jsonlog import JsonLinesLog
 
 # What one remembered answer costs beyond its strings: the dict slot, the dataclass, the
 # tuple and set, measured roughly with sys.getsizeof on CPython 3.11.
@@ -55,10 +70,14 @@ class Served:
     labels: tuple[str, ...]  # the predicted label of each text, in order
     at: float  # monotonic seconds
     judged: set[int] = field(default_factory=set)  # texts that already got feedback
+    texts: tuple[str, ...] | None = None  # kept only for a feedback log
 
     @property
     def cost(self) -> int:
-        return ENTRY_OVERHEAD + sum(PER_LABEL + len(label) for label in self.labels)
+        labels = sum(PER_LABEL + len(label) for label in self.labels)
+        # getsizeof is O(1) and counts a wide (non-Latin-1) string's real width.
+        texts = sum(sys.getsizeof(text) for text in self.texts) if self.texts else 0
+        return ENTRY_OVERHEAD + labels + texts
 
 
 class ServedStore:
@@ -165,7 +184,22 @@ def entries(item: object) -> list[Entry]:
     return [(request_id, index, label)]
 
 
+class FeedbackLog(JsonLinesLog[dict[str, object]]):
+    """The labelled-feedback file (rows as in the module docstring), never rotated."""
+
+    what = "feedback log"
+
+    def __init__(self, path: Path, on_drop: Callable[[int], None] | None = None) -> None:
+        super().__init__(path, max_bytes=None, queue_size=10_000, on_drop=on_drop)
+
+    def line(self, record: dict[str, object]) -> str:
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 class FeedbackDesk:
+    """``POST /feedback``: validates, scores per variant and, with a :class:`FeedbackLog`
+    (``log``, opened by the gateway's lifespan at ``log_path``), persists the rows."""
+
     def __init__(
         self,
         metrics: GatewayMetrics,
@@ -178,6 +212,7 @@ class FeedbackDesk:
         self.store = store
         self.labels = labels
         self.log_path = log_path
+        self.log: FeedbackLog | None = None
         self.client = client
         self._counts: dict[tuple[str, str], list[int]] = {}
 
@@ -241,7 +276,8 @@ class FeedbackDesk:
         return problems
 
     async def _record(self, found: list[Entry], served: dict[str, Served | None]) -> Response:
-        lines, duplicates = [], 0
+        rows: list[dict[str, object]] = []
+        accepted, duplicates, unwritable = 0, 0, 0
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         for request_id, index, label in found:
             answer = served[request_id]
@@ -250,6 +286,7 @@ class FeedbackDesk:
                 duplicates += 1  # judged before: counting it again would skew accuracy
                 continue
             answer.judged.add(index)
+            accepted += 1
             model, correct = answer.backend.name, answer.labels[index] == label
             self.metrics.feedback.labels(
                 answer.variant, model, "correct" if correct else "incorrect"
@@ -258,29 +295,28 @@ class FeedbackDesk:
             counts[0] += int(correct)
             counts[1] += 1
             self.metrics.feedback_accuracy.labels(answer.variant, model).set(counts[0] / counts[1])
-            lines.append(
-                json.dumps(
-                    {
-                        "time": now,
-                        "requestId": request_id,
-                        "index": index,
-                        "label": label,
-                        "variant": answer.variant,
-                        "model": model,
-                        "predicted": answer.labels[index],
-                        "correct": correct,
-                    }
-                )
-                + "\n"
+            if self.log is None:
+                continue
+            if answer.texts is None:  # the request could not be read back: no training row
+                unwritable += 1
+                continue
+            rows.append(
+                {
+                    "time": now,
+                    "requestId": request_id,
+                    "index": index,
+                    "text": answer.texts[index],
+                    "label": label,
+                    "variant": answer.variant,
+                    "model": model,
+                    "predicted": answer.labels[index],
+                    "correct": correct,
+                }
             )
         if duplicates:
             self.metrics.feedback_rejected.labels("duplicate").inc(duplicates)
-        if self.log_path is not None and lines:
-            await asyncio.to_thread(self._append, lines)
-        return JSONResponse({"accepted": len(lines), "duplicates": duplicates})
-
-    def _append(self, lines: list[str]) -> None:
-        assert self.log_path is not None
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            handle.writelines(lines)
+        if unwritable:
+            self.metrics.feedback_log_dropped.inc(unwritable)
+        if self.log is not None and rows:
+            self.log.write(rows)  # queued for the writer thread; never waits
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates})

@@ -4,7 +4,8 @@ set in a ``/predict`` or OIP ``infer`` answer (JSON, or with binary outputs in t
 tensor data extension, see :mod:`bertops.server.binary`).
 
 Pure functions, used by :mod:`bertops.server.gateway.app` (counting predictions per
-variant, remembering answers for feedback) and :mod:`bertops.server.gateway.shadow`.
+variant, remembering answers and, for a feedback log, their texts) and
+:mod:`bertops.server.gateway.shadow`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from typing import Any
 
 from bertops.api.routes import Backend
 from bertops.server import binary
+from bertops.server.protocol import (
+    Limits,
+    ProtocolError,
+    parse_infer_body,
+    parse_json,
+    parse_predict,
+)
 
 _MODEL_PATH = re.compile(r"^/v2/models/[^/]+(?=/|$)")
 _INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
@@ -28,6 +36,25 @@ def backend_path(backend: Backend, path: str) -> str:
     if backend.model is not None:
         return _MODEL_PATH.sub(f"/v2/models/{backend.model}", path)
     return path
+
+
+# The model server already enforced its own limits on a request it answered; the
+# gateway reads the texts back without limits of its own (its body ceiling holds).
+_UNLIMITED = Limits(max_texts=1 << 30, max_chars=1 << 40, max_body_ceiling=1 << 50)
+
+
+def request_texts(path: str, body: bytes, binary_header: str | None) -> tuple[str, ...] | None:
+    """The texts of a ``/predict`` or OIP infer request (JSON, or in the binary tensor
+    data extension with its ``Inference-Header-Content-Length``); None when unreadable."""
+    try:
+        if path == "/predict":
+            texts = parse_predict(parse_json(body), _UNLIMITED)
+        else:
+            header = [binary_header] if binary_header is not None else []
+            texts = parse_infer_body(body, header, _UNLIMITED).texts
+    except ProtocolError:
+        return None
+    return tuple(texts)
 
 
 def _document(body: bytes) -> dict[str, Any] | None:

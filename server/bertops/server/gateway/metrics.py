@@ -64,6 +64,12 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.feedback_log_dropped = Counter(
+            "bertops_gateway_feedback_log_dropped",
+            "Accepted feedback rows not written to the feedback log (writer behind, disk "
+            "error, or the answered text unknown).",
+            registry=r,
+        )
         self.remembered = Gauge(
             "bertops_gateway_feedback_remembered_bytes",
             "Approximate memory held by answers awaiting feedback.",
