@@ -1,23 +1,105 @@
-"""The poller that replaces kopf timers (which would add a finalizer): it reconciles
-every object seen and not deleted, and one object's failure does not stop the others."""
+"""The poller that replaces kopf timers (which would add a finalizer): it looks at an
+object when a watch event says it changed and then only as often as its reconcile asks;
+a settled object gets no looks at all; one object's failure does not stop the others;
+a BertModel's event wakes the deployments of its namespace."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 from bertops.operator.poller import Poller
 
 
-def test_polls_known_objects_and_survives_failures() -> None:
-    seen: list[tuple[str, str, str]] = []
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
 
-    def reconcile(kind: str, namespace: str, name: str) -> None:
-        seen.append((kind, namespace, name))
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_settled_objects_get_no_looks_and_running_ones_are_looked_at_each_interval() -> None:
+    seen: list[str] = []
+    delays = {"settled": None, "running": 2.0}
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        seen.append(name)
+        return delays[name]
+
+    clock = Clock()
+    poller = Poller(reconcile, interval=2.0, clock=clock)
+    poller.track("BertDataset", "ns", "settled")
+    poller.track("BertDataset", "ns", "running")
+    assert poller.poll_once() == 2  # both due at once after their watch event
+    for _ in range(30):  # a minute of ticks
+        clock.now += 2.0
+        poller.poll_once()
+    assert seen.count("settled") == 1
+    assert seen.count("running") == 31  # noticed at every interval
+    assert poller.due() == [("BertDataset", "ns", "running")]
+    # A change (a watch event) brings the settled one back, once.
+    poller.track("BertDataset", "ns", "settled")
+    clock.now += 0.001
+    poller.poll_once()
+    assert seen.count("settled") == 2
+
+
+def test_survives_failures_and_forgets_deleted_objects() -> None:
+    seen: list[str] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        seen.append(name)
         if name == "broken":
             raise RuntimeError("boom")
+        return None
 
-    poller = Poller(reconcile, interval=60)
+    clock = Clock()
+    poller = Poller(reconcile, interval=5.0, clock=clock)
     for name in ("a", "broken", "gone"):
         poller.track("BertDataset", "ns", name)
     poller.track("BertDataset", "ns", "gone", deleted=True)
     poller.poll_once()
+    assert sorted(seen) == ["a", "broken"]
+    clock.now += 5.0  # a failure is looked at again one interval later
     poller.poll_once()
-    assert seen == [("BertDataset", "ns", "a"), ("BertDataset", "ns", "broken")] * 2
+    assert sorted(seen) == ["a", "broken", "broken"]
+    assert poller.known() == [("BertDataset", "ns", "a"), ("BertDataset", "ns", "broken")]
+
+
+def test_model_event_wakes_deployments_of_its_namespace() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        seen.append((namespace, name))
+        return 30.0 if kind == "BertDeployment" else None
+
+    clock = Clock()
+    poller = Poller(reconcile, interval=2.0, clock=clock)
+    poller.track("BertDeployment", "a", "web")
+    poller.track("BertDeployment", "b", "other")
+    poller.poll_once()
+    seen.clear()
+    clock.now += 1.0
+    poller.track("BertModel", "a", "v2")  # a new model may change web's selection
+    poller.poll_once()
+    assert sorted(seen) == [("a", "v2"), ("a", "web")]
+
+
+def test_thread_wakes_on_events_and_stops_promptly() -> None:
+    looked = threading.Event()
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        looked.set()
+        return None
+
+    poller = Poller(reconcile, interval=60.0)
+    poller.start()
+    try:
+        time.sleep(0.05)  # idle: waiting with nothing due
+        poller.track("BertDataset", "ns", "x")
+        assert looked.wait(5), "a watch event must wake the poller at once"
+    finally:
+        started = time.monotonic()
+        poller.stop()
+        assert time.monotonic() - started < 5

@@ -59,7 +59,7 @@ def reconcile_or_raise(reconciler: Reconciler, kind: str, namespace: str, name: 
 
 def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    poller = Poller(reconciler.reconcile, poll_seconds)
+    poller = Poller(reconciler.poll, poll_seconds)
     cleanup_on_delete = reconciler.config.runtime == "local"
 
     @kopf.on.startup(registry=registry)
@@ -82,7 +82,10 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
 
         def track(event: Any, name: str, namespace: str, kind: str = kind, **_: Any) -> None:
             # The raw watch event: type None (initial listing), ADDED, MODIFIED, DELETED.
-            poller.track(kind, namespace, name, deleted=event.get("type") == "DELETED")
+            deleted = event.get("type") == "DELETED"
+            poller.track(kind, namespace, name, deleted=deleted)
+            if deleted:
+                reconciler.forget(kind, namespace, name)
 
         def delete(body: kopf.Body, kind: str = kind, **_: Any) -> None:
             reconciler.on_delete(kind, dict(body))

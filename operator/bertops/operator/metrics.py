@@ -58,6 +58,26 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        # Drift monitoring and retraining (bertops.operator.deployment.monitor).
+        self.drift_score = Gauge(
+            "bertops_drift_score",
+            "Share of drifted signals at a deployment's last drift check (0..1).",
+            ["namespace", "deployment"],
+            registry=self.registry,
+        )
+        self.drift_detected = Gauge(
+            "bertops_drift_detected",
+            "1 while a deployment's Drifted condition is True.",
+            ["namespace", "deployment"],
+            registry=self.registry,
+        )
+        self.retrains = Counter(
+            "bertops_retrains",
+            "Retrainings started by drift.",
+            ["namespace", "deployment"],
+            registry=self.registry,
+        )
+
     def observe_reconcile(self, kind: str, outcome: str, seconds: float) -> None:
         self.reconciles.labels(kind=kind, outcome=outcome).inc()
         self.duration.labels(kind=kind).observe(seconds)

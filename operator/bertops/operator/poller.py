@@ -1,60 +1,125 @@
-"""The poller: re-reconciles every known bertops object at a fixed interval, so running
-steps are followed and awaited objects (a dataset, a parent model) are noticed.
+"""The poller: re-reconciles bertops objects when they need another look, and only then.
 
-kopf's own timers would do this too, but every kopf timer puts a finalizer on the
-object, and a finalizer blocks deletion whenever the operator is missing; the kubernetes
-runtime needs none (owner references clean up). The handlers feed the poller from
-kopf's low-level event stream (which needs no finalizer) and start and stop it with the
-operator (see :func:`bertops.operator.handlers.build_registry`).
+Each reconcile says when its object needs the next look (seconds), or None when only a
+change can move it (a settled dataset, training or model): settled objects are never
+polled, so an idle operator makes no API requests for them. A step that runs is looked
+at every ``interval`` seconds; a BertDeployment at the delay its rollout and drift checks
+computed. A watch event (our own status patch included) makes its object due at once,
+and an event on a BertModel also wakes the BertDeployments of its namespace (their
+selection may change).
+
+kopf's own timers would poll too, but every kopf timer puts a finalizer on the object
+(blocking deletion whenever the operator is missing) and ticks whether or not anything
+runs. The handlers feed this poller from kopf's low-level event stream (which needs no
+finalizer) and start and stop it with the operator
+(see :func:`bertops.operator.handlers.build_registry`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # kind, namespace, name
+# Kinds whose events wake the BertDeployments of the same namespace.
+WAKES_DEPLOYMENTS = {"BertModel"}
 
 
 class Poller:
-    def __init__(self, reconcile: Callable[[str, str, str], object], interval: float) -> None:
-        self.reconcile = reconcile
+    def __init__(
+        self,
+        reconcile: Callable[[str, str, str], float | None],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reconcile = reconcile  # returns the seconds until the next look, None: settled
         self.interval = interval
+        self.clock = clock
         self._known: set[Key] = set()
+        self._due: dict[Key, float] = {}  # key -> when it is due; absent: settled
+        self._heap: list[tuple[float, Key]] = []  # may hold stale entries (checked on pop)
         self._errors: dict[Key, str] = {}  # the last failure logged per object
-        self._guard = threading.Lock()
+        self._wake = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # -- feeding -------------------------------------------------------------------------------
+
     def track(self, kind: str, namespace: str, name: str, deleted: bool = False) -> None:
-        """Remember an object seen in a watch event (forget it once it is deleted)."""
-        with self._guard:
+        """An object seen in a watch event: due at once (forgotten once it is deleted)."""
+        key = (kind, namespace, name)
+        with self._wake:
             if deleted:
-                self._known.discard((kind, namespace, name))
-                self._errors.pop((kind, namespace, name), None)
-            else:
-                self._known.add((kind, namespace, name))
+                self._known.discard(key)
+                self._due.pop(key, None)
+                self._errors.pop(key, None)
+                return
+            self._known.add(key)
+            self._schedule(key, 0.0)
+            if kind in WAKES_DEPLOYMENTS:
+                for other in self._known:
+                    if other[0] == "BertDeployment" and other[1] == namespace:
+                        self._schedule(other, 0.0)
+            self._wake.notify()
+
+    def _schedule(self, key: Key, delay: float) -> None:
+        """Due after ``delay`` unless it is already due sooner (caller holds the lock)."""
+        at = self.clock() + delay
+        if key in self._due and self._due[key] <= at:
+            return
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, key))
 
     def known(self) -> list[Key]:
-        with self._guard:
+        with self._wake:
             return sorted(self._known)
 
-    def poll_once(self) -> None:
-        for key in self.known():
+    def due(self) -> list[Key]:
+        """Objects waiting for a look (settled ones are not)."""
+        with self._wake:
+            return sorted(self._due)
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def _take_due(self) -> list[Key]:
+        """Pop every key due now (caller holds the lock)."""
+        now, taken = self.clock(), []
+        while self._heap and self._heap[0][0] <= now:
+            at, key = heapq.heappop(self._heap)
+            if self._due.get(key) == at:  # not a stale entry
+                del self._due[key]
+                taken.append(key)
+        return taken
+
+    def poll_once(self) -> int:
+        """Reconcile everything due now; returns how many were reconciled."""
+        with self._wake:
+            keys = self._take_due()
+        for key in keys:
             if self._stop.is_set():
-                return
-            try:
-                self.reconcile(*key)
-            except Exception as error:  # one object's trouble must not stop the others
-                # Logged once per distinct failure, not at every tick.
-                if self._errors.get(key) != str(error):
-                    self._errors[key] = str(error)
-                    log.warning("poll of %s %s/%s failed: %s", *key, error)
-            else:
-                self._errors.pop(key, None)
+                return 0
+            delay = self._look(key)
+            with self._wake:
+                if delay is not None and key in self._known:
+                    self._schedule(key, delay)
+        return len(keys)
+
+    def _look(self, key: Key) -> float | None:
+        try:
+            delay = self.reconcile(*key)
+        except Exception as error:  # one object's trouble must not stop the others
+            # Logged once per distinct failure, not at every look; looked at again later.
+            if self._errors.get(key) != str(error):
+                self._errors[key] = str(error)
+                log.warning("poll of %s %s/%s failed: %s", *key, error)
+            return self.interval
+        self._errors.pop(key, None)
+        return delay
 
     def start(self) -> None:
         self._stop.clear()
@@ -62,11 +127,19 @@ class Poller:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
             self.poll_once()
+            with self._wake:
+                if self._stop.is_set():
+                    return
+                wait = self._heap[0][0] - self.clock() if self._heap else None
+                if wait is None or wait > 0:
+                    self._wake.wait(timeout=None if wait is None else wait)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

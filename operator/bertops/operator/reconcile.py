@@ -48,6 +48,14 @@ SKIP_CLEANUP = "bertops.io/skip-cleanup"
 UNAVAILABLE_RECHECK_SECONDS = 30.0
 
 
+# Per kind: its API type and the planner's test for a final outcome of this generation
+# (then the poller stops looking; only a watch event brings it back).
+SETTLED: dict[str, tuple[Any, Callable[[ObjectRef, Any], bool]]] = {
+    "BertDataset": (dataset_api.BertDataset, dataset_planner.is_settled),
+    "BertTraining": (training_api.BertTraining, training_planner.is_settled),
+    "BertModel": (model_api.BertModel, model_planner.is_settled),
+}
+
 # The condition that carries each kind's outcome (InvalidSpec goes there).
 MAIN_CONDITION = {"BertTraining": training_api.SUCCEEDED}
 
@@ -84,7 +92,7 @@ class Reconciler:
         self._running: dict[tuple[str, str], str] = {}  # (namespace, step) -> step kind
         self._guard = threading.Lock()
         self.deployments = DeploymentReconciler(
-            kube, config, make_backend(config, kube), self._parse, self.clock, metrics
+            kube, config, make_backend(config, kube), self._parse, self.clock, metrics, runtime
         )
 
     def _lock(self, key: str) -> threading.Lock:
@@ -101,6 +109,21 @@ class Reconciler:
 
     def reconcile(self, kind: str, namespace: str, name: str) -> Plan | None:
         """Reconcile one object; returns the applied plan (None when it is gone)."""
+        return self._reconcile(kind, namespace, name)[0]
+
+    def poll(self, kind: str, namespace: str, name: str) -> float | None:
+        """Reconcile for the poller: the seconds until the object needs another look, or
+        None when only a change (a watch event) can move it."""
+        return self._reconcile(kind, namespace, name)[1]
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """A deleted object's bookkeeping goes, so per-object state stays bounded."""
+        key = f"{kind}/{namespace}/{name}"
+        with self._guard:
+            self._locks.pop(key, None)
+            self._unavailable.pop(key, None)
+
+    def _reconcile(self, kind: str, namespace: str, name: str) -> tuple[Plan | None, float | None]:
         started = time.monotonic()
         outcome = "error"
         key = f"{kind}/{namespace}/{name}"
@@ -110,16 +133,18 @@ class Reconciler:
                 body = self.kube.get(kind, namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     outcome = "gone"
-                    return None
+                    return None, None
                 generation = int(body["metadata"].get("generation") or 0)
                 held = self._unavailable.get(key)
                 if held and held[0] == generation and time.monotonic() < held[1]:
                     outcome = "unchanged"
-                    return Plan()
+                    return Plan(), held[1] - time.monotonic()
+                delay: float | None
                 try:
                     plan = getattr(self, f"_plan_{kind.lower()}")(body)
                     self._apply(kind, body, plan)
                     self._unavailable.pop(key, None)
+                    delay = self._next_look(kind, body, plan)
                 except InvalidObjectError as error:
                     if (error.kind, error.name) != (kind, name):
                         raise  # a related object is invalid: its own reconcile says so
@@ -130,6 +155,7 @@ class Reconciler:
                         f"the spec breaks the API rules: {error}",
                     )
                     self._apply(kind, body, plan)
+                    delay = None  # nothing moves until the spec changes
                 except RuntimeUnavailableError as error:
                     # Reported in the condition, not raised: kopf would retry it in a loop.
                     log.warning("%s: %s", key, error)
@@ -137,11 +163,37 @@ class Reconciler:
                     self._apply(kind, body, plan)
                     recheck = time.monotonic() + UNAVAILABLE_RECHECK_SECONDS
                     self._unavailable[key] = (generation, recheck)
+                    delay = UNAVAILABLE_RECHECK_SECONDS
                 outcome = "changed" if not plan.empty else "unchanged"
-                return plan
+                return plan, delay
         finally:
             if self.metrics:
                 self.metrics.observe_reconcile(kind, outcome, time.monotonic() - started)
+
+    def _next_look(self, kind: str, body: dict[str, Any], plan: Plan) -> float | None:
+        """When the object needs another look: a deployment when its rollout or drift
+        checks say; anything that started, stopped or created something at the next poll;
+        otherwise never once its planner calls it settled (a final outcome for this
+        generation), else (a step runs, a dependency is awaited) at the next poll."""
+        if kind == "BertDeployment":
+            meta = body["metadata"]
+            return self.deployments.next_look(meta["namespace"], meta["name"])
+        if plan.start or plan.stop or plan.create:
+            return self.config.poll_seconds
+        status = plan.status if plan.status is not None else body.get("status") or {}
+        settled = SETTLED.get(kind)
+        if settled is None:
+            return self.config.poll_seconds
+        api_type, is_settled = settled
+        try:
+            parsed = api_type.model_validate({**body, "status": status})
+        except ValidationError:
+            return self.config.poll_seconds
+        return (
+            None
+            if is_settled(ObjectRef.from_body(body), parsed.status)
+            else self.config.poll_seconds
+        )
 
     # -- per kind: gather observations and plan ------------------------------------------------
 

@@ -9,11 +9,14 @@ or a Prometheus server when the operator is given one), call the pure
 status (with ``endpoint``) and the Events go back as a :class:`Plan` that
 :class:`bertops.operator.reconcile.Reconciler` applies like any other kind's.
 
-The poller calls this every ``poll_seconds``; the analysis itself runs only when
-``decide`` asked to look again (its requeue delay) or when an input changed (spec
+The poller calls this when :meth:`DeploymentReconciler.next_look` says (the rollout's
+requeue delay, a drift step running or due, at least every ``MAX_LOOK_SECONDS``) and on
+watch events (the deployment's own, and its namespace's BertModels'); the analysis
+itself runs only when ``decide`` asked to look again or when an input changed (spec
 generation, the action annotation, the selected model), so status is not rewritten at
-every tick. Serving is moved forward at every call (a server becoming ready, a retired
-one to stop). The spec is never written.
+every look. Serving is moved forward at every call (a server becoming ready, a retired
+one to stop). Drift monitoring and retraining (:mod:`.monitor`) run on top of the
+rollout's status. The spec is never written.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import httpx
 from bertops.api import deployment as api
 from bertops.api.meta import find_condition, set_condition
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.monitor import DriftMonitor, MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
@@ -43,11 +47,13 @@ from bertops.operator.rollout.metrics import (
 )
 from bertops.operator.rollout.prometheus import PrometheusSource
 from bertops.operator.rollout.state import Decision, decide
+from bertops.operator.runtime.base import Runtime
 from bertops.operator.runtime.serving import gateway_name
 
 log = logging.getLogger(__name__)
 REASON_STARTING = "ServersStarting"
 SETTLING_SECONDS = 1.0  # look again this soon while serving still moves
+MAX_LOOK_SECONDS = 30.0  # a settled deployment is still looked at this often
 OUTCOMES = {
     api.REASON_PROMOTED: "Promoted",
     api.REASON_ABORTED: "Aborted",
@@ -75,6 +81,7 @@ class DeploymentReconciler:
         parse: Callable[[Any, dict[str, Any]], Any],
         clock: Callable[[], datetime],
         metrics: OperatorMetrics | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -84,7 +91,11 @@ class DeploymentReconciler:
         self.metrics = metrics
         # (namespace, name) -> (inputs last decided on, monotonic time to decide again).
         self._due: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
+        self._monitor_due: dict[tuple[str, str], float] = {}  # monotonic time
         self._guard = threading.Lock()
+        # Drift checks run as steps on the native runtime; without one (unit tests of the
+        # rollout alone) there is no monitoring.
+        self.monitor = DriftMonitor(kube, runtime, config, clock, metrics) if runtime else None
 
     def plan(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
@@ -97,12 +108,13 @@ class DeploymentReconciler:
         with self._guard:
             last = self._due.get(key)
         versions = {v.name: v for b in bodies if (v := version_of(b)) is not None}
+        models = {str(b["metadata"]["name"]): b for b in bodies}
         if last is not None and last[0] == inputs and time.monotonic() < last[1]:
             # Nothing to decide yet; keep serving moving towards the current status.
             served = self._serve(ref, obj.spec, obj.status, versions)
             if not served.settled:
                 self._remember(key, inputs, min(last[1] - time.monotonic(), SETTLING_SECONDS))
-            return Plan()
+            return self._monitored(ref, obj, obj.status.model_copy(deep=True), models, Plan(), body)
         observations = self._observe(ref, obj.status) if obj.status.canary_model else None
         decision = decide(
             obj.spec,
@@ -126,12 +138,37 @@ class DeploymentReconciler:
         delay = decision.requeue_seconds or self.config.poll_seconds * 10
         self._remember(key, inputs, delay if served.settled else SETTLING_SECONDS)
         self._count(ref, decision, status)
-        plan = Plan(events=list(decision.events))
+        for problem in served.problems:
+            log.warning("%s/%s: %s", ref.namespace, ref.name, problem)
+        return self._monitored(ref, obj, status, models, Plan(events=list(decision.events)), body)
+
+    def _monitored(
+        self,
+        ref: ObjectRef,
+        obj: api.BertDeployment,
+        status: api.BertDeploymentStatus,
+        models: dict[str, dict[str, Any]],
+        plan: Plan,
+        body: dict[str, Any],
+    ) -> Plan:
+        """Drift monitoring and retraining on top of the rollout's status (in place),
+        then the status patch when anything differs from what is stored."""
+        if self.monitor is None:
+            monitored = MonitorPlan()
+        else:
+            monitored = self.monitor.plan(ref, obj.spec, status, models)
+            wait = self.monitor.wait_seconds(status, self.config.poll_seconds)
+            with self._guard:
+                if wait is None:
+                    self._monitor_due.pop((ref.namespace, ref.name), None)
+                else:
+                    self._monitor_due[(ref.namespace, ref.name)] = time.monotonic() + wait
+        plan.start = monitored.start
+        plan.create += monitored.create
+        plan.events += monitored.events
         wire = status.to_wire()
         if wire != (body.get("status") or {}):
             plan.status = wire
-        for problem in served.problems:
-            log.warning("%s/%s: %s", ref.namespace, ref.name, problem)
         return plan
 
     def _starting(
@@ -162,9 +199,30 @@ class DeploymentReconciler:
         with self._guard:
             self._due[key] = (inputs, time.monotonic() + max(0.0, delay))
 
+    def next_look(self, namespace: str, name: str) -> float:
+        """Seconds until this deployment needs another look: when its rollout decides
+        again or its drift monitoring has something due, and at least every
+        ``MAX_LOOK_SECONDS`` (each look also restarts a server process that died)."""
+        now = time.monotonic()
+        with self._guard:
+            times = [
+                due[1]
+                for due in (
+                    self._due.get((namespace, name)),
+                    (None, self._monitor_due[(namespace, name)])
+                    if (namespace, name) in self._monitor_due
+                    else None,
+                )
+                if due is not None
+            ]
+        return max(0.0, min([now + MAX_LOOK_SECONDS, *times]) - now)
+
     def forget(self, namespace: str, name: str) -> None:
         with self._guard:
             self._due.pop((namespace, name), None)
+            self._monitor_due.pop((namespace, name), None)
+        if self.monitor is not None:
+            self.monitor.forget(namespace, name)
 
     def _serve(
         self,

@@ -1,0 +1,250 @@
+"""The retraining side of drift monitoring: start a retraining when a drifted check is
+allowed one (creating the BertDataset revision and BertTraining that
+:mod:`.retrain` builds), follow each started one along drift -> dataset -> training ->
+model -> rollout in ``status.retrains.history``, and find the objects both need (the
+stable model's dataset and training).
+
+Called by :class:`bertops.operator.deployment.monitor.DriftMonitor`. Reads BertModels,
+BertTrainings and BertDatasets; writes nothing but the children it creates through the
+reconciler's plan (never a user's spec).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bertops.api import dataset as dataset_api
+from bertops.api import deployment as api
+from bertops.api import training as training_api
+from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment import retrain as builders
+from bertops.operator.deployment.target import feedback_uri
+from bertops.operator.kube import Kube
+from bertops.operator.metrics import OperatorMetrics
+from bertops.operator.planners.common import Event, ObjectRef
+from bertops.operator.rollout.retrain import ENDED, ChainView, follow_chain, may_retrain
+from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE
+
+if TYPE_CHECKING:
+    from bertops.operator.deployment.monitor import MonitorPlan
+
+log = logging.getLogger(__name__)
+HISTORY = 20
+GOOD_OUTCOMES = {"Trained", "Promoted"}
+# Final failure reasons of the objects a retraining creates (the planners' final sets).
+TRAINING_FAILED = {
+    training_api.REASON_STEP_FAILED,
+    training_api.REASON_INVALID_SPEC,
+    training_api.REASON_UNSUPPORTED_TASK,
+    training_api.REASON_NAME_CONFLICT,
+    REASON_RESULT_UNREADABLE,
+}
+DATASET_FAILED = {
+    dataset_api.REASON_INVALID_DATA,
+    dataset_api.REASON_STEP_FAILED,
+    dataset_api.REASON_INVALID_SPEC,
+    REASON_RESULT_UNREADABLE,
+}
+
+
+class RetrainChain:
+    def __init__(self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics | None) -> None:
+        self.kube = kube
+        self.config = config
+        self.metrics = metrics
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def dataset_of(self, namespace: str, model: dict[str, Any]) -> tuple[str | None, str]:
+        """The prepared dataset a model was trained on (for its reference sample)."""
+        lineage = (model.get("status") or {}).get("lineage") or {}
+        spec = model.get("spec") or {}
+        name = (
+            lineage.get("dataset")
+            or (spec.get("evaluationDatasetRef") or {}).get("name")
+            or ((spec.get("compression") or {}).get("datasetRef") or {}).get("name")
+        )
+        if not name:
+            return None, (
+                f"BertModel {model['metadata']['name']} names no dataset (no lineage, no "
+                "evaluationDatasetRef): drift monitoring needs its validation split"
+            )
+        body = self.kube.get("BertDataset", namespace, name)
+        uri = ((body or {}).get("status") or {}).get("artifactUri")
+        if not uri:
+            return None, f"BertDataset {name} is missing or not prepared"
+        return str(uri), ""
+
+    def _source_training(
+        self, namespace: str, spec: api.BertDeploymentSpec, stable: dict[str, Any] | None
+    ) -> tuple[training_api.BertTraining | None, str]:
+        if spec.retrain.training_ref is not None:
+            name: str | None = spec.retrain.training_ref.name
+        else:
+            lineage = ((stable or {}).get("status") or {}).get("lineage") or {}
+            name = lineage.get("trainingRun") or ((stable or {}).get("spec") or {}).get(
+                "trainingRef", {}
+            ).get("name")
+        if not name:
+            return None, "the stable model names no training run: set retrain.trainingRef"
+        body = self.kube.get("BertTraining", namespace, name)
+        if body is None:
+            return None, f"BertTraining {name} not found"
+        return training_api.BertTraining.model_validate(body), ""
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def maybe_start(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        now: datetime,
+        out: MonitorPlan,
+        *,
+        announce_skip: bool,
+    ) -> None:
+        """After a drifted check: start a retraining when the guards allow one. A skip is
+        announced once per drift episode (when Drifted just turned True), not per check."""
+        verdict = may_retrain(spec, status, now)
+        if not verdict.allowed:
+            if announce_skip and spec.retrain.enabled:
+                out.events.append(Event("Normal", verdict.reason, verdict.message))
+            return
+        try:
+            created = self._build(ref, spec, status, now)
+        except (LookupError, ValueError) as error:
+            out.events.append(Event("Warning", api.REASON_RETRAIN_FAILED, str(error)))
+            return
+        out.create += created
+        name = created[-1]["metadata"]["name"]
+        drift = status.drift or api.DriftStatus()
+        record = api.RetrainRecord(
+            at=now,
+            drift_score=drift.score,
+            report_uri=drift.report_uri,
+            dataset=created[0]["metadata"]["name"],
+            training=name,
+            model=name,
+        )
+        retrains = status.retrains = (status.retrains or api.RetrainStatus()).model_copy()
+        retrains.count += 1
+        retrains.last_at, retrains.last_training, retrains.active = now, name, name
+        retrains.history = [*(retrains.history or []), record][-HISTORY:]
+        out.events.append(
+            Event(
+                "Normal",
+                api.REASON_RETRAIN_STARTED,
+                f"{verdict.message}: created BertDataset {record.dataset} and BertTraining "
+                f"{name} (report {drift.report_uri})",
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.retrains.labels(ref.namespace, ref.name).inc()
+
+    def _build(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        stable = self.kube.get("BertModel", ref.namespace, status.stable_model or "")
+        source, problem = self._source_training(ref.namespace, spec, stable)
+        if source is None:
+            raise LookupError(f"cannot retrain: {problem}")
+        dataset_body = self.kube.get("BertDataset", ref.namespace, source.spec.dataset_ref.name)
+        if dataset_body is None:
+            raise LookupError(
+                f"cannot retrain: BertDataset {source.spec.dataset_ref.name} not found"
+            )
+        original = dataset_api.BertDataset.model_validate(dataset_body)
+        assert spec.model.selector is not None  # may_retrain refuses a fixed model.ref
+        name = builders.retrain_name(
+            ref.name, (status.retrains.count if status.retrains else 0) + 1
+        )
+        drift = status.drift or api.DriftStatus()
+        why = builders.cause(ref, drift.score, drift.report_uri, now)
+        feedback = (
+            feedback_uri(self.config, ref.namespace, ref.name)
+            if spec.retrain.include_feedback
+            else None
+        )
+        return [
+            builders.dataset_manifest(name, ref, original.spec, feedback, why),
+            builders.training_manifest(
+                name, ref, source.spec, spec.model.selector.family, why, now
+            ),
+        ]
+
+    # -- following -----------------------------------------------------------------------------
+
+    def follow(
+        self,
+        ref: ObjectRef,
+        status: api.BertDeploymentStatus,
+        models: dict[str, dict[str, Any]],
+        events: list[Event],
+    ) -> None:
+        """Move the active retraining's record along its chain; ends it when the chain
+        ended (one GET of the training per reconcile, only while one is active)."""
+        retrains = status.retrains
+        if retrains is None or not retrains.active or not retrains.history:
+            return
+        index = next(
+            (i for i, r in enumerate(retrains.history) if r.training == retrains.active), None
+        )
+        if index is None:
+            retrains.active = None
+            return
+        record = retrains.history[index]
+        view = self._view(ref.namespace, record, models)
+        outcome, message = follow_chain(record, view, status)
+        if (outcome, message) == (record.outcome, record.message):
+            return
+        retrains = status.retrains = retrains.model_copy()
+        history = list(retrains.history or [])
+        history[index] = record.model_copy(update={"outcome": outcome, "message": message})
+        retrains.history = history
+        if outcome in ENDED:
+            retrains.active = None
+        if outcome != record.outcome:
+            text = f"retraining {record.training}: {outcome}" + (f" ({message})" if message else "")
+            if outcome in GOOD_OUTCOMES:
+                events.append(Event("Normal", f"Retrain{outcome}", text))
+            else:
+                events.append(Event("Warning", f"Retrain{outcome}", text))
+
+    def _view(
+        self, namespace: str, record: api.RetrainRecord, models: dict[str, dict[str, Any]]
+    ) -> ChainView:
+        """Where the record's objects stand: a dataset that failed to prepare fails the
+        chain too (its training would wait for it for ever)."""
+        training = self.kube.get("BertTraining", namespace, record.training)
+        if training is None:
+            return ChainView(None)
+        succeeded = _condition(training, training_api.SUCCEEDED)
+        if succeeded.get("status") == "True":
+            outcome = "Succeeded"
+        elif succeeded.get("status") == "False" and succeeded.get("reason") in TRAINING_FAILED:
+            outcome = "Failed"
+        else:
+            outcome = "Running"  # Unknown, or False while waiting or retrying: not final
+        message = str(succeeded.get("message") or "")
+        if outcome == "Running":
+            dataset = self.kube.get("BertDataset", namespace, record.dataset)
+            ready = _condition(dataset or {}, dataset_api.READY)
+            if dataset is None or ready.get("reason") in DATASET_FAILED:
+                why = ready.get("message") or "it is gone"
+                return ChainView("Failed", f"BertDataset {record.dataset}: {why}")
+        model = models.get(record.model or "") or {}
+        return ChainView(outcome, message, _condition(model, "Ready").get("status") == "True")
+
+
+def _condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return {}

@@ -1,0 +1,166 @@
+"""The closed loop on the real API server with the local runtime and a tiny BERT: real
+prepare, train, reference and drift steps (Evidently), real model servers and gateway.
+Shifted traffic with feedback labels makes a drift check find drift; exactly one
+retraining starts however many drifted checks follow; its model rolls out as a canary
+and is promoted; the user's objects keep their generation and spec throughout."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bertops.operator.kube import Kube
+from tests.operator.conftest import condition, wait_for
+from tests.operator.serving_helpers import SteadyClient
+from tests.operator.test_local_runtime import dataset, training, tweets_csv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+__all__ = ["tweets_csv"]  # the module fixture, shared with test_local_runtime
+
+# Text of another kind than the tweets the model was trained on: long, non-ASCII, mostly
+# unknown to the uncased English WordPiece vocabulary.
+SHIFTED = [
+    "市场研究显示，新能源汽车的销量在第三季度继续增长，分析人士认为价格战仍将持续。",  # noqa: RUF001
+    "Ангарский завод объявил о модернизации производственных линий к концу года.",  # noqa: RUF001
+    "ハイキングの途中で突然の雨に降られたが、山小屋の主人が温かいスープを出してくれた。",
+    "El consejo municipal aprobó el presupuesto después de un largo debate nocturno.",
+]
+
+
+def deployment(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "bertops.io/v1alpha1",
+        "kind": "BertDeployment",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "model": {"selector": {"family": "tiny", "policy": "latest"}},
+            "serving": {"predictionLog": "hash", "maxBatchWaitMs": 2},
+            "rollout": {
+                "steps": [{"weight": 50, "pauseSeconds": 1}],
+                # Tiny models at chance disagree at random: this test is about the loop,
+                # test_deployment_local and test_rollout_gates are about the gates.
+                "analysis": {
+                    "intervalSeconds": 1,
+                    "minRequests": 5,
+                    "maxLatencyRatio": 50,
+                    "maxPredictionDivergence": 1,
+                },
+            },
+            "drift": {"intervalSeconds": 10, "windowSize": 60, "referenceSize": 60},
+            "retrain": {"enabled": True, "cooldownSeconds": 3600, "includeFeedback": True},
+        },
+    }
+
+
+def status(kube: Kube, namespace: str) -> dict[str, Any]:
+    return (kube.get("BertDeployment", namespace, "web") or {}).get("status") or {}
+
+
+def user_objects(kube: Kube, namespace: str) -> dict[str, Any]:
+    found = {}
+    for kind, name in (
+        ("BertDataset", "tweets"),
+        ("BertTraining", "tiny"),
+        ("BertDeployment", "web"),
+    ):
+        body = kube.get(kind, namespace, name) or {}
+        found[kind] = (body["metadata"]["generation"], json.dumps(body["spec"], sort_keys=True))
+    return found
+
+
+def send_shifted(endpoint: str, rounds: int) -> int:
+    """Shifted texts through the gateway, each answer labelled by feedback."""
+    labelled = 0
+    with httpx.Client(timeout=30) as client:
+        for i in range(rounds):
+            answer = client.post(
+                endpoint + "/predict",
+                json={"texts": [f"{SHIFTED[i % len(SHIFTED)]} #{i}"]},
+                headers={"x-bertops-key": uuid.uuid4().hex},
+            )
+            assert answer.status_code == 200, answer.text
+            request_id = answer.headers["x-request-id"]
+            label = ("negative", "neutral", "positive")[i % 3]
+            fed = client.post(
+                endpoint + "/feedback", json={"requestId": request_id, "label": label}
+            )
+            labelled += fed.status_code == 200
+    return labelled
+
+
+def test_drift_retrains_once_and_the_new_model_is_promoted(
+    kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
+) -> None:
+    start_operator(namespace)
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace, epochs=1))
+    kube_layer.create(deployment(namespace))
+    before = None
+    ready = wait_for(
+        lambda: (
+            (s := status(kube_layer, namespace)).get("drift", {}).get("referenceModel") == "tiny-v1"
+            and s.get("endpoint")
+            and s
+        ),
+        timeout=420,
+        what="tiny-v1 serving with its reference sample",
+    )
+    before = user_objects(kube_layer, namespace)
+    assert ready["drift"]["referenceRows"] == 18  # the validation split: 15% of 120 rows
+    assert condition({"status": ready}, "Drifted")["status"] == "Unknown"  # type: ignore[index]
+
+    assert send_shifted(ready["endpoint"], 70) == 70
+    drifted = wait_for(
+        lambda: (
+            (c := condition(kube_layer.get("BertDeployment", namespace, "web"), "Drifted"))
+            and c["reason"] == "DriftDetected"
+            and status(kube_layer, namespace)
+        ),
+        timeout=120,
+        what="Drifted=True",
+    )
+    drift = drifted["drift"]
+    assert drift["drifted"] is True and drift["score"] >= 0.3 and drift["windowRows"] == 60
+    assert Path(drift["reportUri"]).is_file() and drift["signals"]["nonAscii"] is True
+
+    client = SteadyClient(ready["endpoint"], pause=0.05).start()
+    try:
+        promoted = wait_for(
+            lambda: (
+                (s := status(kube_layer, namespace)).get("stableModel") == "web-retrain-1" and s
+            ),
+            timeout=600,
+            what="web-retrain-1 promoted",
+        )
+        serial = promoted["drift"].get("serial", 0)
+        # Drift checks go on (the new stable gets its own reference, then checks).
+        wait_for(
+            lambda: status(kube_layer, namespace)["drift"].get("serial", 0) >= serial + 1,
+            timeout=120,
+            what="another monitor step after the promotion",
+        )
+    finally:
+        client.stop()
+    final = status(kube_layer, namespace)
+    retrains = final["retrains"]
+    assert retrains["count"] == 1 and retrains.get("active") is None
+    (record,) = retrains["history"]
+    assert record["outcome"] == "Promoted" and record["training"] == "web-retrain-1"
+    assert record["driftScore"] == drift["score"] and record["reportUri"] == drift["reportUri"]
+    assert [h["outcome"] for h in final["history"]] == ["Promoted"]
+
+    new_dataset = kube_layer.get("BertDataset", namespace, "web-retrain-1") or {}
+    assert new_dataset["metadata"]["labels"]["bertops.io/retrained-for"] == "web"
+    assert new_dataset["status"]["rows"]["total"] > 120  # the tweets plus the feedback
+    trigger = (kube_layer.get("BertTraining", namespace, "web-retrain-1") or {})["spec"]["trigger"]
+    assert trigger["driftScore"] == drift["score"] and trigger["deployment"] == "web"
+
+    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "web")]
+    assert reasons.count("RetrainStarted") == 1
+    assert {"DriftDetected", "RetrainPromoted", "Promoted"} <= set(reasons)
+    assert user_objects(kube_layer, namespace) == before  # no spec written, so Argo CD stays Synced
