@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import threading
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,12 @@ def main(
     serving_image: str = typer.Option(
         OperatorConfig.serving_image, help="Kubernetes runtime: model server/gateway image."
     ),
+    step_command: str = typer.Option(
+        "",
+        "--step-command",
+        help="Local runtime: the command that runs a step, split as a shell line "
+        "(default: bertops trainer). For benchmarks and tests, e.g. a stub step.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Reconcile BertDataset, BertTraining, BertModel and BertDeployment objects."""
@@ -225,6 +232,8 @@ def main(
         overrides["artifact_root"] = OperatorConfig.artifact_mount
     if state_dir:
         overrides["state_dir"] = state_dir
+    if step_command:
+        overrides["step_command"] = tuple(shlex.split(step_command))
     config = OperatorConfig(
         runtime=runtime,  # type: ignore[arg-type]
         namespaces=tuple(namespace),

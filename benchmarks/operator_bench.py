@@ -1,0 +1,283 @@
+"""Benchmark of the operator at scale (not a test): N BertDatasets applied at once to the
+embedded API server, reconciled by ``bertops operator --runtime local`` in its own
+process, with a stub prepare step (``benchmarks/stub_step.py``) that finishes at once, so
+what is measured is the operator, not torch. Run by hand or by whoever sizes issue #16's
+scale work; a few minutes at the default sizes:
+
+    .venv/bin/python benchmarks/operator_bench.py [--sizes 100,300,1000] [--window 60]
+        [--kubeconfig FILE]  # reuse a running cluster; default: start one, stop it after
+
+Per size N (a fresh namespace, a fresh operator with its own state dir, default leader
+election on, metrics on loopback; objects created with ``--concurrency`` threads):
+
+- objects to first status per second: N / (apply start -> the last object's first
+  status with conditions), timestamped by a watch, not by polling each object;
+- apply -> first child p50/p95: from an object's create call to its status.step (the
+  watch) and to its step process's pid file in the operator's state dir;
+- API requests per settled object per minute: ``apiserver_request_total`` from the API
+  server's /metrics before and after ``--window`` seconds once all are Ready, in which
+  the benchmark sends nothing; net of the API server's own idle rate (measured first,
+  with no operator) and of its own /metrics read, with a breakdown by verb and resource;
+- operator RSS (/proc/<pid>/status VmRSS) idle and settled, growth per object within a
+  size and between sizes; the load average before and after each size.
+
+Each size ends with its objects deleted (the operator's finalizer removes the step
+folders), the operator stopped and its state dir removed. The table sets the figures
+beside the anchors and the goals of issue #16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from statistics import median, quantiles
+from typing import Any
+
+from kubernetes import client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Sibling scripts, not a package: found through the path entry above.
+from operator_bench_kube import (
+    Counts,
+    OperatorProcess,
+    Seen,
+    Series,
+    Watcher,
+    api_client,
+    apply_all,
+    cluster_kubeconfig,
+    delete_all,
+    settled_requests,
+)
+from stub_step import prepare_result
+
+FINAL = {"Prepared", "InvalidData", "StepFailed", "InvalidSpec", "ResultUnreadable"}
+ANCHOR_RATE = "kopf ~3.3/s (300 in 90 s, users' reports); tuned controller-runtime ~52/s"
+
+
+def check_stub() -> None:
+    """The stub's document parses as a successful prepare StepResult with details."""
+    from bertops.api.steps import PrepareDetails, StepResult
+
+    spec = {"name": "x-prep-g1", "outputUri": "/tmp/x", "dataset": {"labels": ["a", "b"]}}
+    result = StepResult.model_validate(prepare_result(spec, datetime.now(UTC)))
+    assert result.succeeded and isinstance(result.details, PrepareDetails), result
+    assert result.details.rows and result.details.checksum and result.details.labels
+
+
+def pct(values: list[float], q: int) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def wait_settled(watcher: Watcher, names: list[str], timeout: float) -> float:
+    """Until every object's Ready condition has a final reason (read from the watch's
+    records, no API request); the time the last one got there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(watcher.seen.reasons.get(name) in FINAL for name in names):
+            break
+        time.sleep(0.2)
+    else:
+        done = sum(watcher.seen.reasons.get(name) in FINAL for name in names)
+        raise RuntimeError(f"only {done}/{len(names)} settled after {timeout:.0f}s")
+    ready = watcher.seen.ready
+    return max(ready.get(name, 0.0) for name in names)
+
+
+def pid_latencies(
+    state_dir: Path, namespace: str, seen: Seen, began: dict[str, float]
+) -> list[float]:
+    """apply -> the step's pid file (written right after the process started)."""
+    out = []
+    for name, step in seen.step_names.items():
+        pid = state_dir / "steps" / namespace / step / "pid"
+        if pid.exists():
+            out.append(pid.stat().st_mtime - began[name])
+    return out
+
+
+def run_size(
+    api: client.ApiClient, kubeconfig: str, n: int, args: argparse.Namespace, root: Path
+) -> dict[str, Any]:
+    workdir = root / f"n{n}"
+    workdir.mkdir()
+    namespace = f"bench-{n}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata={"name": namespace}))
+    load_before = os.getloadavg()
+    operator = OperatorProcess(kubeconfig, namespace, workdir, args.poll, args.leader_elect)
+    try:
+        operator.wait_ready()
+        rss_idle = operator.rss_kib()
+        watcher = Watcher(api, namespace)
+        names = [f"ds-{i:05d}" for i in range(n)]
+        source = str(workdir / "artifacts" / "sources" / "tweets.csv")
+        start = time.time()
+        began = apply_all(api, namespace, names, source, args.concurrency)
+        applied = time.time() - start
+        last_ready = wait_settled(watcher, names, args.timeout)
+        watcher.stop()
+        seen = watcher.seen
+        time.sleep(2.0)  # the watch's last request ends; in-flight writes land
+        raw, net = settled_requests(api, args.window, args.idle_rate)
+        rss_settled = operator.rss_kib()
+        pid_lat = pid_latencies(operator.state_dir, namespace, seen, began)
+        delete_all(api, namespace, args.concurrency, args.timeout)
+    except Exception:
+        print(operator.tail(), file=sys.stderr)
+        raise
+    finally:
+        operator.stop()
+        shutil.rmtree(operator.state_dir, ignore_errors=True)
+    # No namespace controller on the embedded cluster: it stays Terminating, empty.
+    core.delete_namespace(namespace)
+    step_lat = [seen.step[name] - began[name] for name in names if name in seen.step]
+    minutes = args.window / 60
+    return {
+        "n": n,
+        "apply_seconds": applied,
+        "first_status_rate": n / (max(seen.status[name] for name in names) - start),
+        "settle_seconds": last_ready - start if last_ready else float("nan"),
+        "not_prepared": sum(seen.reasons.get(name) != "Prepared" for name in names),
+        "child_p50": median(step_lat),
+        "child_p95": pct(step_lat, 95),
+        "pid_p50": median(pid_lat) if pid_lat else float("nan"),
+        "pid_p95": pct(pid_lat, 95),
+        "requests_raw": sum(raw.values()) / n / minutes,
+        "requests": sum(net.values()) / n / minutes,
+        "requests_no_lease": sum(v for k, v in net.items() if k[2] != "leases") / n / minutes,
+        "breakdown": {_series(key): v / n / minutes for key, v in list(net.items())[:8]},
+        "rss_idle_mib": rss_idle / 1024,
+        "rss_settled_mib": rss_settled / 1024,
+        "rss_kib_per_object": (rss_settled - rss_idle) / n,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
+
+
+def _series(key: Series) -> str:
+    verb, group, resource = key
+    return f"{verb} {group + '/' if group else ''}{resource or '(non-resource)'}"
+
+
+def idle_rate(api: client.ApiClient, seconds: float) -> Counts:
+    """The API server's own requests per second with no operator and no benchmark."""
+    raw, _ = settled_requests(api, seconds, None)
+    print(f"API server idle: {sum(raw.values()) / seconds * 60:.0f} requests/min")
+    return {key: value / seconds for key, value in raw.items()}
+
+
+# (label, result key, digits, goal, anchor or note); digits None: the value is text.
+ROWS: list[tuple[str, str, int | None, str, str]] = [
+    ("objects to first status /s", "first_status_rate", 2, ">= 20", ANCHOR_RATE),
+    ("apply (create calls) s", "apply_seconds", 2, "", ""),
+    ("apply -> all Ready s", "settle_seconds", 2, "", "the poller notices a finished step"),
+    ("not Prepared", "not_prepared", 0, "0", ""),
+    ("apply -> status.step p50 s", "child_p50", 2, "<= 1", "from the create call"),
+    ("apply -> status.step p95 s", "child_p95", 2, "", ""),
+    ("apply -> step pid file p50 s", "pid_p50", 2, "<= 1", "process started"),
+    ("apply -> step pid file p95 s", "pid_p95", 2, "", ""),
+    ("API req/settled obj/min (net)", "requests", 3, "<= 1", "API server idle subtracted"),
+    ("  the same without the Lease", "requests_no_lease", 3, "<= 1", "Lease: per operator"),
+    ("  raw", "requests_raw", 3, "", "everything the API server counted"),
+    ("operator RSS idle MiB", "rss_idle_mib", 1, "", "before the first apply"),
+    ("operator RSS settled MiB", "rss_settled_mib", 1, "", ""),
+    ("RSS growth KiB/object (in size)", "rss_kib_per_object", 1, "~linear", "(settled-idle)/N"),
+    ("RSS growth KiB/object (vs prev)", "rss_kib_vs_previous", 1, "~linear", "between sizes"),
+    ("load avg 1m before/after", "load", None, "", f"{os.cpu_count()} CPUs"),
+]
+
+
+def _cell(value: Any, digits: int | None) -> str:
+    if digits is None or isinstance(value, str):
+        return str(value)
+    return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    for r in results:
+        r["load"] = f"{r['load_before'][0]:.2f}/{r['load_after'][0]:.2f}"
+        r.setdefault("rss_kib_vs_previous", "-")
+    for a, b in pairwise(results):
+        b["rss_kib_vs_previous"] = (
+            (b["rss_settled_mib"] - a["rss_settled_mib"]) * 1024 / (b["n"] - a["n"])
+        )
+    label_width = max(len(row[0]) for row in ROWS)
+    print(f"\n{'metric':<{label_width}}", *(f"{'N=' + str(r['n']):>10}" for r in results), end="")
+    print(f"  {'goal':<8}  anchor / note")
+    for label, key, digits, goal, note in ROWS:
+        cells = (f"{_cell(r[key], digits):>10}" for r in results)
+        print(f"{label:<{label_width}}", *cells, f" {goal:<8}  {note}")
+    print(
+        f"\nsettled window {args.window:.0f} s, operator --poll {args.poll} s, leader election "
+        f"{'on' if args.leader_elect else 'off'}, create concurrency {args.concurrency}"
+    )
+    for r in results:
+        print(f"\nN={r['n']}: API requests / settled object / minute by verb, resource (net)")
+        width = max((len(series) for series in r["breakdown"]), default=0)
+        for series, value in r["breakdown"].items():
+            print(f"  {series:<{width}}  {value:8.3f}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,300,1000", help="Comma-separated N.")
+    parser.add_argument("--window", type=float, default=60.0, help="Settled seconds counted.")
+    parser.add_argument("--idle-window", type=float, default=30.0, help="API server alone.")
+    parser.add_argument("--poll", type=float, default=2.0, help="The operator's --poll.")
+    parser.add_argument("--concurrency", type=int, default=8, help="Parallel create calls.")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Per size, to settle.")
+    parser.add_argument("--kubeconfig", help="A running cluster (default: start one).")
+    parser.add_argument(
+        "--no-leader-elect",
+        dest="leader_elect",
+        action="store_false",
+        help="Run the operator without its Lease (default: with, as deployed).",
+    )
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    check_stub()
+    root = Path(tempfile.mkdtemp(prefix="operator-bench-"))
+    results = []
+    try:
+        with cluster_kubeconfig(args.kubeconfig, root) as kubeconfig:
+            api = api_client(kubeconfig, args.concurrency + 2)
+            args.idle_rate = idle_rate(api, args.idle_window)
+            for n in sizes:
+                print(f"N={n}: load {os.getloadavg()[0]:.2f}", flush=True)
+                results.append(run_size(api, kubeconfig, n, args, root))
+                r = results[-1]
+                print(
+                    f"  {r['first_status_rate']:.1f} objects/s to first status, "
+                    f"settled in {r['settle_seconds']:.1f} s",
+                    flush=True,
+                )
+            api.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report(results, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
