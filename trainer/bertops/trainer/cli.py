@@ -1,5 +1,6 @@
-"""``bertops trainer``: the trainer steps as commands (prepare, train, evaluate, run) and
-a local launcher for distributed training (launch).
+"""``bertops trainer``: the trainer steps as commands (prepare, train, evaluate, compress,
+the drift monitor's reference and drift, run) and a local launcher for distributed
+training (launch).
 
 Added to the top-level ``bertops`` CLI by :mod:`bertops.cli.main`; also runnable as
 ``python -m bertops.trainer.cli`` (how the launcher starts ranks). Every step command
@@ -89,6 +90,18 @@ def evaluate(spec: str = SpecOption) -> None:
 def compress(spec: str = SpecOption) -> None:
     """Compress a model artifact (prune, distill, quantize, ONNX) behind a quality gate."""
     _run("compress", spec)
+
+
+@app.command()
+def reference(spec: str = SpecOption) -> None:
+    """Run a model over a sample of its dataset; keep the drift monitor's reference rows."""
+    _run("reference", spec)
+
+
+@app.command()
+def drift(spec: str = SpecOption) -> None:
+    """Compare the newest logged predictions with the reference (Evidently); write the report."""
+    _run("drift", spec)
 
 
 @app.command()

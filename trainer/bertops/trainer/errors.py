@@ -1,6 +1,7 @@
 """Failure classes of a trainer step and how they map to exit codes and reasons.
 
-Raised anywhere inside prepare/train/evaluate; :mod:`bertops.trainer.steps` turns them
+Raised anywhere inside prepare/train/evaluate (the drift monitor's own errors are
+mapped onto these by :mod:`bertops.trainer.steps`); :mod:`bertops.trainer.steps` turns them
 into a failed :class:`~bertops.api.steps.StepResult` with the matching
 :class:`~bertops.api.steps.ExitCode`, so a runtime knows whether a retry can help.
 """
@@ -21,6 +22,11 @@ class StepError(Exception):
 
     exit_code: ExitCode = ExitCode.UNEXPECTED
     reason: str = REASON_STEP_FAILED
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:  # a more specific reason, e.g. the drift monitor's
+            self.reason = reason
 
 
 class BadInputError(StepError):

@@ -1,4 +1,5 @@
-"""Run one step from its spec: parse, dispatch to prepare/train/evaluate, turn failures
+"""Run one step from its spec: parse, dispatch to prepare/train/evaluate/compress or the
+drift monitor's reference/drift (implemented in ``bertops.server.monitor``), turn failures
 into a result with the right exit code, and write the result document last.
 
 The Python API (:func:`run_step`, re-exported as ``bertops.trainer.run_step``) and the CLI
@@ -20,26 +21,37 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from bertops.api.steps import (
+    STEP_KINDS,
     CompressStep,
+    DriftStep,
     EvaluateStep,
     ExitCode,
     PrepareStep,
+    ReferenceStep,
     StepResult,
     StepSpec,
     TrainStep,
 )
 from bertops.trainer import artifacts_io
 from bertops.trainer.distributed import env_rank
-from bertops.trainer.errors import REASON_INVALID_INPUT, BadInputError, classify
+from bertops.trainer.errors import (
+    REASON_INVALID_INPUT,
+    BadInputError,
+    StepError,
+    TransientError,
+    classify,
+)
 from bertops.trainer.progress import Progress
 
 _SPEC = TypeAdapter(Annotated[StepSpec, Field(discriminator="kind")])
-KINDS = ("prepare", "train", "evaluate", "compress")
+KINDS = STEP_KINDS
 
 
 def parse_spec(data: str | bytes | dict[str, Any] | StepSpec) -> StepSpec:
     """A step spec from JSON text, a dict or a model; BadInputError with the pydantic errors."""
-    if isinstance(data, PrepareStep | TrainStep | EvaluateStep | CompressStep):
+    if isinstance(
+        data, PrepareStep | TrainStep | EvaluateStep | CompressStep | ReferenceStep | DriftStep
+    ):
         return data
     try:
         if isinstance(data, str | bytes):
@@ -69,7 +81,27 @@ def _dispatch(spec: StepSpec, progress: Progress) -> StepResult:
         from bertops.trainer.compress import run_compress
 
         return run_compress(spec, progress)
+    if isinstance(spec, ReferenceStep | DriftStep):
+        return _monitor(spec, progress)
     raise BadInputError(f"step kind {spec.kind} is not implemented by this trainer version")
+
+
+def _monitor(spec: ReferenceStep | DriftStep, progress: Progress) -> StepResult:
+    """The drift monitor's steps live in the server package, which may not import the
+    trainer: its own errors become the trainer's, keeping their reasons."""
+    from bertops.server.monitor import MonitorError
+
+    try:
+        if isinstance(spec, ReferenceStep):
+            from bertops.server.monitor.reference import run_reference
+
+            return run_reference(spec, progress.message)
+        from bertops.server.monitor.drift import run_drift
+
+        return run_drift(spec, progress.message)
+    except MonitorError as error:
+        kind: type[StepError] = TransientError if error.transient else BadInputError
+        raise kind(str(error), reason=error.reason) from error
 
 
 def run_step(
