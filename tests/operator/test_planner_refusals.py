@@ -93,6 +93,28 @@ def test_dataset_uri_outside_the_allowlist_is_refused(path: str, value: Any, fie
 
 
 @pytest.mark.parametrize(
+    ("sources", "field"),
+    [
+        ([{"uri": TOKEN}], "spec.additionalSources[0].uri"),
+        ([{"uri": "/store/f.jsonl"}, {"uri": "/store/../etc/x"}], "spec.additionalSources[1]"),
+        ([{"uri": "http://metadata.google.internal/x.csv"}], "spec.additionalSources[0].uri"),
+    ],
+)
+def test_additional_source_outside_the_allowlist_is_refused(
+    sources: list[dict[str, str]], field: str
+) -> None:
+    message = refused(plan_dataset("additionalSources", sources), "Ready", "InvalidSpec")
+    assert message.startswith(field) and "allowlist" in message
+
+
+def test_additional_sources_inside_the_allowlist_start_the_step() -> None:
+    secret = {"credentialsSecretRef": {"name": "fb-creds"}}
+    sources = [{"uri": "/store/feedback.jsonl"}, {"uri": "s3://team/fb.csv", **secret}]
+    plan = plan_dataset("additionalSources", sources, config=KUBE)
+    assert plan.start is not None and plan.start.env_secrets == ("fb-creds",)
+
+
+@pytest.mark.parametrize(
     ("spec", "field"),
     [
         ({"baseModel": {"path": TOKEN}}, "spec.baseModel.path"),

@@ -164,3 +164,58 @@ def test_wordpiece_vocabulary_for_chinese(minilm: Path, tmp_path: Path) -> None:
     manifest = DatasetManifest.model_validate_json((tmp_path / "zh" / DATASET_MANIFEST).read_text())
     assert manifest.tokenizer["source"] == "trainWordPiece"
     assert manifest.tokenizer["vocabSize"] <= 200
+
+
+def _feedback(tweets: pd.DataFrame, folder: Path) -> Path:
+    """Labelled feedback as a JSONL file with its own column names."""
+    rows = tweets.iloc[:30].rename(columns={"text": "input", "label": "truth"})
+    rows["input"] = "feedback " + rows["input"]  # not duplicates of the main rows
+    path = folder / "feedback.jsonl"
+    rows.to_json(path, orient="records", lines=True, force_ascii=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "expected"),
+    [
+        ("none", [], {"source": 300}),
+        ("jsonl", ["feedback"], {"source": 300, "additionalSources[0]": 30}),
+        (
+            "twice",
+            ["feedback", "feedback"],  # the same rows twice: de-duplicated after appending
+            {"source": 300, "additionalSources[0]": 30, "additionalSources[1]": 30},
+        ),
+        ("missing", ["missing"], None),
+        ("bad column", ["no-columns"], None),
+    ],
+)
+def test_additional_sources_are_appended_before_cleaning(
+    tweets: pd.DataFrame,
+    minilm: Path,
+    tmp_path: Path,
+    case: str,
+    extra: list[str],
+    expected: dict[str, int] | None,
+) -> None:
+    source = _write(tweets[["text", "label"]], tmp_path, "csv")
+    feedback = _feedback(tweets, tmp_path)
+    entries = {
+        "feedback": {"uri": str(feedback), "textColumn": "input", "labelColumn": "truth"},
+        "missing": {"uri": str(tmp_path / "gone.jsonl")},
+        "no-columns": {"uri": str(feedback)},  # default text/label columns are not there
+    }
+    result = run_step(
+        prepare_spec(source, tmp_path / "ds", additionalSources=[entries[e] for e in extra])
+    )
+    if expected is None:
+        assert not result.succeeded and result.exit_code == 2, case
+        assert result.message.startswith("additionalSources[0]"), result.message
+        assert not (tmp_path / "ds").exists()  # no half artifact
+        return
+    assert result.succeeded, result.message
+    assert result.details.source_rows == expected
+    assert result.details.rows["total"] == 300 + (30 if extra else 0)
+    texts = pd.read_parquet(tmp_path / "ds" / "train.parquet")["text"].tolist()
+    assert any(t.startswith("feedback ") for t in texts) == bool(extra)
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    assert [s["format"] for s in stats["additionalSources"]] == ["jsonl"] * len(extra)

@@ -55,6 +55,10 @@ class PrepareDetails(ResultDetails):
     token_length_p95: float | None = None
     unknown_token_rate: float | None = None
     invalid_byte_sequences: int | None = None
+    source_rows: dict[str, int] | None = Field(
+        default=None,
+        description="Rows read per source before cleaning: source, additionalSources[i].",
+    )
 
 
 class TrainDetails(ResultDetails):

@@ -29,7 +29,7 @@ import pandas as pd
 from bertops.api.artifacts import DATASET_MANIFEST, DatasetManifest, digest_folder
 from bertops.api.dataset import Split
 from bertops.api.steps import PrepareDetails, PrepareStep, StepResult
-from bertops.trainer import artifacts_io, cleaning, io, models
+from bertops.trainer import artifacts_io, cleaning, models, sources
 from bertops.trainer.errors import BadInputError
 from bertops.trainer.progress import Progress
 
@@ -153,13 +153,14 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
     else:
         assert tok_spec.train_word_piece is not None
         uncased = tok_spec.train_word_piece.lowercase
-    progress.message(f"reading {spec.source.uri}")
-    raw = io.read_source(spec.source)
+    read = sources.read_sources(spec, progress)
+    raw = read.main
     lowercase = cleaning.resolve_lowercase(spec.cleaning, uncased)
-    frame, dropped = cleaning.clean_frame(raw.frame, spec.cleaning, lowercase, spec.labels)
+    frame, dropped = cleaning.clean_frame(read.frame, spec.cleaning, lowercase, spec.labels)
     if frame.empty:
         reasons = ", ".join(f"{k}={v}" for k, v in dropped.items() if v) or "no rows in source"
-        raise BadInputError(f"no rows left after cleaning {spec.source.uri} ({reasons})")
+        where = spec.source.uri + (" and additionalSources" if read.additional else "")
+        raise BadInputError(f"no rows left after cleaning {where} ({reasons})")
     names = list(spec.labels) if spec.labels else sorted(frame["label"].unique().tolist())
     if len(names) < 2:
         raise BadInputError(f"classification needs at least 2 labels, found {names}")
@@ -218,6 +219,17 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
             "invalidByteSequences": raw.invalid_byte_sequences,
             "encodingErrors": spec.source.encoding_errors,
         },
+        "additionalSources": [
+            {
+                "uri": source.uri,
+                "format": extra.format,
+                "rowsRead": extra.rows_read,
+                "invalidByteSequences": extra.invalid_byte_sequences,
+                "encodingErrors": source.encoding_errors,
+            }
+            for source, extra in zip(spec.additional_sources or (), read.additional, strict=True)
+        ],
+        "sourceRows": read.rows_read(),
         "rows": rows,
         "rowsPerSplitAndLabel": per_split_label,
         "labelCounts": label_counts,
@@ -271,7 +283,8 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
         token_length_p50=stats["tokenLength"]["p50"],
         token_length_p95=stats["tokenLength"]["p95"],
         unknown_token_rate=stats["unknownTokenRate"],
-        invalid_byte_sequences=raw.invalid_byte_sequences,
+        invalid_byte_sequences=read.invalid_byte_sequences,
+        source_rows=read.rows_read(),
     )
     metrics = {f"rows.{k}": float(v) for k, v in rows.items()}
     metrics["unknownTokenRate"] = float(stats["unknownTokenRate"])

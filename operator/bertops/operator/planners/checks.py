@@ -78,17 +78,29 @@ def _check_task(task: str) -> None:
         )
 
 
+def dataset_secret_names(spec: dataset_api.BertDatasetSpec) -> tuple[str, ...]:
+    """The Secrets the prepare step needs: every data source's and the tokenizer's."""
+    return secret_names(spec.source, *(spec.additional_sources or ()), spec.tokenizer.base_model)
+
+
 def check_dataset(spec: dataset_api.BertDatasetSpec, config: OperatorConfig) -> None:
     base = spec.tokenizer.base_model
+    # Every additional source is read by the same step as spec.source, so each one is
+    # held to the same allowlist (a retraining appends feedback sources here).
+    extra = {
+        f"spec.additionalSources[{i}].uri": source.uri
+        for i, source in enumerate(spec.additional_sources or ())
+    }
     _check_uris(
         {
             "spec.source.uri": spec.source.uri,
+            **extra,
             "spec.outputUri": spec.output_uri,
             **_source_uris("spec.tokenizer.baseModel", base),
         },
         config,
     )
-    _check_secrets(secret_names(spec.source, base), config)
+    _check_secrets(dataset_secret_names(spec), config)
 
 
 def check_training(spec: training_api.BertTrainingSpec, config: OperatorConfig) -> None:

@@ -161,7 +161,7 @@ def _start(
         namespace=ref.namespace,
         spec=PrepareStep(name=name, dataset=obj.spec, output_uri=output_uri(ref, obj.spec, config)),
         owner=ref.owner_reference(),
-        env_secrets=checks.secret_names(obj.spec.source, obj.spec.tokenizer.base_model),
+        env_secrets=checks.dataset_secret_names(obj.spec),
     )
     transition(
         status.conditions,
