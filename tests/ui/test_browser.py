@@ -16,32 +16,18 @@ from typing import Any
 import pytest
 
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest
+from bertops.cluster import browser as chromium
 from tests.ui.conftest import TOKEN, LiveUI, World
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    if not chromium.available():
+        pytest.skip(chromium.INSTALL_HINT)
+    with chromium.launch() as launched:  # the demo's report screenshots launch it alike
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
