@@ -185,6 +185,13 @@ def _feedback(tweets: pd.DataFrame, folder: Path) -> Path:
             ["feedback", "feedback"],  # the same rows twice: de-duplicated after appending
             {"source": 300, "additionalSources[0]": 30, "additionalSources[1]": 30},
         ),
+        ("a folder of replicas' logs", ["folder"], {"source": 300, "additionalSources[0]": 30}),
+        (
+            "optional, not there yet",
+            ["optional-missing"],
+            {"source": 300, "additionalSources[0]": 0},
+        ),
+        ("optional, empty folder", ["optional-empty"], {"source": 300, "additionalSources[0]": 0}),
         ("missing", ["missing"], None),
         ("bad column", ["no-columns"], None),
     ],
@@ -199,8 +206,19 @@ def test_additional_sources_are_appended_before_cleaning(
 ) -> None:
     source = _write(tweets[["text", "label"]], tmp_path, "csv")
     feedback = _feedback(tweets, tmp_path)
+    replicas = tmp_path / "replicas"  # one feedback log per gateway replica, one still empty
+    replicas.mkdir()
+    lines = feedback.read_text().splitlines(keepends=True)
+    (replicas / "gw-a.jsonl").write_text("".join(lines[:10]))
+    (replicas / "gw-b.jsonl").write_text("".join(lines[10:]))
+    (replicas / "gw-c.jsonl").write_text("")
+    (tmp_path / "empty").mkdir()
+    columns = {"textColumn": "input", "labelColumn": "truth"}
     entries = {
-        "feedback": {"uri": str(feedback), "textColumn": "input", "labelColumn": "truth"},
+        "feedback": {"uri": str(feedback), **columns},
+        "folder": {"uri": str(replicas), "format": "jsonl", **columns},
+        "optional-missing": {"uri": str(tmp_path / "later"), "format": "jsonl", "optional": True},
+        "optional-empty": {"uri": str(tmp_path / "empty"), "format": "jsonl", "optional": True},
         "missing": {"uri": str(tmp_path / "gone.jsonl")},
         "no-columns": {"uri": str(feedback)},  # default text/label columns are not there
     }
@@ -214,8 +232,9 @@ def test_additional_sources_are_appended_before_cleaning(
         return
     assert result.succeeded, result.message
     assert result.details.source_rows == expected
-    assert result.details.rows["total"] == 300 + (30 if extra else 0)
+    added = sum(v for k, v in expected.items() if k != "source") // len(extra) if extra else 0
+    assert result.details.rows["total"] == 300 + added
     texts = pd.read_parquet(tmp_path / "ds" / "train.parquet")["text"].tolist()
-    assert any(t.startswith("feedback ") for t in texts) == bool(extra)
+    assert any(t.startswith("feedback ") for t in texts) == bool(added)
     stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
     assert [s["format"] for s in stats["additionalSources"]] == ["jsonl"] * len(extra)

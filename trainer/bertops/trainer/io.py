@@ -111,25 +111,56 @@ def _columns(frame: pd.DataFrame, source: DataSource, where: str) -> pd.DataFram
 
 
 def read_source(source: DataSource) -> RawData:
+    """One source: a file, a folder of text files (``textFolder``), or a folder of files
+    of one format (``csv``/``jsonl``/``parquet`` set explicitly: every file of that format
+    in it, in name order, e.g. one feedback log per gateway replica). A missing
+    ``optional`` source, or an optional folder without such files, reads as no rows."""
     fs, path = url_to_fs(source.uri)
     if not fs.exists(path):
+        if source.optional:
+            return _empty(source, "it does not exist (yet)")
         raise BadInputError(f"data source {source.uri} does not exist")
     is_dir = bool(fs.isdir(path))
     fmt = detect_format(source, is_dir)
     if fmt == "textFolder":
         return _read_text_folder(fs, path, source)
-    if is_dir:
-        raise BadInputError(f"data source {source.uri} is a folder but format is {fmt}")
-    with fs.open(path, "rb", compression="infer") as handle:
+    if not is_dir:
+        return _read_file(fs, path, source, fmt, source.uri)
+    files = sorted(
+        found
+        for found in fs.find(path)
+        if _FORMATS.get(PurePosixPath(found).suffix.lower()) == fmt
+        and not PurePosixPath(found).name.startswith(".")
+    )
+    if not files:
+        if source.optional:
+            return _empty(source, f"the folder holds no {fmt} files (yet)")
+        raise BadInputError(f"data source {source.uri} is a folder without {fmt} files")
+    parts = [_read_file(fs, found, source, fmt, found) for found in files]
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
+    return RawData(
+        frame,
+        fmt,
+        sum(part.rows_read for part in parts),
+        sum(part.invalid_byte_sequences for part in parts),
+        notes=[f"{len(files)} {fmt} files read from {source.uri}"],
+    )
+
+
+def _empty(source: DataSource, why: str) -> RawData:
+    frame = pd.DataFrame({"text": pd.Series(dtype=str), "label": pd.Series(dtype=str)})
+    return RawData(frame, source.format, 0, notes=[f"optional source {source.uri}: {why}"])
+
+
+def _read_file(fs: object, path: str, source: DataSource, fmt: str, where: str) -> RawData:
+    with fs.open(path, "rb", compression="infer") as handle:  # type: ignore[attr-defined]
         data = handle.read()
-    where = source.uri
     if fmt == "parquet":
         try:
             frame = pd.read_parquet(io.BytesIO(data))
         except Exception as error:  # pyarrow raises many types for a corrupt file
             raise BadInputError(f"{where} is not a readable Parquet file: {error}") from error
-        raw = RawData(_columns(frame, source, where), fmt, len(frame))
-        return raw
+        return RawData(_columns(frame, source, where), fmt, len(frame))
     text, bad = decode(data, source, where)
     try:
         if fmt == "csv":
@@ -137,6 +168,8 @@ def read_source(source: DataSource) -> RawData:
             frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         else:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if not records:  # e.g. a feedback log created before any label arrived
+                return RawData(_empty(source, "").frame, fmt, 0)
             if not all(isinstance(r, dict) for r in records):
                 raise BadInputError(f"{where}: every JSONL line must be a JSON object")
             frame = pd.DataFrame.from_records(records)
