@@ -80,15 +80,20 @@ class RetrainChain:
     def _source_training(
         self, namespace: str, spec: api.BertDeploymentSpec, stable: dict[str, Any] | None
     ) -> tuple[training_api.BertTraining | None, str]:
+        """``retrain.trainingRef``, else the BertTraining that registered the stable model
+        (or, for a compressed model, its parent)."""
         if spec.retrain.training_ref is not None:
             name: str | None = spec.retrain.training_ref.name
         else:
-            lineage = ((stable or {}).get("status") or {}).get("lineage") or {}
-            name = lineage.get("trainingRun") or ((stable or {}).get("spec") or {}).get(
-                "trainingRef", {}
-            ).get("name")
+            name = _training_ref(stable)
+            parent = ((stable or {}).get("spec") or {}).get("compression", {}).get("parentRef")
+            if name is None and parent:
+                name = _training_ref(self.kube.get("BertModel", namespace, parent["name"]))
         if not name:
-            return None, "the stable model names no training run: set retrain.trainingRef"
+            return (
+                None,
+                "the stable model was not registered by a BertTraining: set retrain.trainingRef",
+            )
         body = self.kube.get("BertTraining", namespace, name)
         if body is None:
             return None, f"BertTraining {name} not found"
@@ -116,7 +121,11 @@ class RetrainChain:
         try:
             created = self._build(ref, spec, status, now)
         except (LookupError, ValueError) as error:
-            out.events.append(Event("Warning", api.REASON_RETRAIN_FAILED, str(error)))
+            # In the drift message at every check; as an Event once per drift episode.
+            if status.drift is not None:
+                status.drift.message = f"{status.drift.message}; {error}"
+            if announce_skip:
+                out.events.append(Event("Warning", api.REASON_RETRAIN_FAILED, str(error)))
             return
         out.create += created
         name = created[-1]["metadata"]["name"]
@@ -241,6 +250,11 @@ class RetrainChain:
                 return ChainView("Failed", f"BertDataset {record.dataset}: {why}")
         model = models.get(record.model or "") or {}
         return ChainView(outcome, message, _condition(model, "Ready").get("status") == "True")
+
+
+def _training_ref(model: dict[str, Any] | None) -> str | None:
+    ref = ((model or {}).get("spec") or {}).get("trainingRef") or {}
+    return str(ref["name"]) if ref.get("name") else None
 
 
 def _condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
