@@ -167,7 +167,7 @@ def crds_install(kubeconfig: str = typer.Option(None, envvar="KUBECONFIG")) -> N
 @app.command("demo")
 def demo(
     per_label: int = typer.Option(300, help="Tweets per label in the demo corpus."),
-    epochs: int = typer.Option(1, help="Fine-tuning epochs."),
+    epochs: int = typer.Option(2, help="Fine-tuning epochs."),
     replicas: int = typer.Option(2, help="torch.distributed ranks for the fine-tune."),
 ) -> None:
     """The whole loop on this machine: control plane, operator, examples, kubectl get."""

@@ -121,7 +121,7 @@ def run_stage(
 ) -> int:
     """Stage 6 of the demo; 0 when the deployment served every request."""
     started = time.monotonic()
-    say(f"6/6 deploying: waiting for BertDeployment {NAME} to serve (Ready, STABLE, endpoint)")
+    say(f"6/9 deploying: waiting for BertDeployment {NAME} to serve (Ready, STABLE, endpoint)")
     body, why = wait_serving(kubectl, timeout)
     if body is None:
         say(f"deploy stage timed out: {why}. Operator log: {operator_log}")
