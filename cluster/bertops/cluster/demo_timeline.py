@@ -104,10 +104,12 @@ def _deployment_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         lines.append(f"stable model {new['stable']}")
     at, score, drifted = new["drift"]
     if at and at != old.get("drift", (None,))[0]:
-        verdict = "drifted" if drifted else "no drift"
-        shown = f"{score:.2f}" if isinstance(score, int | float) else "?"
-        report = f" report {new['driftReport']}" if new.get("driftReport") else ""
-        lines.append(f"drift check: score {shown} ({verdict}){report}")
+        if isinstance(score, int | float):
+            verdict = "drifted" if drifted else "no drift"
+            report = f" report {new['driftReport']}" if new.get("driftReport") else ""
+            lines.append(f"drift check: score {score:.2f} ({verdict}){report}")
+        else:
+            lines.append("drift check: not enough traffic yet (no score)")
     for training, (dataset, outcome, model, _score) in new["retrains"].items():
         before = (old.get("retrains") or {}).get(training)
         if before is None:
