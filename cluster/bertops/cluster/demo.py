@@ -203,7 +203,9 @@ def _stages(
     say("5/9 timeline: prepare -> fine-tune MiniLM-L6 (DDP, 2 ranks) -> register (-> compress)")
     wanted = [("bertmodel", d["metadata"]["name"]) for d in docs if d["kind"] == "BertModel"]
     wanted.insert(0, ("bertmodel", "sentiment-minilm-v1"))
-    timeline = Timeline(run_kubectl, demo_loop.NAME, say=lambda line: print(f"  {line}"))
+    timeline = Timeline(
+        run_kubectl, demo_loop.NAME, say=lambda line: print(f"  {line}", flush=True)
+    )
     failed: list[tuple[str, str, str]] = []
 
     def settled() -> bool:
@@ -232,7 +234,7 @@ def _stages(
     if deployed != 0:
         return deployed
     endpoint = demo_loop.status(run_kubectl)["endpoint"]
-    loop = demo_loop.run_loop(run_kubectl, endpoint, data, home, say, started)
+    loop = demo_loop.run_loop(run_kubectl, endpoint, data, home, say, started, timeline)
     print("\n$ kubectl get bertops\n" + kubectl(cluster, "get", "bertops"))
     if loop.failure:
         say(f"the closed loop did not finish: {loop.failure}. Operator log: {operator_log}")

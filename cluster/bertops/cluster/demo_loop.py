@@ -95,11 +95,12 @@ def run_loop(
     home: Path,
     say: Callable[[str], None],
     started: float,
+    timeline: Timeline,
     timeout: float = 1500,
 ) -> LoopResult:
-    """Stages 7-9; the report is written whatever happens, so a failed run shows why."""
+    """Stages 7-9 (``timeline``: the one the earlier stages printed); the report is
+    written whatever happens, so a failed run shows why."""
     result = LoopResult()
-    timeline = Timeline(kubectl, NAME, say=lambda line: print(f"  {line}", flush=True))
     try:
         _stages(kubectl, endpoint, data, say, timeline, result, timeout)
     finally:

@@ -103,7 +103,9 @@ def _deployment_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if new["stable"] != old.get("stable") and new["stable"]:
         lines.append(f"stable model {new['stable']}")
     at, score, drifted = new["drift"]
-    if at and at != old.get("drift", (None,))[0]:
+    seen = old.get("drift", (None, None, None))
+    # A check is a line when its verdict changes (every score is in the report's series).
+    if at and at != seen[0] and (drifted, score is None) != (seen[2], seen[1] is None):
         if isinstance(score, int | float):
             verdict = "drifted" if drifted else "no drift"
             report = f" report {new['driftReport']}" if new.get("driftReport") else ""
