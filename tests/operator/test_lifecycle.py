@@ -1,7 +1,8 @@
 """The operator's lifecycle with the local runtime on the real API server, with a fast
 scripted step (tests/operator/fake_step.py) in place of the trainer: retries of exit
 codes 1 and 3 with backoff, step identity across delete and re-create, deletion that is
-never blocked for ever, and leader election between two operators."""
+never blocked for ever, leader election between two operators, and an idle operator
+that does not poll settled objects."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.processes import free_port
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.local import LocalRuntime, process_start_time
@@ -219,3 +222,41 @@ def test_a_dead_leaders_lease_is_taken_over_after_it_expires(
     assert standby.acquire(threading.Event())  # blocks until the Lease expired
     assert time.monotonic() - started >= 1.9
     assert not dead.try_acquire_or_renew(), "two leaders at once"
+
+
+def _reconciles(port: int, kind: str) -> float:
+    """bertops_operator_reconciles_total for one kind, all outcomes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "bertops_operator_reconciles"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("kind") == kind
+    )
+
+
+def test_settled_objects_get_no_looks_and_running_steps_are_followed(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """An idle operator is quiet: once Prepared, a dataset is not reconciled again at
+    all (its only API traffic was its own events); a step that runs is still looked at
+    every poll, so its end is noticed within one interval."""
+    port = free_port()
+    start_operator(namespace, metrics_port=port, **FAST)
+    kube_layer.create(dataset(namespace, "quick", script(tmp_path, "quick", [0])))
+    kube_layer.create(dataset(namespace, "slow", script(tmp_path, "slow", [0], sleep=3)))
+    wait_reason(kube_layer, namespace, "quick", "Prepared")
+    time.sleep(1)  # the watch events of the last status patch are handled
+    settled = _reconciles(port, "BertDataset")
+    time.sleep(2)  # about 7 polls of 0.3 s: only the running step's object is looked at
+    running_looks = _reconciles(port, "BertDataset") - settled
+    assert 3 <= running_looks <= 12, running_looks
+    done = wait_reason(kube_layer, namespace, "slow", "Prepared", timeout=30)
+    assert done
+    time.sleep(1)
+    quiet_from = _reconciles(port, "BertDataset")
+    time.sleep(3)  # ten poll intervals with everything settled
+    assert _reconciles(port, "BertDataset") == quiet_from
