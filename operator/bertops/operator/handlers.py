@@ -29,6 +29,7 @@ PREFIX = "bertops.io"
 RECONCILED = ("BertDataset", "BertTraining", "BertModel", "BertDeployment")
 # A manual rollout action (bertops.operator.rollout.actions) is an annotation, not spec:
 # its change must reconcile at once too.
+HANDLER_THREADS = 16
 ACTION_FIELD = ("metadata", "annotations", "bertops.io/rollout-action")
 
 
@@ -41,6 +42,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # Handlers are synchronous and mostly wait (API round trips, a step process starting):
+    # more threads than the default min(32, cores + 4) let a burst of new objects start
+    # their steps without queueing behind each other.
+    settings.execution.max_workers = HANDLER_THREADS
 
 
 def reconcile_or_raise(reconciler: Reconciler, kind: str, namespace: str, name: str) -> None:
@@ -83,6 +88,11 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
         def track(event: Any, name: str, namespace: str, kind: str = kind, **_: Any) -> None:
             # The raw watch event: type None (initial listing), ADDED, MODIFIED, DELETED.
             deleted = event.get("type") == "DELETED"
+            if kind == "BertModel":  # before the poller wakes the deployments it concerns
+                if deleted:
+                    reconciler.models.remove(namespace, name)
+                else:
+                    reconciler.models.put(dict(event.get("object") or {}))
             poller.track(kind, namespace, name, deleted=deleted)
             if deleted:
                 reconciler.forget(kind, namespace, name)

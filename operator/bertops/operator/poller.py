@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ class Poller:
         reconcile: Callable[[str, str, str], float | None],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 4,
     ) -> None:
         self.reconcile = reconcile  # returns the seconds until the next look, None: settled
         self.interval = interval
+        self.workers = max(1, workers)
         self.clock = clock
         self._known: set[Key] = set()
         self._due: dict[Key, float] = {}  # key -> when it is due; absent: settled
@@ -97,17 +100,25 @@ class Poller:
         return taken
 
     def poll_once(self) -> int:
-        """Reconcile everything due now; returns how many were reconciled."""
+        """Reconcile everything due now, ``workers`` objects at a time (a reconcile mostly
+        waits on the API server or a process start); returns how many were reconciled."""
         with self._wake:
             keys = self._take_due()
-        for key in keys:
-            if self._stop.is_set():
-                return 0
-            delay = self._look(key)
-            with self._wake:
-                if delay is not None and key in self._known:
-                    self._schedule(key, delay)
+        if len(keys) <= 1 or self.workers == 1:
+            for key in keys:
+                self._look_and_reschedule(key)
+        else:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="bertops-poll") as pool:
+                list(pool.map(self._look_and_reschedule, keys))
         return len(keys)
+
+    def _look_and_reschedule(self, key: Key) -> None:
+        if self._stop.is_set():
+            return
+        delay = self._look(key)
+        with self._wake:
+            if delay is not None and key in self._known:
+                self._schedule(key, delay)
 
     def _look(self, key: Key) -> float | None:
         try:

@@ -23,6 +23,7 @@ from bertops.api import model as model_api
 from bertops.api import training as training_api
 from bertops.api.meta import Condition, utcnow
 from bertops.operator.artifacts import read_model_artifact
+from bertops.operator.cache import ModelCache
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.reconciler import DeploymentReconciler, make_backend
 from bertops.operator.kube import Kube, NameConflictError, owner_uids
@@ -122,6 +123,11 @@ class Reconciler:
         with self._guard:
             self._locks.pop(key, None)
             self._unavailable.pop(key, None)
+
+    @property
+    def models(self) -> ModelCache:
+        """The BertModels the handlers' watch events have shown (read by deployments)."""
+        return self.deployments.models
 
     def _reconcile(self, kind: str, namespace: str, name: str) -> tuple[Plan | None, float | None]:
         started = time.monotonic()

@@ -32,6 +32,7 @@ import httpx
 
 from bertops.api import deployment as api
 from bertops.api.meta import find_condition, set_condition
+from bertops.operator.cache import ModelCache
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor import DriftMonitor, MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
@@ -92,6 +93,7 @@ class DeploymentReconciler:
         # (namespace, name) -> (inputs last decided on, monotonic time to decide again).
         self._due: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
         self._monitor_due: dict[tuple[str, str], float] = {}  # monotonic time
+        self.models = ModelCache()  # fed by the handlers' watch events
         self._guard = threading.Lock()
         # Drift checks run as steps on the native runtime; without one (unit tests of the
         # rollout alone) there is no monitoring.
@@ -100,7 +102,7 @@ class DeploymentReconciler:
     def plan(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj: api.BertDeployment = self.parse(api.BertDeployment, body)
-        bodies = self.kube.list_objects("BertModel", ref.namespace)
+        bodies = self.models.list(ref.namespace, self._list_models)
         chosen = selection.select(obj.spec.model, bodies)
         action = actions.from_metadata(body["metadata"])
         inputs = (ref.uid, ref.generation, action.raw if action else None, chosen.name)
@@ -198,6 +200,9 @@ class DeploymentReconciler:
     def _remember(self, key: tuple[str, str], inputs: tuple[Any, ...], delay: float) -> None:
         with self._guard:
             self._due[key] = (inputs, time.monotonic() + max(0.0, delay))
+
+    def _list_models(self, namespace: str) -> list[dict[str, Any]]:
+        return self.kube.list_objects("BertModel", namespace)
 
     def next_look(self, namespace: str, name: str) -> float:
         """Seconds until this deployment needs another look: when its rollout decides
