@@ -27,6 +27,7 @@ from bertops.operator.cache import ModelCache
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.reconciler import DeploymentReconciler, make_backend
 from bertops.operator.kube import Kube, NameConflictError, owner_uids
+from bertops.operator.looks import next_look
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
@@ -48,14 +49,6 @@ SKIP_CLEANUP = "bertops.io/skip-cleanup"
 # admin installs Argo. A new generation (engine back to native) is planned at once.
 UNAVAILABLE_RECHECK_SECONDS = 30.0
 
-
-# Per kind: its API type and the planner's test for a final outcome of this generation
-# (then the poller stops looking; only a watch event brings it back).
-SETTLED: dict[str, tuple[Any, Callable[[ObjectRef, Any], bool]]] = {
-    "BertDataset": (dataset_api.BertDataset, dataset_planner.is_settled),
-    "BertTraining": (training_api.BertTraining, training_planner.is_settled),
-    "BertModel": (model_api.BertModel, model_planner.is_settled),
-}
 
 # The condition that carries each kind's outcome (InvalidSpec goes there).
 MAIN_CONDITION = {"BertTraining": training_api.SUCCEEDED}
@@ -150,7 +143,9 @@ class Reconciler:
                     plan = getattr(self, f"_plan_{kind.lower()}")(body)
                     self._apply(kind, body, plan)
                     self._unavailable.pop(key, None)
-                    delay = self._next_look(kind, body, plan)
+                    delay = next_look(
+                        kind, body, plan, self.config.poll_seconds, self.deployments.next_look
+                    )
                 except InvalidObjectError as error:
                     if (error.kind, error.name) != (kind, name):
                         raise  # a related object is invalid: its own reconcile says so
@@ -175,31 +170,6 @@ class Reconciler:
         finally:
             if self.metrics:
                 self.metrics.observe_reconcile(kind, outcome, time.monotonic() - started)
-
-    def _next_look(self, kind: str, body: dict[str, Any], plan: Plan) -> float | None:
-        """When the object needs another look: a deployment when its rollout or drift
-        checks say; anything that started, stopped or created something at the next poll;
-        otherwise never once its planner calls it settled (a final outcome for this
-        generation), else (a step runs, a dependency is awaited) at the next poll."""
-        if kind == "BertDeployment":
-            meta = body["metadata"]
-            return self.deployments.next_look(meta["namespace"], meta["name"])
-        if plan.start or plan.stop or plan.create:
-            return self.config.poll_seconds
-        status = plan.status if plan.status is not None else body.get("status") or {}
-        settled = SETTLED.get(kind)
-        if settled is None:
-            return self.config.poll_seconds
-        api_type, is_settled = settled
-        try:
-            parsed = api_type.model_validate({**body, "status": status})
-        except ValidationError:
-            return self.config.poll_seconds
-        return (
-            None
-            if is_settled(ObjectRef.from_body(body), parsed.status)
-            else self.config.poll_seconds
-        )
 
     # -- per kind: gather observations and plan ------------------------------------------------
 
