@@ -186,6 +186,36 @@ DEPLOYMENT_CASES = [
         "Serving: serving m1",
     ),
     (
+        "drift unknown: REASON_NOT_ENOUGH_DATA",
+        serving(cond("Drifted", "Unknown", D.REASON_NOT_ENOUGH_DATA, "no score")),
+        "Healthy",
+        "Serving: serving m1",
+    ),
+    (
+        "drift unknown: REASON_NO_REFERENCE",
+        serving(cond("Drifted", "Unknown", D.REASON_NO_REFERENCE, "no score")),
+        "Healthy",
+        "Serving: serving m1",
+    ),
+    (
+        "drift unknown: REASON_REFERENCE_FAILED",
+        serving(cond("Drifted", "Unknown", D.REASON_REFERENCE_FAILED, "no score")),
+        "Healthy",
+        "Serving: serving m1",
+    ),
+    (
+        "drift unknown: REASON_DRIFT_CHECK_FAILED",
+        serving(cond("Drifted", "Unknown", D.REASON_DRIFT_CHECK_FAILED, "no score")),
+        "Healthy",
+        "Serving: serving m1",
+    ),
+    (
+        "drift unknown: REASON_DRIFT_DISABLED",
+        serving(cond("Drifted", "Unknown", D.REASON_DRIFT_DISABLED, "no score")),
+        "Healthy",
+        "Serving: serving m1",
+    ),
+    (
         "no model",
         obj(
             "BertDeployment",
@@ -239,6 +269,8 @@ def test_every_api_reason_is_decided() -> None:
         D.REASON_ACTION_IGNORED,
     }
     rollout_only |= {v for k, v in vars(D).items() if k.endswith("_GATE")}
+    # Event reasons of the retrain loop: never on a condition.
+    rollout_only |= {D.REASON_RETRAIN_STARTED, D.REASON_RETRAIN_SKIPPED, D.REASON_RETRAIN_FAILED}
     for module in (dataset, training, model, deployment):
         for name, value in vars(module).items():
             if name.startswith("REASON_"):

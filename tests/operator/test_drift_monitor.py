@@ -229,3 +229,14 @@ def test_a_new_stable_model_gets_its_own_reference(world: Any) -> None:
     out = monitor.plan(REF, spec(), status, {"v1": MODEL, "v2": v2})
     assert out.start is not None and isinstance(out.start.spec, ReferenceStep)
     assert out.start.spec.model_name == "v2" and status.drift and status.drift.score is None
+
+
+def test_disabling_drift_monitoring_withdraws_the_verdict(world: Any) -> None:
+    monitor, runtime, clock = world
+    status = reference_done(monitor, runtime, spec())
+    check_due(monitor, runtime, clock, status)
+    runtime.observation = drift_result(0.1, False)
+    monitor.plan(REF, spec(), status, {"v1": MODEL})
+    off = spec().model_copy(update={"drift": api.DriftPolicy(enabled=False)})
+    out = monitor.plan(REF, off, status, {"v1": MODEL})
+    assert drifted_reason(status) == ("Unknown", api.REASON_DRIFT_DISABLED) and out.start is None

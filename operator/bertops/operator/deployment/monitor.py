@@ -92,7 +92,20 @@ class DriftMonitor:
         now = self.clock()
         self.chain.follow(ref, status, models, out.events)
         stable = status.stable_model
-        if not spec.drift.enabled or stable is None or stable not in models:
+        if not spec.drift.enabled:
+            # A verdict from before drift.enabled turned false must not stay standing.
+            if find_condition(status.conditions, api.DRIFTED) is not None:
+                self._drifted(
+                    ref,
+                    status,
+                    ConditionStatus.UNKNOWN,
+                    api.REASON_DRIFT_DISABLED,
+                    "drift.enabled is false: no checks run",
+                    now,
+                    out,
+                )
+            return out
+        if stable is None or stable not in models:
             return out
         drift = status.drift = (status.drift or api.DriftStatus()).model_copy()
         if drift.step:
