@@ -103,3 +103,26 @@ def test_thread_wakes_on_events_and_stops_promptly() -> None:
         started = time.monotonic()
         poller.stop()
         assert time.monotonic() - started < 5
+
+
+def test_events_do_not_duplicate_looks_already_scheduled() -> None:
+    """Our own status patch (a MODIFIED event) does not pull a scheduled look forward;
+    an object a kopf handler reconciles for its event (ADDED) gets only the safety-net
+    look one interval later."""
+    seen: list[str] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        seen.append(name)
+        return 2.0
+
+    clock = Clock()
+    poller = Poller(reconcile, interval=2.0, clock=clock)
+    poller.track("BertDataset", "ns", "new", handled=True)
+    assert poller.poll_once() == 0 and seen == []
+    clock.now += 2.0
+    assert poller.poll_once() == 1  # the safety net
+    poller.track("BertDataset", "ns", "new")  # a MODIFIED event: already scheduled
+    clock.now += 0.5
+    assert poller.poll_once() == 0
+    clock.now += 1.5
+    assert poller.poll_once() == 1 and seen == ["new", "new"]

@@ -93,7 +93,9 @@ def build_registry(reconciler: Reconciler, poll_seconds: float) -> kopf.Operator
                     reconciler.models.remove(namespace, name)
                 else:
                     reconciler.models.put(dict(event.get("object") or {}))
-            poller.track(kind, namespace, name, deleted=deleted)
+            # ADDED and the initial listing (type None) reach kopf's create/resume handler.
+            handled = event.get("type") in (None, "ADDED")
+            poller.track(kind, namespace, name, deleted=deleted, handled=handled)
             if deleted:
                 reconciler.forget(kind, namespace, name)
 

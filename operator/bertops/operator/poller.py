@@ -4,9 +4,10 @@ Each reconcile says when its object needs the next look (seconds), or None when 
 change can move it (a settled dataset, training or model): settled objects are never
 polled, so an idle operator makes no API requests for them. A step that runs is looked
 at every ``interval`` seconds; a BertDeployment at the delay its rollout and drift checks
-computed. A watch event (our own status patch included) makes its object due at once,
-and an event on a BertModel also wakes the BertDeployments of its namespace (their
-selection may change).
+computed. A watch event makes a settled object due at once (a scheduled one keeps its
+look: the event is most often our own status patch, and spec changes reach kopf's
+update handler directly); an event on a BertModel also wakes the BertDeployments of its
+namespace (their selection may change).
 
 kopf's own timers would poll too, but every kopf timer puts a finalizer on the object
 (blocking deletion whenever the operator is missing) and ticks whether or not anything
@@ -53,8 +54,14 @@ class Poller:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def track(self, kind: str, namespace: str, name: str, deleted: bool = False) -> None:
-        """An object seen in a watch event: due at once (forgotten once it is deleted)."""
+    def track(
+        self, kind: str, namespace: str, name: str, deleted: bool = False, handled: bool = False
+    ) -> None:
+        """An object seen in a watch event (forgotten once it is deleted). It is due at
+        once unless a look is already scheduled (it will come within an interval, and
+        the event is most often our own status patch); ``handled``: a kopf handler
+        reconciles it for this event (creation, a resumed listing), so the poller's look
+        is only the safety net one interval later."""
         key = (kind, namespace, name)
         with self._wake:
             if deleted:
@@ -63,7 +70,10 @@ class Poller:
                 self._errors.pop(key, None)
                 return
             self._known.add(key)
-            self._schedule(key, 0.0)
+            if handled:
+                self._schedule(key, self.interval)
+            elif key not in self._due:
+                self._schedule(key, 0.0)
             if kind in WAKES_DEPLOYMENTS:
                 for other in self._known:
                     if other[0] == "BertDeployment" and other[1] == namespace:
