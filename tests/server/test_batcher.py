@@ -1,6 +1,8 @@
-"""The dynamic batcher under failure and overload, without HTTP or a model: one bad
-request in a batch fails alone, the queue is bounded, a caller's wait has a deadline, and
-the worker is supervised (restarted after a crash, marked dead when it keeps crashing)."""
+"""The dynamic batcher without HTTP or a model: when it dispatches (a lone request on an
+idle model at once, a burst after the fill wait, requests queued behind a running batch
+together), and under failure and overload: one bad request in a batch fails alone, the
+queue is bounded, a caller's wait has a deadline, and the worker is supervised (restarted
+after a crash, marked dead when it keeps crashing)."""
 
 from __future__ import annotations
 
@@ -59,6 +61,91 @@ class Gate:
 
     async def running(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 5)
+
+
+WAIT = 0.5  # the fill wait in the dispatch tests: far above any scheduling jitter
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("idle_dispatch", "arrivals", "batches", "lone_waits"),
+    [
+        # An idle model answers a lone request without the fill wait, also the next one.
+        (True, [(0, "a"), (0.05, "b")], [["a"], ["b"]], False),
+        # The previous behaviour, still available: every batch waits for company.
+        (False, [(0, "a"), (0.05, "b")], [["a", "b"]], True),
+        # A burst (two queued at once) waits for the fill: the straggler joins it.
+        (True, [(0, "a"), (0, "b"), (0.05, "c")], [["a", "b", "c"]], None),
+        # After a batch with company, a lone request waits: its neighbours come back.
+        (True, [(0, "a"), (0, "b"), (0.8, "c"), (0.05, "d")], [["a", "b"], ["c", "d"]], None),
+    ],
+    ids=["lone-runs-at-once", "wait-always", "burst-waits-for-company", "company-returns"],
+)
+async def test_when_an_idle_model_dispatches(
+    idle_dispatch: bool,
+    arrivals: list[tuple[float, str]],
+    batches: list[list[str]],
+    lone_waits: bool | None,
+) -> None:
+    calls: list[list[str]] = []
+
+    def predict(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        return upper(texts)
+
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        predict, max_batch_size=8, max_wait_seconds=WAIT, dispatch_when_idle=idle_dispatch
+    )
+    batcher.start()
+    tasks = []
+    for delay, text in arrivals:
+        if delay:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(batcher.submit([text])))
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    await batcher.close()
+    assert calls == batches
+    assert [o.results for o in outcomes] == [[text.upper()] for _, text in arrivals]
+    if lone_waits is not None:
+        assert (outcomes[0].queue_seconds >= WAIT * 0.8) is lone_waits
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("max_batch_size", "requests", "batches"),
+    [
+        (8, [["a"], ["b"], ["c"]], [["a", "b", "c"]]),
+        (4, [["a", "b"], ["c", "d"], ["e"]], [["a", "b", "c", "d"], ["e"]]),
+        # A request is not split only to fill a batch; one above the maximum is chunked.
+        (3, [["a"], ["b", "c", "d", "e"]], [["a"], ["b", "c", "d"], ["e"]]),
+    ],
+    ids=["share-one-batch", "fill-then-next", "chunks-keep-order"],
+)
+async def test_requests_queued_behind_a_running_batch_are_batched(
+    max_batch_size: int, requests: list[list[str]], batches: list[list[str]]
+) -> None:
+    gate = Gate()
+    calls: list[list[str]] = []
+
+    def predict(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        return gate(texts)
+
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        predict, max_batch_size=max_batch_size, max_wait_seconds=0.005
+    )
+    batcher.start()
+    blocked = asyncio.create_task(batcher.submit(["block"]))
+    await gate.running()  # the model is busy from here on
+    tasks = [asyncio.create_task(batcher.submit(texts)) for texts in requests]
+    await asyncio.sleep(0)  # the submits run: all queued behind the running batch
+    assert batcher.queued_texts == sum(map(len, requests))
+    gate.release.set()
+    assert (await blocked).results == ["BLOCK"]
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    await batcher.close()
+    assert calls == [["block"], *batches]
+    assert [o.results for o in outcomes] == [[t.upper() for t in texts] for texts in requests]
 
 
 @pytest.mark.asyncio

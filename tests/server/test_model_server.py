@@ -337,7 +337,15 @@ def test_graceful_shutdown_drains_in_flight_requests(tiny_artifact: Path) -> Non
         )
     )
     sender.start()
-    time.sleep(0.2)  # the requests are in, waiting for their batch
+    # Stop only once all 8 reached the server (in flight, or already answered: an idle
+    # model runs the first at once): a request not yet sent would be refused, not drained.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        arrived = metric(server.url, "bertops_server_requests_in_flight") - 1  # this scrape
+        arrived += metric(server.url, "bertops_server_requests_total", endpoint="predict")
+        if arrived >= 8:
+            break
+        time.sleep(0.02)
     server.stop()
     sender.join(10)
     assert results == [[200] * 8]
