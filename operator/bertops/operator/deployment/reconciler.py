@@ -104,6 +104,11 @@ class DeploymentReconciler:
         obj: api.BertDeployment = self.parse(api.BertDeployment, body)
         bodies = self.models.list(ref.namespace, self._list_models)
         chosen = selection.select(obj.spec.model, bodies)
+        if chosen.name is None:
+            # The watch-fed cache may lag behind a model that just turned Ready: "nothing
+            # to serve" is written only once the API server itself says so.
+            bodies = self._list_models(ref.namespace)
+            chosen = selection.select(obj.spec.model, bodies)
         action = actions.from_metadata(body["metadata"])
         inputs = (ref.uid, ref.generation, action.raw if action else None, chosen.name)
         key = (ref.namespace, ref.name)
