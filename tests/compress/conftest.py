@@ -56,8 +56,9 @@ def compress(
     prepared: Path,  # noqa: F811 (fixtures)
     tmp_path: Path,
 ) -> Any:
-    """Run a compress step on the tiny parent: ``compress(steps, gate=..., output=...)``
-    returns (StepResult, output folder)."""
+    """Run a compress step on the tiny parent: ``compress(steps, gate=..., output=...,
+    tuning=...)`` returns (StepResult, output folder); ``tuning`` is the in-process
+    :class:`~bertops.trainer.compress.tuning.OnnxTuning` (defaults when omitted)."""
     from bertops.api.steps import CompressStep
     from bertops.trainer.compress import run_compress
     from bertops.trainer.progress import Progress
@@ -65,12 +66,15 @@ def compress(
     parent, _ = trained
 
     def run(
-        steps: list[dict[str, Any]], gate: dict[str, float] | None = None, **extra: Any
+        steps: list[dict[str, Any]],
+        gate: dict[str, float] | None = None,
+        tuning: Any = None,
+        **extra: Any,
     ) -> tuple[Any, Path]:
         output = tmp_path / extra.pop("output", "variant")
         spec = CompressStep.model_validate(
             compress_spec(parent, prepared, output, steps, gate or OPEN_GATE, **extra)
         )
-        return run_compress(spec, Progress(bar=False)), output
+        return run_compress(spec, Progress(bar=False), tuning=tuning), output
 
     return run

@@ -233,7 +233,15 @@ def test_onnx_int8_graph_is_quantized_measured_and_close(
 ) -> None:
     import onnx
 
-    result, output = compress([{"method": "quantize"}], measure_latency=True)
+    from bertops.trainer.compress.tuning import OnnxTuning
+
+    # INT8 tables: this is about the INT8 kernels. The default 4-bit embedding tables
+    # move the tiny model's logits more (its embeddings are most of its weights; on
+    # MiniLM, blocks of 32 cost no measurable macro-F1, see compress_bench.py):
+    # test_onnx_tuning checks them by argmax.
+    result, output = compress(
+        [{"method": "quantize"}], measure_latency=True, tuning=OnnxTuning(embedding_bits=8)
+    )
     assert result.succeeded, result.message
     manifest = manifest_of(output)
     assert manifest.format == "onnx" and (output / "model.onnx").is_file()

@@ -43,6 +43,8 @@ from bertops.trainer.compress import (
     quantize,
     recipe,
 )
+from bertops.trainer.compress.tuning import DEFAULT as DEFAULT_TUNING
+from bertops.trainer.compress.tuning import OnnxTuning
 from bertops.trainer.distributed import DistContext
 from bertops.trainer.errors import BadInputError
 from bertops.trainer.evaluate import collate, load_model_artifact, score
@@ -69,6 +71,7 @@ class Variant:
         self.model = model  # FP32 torch model (what a safetensors artifact stores)
         self.quantized: Any = None  # torch dynamic-INT8 copy (measured, not stored)
         self.onnx: Path | None = None
+        self.onnx_raw: Path | None = None  # the plain export (before offline fusion)
         self.load_recipe = load_recipe
         self.details: list[dict[str, Any]] = []
         self.quantization: dict[str, Any] = {}
@@ -80,12 +83,14 @@ class Variant:
         return self.quantized if self.quantized is not None else self.model
 
 
-def run_compress(step: CompressStep, progress: Progress) -> StepResult:
+def run_compress(
+    step: CompressStep, progress: Progress, *, tuning: OnnxTuning | None = None
+) -> StepResult:
     with (
         artifacts_io.local_folder(step.parent_uri, "parent model") as parent_dir,
         artifacts_io.local_folder(step.dataset_uri, "prepared dataset") as data_dir,
     ):
-        return _compress(step, progress, parent_dir, data_dir)
+        return _compress(step, progress, parent_dir, data_dir, tuning or DEFAULT_TUNING)
 
 
 def _read_parent(folder: Path) -> tuple[ModelManifest, dict[str, Any]]:
@@ -118,7 +123,7 @@ def _split_rows(
 
 
 def _compress(
-    step: CompressStep, progress: Progress, parent_dir: Path, data_dir: Path
+    step: CompressStep, progress: Progress, parent_dir: Path, data_dir: Path, tuning: OnnxTuning
 ) -> StepResult:
     parent, config = _read_parent(parent_dir)
     data_manifest, _ = prepare.load_prepared(data_dir)
@@ -160,7 +165,7 @@ def _compress(
                 "progress", step=index, total_steps=len(ops), message=f"running {op.label}"
             )
             started = time.monotonic()
-            info = _apply(op, variant, rows, pad_id, hp, scratch, progress)
+            info = _apply(op, variant, rows, pad_id, hp, scratch, progress, tuning)
             if op.defaulted:
                 info["defaulted"] = list(op.defaulted)
             variant.details.append(
@@ -188,6 +193,7 @@ def _apply(
     hp: dict[str, str] | None,
     scratch: Path,
     progress: Progress,
+    tuning: OnnxTuning,
 ) -> dict[str, Any]:
     step = op.step
     model = variant.model
@@ -265,33 +271,48 @@ def _apply(
         sample_rows = (rows["validation"] if len(rows["validation"]) else rows["train"]).ids[:8]
         sample = collate(sample_rows or [[0, 1]], pad_id, torch.device("cpu"))
         uniform = not any(s.op == PRUNE_HEADS_OP for s in variant.load_recipe)
-        variant.onnx, info = onnx_export.export_checked(model, scratch, sample, uniform)
+        variant.onnx, info = onnx_export.export_checked(model, scratch, sample, uniform, tuning)
+        variant.onnx_raw = scratch / "raw.onnx"
         variant.export = info
     elif op.method == "quantize":
-        assert step.granularity is not None and step.backend is not None
-        if step.backend == "torch":
-            variant.quantized = torch_dynamic(model, step.granularity)
-            variant.load_recipe.append(torch_load_step(step.granularity))
-            info = {
-                "backend": "torch",
-                "kernels": "torch.ao.quantization dynamic (fbgemm/x86)",
-                "granularity": step.granularity,
-                "weightType": "qint8",
-                "storedAs": "FP32 safetensors + quantizeDynamic load step",
-                "quantizedLinears": quantize.quantized_linear_count(variant.quantized),
-            }
-        else:
-            assert variant.onnx is not None  # the plan put an onnxExport before
-            target = scratch / "int8.onnx"
-            info = quantize.onnx_dynamic(variant.onnx, target, step.granularity)
-            variant.onnx = target
-        info["choice"] = (
-            "default: onnxruntime measured fastest and smallest here "
-            "(torch.ao dynamic is slower at batch 1; torchao slower than FP32)"
-            if "backend" in op.defaulted
-            else "requested by the recipe"
-        )
-        variant.quantization = info
+        info = _quantize(op, variant, scratch, tuning)
+    return info
+
+
+def _quantize(
+    op: recipe.Operation, variant: Variant, scratch: Path, tuning: OnnxTuning
+) -> dict[str, Any]:
+    step = op.step
+    model = variant.model
+    info: dict[str, Any]
+    assert step.granularity is not None and step.backend is not None
+    if step.backend == "torch":
+        variant.quantized = torch_dynamic(model, step.granularity)
+        variant.load_recipe.append(torch_load_step(step.granularity))
+        info = {
+            "backend": "torch",
+            "kernels": "torch.ao.quantization dynamic (fbgemm/x86)",
+            "granularity": step.granularity,
+            "weightType": "qint8",
+            "storedAs": "FP32 safetensors + quantizeDynamic load step",
+            "quantizedLinears": quantize.quantized_linear_count(variant.quantized),
+        }
+    else:
+        assert variant.onnx is not None  # the plan put an onnxExport before
+        raw = tuning.int8_graph == "raw" and variant.onnx_raw is not None
+        source = variant.onnx_raw if raw else variant.onnx
+        assert source is not None
+        target = scratch / "int8.onnx"
+        info = quantize.onnx_dynamic(source, target, step.granularity, tuning)
+        info["graph"] = "raw export" if raw or source == variant.onnx_raw else "fused"
+        variant.onnx = target
+    info["choice"] = (
+        "default: onnxruntime measured fastest and smallest here "
+        "(torch.ao dynamic is slower at batch 1; torchao slower than FP32)"
+        if "backend" in op.defaulted
+        else "requested by the recipe"
+    )
+    variant.quantization = info
     return info
 
 

@@ -25,7 +25,9 @@ KNOWN_METHODS = ("magnitudePrune", "headPrune", "quantize", "onnxExport", "disti
 # batch 32, with a 4x smaller file; torchao's int8 configs ran slower than FP32 on CPU in
 # eager mode (1.26-1.46x). So a quantize step without a backend means onnxruntime.
 DEFAULT_BACKEND = "onnxruntime"
-# Per-channel scales cost nothing measurable in latency and halve the logit error.
+# Per-channel scales cost nothing in latency (onnxruntime, MiniLM-L6 batch 1: fastest calls
+# 0.41 of torch FP32 per channel, 0.47 per tensor) and keep more macro-F1 (per tensor lost
+# 0.4 points more on 450 test rows); they also halve the logit error.
 DEFAULT_GRANULARITY = "perChannel"
 DEFAULT_SCOPE = "global"
 DEFAULT_TEMPERATURE = 2.0
