@@ -240,3 +240,25 @@ def test_disabling_drift_monitoring_withdraws_the_verdict(world: Any) -> None:
     off = spec().model_copy(update={"drift": api.DriftPolicy(enabled=False)})
     out = monitor.plan(REF, off, status, {"v1": MODEL})
     assert drifted_reason(status) == ("Unknown", api.REASON_DRIFT_DISABLED) and out.start is None
+
+
+def test_a_check_that_vanished_without_a_result_is_a_drift_failure(world: Any) -> None:
+    """Without a result document, the step's name says what failed, whatever the
+    deployment is called (here a name with "-ref-" in it)."""
+    monitor, runtime, clock = world
+    named = ObjectRef(
+        name="x-ref-y", namespace="ns", generation=1, uid="abcdef12-3456", kind="BertDeployment"
+    )
+    status = api.BertDeploymentStatus(stable_model="v1")
+    reference = monitor.plan(named, spec(), status, {"v1": MODEL}).start
+    assert reference is not None and "-ref-" in reference.name
+    runtime.observation = succeeded(
+        "reference", details=ReferenceDetails(artifact_uri=reference.spec.output_uri, rows=200)
+    )
+    monitor.plan(named, spec(), status, {"v1": MODEL})
+    clock.now += timedelta(seconds=61)
+    check = monitor.plan(named, spec(), status, {"v1": MODEL}).start
+    assert check is not None and isinstance(check.spec, DriftStep)
+    runtime.observation = StepObservation(StepPhase.FAILED, message="killed")
+    monitor.plan(named, spec(), status, {"v1": MODEL})
+    assert drifted_reason(status) == ("Unknown", api.REASON_DRIFT_CHECK_FAILED)

@@ -212,7 +212,10 @@ class DriftMonitor:
         """A failed reference or check: its reason and message in Drifted=Unknown, and
         the next try one interval later (never a tight loop, never a retraining)."""
         result = observed.result
-        kind = result.kind if result is not None else ("reference" if "-ref-" in step else "drift")
+        # Without a result, the step's own name tells its kind (a deployment named
+        # "x-ref-y" must not make a failed drift check look like a reference).
+        was_reference = step == step_name(ref.name, "ref", drift.serial or 0, ref.uid)
+        kind = result.kind if result is not None else ("reference" if was_reference else "drift")
         why = (result.message if result is not None else "") or observed.message or "no result"
         reason = (
             api.REASON_REFERENCE_FAILED if kind == "reference" else api.REASON_DRIFT_CHECK_FAILED
