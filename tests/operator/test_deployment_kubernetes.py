@@ -89,8 +89,12 @@ def test_serving_children_are_applied_owned_probed_and_routed(
         ("PodDisruptionBudget", "policy/v1", "web-tiny-v1"),
         ("PodDisruptionBudget", "policy/v1", "web-gateway"),
     ]:
-        body = kube_layer.read(api_version, kind, namespace, name)
-        assert body is not None, (kind, name)
+        # The children are applied one after another, so the Deployments may exist
+        # before the HPA and PDBs do.
+        body = wait_for(
+            lambda av=api_version, k=kind, n=name: kube_layer.read(av, k, namespace, n),
+            what=f"{kind} {name}",
+        )
         refs = body["metadata"]["ownerReferences"]
         assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [
             ("BertDeployment", uid, True)
