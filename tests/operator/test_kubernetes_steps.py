@@ -21,7 +21,7 @@ from bertops.operator.runtime.base import StepConflictError, StepPhase, StepRequ
 from bertops.operator.runtime.kubernetes import KubernetesRuntime
 from tests.integration import manifests as m
 from tests.operator.conftest import condition, wait_for
-from tests.operator.test_kubernetes_runtime import IMAGE, act_as_kubelet
+from tests.operator.test_kubernetes_runtime import IMAGE, act_as_kubelet, job_status, now
 
 pytestmark = pytest.mark.integration
 SETTINGS: dict[str, Any] = {
@@ -67,6 +67,73 @@ def test_a_job_completed_without_a_result_is_a_failed_step(
     assert f"kubectl logs job/{job}" in ready["message"]
     events = kube_layer.events_for(namespace, "quiet")
     assert any(e["type"] == "Warning" and e["reason"] == "ResultUnreadable" for e in events)
+
+
+def kubelet_leaves_message(kube: Kube, namespace: str, job_name: str, message: str) -> None:
+    """act_as_kubelet for a step that exited 0 leaving ``message`` as its termination
+    message verbatim (not necessarily a result), then the Job controller's Complete."""
+    pod_name = f"{job_name}-0-vwxyz"
+    pod: Any = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "labels": {manifests.STEP_LABEL: job_name, "job-name": job_name},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "step", "image": IMAGE}]},
+    }
+    kube.core.create_namespaced_pod(namespace, pod)
+    terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now(), "finishedAt": now()}
+    step = {"name": "step", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0}
+    kube.core.patch_namespaced_pod_status(
+        pod_name,
+        namespace,
+        {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {**step, "state": {"terminated": {**terminated, "message": message}}}
+                ],
+            }
+        },
+    )
+    kube.dynamic.resources.get(api_version="batch/v1", kind="Job").status.patch(
+        name=job_name,
+        namespace=namespace,
+        body={"status": job_status(True, 0, "")},
+        content_type="application/merge-patch+json",
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ("", "left no termination message"),
+        ("done, see you\n", "is not a StepResult"),
+        ("another step", "carries the result of another step"),
+    ],
+    ids=["empty", "garbage", "another-step"],
+)
+def test_a_job_completed_with_an_unusable_message_is_a_failed_step(
+    kube_layer: Kube, namespace: str, start_operator: Any, message: str, says: str
+) -> None:
+    start_operator(namespace, **SETTINGS)
+    uid = create_dataset(kube_layer, namespace, "mute")
+    job = step_name("mute", "prep", 1, uid)
+    wait_job(kube_layer, namespace, job)
+    if message == "another step":  # a well-formed result, of the next attempt
+        other = step_name("mute", "prep", 1, uid, 2)
+        message = StepResult(kind="prepare", name=other, succeeded=True).compact_json()
+    kubelet_leaves_message(kube_layer, namespace, job, message)
+    ready = wait_reason(kube_layer, namespace, "mute", "ResultUnreadable")
+    assert ready["status"] == "False"
+    assert ready["message"].startswith(f"Job {job} completed but its step left no result")
+    assert says in ready["message"] and f"kubectl logs job/{job}" in ready["message"]
+    status = kube_layer.get("BertDataset", namespace, "mute")["status"]  # type: ignore[index]
+    assert status["attempts"] == 1 and status["step"] == job  # final: no second attempt
+    assert (
+        kube_layer.read("batch/v1", "Job", namespace, step_name("mute", "prep", 1, uid, 2)) is None
+    )
 
 
 def test_a_transient_exit_code_is_retried_as_a_new_job(
