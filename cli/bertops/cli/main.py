@@ -67,12 +67,23 @@ def cluster_build(
     download: bool = typer.Option(
         False, help="Fetch official release binaries instead of building (needs internet)."
     ),
+    node: bool = typer.Option(
+        False,
+        help="Also build kubelet, kube-controller-manager, kube-scheduler, kube-proxy, "
+        "kubectl and CoreDNS (always from their Go modules).",
+    ),
 ) -> None:
-    """Build kube-apiserver and etcd from their Go modules into the cache."""
+    """Build kube-apiserver and etcd (and with --node the node binaries) from their Go
+    modules into the cache; print the binaries' paths."""
     from bertops.cluster.controlplane import ensure_binaries
 
     binaries = ensure_binaries(_say, rebuild=rebuild, download=download)
     typer.echo(f"{binaries.kube_apiserver}\n{binaries.etcd}")
+    if node:
+        from bertops.cluster.node.build import ensure_node_binaries
+
+        for path in ensure_node_binaries(_say, rebuild=rebuild).paths():
+            typer.echo(str(path))
 
 
 @cluster_app.command("up")
@@ -81,6 +92,12 @@ def cluster_up(
     monitoring: bool = typer.Option(
         False, help="Also start Prometheus (see `bertops cluster monitoring up`)."
     ),
+    node: bool = typer.Option(
+        False,
+        help="Also start a real node: containerd, kubelet, kube-proxy and CoreDNS in their own "
+        "network namespace, controllers beside the API server, the local images loaded "
+        "(`bertops cluster build --node` and `bertops images build` first).",
+    ),
 ) -> None:
     """Start (or reuse) a cluster on loopback, install the CRDs, print its kubeconfig path."""
     _require("cluster up", "operator")  # certificates (cryptography), CRDs (kubernetes)
@@ -88,7 +105,7 @@ def cluster_up(
 
     cluster = Cluster(name, progress=_say)
     try:
-        cluster.up()
+        cluster.up(node=node)
     except (ClusterError, RuntimeError) as error:
         _say(f"error: {error}")
         raise typer.Exit(1) from error
@@ -129,11 +146,19 @@ def cluster_status(name: str = ClusterName) -> None:
 
 @cluster_app.command("env")
 def cluster_env(name: str = ClusterName) -> None:
-    """Print `export KUBECONFIG=...` for eval in a shell."""
+    """Print `export KUBECONFIG=...` for eval in a shell, and `export PATH=...` putting the
+    cached kubectl (built by `bertops cluster build --node`) first when there is no kubectl
+    on PATH, so `eval "$(bertops cluster env)"` gives a kubectl matching the API server."""
+    import shlex
+    import shutil
+
     from bertops.cluster.controlplane import Cluster
+    from bertops.cluster.node.build import node_bin_dir
 
     for key, value in Cluster(name).env().items():
         typer.echo(f"export {key}={value}")
+    if shutil.which("kubectl") is None and (node_bin_dir() / "kubectl").is_file():
+        typer.echo(f"export PATH={shlex.quote(str(node_bin_dir()))}:$PATH")
 
 
 @crds_app.command("generate")

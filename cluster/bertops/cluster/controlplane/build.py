@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,14 +89,21 @@ def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
     return [f"\t{module} => {module} {staging_version}" for module in sorted(set(modules))]
 
 
-def _wrapper(workdir: Path, module: str, requires: str, replaces: list[str], imports: str) -> None:
+def _wrapper(
+    workdir: Path, module: str, requires: str, replaces: list[str], imports: str | Sequence[str]
+) -> None:
+    """Write a wrapper module (go.mod, and a tools.go importing the packages to build) into
+    workdir. imports: one package path, or several (bertops.cluster.node.build)."""
     lines = [f"module bertops.local/{module}", "", f"go {GO_DIRECTIVE}", "", f"require {requires}"]
     if replaces:
         lines += ["", "replace (", *replaces, ")"]
     (workdir / "go.mod").write_text("\n".join(lines) + "\n")
-    (workdir / "tools.go").write_text(
-        f'//go:build tools\n\npackage tools\n\nimport _ "{imports}"\n'
-    )
+    packages = [imports] if isinstance(imports, str) else list(imports)
+    if len(packages) == 1:
+        block = f'import _ "{packages[0]}"\n'
+    else:
+        block = "import (\n" + "".join(f'\t_ "{package}"\n' for package in packages) + ")\n"
+    (workdir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{block}")
 
 
 def _version_ldflags() -> str:

@@ -8,8 +8,10 @@ kube-apiserver holds (:func:`.certs.generate_etcd`); its peer port is TLS-only t
 Each cluster lives in ``$BERTOPS_HOME/clusters/<name>`` (default ``~/.bertops``), so two
 clusters run side by side. ``up`` is idempotent (a running cluster is reused), ``down``
 stops the local runtime's processes recorded in its folder (the demo's steps and serving
-processes), then both processes, and waits until they are gone. There is no kubelet, scheduler or
-controller-manager: objects are stored and validated for real, nothing runs pods.
+processes) and the node when there is one, then both processes, and waits until they are
+gone. Without ``node=True`` there is no kubelet, scheduler or controller-manager: objects
+are stored and validated for real, nothing runs pods; with it, :mod:`bertops.cluster.node`
+adds a real node.
 
 Used by ``bertops cluster up|down|status|env``, the demo and the pytest fixture.
 """
@@ -56,6 +58,8 @@ class ClusterState:
     apiserver_pid: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float | None = None
+    # With a node (bertops.cluster.node): pods run, so service accounts are admitted.
+    node: bool = False
 
 
 @dataclass
@@ -129,13 +133,21 @@ class Cluster:
     # -- lifecycle -----------------------------------------------------------------------
 
     def up(
-        self, binaries: Binaries | None = None, *, install_crds: bool = True, timeout: float = 90.0
+        self,
+        binaries: Binaries | None = None,
+        *,
+        install_crds: bool = True,
+        timeout: float = 90.0,
+        node: bool = False,
     ) -> ClusterState:
-        """Start the cluster (or reuse it when already running) and install the CRDs."""
-        if self.running() and self.ready():
+        """Start the cluster (or reuse it when already running) and install the CRDs; with
+        node, also a real node (kubelet, containerd, controllers, DNS) that runs pods."""
+        if self.running() and self.ready() and self.state().node == node:
             self.progress(f"cluster {self.name!r} already running at {self.state().server}")
             if install_crds:
                 self.install_crds()
+            if node:
+                self._start_node()
             return self.state()
         self.down(quiet=True)
         binaries = binaries or ensure_binaries(self.progress)
@@ -148,6 +160,7 @@ class Cluster:
             etcd_url=f"https://127.0.0.1:{etcd_port}",
             versions=binaries.versions,
             started_at=time.time(),
+            node=node,
         )
         state.etcd_pid = spawn(
             _etcd_argv(binaries.etcd, self.directory, state.etcd_url, peer_port),
@@ -170,7 +183,18 @@ class Cluster:
             except Exception:
                 self.down(quiet=True)  # never leave a half-set-up cluster running
                 raise
+        if node:
+            self._start_node()
         return state
+
+    def _start_node(self) -> None:
+        from bertops.cluster.node.start import start_node
+
+        try:
+            start_node(self)
+        except BaseException:
+            self.down(quiet=True)
+            raise
 
     def _write_secrets(self) -> str:
         """Create the private folder, both PKIs and the token where missing, and (re)write
@@ -260,6 +284,11 @@ class Cluster:
         """
         state = self.state()
         was_running = self.stop_local_runtime()
+        if (self.directory / "node").is_dir():
+            # The node first: its kubelet and controllers talk to the API server.
+            from bertops.cluster.node.node import Node
+
+            was_running |= Node(self.directory, self.name, self.progress).down(quiet=quiet)
         for name, pid in (("kube-apiserver", state.apiserver_pid), ("etcd", state.etcd_pid)):
             if alive(pid, name):
                 was_running = True
@@ -339,8 +368,8 @@ def _apiserver_argv(
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         "--service-cluster-ip-range=10.0.0.0/24",
-        # No controller-manager mints service-account tokens here.
-        "--disable-admission-plugins=ServiceAccount",
+        # Without a node no controller-manager creates service accounts, and no pod needs one.
+        *([] if state.node else ["--disable-admission-plugins=ServiceAccount"]),
         "--allow-privileged=true",
         "--v=1",
     ]

@@ -39,8 +39,10 @@ def alive(pid: int | None, binary_name: str) -> bool:
     return status != "Z" and Path(cmdline).name == binary_name
 
 
-def spawn(argv: list[str], log_path: Path) -> int:
-    """Start argv with stdout and stderr appended to log_path (0600); return its pid."""
+def spawn(argv: list[str], log_path: Path, umask: int = UMASK) -> int:
+    """Start argv with stdout and stderr appended to log_path (0600); return its pid.
+    The umask keeps what etcd and kube-apiserver write private; the node's containerd
+    needs the usual 022, or every image it unpacks has a root folder only root can enter."""
     log = open_private_append(log_path)
     try:
         proc = subprocess.Popen(
@@ -49,7 +51,7 @@ def spawn(argv: list[str], log_path: Path) -> int:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI that started it; `down` stops it
-            umask=UMASK,  # whatever etcd or kube-apiserver writes is private too
+            umask=umask,
         )
     finally:
         os.close(log)

@@ -1,0 +1,138 @@
+"""What `bertops cluster down` must remove after a node's processes stop, so nothing is
+left outside the cluster's folder: processes still running for the node (containerd's
+shims and the pods' processes, found by the node's cgroup and its containerd socket),
+every mount under the node's folder (container root filesystems, pod network
+namespaces, volumes), and the node's cgroups.
+
+It also creates the node's cgroups before the kubelet starts (:func:`make_cgroups`), so
+the one module that removes them knows exactly what was made. Called by
+:class:`bertops.cluster.node.node.Node`; pure parts unit-tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _unescape(field: str) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mounts_under(folder: Path, mountinfo: str) -> list[Path]:
+    """Mount points at or below folder, deepest first (so children unmount first)."""
+    prefix = str(folder).rstrip("/")
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape(fields[4])
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(Path(point))
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_all(folder: Path) -> list[Path]:
+    """Unmount everything below folder (lazily when busy); the mount points unmounted."""
+    done: list[Path] = []
+    for _ in range(5):  # a bind of a bind shows up again after its parent goes
+        points = mounts_under(folder, Path("/proc/self/mountinfo").read_text())
+        if not points:
+            break
+        for point in points:
+            proc = subprocess.run(["umount", str(point)], capture_output=True, check=False)
+            if proc.returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+            done.append(point)
+    return done
+
+
+def cgroup_dirs(cgroup_root: str) -> list[Path]:
+    """The node's cgroup folder in every hierarchy that has one (v1 controllers and the
+    unified one), e.g. /sys/fs/cgroup/memory/bertops-demo."""
+    relative = cgroup_root.strip("/")
+    found = []
+    if CGROUP_ROOT.is_dir():
+        for hierarchy in sorted(CGROUP_ROOT.iterdir()):
+            candidate = hierarchy / relative
+            if candidate.is_dir():
+                found.append(candidate)
+        if (CGROUP_ROOT / relative).is_dir() and (CGROUP_ROOT / relative) not in found:
+            found.append(CGROUP_ROOT / relative)
+    return found
+
+
+def make_cgroups(cgroup_root: str) -> list[Path]:
+    """Create the node's cgroup in every v1 hierarchy and the unified one, which the
+    kubelet requires before it starts; cpuset gets its parent's cpus and mems (a new
+    cpuset cgroup starts empty, and no task may join an empty one)."""
+    relative = cgroup_root.strip("/")
+    made = []
+    for hierarchy in sorted(CGROUP_ROOT.iterdir()) if CGROUP_ROOT.is_dir() else []:
+        if not (hierarchy / "cgroup.procs").exists():
+            continue  # not a mounted hierarchy
+        target = hierarchy / relative
+        target.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (target / name).exists() and not (target / name).read_text().strip():
+                (target / name).write_text((hierarchy / name).read_text())
+        made.append(target)
+    return made
+
+
+def pids_in_cgroups(directories: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for directory in directories:
+        for procs in directory.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def pids_mentioning(text: str) -> set[int]:
+    """Processes whose command line mentions text (the node's containerd socket path is
+    in every shim's)."""
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if text.encode() in (entry / "cmdline").read_bytes():
+                pids.add(int(entry.name))
+    return pids
+
+
+def kill_all(pids: set[int], timeout: float = 10.0) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        for pid in pids:  # reap our own children
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+
+
+def remove_cgroups(directories: list[Path]) -> None:
+    """rmdir each cgroup tree leaf first (cgroup folders only go with rmdir)."""
+    for directory in directories:
+        for sub in sorted(
+            (p for p in directory.rglob("*") if p.is_dir()),
+            key=lambda p: len(p.parts),
+            reverse=True,
+        ):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+        with contextlib.suppress(OSError):
+            directory.rmdir()

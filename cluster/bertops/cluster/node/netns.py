@@ -1,0 +1,98 @@
+"""The node's own network namespace: created with `ip netns add`, given the node's and
+the cluster DNS's addresses on its loopback, and deleted again by `down`. Processes run
+inside it through `nsenter --net` (only the network namespace: the kubelet and containerd
+must share the machine's mount namespace so each sees the other's mounts). A Python
+process can open a socket inside it (:func:`inside`) and use it from outside.
+
+Called by :class:`bertops.cluster.node.node.Node` and :mod:`.forwarder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+
+
+def netns_name(node_name: str) -> str:
+    return f"bertops-{node_name}"
+
+
+def netns_path(name: str) -> Path:
+    return NETNS_DIR / name
+
+
+def _ip(*args: str, netns: str | None = None) -> None:
+    argv = ["ip", *(["-n", netns] if netns else []), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def create(name: str, addresses: list[str]) -> None:
+    """A fresh namespace with loopback up and each address (a /32) on it."""
+    if netns_path(name).exists():
+        delete(name)
+    _ip("netns", "add", name)
+    _ip("link", "set", "lo", "up", netns=name)
+    for address in addresses:
+        _ip("addr", "add", f"{address}/32", "dev", "lo", netns=name)
+    # Bridged pod traffic passes iptables, so Service NAT applies to it (per namespace).
+    bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if bridge_nf.exists():
+        run_inside(name, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"])
+    run_inside(name, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+
+
+def delete(name: str) -> None:
+    """Delete the namespace; its bridge, veths and iptables rules go with it."""
+    if netns_path(name).exists():
+        _ip("netns", "delete", name)
+
+
+def exists(name: str) -> bool:
+    return netns_path(name).exists()
+
+
+def enter_argv(name: str) -> list[str]:
+    """The prefix that runs a command in the namespace (network only)."""
+    return ["nsenter", f"--net={netns_path(name)}", "--"]
+
+
+def run_inside(name: str, argv: list[str], *, check: bool = True) -> str:
+    proc = subprocess.run([*enter_argv(name), *argv], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} in {name} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run the block with this thread in the namespace; sockets created in it stay there.
+    Only for a single-threaded moment (setns moves the calling thread alone)."""
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path(name), os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(original)
+    finally:
+        os.close(target)
+        os.close(original)

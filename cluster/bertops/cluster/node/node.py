@@ -1,0 +1,315 @@
+"""A real node for an embedded cluster: containerd with runc and CNI, the kubelet,
+kube-proxy and CoreDNS inside the node's own network namespace, and
+kube-controller-manager and kube-scheduler beside kube-apiserver on loopback.
+
+Pods get addresses from a bridge that exists only in that namespace; a relay
+(:mod:`.forwarder`) is the namespace's only way to the API server. Every file the node
+writes (containerd's root and state, the kubelet's folder, pod logs, CNI addresses)
+lives under ``<cluster>/node``; ``down`` stops the processes, kills what is left of the
+pods, unmounts everything under that folder, deletes the namespace (its bridge, veths
+and iptables rules go with it) and removes the node's cgroups.
+
+Called by ``bertops cluster up --node`` / ``down`` and the e2e test fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertops.cluster.controlplane.files import private_dir, write_private
+from bertops.cluster.controlplane.processes import alive, spawn, terminate
+from bertops.cluster.node import cleanup, configs, netns
+
+Progress = Callable[[str], None]
+
+
+class NodeError(RuntimeError):
+    """The node could not start; the message says which part and shows its log."""
+
+
+@dataclass
+class NodeState:
+    node_name: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    started_at: float | None = None
+
+
+# (state key, binary name as the process shows it) in start order; stopped in reverse.
+_HOST_PROCESSES = ("forwarder", "kube-controller-manager", "kube-scheduler")
+_NETNS_PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns")
+
+
+@dataclass
+class Node:
+    """Handle on the node of one embedded cluster (``<cluster dir>/node``)."""
+
+    cluster_dir: Path
+    cluster_name: str
+    progress: Progress = field(default=lambda message: None, repr=False)
+
+    @property
+    def layout(self) -> configs.NodeLayout:
+        return configs.NodeLayout(self.cluster_dir, self.cluster_name)
+
+    @property
+    def netns(self) -> str:
+        return netns.netns_name(self.cluster_name)
+
+    @property
+    def _state_file(self) -> Path:
+        return self.layout.root / "node.json"
+
+    def state(self) -> NodeState:
+        if not self._state_file.exists():
+            return NodeState(node_name=self.cluster_name)
+        return NodeState(**json.loads(self._state_file.read_text()))
+
+    def _save(self, state: NodeState) -> None:
+        write_private(self._state_file, json.dumps(asdict(state), indent=2))
+
+    def running(self) -> bool:
+        pids = self.state().pids
+        return bool(pids) and all(
+            alive(pids.get(name), _binary(name)) for name in (*_HOST_PROCESSES, *_NETNS_PROCESSES)
+        )
+
+    # -- start -----------------------------------------------------------------------------
+
+    def write_files(self, api_port: int, token: str) -> dict[str, Path]:
+        """Every configuration file the node's processes read; their paths by name."""
+        layout = self.layout
+        for folder in (
+            layout.root,
+            layout.containerd_dir,
+            layout.cni_conf_dir,
+            layout.cni_data_dir,
+            layout.kubelet_dir,
+            layout.pod_logs_dir,
+        ):
+            private_dir(folder)
+        ca = self.cluster_dir / "pki" / "ca.crt"
+        files = {
+            "containerd": layout.root / "containerd.toml",
+            "cni": layout.cni_conf_dir / "10-bertops.conflist",
+            "kubelet": layout.root / "kubelet.yaml",
+            "kube-proxy": layout.root / "kube-proxy.yaml",
+            "corefile": layout.root / "Corefile",
+            "resolv": layout.root / "resolv.conf",
+            "node-kubeconfig": layout.root / "node.kubeconfig",
+            "host-kubeconfig": layout.root / "host.kubeconfig",
+        }
+        write_private(files["containerd"], configs.containerd_config(layout))
+        write_private(files["cni"], configs.cni_conflist(layout))
+        write_private(files["resolv"], configs.resolv_conf())
+        write_private(files["kubelet"], configs.kubelet_config(layout, files["resolv"]))
+        write_private(files["kube-proxy"], configs.kube_proxy_config(files["node-kubeconfig"]))
+        write_private(files["corefile"], configs.corefile(files["node-kubeconfig"]))
+        write_private(
+            files["node-kubeconfig"], configs.kubeconfig(layout.api_server, ca, token, "node")
+        )
+        write_private(
+            files["host-kubeconfig"],
+            configs.kubeconfig(f"https://127.0.0.1:{api_port}", ca, token, "controllers"),
+        )
+        return files
+
+    def up(
+        self,
+        binaries: Any,
+        api_port: int,
+        token: str,
+        load_images: Callable[[Path], None],
+        timeout: float = 120.0,
+    ) -> NodeState:
+        """Start every part, load the images, wait until the Node is Ready."""
+        if self.running():
+            self.progress(f"node {self.cluster_name!r} already running")
+            return self.state()
+        self.down(quiet=True)
+        started = time.monotonic()
+        files = self.write_files(api_port, token)
+        netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS])
+        state = NodeState(node_name=self.cluster_name, started_at=time.time())
+        try:
+            self._start(
+                state,
+                "forwarder",
+                [
+                    sys.executable,
+                    "-m",
+                    "bertops.cluster.node.forwarder",
+                    f"--netns={self.netns}",
+                    f"--listen-port={configs.NODE_API_PORT}",
+                    f"--target-port={api_port}",
+                ],
+            )
+            self._start(
+                state, "containerd", ["containerd", f"--config={files['containerd']}"], inside=True
+            )
+            self._wait(self.layout.containerd_socket.exists, "containerd's socket", 30)
+            step = time.monotonic()
+            load_images(self.layout.containerd_socket)
+            self.progress(f"images loaded in {time.monotonic() - step:.0f}s")
+            self._start_controllers(state, binaries, files)
+            self._start_node_agents(state, binaries, files)
+            self._wait(self.node_ready, f"Node {self.cluster_name} Ready", timeout)
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        self.progress(
+            f"node {self.cluster_name!r} ready in {time.monotonic() - started:.1f}s "
+            f"(pods on {configs.POD_SUBNET} inside network namespace {self.netns})"
+        )
+        return state
+
+    def _start_controllers(self, state: NodeState, binaries: Any, files: dict[str, Path]) -> None:
+        pki = self.cluster_dir / "pki"
+        kubeconfig = f"--kubeconfig={files['host-kubeconfig']}"
+        self._start(
+            state,
+            "kube-controller-manager",
+            [
+                str(binaries.kube_controller_manager),
+                kubeconfig,
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--controllers=*",
+                "--node-monitor-grace-period=40s",
+                "--v=1",
+            ],
+        )
+        self._start(
+            state,
+            "kube-scheduler",
+            [
+                str(binaries.kube_scheduler),
+                kubeconfig,
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--v=1",
+            ],
+        )
+
+    def _start_node_agents(self, state: NodeState, binaries: Any, files: dict[str, Path]) -> None:
+        layout = self.layout
+        cleanup.make_cgroups(layout.cgroup_root)
+        self._start(
+            state,
+            "kubelet",
+            [
+                str(binaries.kubelet),
+                f"--config={files['kubelet']}",
+                f"--kubeconfig={files['node-kubeconfig']}",
+                f"--root-dir={layout.kubelet_dir}",
+                f"--cert-dir={layout.kubelet_dir / 'pki'}",
+                f"--hostname-override={self.cluster_name}",
+                f"--node-ip={configs.NODE_IP}",
+                "--v=1",
+            ],
+            inside=True,
+        )
+        self._start(
+            state,
+            "kube-proxy",
+            [
+                str(binaries.kube_proxy),
+                f"--config={files['kube-proxy']}",
+                f"--hostname-override={self.cluster_name}",
+                "--v=1",
+            ],
+            inside=True,
+        )
+        self._start(
+            state,
+            "coredns",
+            [
+                str(binaries.coredns),
+                f"-conf={files['corefile']}",
+            ],
+            inside=True,
+        )
+
+    def _start(self, state: NodeState, name: str, argv: list[str], inside: bool = False) -> None:
+        prefix = netns.enter_argv(self.netns) if inside else []
+        state.pids[name] = spawn([*prefix, *argv], self.layout.root / f"{name}.log", umask=0o022)
+        self._save(state)
+        time.sleep(0.2)
+        if not alive(state.pids[name], _binary(name)):
+            raise NodeError(f"{name} exited at start; last log lines:\n{self.log_tail(name)}")
+
+    def _wait(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for name, pid in self.state().pids.items():
+                if not alive(pid, _binary(name)):
+                    raise NodeError(f"{name} exited; last log lines:\n{self.log_tail(name)}")
+            time.sleep(0.5)
+        raise NodeError(f"no {what} after {timeout:.0f}s; kubelet log:\n{self.log_tail('kubelet')}")
+
+    def node_ready(self) -> bool:
+        """The Node object's Ready condition is True."""
+        from kubernetes import client, config
+
+        kubeconfig = str(self.layout.root / "host.kubeconfig")
+        with config.new_client_from_config(kubeconfig) as api_client:
+            try:
+                node = client.CoreV1Api(api_client).read_node(self.cluster_name)
+            except client.ApiException:
+                return False
+        conditions = (node.status.conditions if node.status else None) or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.layout.root / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def down(self, *, quiet: bool = False, timeout: float = 20.0) -> bool:
+        """Stop everything the node started and remove what it left; whether it ran."""
+        state = self.state()
+        was_running = False
+        for name in reversed((*_HOST_PROCESSES, *_NETNS_PROCESSES)):
+            pid = state.pids.get(name)
+            if alive(pid, _binary(name)):
+                was_running = True
+                terminate(pid, _binary(name), timeout)  # type: ignore[arg-type]
+        layout = self.layout
+        groups = cleanup.cgroup_dirs(layout.cgroup_root)
+        cleanup.kill_all(
+            cleanup.pids_in_cgroups(groups) | cleanup.pids_mentioning(str(layout.root) + "/")
+        )
+        unmounted = cleanup.unmount_all(layout.root) if layout.root.exists() else []
+        netns.delete(self.netns)
+        cleanup.remove_cgroups(groups)
+        if state.pids:
+            state.pids = {}
+            self._save(state)
+        if (was_running or unmounted) and not quiet:
+            self.progress(f"node {self.cluster_name!r} stopped ({len(unmounted)} mounts removed)")
+        return was_running
+
+
+def _binary(name: str) -> str:
+    """What /proc/<pid>/cmdline shows first for each part (nsenter execs the command)."""
+    return Path(sys.executable).name if name == "forwarder" else name
+
+
+def port_open_inside(namespace: str, port: int) -> bool:
+    with netns.inside(namespace), socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
