@@ -146,9 +146,14 @@ def setup(
         total_steps=total_steps,
         log_every=int(os.environ.get(LOG_EVERY_ENV, "0")) or max(1, steps_per_epoch // 10),
         run_id=run_id,
-        ckpt_uri=step.checkpoint_uri or f"{step.output_uri.rstrip('/')}.ckpt",
+        ckpt_uri=checkpoint_uri(step),
         loop=LoopState(),
     )
+
+
+def checkpoint_uri(step: TrainStep) -> str:
+    """The step's checkpoint folder: one per object generation, shared by its attempts."""
+    return step.checkpoint_uri or f"{step.output_uri.rstrip('/')}.ckpt"
 
 
 def resume(run: Run) -> None:

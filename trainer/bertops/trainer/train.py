@@ -31,10 +31,15 @@ from bertops.trainer.progress import Progress
 
 
 def fingerprint(step: TrainStep, dataset_checksum: str) -> str:
-    """What makes two starts 'the same run': resume only from a matching checkpoint."""
+    """What makes two starts 'the same run': resume only from a matching checkpoint.
+
+    The step's name is left out on purpose: it carries the attempt number, and a retried
+    attempt (a killed pod, a lost node) must resume from the checkpoints of the one
+    before. The checkpoint folder belongs to one object generation, and the rest pins
+    the data, base model and hyperparameters."""
     spec = step.training
     payload = {
-        "name": step.name,
+        "checkpoints": epochs.checkpoint_uri(step),
         "dataset": dataset_checksum,
         "task": spec.task,
         "base": spec.base_model.to_wire(),

@@ -66,10 +66,16 @@ class ClusterServing:
         keep = {m.name for m in models} | {table.stable.name}
         drained = self._drain(owner, {serving.server_name(owner.name, n) for n in keep})
         gateway = self._available(serving.gateway_name(owner.name), owner.namespace)
+        # Serving means the gateway and the server it routes stable traffic to both answer
+        # (a first rollout's gateway is up well before its model server has loaded).
+        stable_up = table.stable.name in ready or self._available(
+            serving.server_name(owner.name, table.stable.name), owner.namespace
+        )
         settled = gateway and drained and ready >= {m.name for m in models}
-        endpoint = _endpoint(owner) if gateway else None
+        serving_now = gateway and stable_up
+        endpoint = _endpoint(owner) if serving_now else None
         return Served(
-            endpoint, table if gateway else None, settled, (_endpoint(owner) + "/metrics",)
+            endpoint, table if serving_now else None, settled, (_endpoint(owner) + "/metrics",)
         )
 
     def observe(self, owner: ObjectRef) -> Served:
