@@ -5,6 +5,8 @@ by :mod:`bertops.cli.main`."""
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 
 import typer
@@ -48,6 +50,9 @@ def build_command(
         _say(f"error: unknown image {unknown}; known: {', '.join(RECIPES)}")
         raise typer.Exit(2)
     started = time.monotonic()
+    # A SIGTERM (make interrupted, a CI timeout) would end Python without running the
+    # build's finally blocks, leaving the chroot's mounts behind: make it an exit instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         built = build(only or None, rebuild=rebuild, zstd=zstd, say=_say)
         if import_to:

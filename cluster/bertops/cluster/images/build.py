@@ -176,6 +176,10 @@ def _build_python(
 ) -> None:
     base = rootfs.ensure_base(images_dir(), say)
     work = images_dir() / "work" / f"{recipe.name}-{key[:12]}"
+    # An interrupted build's rootfs (several GB) of any key: nothing else would remove it.
+    for stale in work.parent.glob(f"{recipe.name}-*") if work.parent.is_dir() else []:
+        say(f"{recipe.name}: removing the interrupted build's {stale.name}")
+        rootfs.remove_rootfs(stale)
     step = time.monotonic()
     rootfs.copy_rootfs(base, work)
     try:

@@ -103,3 +103,63 @@ def remove_cgroups(directories: list[Path]) -> None:
                 sub.rmdir()
         with contextlib.suppress(OSError):
             directory.rmdir()
+
+
+# Where containerd 1.6, libcni and the kubelet write outside any folder they are given:
+# shim sockets and fifos, the CNI result cache, the device-plugin socket folder and the
+# container log links. Whatever of these a node created is removed again by `down`.
+MACHINE_PATHS = (
+    Path("/run/containerd"),
+    Path("/var/lib/cni"),
+    Path("/var/lib/kubelet"),
+    Path("/var/log/containers"),
+)
+
+
+def missing_machine_paths() -> list[str]:
+    """The machine paths that do not exist yet (recorded before a node starts)."""
+    return [str(path) for path in MACHINE_PATHS if not path.exists()]
+
+
+def _stale_socket(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def remove_machine_leftovers(node_root: Path, network: str, created: list[str]) -> list[Path]:
+    """Remove what this node left in the machine paths: its container log links, its
+    network's CNI results, shim sockets nobody listens on; then each machine path the
+    node created, when nothing else is in it. The paths removed."""
+    removed: list[Path] = []
+    logs = Path("/var/log/containers")
+    for link in logs.glob("*.log") if logs.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and str(Path(os.readlink(link))).startswith(str(node_root)):
+                link.unlink()
+                removed.append(link)
+    results = Path("/var/lib/cni/results")
+    for entry in results.glob(f"{network}-*") if results.is_dir() else []:
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    shims = Path("/run/containerd/s")
+    for entry in shims.iterdir() if shims.is_dir() else []:
+        if entry.is_socket() and _stale_socket(entry):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    for top in map(Path, created):
+        if not top.is_dir():
+            continue
+        folders = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts))
+        for folder in [*reversed(folders), top]:
+            with contextlib.suppress(OSError):  # not empty: something else uses it
+                folder.rmdir()
+                removed.append(folder)
+    return removed

@@ -109,9 +109,15 @@ def containerd_config(layout: NodeLayout) -> str:
             '  runtime_type = "io.containerd.runc.v2"',
             f"[{cri}.containerd.runtimes.runc.options]",
             "  SystemdCgroup = false",
+            f'  Root = "{base / "runc"}"',
             "",
         ]
     )
+
+
+def network_name(layout: NodeLayout) -> str:
+    """The CNI network's name, which also prefixes libcni's cache entries for it."""
+    return f"bertops-{layout.node_name}"
 
 
 def cni_conflist(layout: NodeLayout) -> str:
@@ -119,7 +125,7 @@ def cni_conflist(layout: NodeLayout) -> str:
     masquerade: pods only talk to each other and to the node's namespace."""
     network = {
         "cniVersion": "0.4.0",
-        "name": "bertops",
+        "name": network_name(layout),
         "plugins": [
             {
                 "type": "bridge",

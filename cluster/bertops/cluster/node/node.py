@@ -39,6 +39,8 @@ class NodeState:
     node_name: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float | None = None
+    # Machine paths (cleanup.MACHINE_PATHS) this node created, removed again by down.
+    created_paths: list[str] = field(default_factory=list)
 
 
 # (state key, binary name as the process shows it) in start order; stopped in reverse.
@@ -136,7 +138,11 @@ class Node:
         started = time.monotonic()
         files = self.write_files(api_port, token)
         netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS])
-        state = NodeState(node_name=self.cluster_name, started_at=time.time())
+        state = NodeState(
+            node_name=self.cluster_name,
+            started_at=time.time(),
+            created_paths=cleanup.missing_machine_paths(),
+        )
         try:
             self._start(
                 state,
@@ -296,6 +302,9 @@ class Node:
         unmounted = cleanup.unmount_all(layout.root) if layout.root.exists() else []
         netns.delete(self.netns)
         cleanup.remove_cgroups(groups)
+        cleanup.remove_machine_leftovers(
+            layout.root, configs.network_name(layout), state.created_paths
+        )
         if state.pids:
             state.pids = {}
             self._save(state)
