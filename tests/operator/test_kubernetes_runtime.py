@@ -171,6 +171,10 @@ def test_dataset_becomes_a_job_and_follows_its_status(
     assert pod["restartPolicy"] == "Never"
     assert {v["name"] for v in pod["volumes"]} == {"spec", "artifacts", "tmp"}
     assert job["spec"]["podFailurePolicy"] == manifests.POD_FAILURE_POLICY
+    # A hung step ends (the Job fails at its deadline) and its /tmp is bounded.
+    assert job["spec"]["activeDeadlineSeconds"] == 24 * 3600
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"] == {"sizeLimit": "8Gi"}
 
     # The manifests pass server-side dry-run as well as the real apply above.
     for manifest in (job, configmap):

@@ -39,6 +39,10 @@ class OperatorConfig:
     artifact_pvc: str = "bertops-artifacts"
     artifact_mount: str = "/artifacts"
     service_account: str = "bertops-step"
+    # A step's Job fails once it has run this long (a hung rank never holds a node for
+    # ever), and its /tmp (tokenizer caches, ONNX exports) may use at most this much.
+    step_deadline_seconds: int = 24 * 3600
+    step_tmp_size: str = "8Gi"
     # Both runtimes: a step that fails with exit code 1 or 3 is started again (a new step,
     # "-a<n>") after base * 2^(n-1) seconds, capped, at most step_max_attempts in all.
     step_max_attempts: int = 3

@@ -193,7 +193,7 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         "volumes": [
             {"name": "spec", "configMap": {"name": request.name}},
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": config.artifact_pvc}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": config.step_tmp_size}},
         ],
     }
     if distributed:
@@ -202,6 +202,7 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         # One attempt per Job: the operator retries exit codes 1 and 3 itself, as a new
         # step with backoff (the same policy as the local runtime, and one it can count).
         "backoffLimit": 0,
+        "activeDeadlineSeconds": config.step_deadline_seconds,
         "ttlSecondsAfterFinished": 86400,
         "template": {"metadata": {"labels": labels(request)}, "spec": pod_spec},
         "podFailurePolicy": POD_FAILURE_POLICY,
