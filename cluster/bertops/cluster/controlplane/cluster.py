@@ -38,6 +38,8 @@ from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import alive, free_port, spawn, terminate
 
 Progress = Callable[[str], None]
+# Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
+SERVICE_SUBNET = "10.0.0.0/24"
 ETCD_CLIENT = "apiserver-etcd-client"  # as certs.ETCD_CLIENT, without importing cryptography
 
 
@@ -367,7 +369,7 @@ def _apiserver_argv(
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-cluster-ip-range=10.0.0.0/24",
+        f"--service-cluster-ip-range={SERVICE_SUBNET}",
         # Without a node no controller-manager creates service accounts, and no pod needs one.
         *([] if state.node else ["--disable-admission-plugins=ServiceAccount"]),
         "--allow-privileged=true",

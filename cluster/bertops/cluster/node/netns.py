@@ -35,14 +35,19 @@ def _ip(*args: str, netns: str | None = None) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
-def create(name: str, addresses: list[str]) -> None:
-    """A fresh namespace with loopback up and each address (a /32) on it."""
+def create(name: str, addresses: list[str], service_subnet: str) -> None:
+    """A fresh namespace with loopback up, each address (a /32) on it (the first is the
+    node's), and a route for the Service addresses: a connection from the namespace itself
+    (a probe, `nsenter ... curl`) needs one before kube-proxy's OUTPUT rules rewrite it to
+    a pod's address."""
     if netns_path(name).exists():
         delete(name)
     _ip("netns", "add", name)
     _ip("link", "set", "lo", "up", netns=name)
     for address in addresses:
         _ip("addr", "add", f"{address}/32", "dev", "lo", netns=name)
+    # From the node's own address, never 127.0.0.1, which may not leave loopback.
+    _ip("route", "add", service_subnet, "dev", "lo", "src", addresses[0], netns=name)
     # Bridged pod traffic passes iptables, so Service NAT applies to it (per namespace).
     bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
     if bridge_nf.exists():

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertops.cluster.controlplane.cluster import SERVICE_SUBNET
 from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import alive, spawn, terminate
 from bertops.cluster.node import cleanup, configs, netns
@@ -137,7 +138,7 @@ class Node:
         self.down(quiet=True)
         started = time.monotonic()
         files = self.write_files(api_port, token)
-        netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS])
+        netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS], SERVICE_SUBNET)
         state = NodeState(
             node_name=self.cluster_name,
             started_at=time.time(),
