@@ -1,0 +1,377 @@
+"""The kubernetes runtime in real pods on a real node (bertops.cluster.node): the example
+dataset → a 2-replica training (an Indexed Job whose pods find each other by DNS and train
+over gloo) → its model → a compressed model, all Ready with verified artifacts; a step
+that exits 2 failing its Job at once; and a deleted BertTraining whose Job and pods the
+garbage collector removes. No kubelet stand-in anywhere in this file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from bertops.operator.config import OperatorConfig
+from bertops.operator.kube import Kube
+from tests.operator.conftest import RunningOperator, condition, delete_deployments, wait_for
+from tests.operator.test_local_runtime import TINY, dataset, training
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
+__all__ = ["tweets_csv"]
+from tests.operator.test_local_runtime import tweets_csv  # noqa: E402  (module fixture)
+
+STEP_UID = 1000  # the images' user, and the pods' runAsUser
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+@pytest.fixture
+def node_namespace(node_kube: Any) -> Iterator[str]:
+    """A namespace per test, deleted afterwards: the node has 2 CPUs, and a test's pods
+    left running would keep the next test's pods Pending."""
+    import uuid
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(node_kube)
+    core.create_namespace(client.V1Namespace(metadata={"name": name}))
+    core.create_namespaced_service_account(
+        name, client.V1ServiceAccount(metadata={"name": "bertops-step"})
+    )
+    yield name
+    core.delete_namespace(name)
+    wait_for(
+        lambda: not core.list_namespaced_pod(name).items,
+        timeout=120,
+        what=f"the pods of namespace {name} gone",
+    )
+
+
+@pytest.fixture
+def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
+    """A folder the steps' pods and the operator see at the same path: a hostPath
+    PersistentVolume bound to the namespace's `bertops-artifacts` claim."""
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    for folder in (tmp_path, root):
+        folder.chmod(0o755)
+    os.chown(root, STEP_UID, STEP_UID)
+    core = client.CoreV1Api(node_kube)
+    volume = f"artifacts-{node_namespace}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "5Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(root), "type": "Directory"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        node_namespace,
+        {
+            "metadata": {"name": "bertops-artifacts"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "5Gi"}},
+            },
+        },
+    )
+    return root
+
+
+@pytest.fixture
+def node_operator(
+    node_cluster: Any, node_kube: Any, node_namespace: str, artifacts: Path, tmp_path: Path
+) -> Iterator[RunningOperator]:
+    config = OperatorConfig(
+        namespaces=(node_namespace,),
+        runtime="kubernetes",
+        artifact_root=str(artifacts),
+        artifact_mount=str(artifacts),
+        allowed_uri_prefixes=(str(artifacts),),
+        state_dir=tmp_path / "state",
+        poll_seconds=1.0,
+        step_retry_base_seconds=1.0,
+    )
+    operator = RunningOperator(config, str(node_cluster.kubeconfig))
+    try:
+        yield operator
+        # While the operator runs, so its finalizer lets the deployments go.
+        delete_deployments(node_kube, {node_namespace})
+    finally:
+        operator.stop()
+
+
+def shared_csv(tweets_csv: Path, artifacts: Path) -> Path:
+    data = artifacts / "data"
+    data.mkdir(exist_ok=True)
+    target = data / "tweets.csv"
+    target.write_bytes(tweets_csv.read_bytes())
+    for path in (data, target):
+        os.chown(path, STEP_UID, STEP_UID)
+    return target
+
+
+def reason(kube: Kube, kind: str, namespace: str, name: str, type_: str = "Ready") -> str | None:
+    found = condition(kube.get(kind, namespace, name), type_)
+    return found["reason"] if found else None
+
+
+def start_training(kube: Kube, ns: str, csv: Path, epochs: int, replicas: int = 1) -> None:
+    """The example dataset and a tiny training of it; half a CPU per rank, so two ranks
+    and the step that follows fit on the 2-CPU node together."""
+    kube.create(dataset(ns, csv))
+    spec = training(ns, epochs=epochs, base={"config": TINY})
+    spec["spec"]["replicas"] = replicas
+    spec["spec"]["resources"] = {"cpu": "500m", "memory": "2Gi"}
+    kube.create(spec)
+
+
+def pods(node_kube: Any, namespace: str) -> list[Any]:
+    return list(client.CoreV1Api(node_kube).list_namespaced_pod(namespace).items)
+
+
+def test_dataset_distributed_training_and_compression_run_in_real_pods(
+    node_cluster: Any,
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+    tweets_csv: Path,
+) -> None:
+    kube = Kube(node_kube)
+    ns = node_namespace
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=1, replicas=2)
+    kube.create(
+        {
+            "apiVersion": "bertops.io/v1alpha1",
+            "kind": "BertModel",
+            "metadata": {"name": "tiny-v1-int8", "namespace": ns},
+            "spec": {
+                "family": "tiny",
+                "compression": {
+                    "parentRef": {"name": "tiny-v1"},
+                    "steps": [{"method": "quantize", "granularity": "perChannel"}],
+                    "gate": {"maxAccuracyDrop": 0.3, "maxF1Drop": 0.3},
+                },
+            },
+        }
+    )
+    wait_for(
+        lambda: reason(kube, "BertDataset", ns, "tweets") == "Prepared",
+        timeout=300,
+        what="the dataset prepared in a pod",
+    )
+    # Both ranks of the Indexed Job ran as pods on the node.
+    train_pods = wait_for(
+        lambda: [
+            p
+            for p in pods(node_kube, ns)
+            if p.metadata.labels.get(INDEX_LABEL) is not None and "train" in p.metadata.name
+        ],
+        timeout=300,
+        what="the training pods",
+    )
+    wait_for(
+        lambda: reason(kube, "BertModel", ns, "tiny-v1") == "Verified",
+        timeout=600,
+        what="the trained model Ready (verified)",
+    )
+    indexes = {p.metadata.labels[INDEX_LABEL] for p in train_pods}
+    assert indexes == {"0", "1"}
+    wait_for(
+        lambda: reason(kube, "BertModel", ns, "tiny-v1-int8") == "Verified",
+        timeout=600,
+        what="the compressed model Ready (verified)",
+    )
+    for name in ("tiny-v1", "tiny-v1-int8"):
+        status = kube.get("BertModel", ns, name)["status"]  # type: ignore[index]
+        assert status["manifestSha256"], name
+        folder = Path(status["artifactUri"].removeprefix("file://"))
+        assert (folder / "bertops-model.json").is_file(), folder
+    # Rank 0's log (the node's podLogsDir) says both ranks joined one gloo group.
+    logs = node_cluster.directory / "node" / "pod-logs"
+    rank0 = next(p for p in train_pods if p.metadata.labels[INDEX_LABEL] == "0")
+    text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0.metadata.name}_*/step/*.log"))
+    assert "2 rank(s)" in text, text[-2000:]
+    training_status = kube.get("BertTraining", ns, "tiny")["status"]  # type: ignore[index]
+    assert condition({"status": training_status}, "Succeeded")["status"] == "True"  # type: ignore[index]
+
+
+def test_a_step_that_exits_2_fails_its_job_at_once(
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+    tweets_csv: Path,
+) -> None:
+    kube = Kube(node_kube)
+    ns = node_namespace
+    kube.create(dataset(ns, shared_csv(tweets_csv, artifacts), labelColumn="no-such-column"))
+    found = wait_for(
+        lambda: (
+            (c := condition(kube.get("BertDataset", ns, "tweets"), "Ready"))
+            and c["status"] == "False"
+            and c["reason"] not in ("Pending", "Running", "Preparing")
+            and c
+        ),
+        timeout=300,
+        what="the dataset failed",
+    )
+    assert found["reason"] == "InvalidData", found
+    assert "no-such-column" in found["message"], found
+    jobs = client.BatchV1Api(node_kube).list_namespaced_job(ns).items
+    assert len(jobs) == 1 and jobs[0].status.failed == 1, [j.status for j in jobs]
+    assert len(pods(node_kube, ns)) == 1  # FailJob: exit 2 is never retried
+
+
+def test_deleting_a_training_collects_its_job_and_pods(
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+    tweets_csv: Path,
+) -> None:
+    kube = Kube(node_kube)
+    ns = node_namespace
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=50)
+    wait_for(
+        lambda: any(
+            "train" in p.metadata.name and p.status.phase == "Running" for p in pods(node_kube, ns)
+        ),
+        timeout=300,
+        what="a running training pod",
+    )
+    client.CustomObjectsApi(node_kube).delete_namespaced_custom_object(
+        "bertops.io", "v1alpha1", ns, "berttrainings", "tiny"
+    )
+    wait_for(
+        lambda: (
+            not any("train" in p.metadata.name for p in pods(node_kube, ns))
+            and not [
+                j
+                for j in client.BatchV1Api(node_kube).list_namespaced_job(ns).items
+                if "train" in j.metadata.name
+            ]
+        ),
+        timeout=120,
+        what="the training's Job and pods garbage-collected",
+    )
+
+
+def kill_container(node_cluster: Any, pod: Any) -> int:
+    """SIGKILL every process of the pod's step container, as the OOM killer would; found
+    through the node's own cgroups. How many processes were killed."""
+    from bertops.cluster.node import cleanup
+
+    container_id = pod.status.container_statuses[0].container_id.split("://", 1)[1]
+    groups = cleanup.cgroup_dirs(f"/bertops-{node_cluster.name}")
+    found = [d for group in groups for d in group.rglob(f"*{container_id}*") if d.is_dir()]
+    victims = cleanup.pids_in_cgroups(found)
+    assert victims, f"no processes of container {container_id} under {groups}"
+    cleanup.kill_all(victims)
+    return len(victims)
+
+
+def test_a_killed_training_pod_is_retried_and_resumes_from_its_checkpoint(
+    node_cluster: Any,
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+    tweets_csv: Path,
+) -> None:
+    kube = Kube(node_kube)
+    ns = node_namespace
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=6)
+    checkpoints = artifacts / ns / "models" / "tiny" / "g1.ckpt"
+    wait_for(
+        lambda: checkpoints.is_dir() and any(checkpoints.glob("epoch-*")),
+        timeout=300,
+        what="the first epoch's checkpoint",
+    )
+    first = wait_for(
+        lambda: [
+            p
+            for p in pods(node_kube, ns)
+            if "train" in p.metadata.name and p.status.phase == "Running"
+        ],
+        what="the running training pod",
+    )[0]
+    assert kill_container(node_cluster, first) >= 1
+    wait_for(
+        lambda: reason(kube, "BertModel", ns, "tiny-v1") == "Verified",
+        timeout=600,
+        what="the retried training's model Ready",
+    )
+    status = kube.get("BertTraining", ns, "tiny")["status"]  # type: ignore[index]
+    assert status["attempts"] == 2, status
+    retried = [
+        p for p in pods(node_kube, ns) if "train" in p.metadata.name and "-a2-" in p.metadata.name
+    ]
+    assert retried, [p.metadata.name for p in pods(node_kube, ns)]
+    logs = node_cluster.directory / "node" / "pod-logs"
+    text = "".join(
+        f.read_text() for f in logs.glob(f"{ns}_{retried[0].metadata.name}_*/step/*.log")
+    )
+    assert "resumed from the checkpoint of epoch" in text, text[-2000:]
+
+
+def post_inside(namespace: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST from inside the node's network namespace, where Service addresses exist."""
+    import json
+    import urllib.request
+
+    from bertops.cluster.node import netns
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with netns.inside(namespace), urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def test_a_deployment_serves_through_its_gateway_service(
+    node_cluster: Any,
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+) -> None:
+    from bertops.cluster.node import netns
+    from tests.operator.serving_helpers import deployment, model
+    from tests.server.artifacts import write_tiny_artifact
+
+    kube = Kube(node_kube)
+    ns = node_namespace
+    folder = write_tiny_artifact(artifacts / ns / "models" / "tiny-v1", "tiny-v1")
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, STEP_UID, STEP_UID)
+    kube.create(model(ns, "tiny-v1", folder))
+    spec = deployment(ns)
+    spec["spec"]["serving"]["replicas"] = 1
+    kube.create(spec)
+
+    def ready() -> dict[str, Any] | None:
+        status = (kube.get("BertDeployment", ns, "web") or {}).get("status") or {}
+        found = condition({"status": status}, "Ready")
+        return status if found and found["status"] == "True" else None
+
+    status = wait_for(ready, timeout=300, what="the deployment Ready (probes passed)")
+    apps = client.AppsV1Api(node_kube)
+    for name in ("web-tiny-v1", "web-gateway"):
+        found = apps.read_namespaced_deployment(name, ns)
+        assert (found.status.ready_replicas or 0) >= 1, (name, found.status)
+    service = client.CoreV1Api(node_kube).read_namespaced_service("web-gateway", ns)
+    assert status["endpoint"] == f"http://web-gateway.{ns}.svc:8000"
+    url = f"http://{service.spec.cluster_ip}:8000/predict"
+    answer = post_inside(netns.netns_name(node_cluster.name), url, {"texts": ["a fine day"]})
+    assert len(answer["predictions"]) == 1, answer
