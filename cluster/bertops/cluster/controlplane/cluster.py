@@ -35,7 +35,13 @@ import yaml
 
 from bertops.cluster.controlplane.build import Binaries, ensure_binaries
 from bertops.cluster.controlplane.files import private_dir, write_private
-from bertops.cluster.controlplane.processes import alive, free_port, spawn, terminate
+from bertops.cluster.controlplane.processes import (
+    alive,
+    exit_status,
+    free_port,
+    spawn,
+    terminate,
+)
 
 Progress = Callable[[str], None]
 # Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
@@ -228,8 +234,12 @@ class Cluster:
             for name, pid in (("etcd", state.etcd_pid), ("kube-apiserver", state.apiserver_pid)):
                 if not alive(pid, name):
                     tail = self._log_tail(name)
+                    how = exit_status(pid)
                     self.down(quiet=True)
-                    raise ClusterError(f"{name} exited during start-up; last log lines:\n{tail}")
+                    raise ClusterError(
+                        f"{name} exited during start-up{f' ({how})' if how else ''}; "
+                        f"last log lines:\n{tail}"
+                    )
             time.sleep(0.25)
         tail = self._log_tail("kube-apiserver")
         self.down(quiet=True)

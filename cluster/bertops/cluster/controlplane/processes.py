@@ -85,3 +85,15 @@ def _reap(pid: int) -> None:
     proc = _CHILDREN.pop(pid, None)
     if proc is not None:
         proc.wait(timeout=5)
+
+
+def exit_status(pid: int | None) -> str:
+    """How a child started here ended ("exit code 1", "killed by SIGKILL"), for error
+    messages about a process that died with nothing in its log; "" when unknown."""
+    proc = _CHILDREN.get(pid) if pid else None
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return ""
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
