@@ -13,6 +13,19 @@ from pathlib import Path
 import pytest
 
 
+def say_to_terminal(request: pytest.FixtureRequest, line: str) -> None:
+    """Write a line to the terminal even while pytest captures output (a fixture's print
+    is only shown when its test fails), so every CI log carries it."""
+    plugins = request.config.pluginmanager
+    terminal = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+    if terminal is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line("")
+        terminal.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def bertops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Clusters started by tests live in a temporary BERTOPS_HOME, never the user's."""
@@ -37,9 +50,7 @@ def cluster(bertops_home: Path, request: pytest.FixtureRequest):  # type: ignore
         # Once, a start on a busy CI machine saw kube-apiserver die with an empty log, and
         # the cached fixture error failed every integration test after it. Try once more;
         # the first error goes to the terminal so it is never hidden.
-        terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            terminal.write_line(f"\n[tests] first control-plane start failed: {error}")
+        say_to_terminal(request, f"[tests] first control-plane start failed: {error}")
         handle.up()
     yield handle
     handle.down(purge=True)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import say_to_terminal
+
 NEEDED = ("containerd", "ctr", "runc", "nsenter", "ip", "iptables")
 
 
@@ -68,9 +70,7 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
         raise
     # Straight to the terminal (not captured), so every CI log shows what the node costs.
     report = f"node started in {time.monotonic() - started:.1f}s: " + "; ".join(lines[-4:])
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
-        terminal.write_line(f"\n[tests/node] {report}")
+    say_to_terminal(request, f"[tests/node] {report}")
     yield handle
     node_dir = handle.directory / "node"
     before_down = node_dir.resolve()

@@ -215,12 +215,21 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
         assert main.security_context.read_only_root_filesystem is True
         assert pod.spec.service_account_name == CONFIG.service_account
         assert pod.spec.security_context.run_as_user == 1000
-    workflow = custom(kube).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "workflows", name
-    )
-    nodes = list(workflow["status"]["nodes"].values())
-    assert [n["phase"] for n in nodes if n["displayName"] == "rendezvous"] == ["Succeeded"]
-    ranks = [n for n in nodes if n["type"] == "Pod" and n.get("templateName") == "train"]
+
+    def nodes() -> list[dict[str, Any]]:
+        workflow = custom(kube).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workflows", name
+        )
+        found = list(workflow["status"]["nodes"].values())
+        # The controller writes the workflow's status after it created the rank pods.
+        done = [n["phase"] for n in found if n["displayName"] == "rendezvous"] == ["Succeeded"]
+        return found if done else []
+
+    ranks = [
+        n
+        for n in wait_for("the rendezvous node Succeeded", nodes, log=controller.log)
+        if n["type"] == "Pod" and n.get("templateName") == "train"
+    ]
     assert len(ranks) == 3 and {n["phase"] for n in ranks} == {"Pending"}
 
 

@@ -255,7 +255,9 @@ def test_restart_mid_rollout_resumes_at_the_same_step_with_the_same_processes(
 ) -> None:
     first = start_operator(namespace, state_dir=state)
     ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
-    steps = [{"weight": 30, "pauseSeconds": 12}, {"weight": 60, "pauseSeconds": 1}]
+    # The first pause outlasts the operator's stop and restart even on a loaded CI machine
+    # (12 s was once not enough: the canary was promoted before the check).
+    steps = [{"weight": 30, "pauseSeconds": 40}, {"weight": 60, "pauseSeconds": 1}]
     created = kube_layer.create(deployment(namespace, steps=steps))
     endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
     client = SteadyClient(endpoint).start()
