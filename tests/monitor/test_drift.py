@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bertops.api.steps import DriftDetails, StepResult
+from bertops.modelio import publish
 from bertops.server.monitor import report as report_module
-from bertops.server.monitor import store
 from bertops.trainer.steps import run_step
 from tests.monitor.builders import drift_spec, rows, write_log, write_reference
 
@@ -189,7 +189,7 @@ def test_failed_publication_keeps_the_previous_report(
     def full_disk(staging: Path, target: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-    monkeypatch.setattr(store, "_publish_local", full_disk)
+    monkeypatch.setattr(publish, "publish_local", full_disk)
     result = run_step(drift_spec(tmp_path))
     # A full disk may be freed: worth a retry, unlike a file in the report's place.
     assert (result.exit_code, result.reason) == (3, "ReportWriteFailed"), result.message

@@ -16,6 +16,7 @@ import pytest
 
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, check_model
 from bertops.trainer import artifacts_io, model_artifact
+from bertops.trainer.errors import BadInputError
 
 
 class FakeTokenizer:
@@ -173,8 +174,14 @@ def test_remote_publication_writes_the_manifest_last_and_never_replaces_the_targ
     assert fs.cat(f"{target}/weights.txt") == b"v2"
 
 
+def _publish_v2(uri: str) -> None:
+    with artifacts_io.staged_folder(uri) as folder:
+        (folder / "weights.txt").write_text("v2")
+        (folder / MODEL_MANIFEST).write_text("v2")
+
+
 def test_failed_remote_upload_leaves_the_old_artifact(
-    store: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fs, root = store
     target = f"{root}/model"
@@ -191,11 +198,17 @@ def test_failed_remote_upload_leaves_the_old_artifact(
         return real_put(self, *args, **kw)
 
     monkeypatch.setattr(type(fs), "put_file", flaky)
-    staging = tmp_path / "v2"
-    staging.mkdir()
-    (staging / "weights.txt").write_text("v2")
-    (staging / MODEL_MANIFEST).write_text("v2")
     with pytest.raises(ConnectionError):
-        artifacts_io._publish_remote(fs, staging, target)
+        _publish_v2(f"memory://{target}")
     assert sorted(fs.find(root)) == [f"{target}/{MODEL_MANIFEST}", f"{target}/weights.txt"]
     assert fs.cat(f"{target}/{MODEL_MANIFEST}") == b"v1"
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_missing_input_folder_is_bad_input(tmp_path: Path, where: str) -> None:
+    uri = str(tmp_path / "nowhere") if where == "local" else f"memory:///{uuid.uuid4().hex}"
+    with (
+        pytest.raises(BadInputError, match=r"model artifact .* does not exist or is not a folder"),
+        artifacts_io.local_folder(uri, "model artifact"),
+    ):
+        pass
