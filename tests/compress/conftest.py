@@ -1,6 +1,8 @@
-"""Fixtures of the compress tests: the trainer tests' tiny prepared tweet dataset and the
-tiny BERT trained on it (2 layers, 2 heads, hidden 64; seconds on 1 thread) serve as
-parent, plus a helper that builds and runs a compress step on them.
+"""Fixtures and helpers of the compress tests: the trainer tests' tiny prepared tweet
+dataset and the tiny BERT trained on it (2 layers, 2 heads, hidden 64; seconds on 1
+thread) serve as parent, plus a helper that builds and runs a compress step on them and
+the helpers that read its output back (verified manifest, reloaded model, logits), used by
+every ``test_*`` module here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, verify_folder
 
 # Re-exported fixtures: the same session-scoped dataset and parent model as the trainer
 # tests (pytest registers fixtures imported into a conftest).
@@ -78,3 +83,29 @@ def compress(
         return run_compress(spec, Progress(bar=False), tuning=tuning), output
 
     return run
+
+
+def manifest_of(folder: Path) -> ModelManifest:
+    manifest = ModelManifest.model_validate_json((folder / MODEL_MANIFEST).read_text())
+    assert verify_folder(folder, manifest.files) == []
+    return manifest
+
+
+def _logits(model: Any, prepared: Path) -> torch.Tensor:  # noqa: F811 (not the fixture)
+    from bertops.trainer import prepare
+    from bertops.trainer.evaluate import collate
+
+    rows = [list(map(int, r)) for r in prepare.read_split(prepared, "test")["input_ids"]][:32]
+    batch = collate(rows, 0, torch.device("cpu"))
+    with torch.no_grad():
+        return torch.as_tensor(model(**batch).logits).float()
+
+
+def _load(folder: Path) -> Any:
+    from bertops.trainer.compress import artifact
+
+    return artifact.load_any(folder, manifest_of(folder))
+
+
+def _parent(trained: tuple[Path, Any]) -> Any:  # noqa: F811 (not the fixture)
+    return _load(trained[0])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertops.trainer.compress.tuning import ALL_INT8_OPS, OnnxTuning
-from tests.compress.test_compress import _load, _logits, _parent, manifest_of
+from tests.compress.conftest import _load, _logits, _parent, manifest_of
 
 INT8 = {"method": "quantize", "backend": "onnxruntime", "granularity": "perChannel"}
 

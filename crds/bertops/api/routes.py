@@ -3,9 +3,10 @@ optional canary with a weight, an optional shadow), how requests are made sticky
 whether a header may force a variant.
 
 A contract between two components, like the step specs: the operator writes it (a
-ConfigMap mounted into the gateway, see :mod:`bertops.operator.runtime.serving`, or
-``PUT /admin/routes`` on the gateway's loopback admin port) and the gateway
-(:mod:`bertops.server.gateway`) reads it. camelCase on the wire like the CRDs::
+ConfigMap mounted into the gateway, see
+:mod:`bertops.operator.runtime.gateway_manifests`, or ``PUT /admin/routes`` on the
+gateway's loopback admin port) and the gateway (:mod:`bertops.server.gateway`) reads it.
+camelCase on the wire like the CRDs::
 
     stable: {name: sentiment-v1, url: "http://sentiment-v1:8080", labels: [neg, pos]}
     canary: {name: sentiment-v2, url: "http://sentiment-v2:8080"}

@@ -3,7 +3,7 @@ map, the metrics document and the ``bertops-model.json`` manifest (sha256 of eve
 written last), published atomically through :func:`bertops.trainer.artifacts_io.staged_folder`.
 
 Called by :mod:`bertops.trainer.train` (a fine-tuned model) and
-:mod:`bertops.trainer.compress.pipeline` (a compressed variant), so both kinds of artifact
+:mod:`bertops.trainer.compress.publish` (a compressed variant), so both kinds of artifact
 have the same layout and the same guarantees::
 
     model.safetensors | model.onnx, config.json   weights and transformers config

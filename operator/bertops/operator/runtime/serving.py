@@ -1,14 +1,15 @@
 """Pure builders of the Kubernetes objects that serve a BertDeployment (dask-kubernetes
 style): one model-server Deployment + Service per model version in play (stable, and
-the canary during a rollout), the gateway Deployment + Service in front of them, the
-routes ConfigMap the gateway watches, and optionally a HorizontalPodAutoscaler
-(autoscaling/v2) per server and PodDisruptionBudgets (policy/v1). Every object carries
-an owner reference to the BertDeployment, so deleting it deletes them all.
+the canary during a rollout), optionally a HorizontalPodAutoscaler (autoscaling/v2) per
+server and PodDisruptionBudgets (policy/v1), and the routes table of the gateway in
+front of them. Every object carries an owner reference to the BertDeployment, so
+deleting it deletes them all. Also the names, labels, ports and pod template that the
+gateway's objects (:mod:`bertops.operator.runtime.gateway_manifests`) share, and
+:func:`children`, which lists every serving object, gateway included.
 
 Servers are named after the model version, not the role: promoting a canary only
 rewrites the routes (the canary's pods become stable's without a restart), and the old
-stable's objects are then deleted. The gateway is never restarted for a route change:
-the ConfigMap volume is updated in place and the gateway re-reads it.
+stable's objects are then deleted.
 
 No I/O: the BertDeployment reconciler (with the state in
 :mod:`bertops.operator.rollout.state`) decides what is served and applies these.
@@ -17,7 +18,6 @@ No I/O: the BertDeployment reconciler (with the state in
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,17 +31,14 @@ from bertops.operator.runtime.manifests import container_security_context, pod_s
 
 SERVER_PORT = 8080
 GATEWAY_PORT = 8000
-ROUTES_MOUNT = "/etc/bertops/routes"
 ROUTES_FILE = "routes.json"
 PREDICTIONS_MOUNT = "/var/bertops/predictions"
-FEEDBACK_MOUNT = "/var/bertops/feedback"
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
 DEPLOYMENT_LABEL = "bertops.io/bertdeployment"
 MODEL_LABEL = "bertops.io/model"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MAX_NAME = 63
-GATEWAY_COMMAND = ("bertops", "server", "gateway", "--routes", f"{ROUTES_MOUNT}/{ROUTES_FILE}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ def routes_name(deployment: str) -> str:
     return object_name(deployment, "routes")
 
 
-def _labels(owner: ObjectRef, component: str, model: str | None = None) -> dict[str, str]:
+def object_labels(owner: ObjectRef, component: str, model: str | None = None) -> dict[str, str]:
     found = {
         "app.kubernetes.io/part-of": "bertops",
         COMPONENT_LABEL: component,
@@ -124,7 +121,7 @@ def _labels(owner: ObjectRef, component: str, model: str | None = None) -> dict[
     return found
 
 
-def _metadata(owner: ObjectRef, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def object_metadata(owner: ObjectRef, name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -133,7 +130,7 @@ def _metadata(owner: ObjectRef, name: str, labels: dict[str, str]) -> dict[str, 
     }
 
 
-def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+def http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
@@ -190,15 +187,15 @@ def _server_container(
         "ports": [{"name": "http", "containerPort": SERVER_PORT}],
         # Ready only once the model is verified, loaded and warm; live while the process
         # serves at all (loading a large model must not get it killed).
-        "readinessProbe": _probe("/v2/health/ready", "http", 5, 3),
-        "livenessProbe": _probe("/v2/health/live", "http", 10, 6),
+        "readinessProbe": http_probe("/v2/health/ready", "http", 5, 3),
+        "livenessProbe": http_probe("/v2/health/live", "http", 10, 6),
         "resources": {"requests": requests, "limits": limits},
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
 
 
-def _pod(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+def pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "automountServiceAccountToken": False,  # serving never talks to the API server
         "enableServiceLinks": False,
@@ -214,7 +211,7 @@ def server_deployment(
 ) -> dict[str, Any]:
     """The model server Deployment of one model version."""
     name = server_name(owner.name, model.name)
-    labels = _labels(owner, "model-server", model.name)
+    labels = object_labels(owner, "model-server", model.name)
     volumes: list[dict[str, Any]] = [
         {
             "name": "artifacts",
@@ -237,23 +234,25 @@ def server_deployment(
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
         },
-        "template": {"metadata": {"labels": labels}, "spec": _pod([container], volumes)},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec([container], volumes)},
     }
     if spec.serving.autoscaling is None:
         body["replicas"] = spec.serving.replicas  # with an HPA, the HPA owns the count
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, name, labels),
+        "metadata": object_metadata(owner, name, labels),
         "spec": body,
     }
 
 
-def _service(owner: ObjectRef, name: str, labels: dict[str, str], port: int) -> dict[str, Any]:
+def cluster_service(
+    owner: ObjectRef, name: str, labels: dict[str, str], port: int
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, name, labels),
+        "metadata": object_metadata(owner, name, labels),
         "spec": {
             "type": "ClusterIP",
             "selector": labels,
@@ -263,8 +262,8 @@ def _service(owner: ObjectRef, name: str, labels: dict[str, str], port: int) -> 
 
 
 def server_service(owner: ObjectRef, model: ModelVersion) -> dict[str, Any]:
-    labels = _labels(owner, "model-server", model.name)
-    return _service(owner, server_name(owner.name, model.name), labels, SERVER_PORT)
+    labels = object_labels(owner, "model-server", model.name)
+    return cluster_service(owner, server_name(owner.name, model.name), labels, SERVER_PORT)
 
 
 def backend(owner: ObjectRef, model: ModelVersion) -> Backend:
@@ -296,87 +295,9 @@ def routes(
     )
 
 
-def routes_configmap(owner: ObjectRef, table: Routes) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(owner, routes_name(owner.name), _labels(owner, "gateway")),
-        "data": {ROUTES_FILE: json.dumps(table.to_wire(), indent=2, sort_keys=True)},
-    }
-
-
 def keeps_feedback(spec: BertDeploymentSpec | None) -> bool:
     """Whether the gateway persists labelled feedback for retraining."""
     return spec is not None and spec.retrain.enabled and spec.retrain.include_feedback
-
-
-def gateway_deployment(
-    owner: ObjectRef, config: ServingConfig, spec: BertDeploymentSpec | None = None
-) -> dict[str, Any]:
-    labels = _labels(owner, "gateway")
-    container: dict[str, Any] = {
-        "name": "gateway",
-        "image": config.image,
-        "imagePullPolicy": config.image_pull_policy,
-        # No --admin-token: on Kubernetes routes change through the mounted ConfigMap.
-        "command": [*GATEWAY_COMMAND, "--port", str(GATEWAY_PORT)],
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
-        "readinessProbe": _probe("/readyz", "http", 5, 3),
-        "livenessProbe": _probe("/healthz", "http", 10, 3),
-        "resources": {
-            "requests": {"cpu": "250m", "memory": "256Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "securityContext": container_security_context(),
-        "volumeMounts": [
-            {"name": "routes", "mountPath": ROUTES_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    volumes: list[dict[str, Any]] = [
-        {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    if keeps_feedback(spec):
-        # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;
-        # only this deployment's feedback folder of the artifact PVC is mounted.
-        container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
-        container["env"] = [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-        ]
-        container["volumeMounts"].append(
-            {
-                "name": "feedback",
-                "mountPath": FEEDBACK_MOUNT,
-                "subPath": deployment_subpath(owner.namespace, owner.name, FEEDBACK),
-            }
-        )
-        volumes.append(
-            {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
-        )
-    template_meta = {
-        "labels": labels,
-        # For a cluster's Prometheus; the rollout analysis reads these series.
-        "annotations": {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(GATEWAY_PORT),
-            "prometheus.io/path": "/metrics",
-        },
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, gateway_name(owner.name), labels),
-        "spec": {
-            "replicas": config.gateway_replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": template_meta, "spec": _pod([container], volumes)},
-        },
-    }
-
-
-def gateway_service(owner: ObjectRef) -> dict[str, Any]:
-    return _service(owner, gateway_name(owner.name), _labels(owner, "gateway"), GATEWAY_PORT)
 
 
 def autoscaler(
@@ -389,7 +310,7 @@ def autoscaler(
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(owner, name, _labels(owner, "model-server", model.name)),
+        "metadata": object_metadata(owner, name, object_labels(owner, "model-server", model.name)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,
@@ -414,7 +335,7 @@ def disruption_budget(
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(owner, name, labels),
+        "metadata": object_metadata(owner, name, labels),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
     }
 
@@ -429,20 +350,26 @@ def children(
     """Every object serving needs for these model versions, in the order to apply them:
     servers before the routes that point at them, then the gateway, then the optional
     autoscalers and disruption budgets."""
+    # Imported here: the gateway's builders use this module's names and helpers.
+    from bertops.operator.runtime import gateway_manifests
+
     found: list[dict[str, Any]] = []
     scaling = spec.serving.autoscaling
     least = scaling.min_replicas if scaling else spec.serving.replicas
-    gateway = _labels(owner, "gateway")
+    gateway = object_labels(owner, "gateway")
     optional = [
         disruption_budget(owner, gateway_name(owner.name), gateway, config.gateway_replicas)
     ]
     for model in models:
         name, labels = (
             server_name(owner.name, model.name),
-            _labels(owner, "model-server", model.name),
+            object_labels(owner, "model-server", model.name),
         )
         found += [server_deployment(owner, spec, model, config), server_service(owner, model)]
         optional += [autoscaler(owner, spec, model), disruption_budget(owner, name, labels, least)]
-    found.append(routes_configmap(owner, table))
-    found += [gateway_deployment(owner, config, spec), gateway_service(owner)]
+    found.append(gateway_manifests.routes_configmap(owner, table))
+    found += [
+        gateway_manifests.gateway_deployment(owner, config, spec),
+        gateway_manifests.gateway_service(owner),
+    ]
     return found + [x for x in optional if x is not None]

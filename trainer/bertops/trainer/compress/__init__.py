@@ -7,7 +7,8 @@ Entry point: :func:`run_compress`, dispatched by :mod:`bertops.trainer.steps` fo
 ``kind: compress`` (CLI ``bertops trainer compress --spec FILE``). Modules: ``recipe``
 (validation before work), ``prune``, ``distill``, ``finetune``, ``onnx_export``,
 ``quantize``, ``tuning`` (the onnxruntime path's measured knobs), ``measure``, ``gate``,
-``artifact`` (loading variants), ``pipeline``.
+``artifact`` (loading variants), ``pipeline`` (the driver), ``methods`` (running the
+recipe), ``finish`` (scoring, gating, timing) and ``publish`` (writing the artifact).
 torch is imported only when a step runs.
 """
 

@@ -3,8 +3,9 @@ load-recipe replay of :mod:`bertops.modelio.recipe` (``load_torch``), plus an ON
 behind a torch-like call so the trainer's scoring runs it unchanged.
 
 Used by :mod:`bertops.trainer.compress.pipeline` (to load a parent, possibly
-head-pruned), by the tests and by ``benchmarks/compress_bench.py``; always on a folder
-verified against its manifest first.
+head-pruned), by :mod:`bertops.trainer.compress.methods` (to run an ONNX variant), by
+the tests and by ``benchmarks/compress_bench.py``; always on a folder verified against
+its manifest first.
 """
 
 from __future__ import annotations

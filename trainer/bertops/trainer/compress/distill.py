@@ -2,7 +2,7 @@
 weight initialised from the teacher) and train it on the teacher's softened logits plus
 the hard labels.
 
-Called by :mod:`bertops.trainer.compress.pipeline`; the training loop itself is
+Called by :mod:`bertops.trainer.compress.methods`; the training loop itself is
 :func:`bertops.trainer.compress.finetune.train`.
 """
 

@@ -2,7 +2,7 @@
 pruning (which must keep pruned weights at zero) and knowledge distillation (soft teacher
 logits plus hard labels).
 
-Called by :mod:`bertops.trainer.compress.pipeline`. Deliberately small: single process,
+Called by :mod:`bertops.trainer.compress.methods`. Deliberately small: single process,
 AdamW with linear warmup/decay and gradient clipping like the train step; hyper-parameters
 (learning rate, batch size, seed) come from the parent's recorded training run.
 """

@@ -2,7 +2,7 @@
 against the parent's, on the same rows, with the allowed drops of
 :class:`~bertops.api.model.QualityGate`.
 
-Called by :mod:`bertops.trainer.compress.pipeline` before anything is written: a variant
+Called by :mod:`bertops.trainer.compress.finish` before anything is written: a variant
 that fails leaves no artifact, and the step's result says which metric fell how far.
 """
 

@@ -2,10 +2,11 @@
 batch 1 and batch 32 (sequence length 128, full attention), throughput, parameters and
 bytes on disk.
 
-Called by :mod:`bertops.trainer.compress.pipeline` (parent and variant are timed
-together) and by ``benchmarks/compress_bench.py`` (every variant at once). Runners are
-timed in interleaved rounds (the order rotating each round), so load from other processes
-on a shared machine falls on all of them alike and ratios taken within a round stay
+Called by :mod:`bertops.trainer.compress.finish` (parent and variant are timed
+together), by :mod:`bertops.trainer.compress.publish` (bytes on disk) and by
+``benchmarks/compress_bench.py`` (every variant at once). Runners are timed in
+interleaved rounds (the order rotating each round), so load from other processes on a
+shared machine falls on all of them alike and ratios taken within a round stay
 meaningful even when absolute times drift (:func:`round_ratios` gives their median and
 spread); each block of timed calls starts with untimed ones, so the thread pools of the
 previous runner (still spinning) do not count against the next.

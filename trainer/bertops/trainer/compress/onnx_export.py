@@ -2,7 +2,7 @@
 onnxruntime's transformer optimizer (Attention, EmbedLayerNormalization,
 SkipLayerNormalization, BiasGelu), and check the graph against torch before it is used.
 
-Called by :mod:`bertops.trainer.compress.pipeline`. The graph's inputs are ``input_ids``
+Called by :mod:`bertops.trainer.compress.methods`. The graph's inputs are ``input_ids``
 and ``attention_mask`` (int64, dynamic batch and sequence), its output ``logits``;
 ``token_type_ids`` is left to its default (all zeros), as for single-sentence tasks.
 """

@@ -3,9 +3,10 @@ weights (global or per layer, made permanent: the zeros are in the saved weights
 structured attention-head pruning (heads ranked by importance on validation data, then
 physically removed from the query/key/value and output projections).
 
-Called by :mod:`bertops.trainer.compress.pipeline`. The head surgery itself (and its
-replay when a head-pruned artifact loads) lives in :mod:`bertops.modelio.heads`, shared
-with the model server.
+Called by :mod:`bertops.trainer.compress.methods` (and by
+:mod:`bertops.trainer.compress.finish`, which counts parameters). The head surgery itself
+(and its replay when a head-pruned artifact loads) lives in :mod:`bertops.modelio.heads`,
+shared with the model server.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@
   deprecated ``torch.ao.quantization``; torchao's int8 configs are its successor but ran
   slower than FP32 on CPU in eager mode here (1.26-1.46x), so the old kernels stay.
 
-Called by :mod:`bertops.trainer.compress.pipeline`.
+Called by :mod:`bertops.trainer.compress.methods`.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Not part of the BertModel API: a step started from a spec always runs the defaul
 benchmark and the tests pass other values in-process (``run_compress(..., tuning=...)``)
 to compare them. Whatever ran is recorded in the artifact's measurements
 (``onnxExport.tuning``, ``quantization.tuning``), so a served artifact says how it was
-built. Used by :mod:`bertops.trainer.compress.pipeline`, ``onnx_export`` and
-``quantize``.
+built. Used by :mod:`bertops.trainer.compress.pipeline` (the defaults), ``methods``,
+``onnx_export`` and ``quantize``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""Pure builders of the gateway's Kubernetes objects for a BertDeployment: the routes
+ConfigMap the gateway watches, and the gateway Deployment + Service in front of the model
+servers. Every object carries an owner reference to the BertDeployment.
+
+The gateway is never restarted for a route change: the ConfigMap volume is updated in
+place and the gateway re-reads it. Names, labels, ports and the pod template it shares
+with the model servers come from :mod:`bertops.operator.runtime.serving`.
+
+No I/O: called by :func:`bertops.operator.runtime.serving.children`, which lists every
+serving object in the order the BertDeployment reconciler applies them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.routes import Routes
+from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime.manifests import container_security_context
+from bertops.operator.runtime.serving import (
+    FEEDBACK,
+    GATEWAY_PORT,
+    ROUTES_FILE,
+    ServingConfig,
+    cluster_service,
+    deployment_subpath,
+    gateway_name,
+    http_probe,
+    keeps_feedback,
+    object_labels,
+    object_metadata,
+    pod_spec,
+    routes_name,
+)
+
+ROUTES_MOUNT = "/etc/bertops/routes"
+FEEDBACK_MOUNT = "/var/bertops/feedback"
+GATEWAY_COMMAND = ("bertops", "server", "gateway", "--routes", f"{ROUTES_MOUNT}/{ROUTES_FILE}")
+
+
+def routes_configmap(owner: ObjectRef, table: Routes) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_metadata(
+            owner, routes_name(owner.name), object_labels(owner, "gateway")
+        ),
+        "data": {ROUTES_FILE: json.dumps(table.to_wire(), indent=2, sort_keys=True)},
+    }
+
+
+def gateway_deployment(
+    owner: ObjectRef, config: ServingConfig, spec: BertDeploymentSpec | None = None
+) -> dict[str, Any]:
+    labels = object_labels(owner, "gateway")
+    container: dict[str, Any] = {
+        "name": "gateway",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        # No --admin-token: on Kubernetes routes change through the mounted ConfigMap.
+        "command": [*GATEWAY_COMMAND, "--port", str(GATEWAY_PORT)],
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "readinessProbe": http_probe("/readyz", "http", 5, 3),
+        "livenessProbe": http_probe("/healthz", "http", 10, 3),
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "routes", "mountPath": ROUTES_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if keeps_feedback(spec):
+        # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;
+        # only this deployment's feedback folder of the artifact PVC is mounted.
+        container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
+        container["env"] = [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ]
+        container["volumeMounts"].append(
+            {
+                "name": "feedback",
+                "mountPath": FEEDBACK_MOUNT,
+                "subPath": deployment_subpath(owner.namespace, owner.name, FEEDBACK),
+            }
+        )
+        volumes.append(
+            {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
+        )
+    template_meta = {
+        "labels": labels,
+        # For a cluster's Prometheus; the rollout analysis reads these series.
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(GATEWAY_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_metadata(owner, gateway_name(owner.name), labels),
+        "spec": {
+            "replicas": config.gateway_replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": template_meta, "spec": pod_spec([container], volumes)},
+        },
+    }
+
+
+def gateway_service(owner: ObjectRef) -> dict[str, Any]:
+    return cluster_service(
+        owner, gateway_name(owner.name), object_labels(owner, "gateway"), GATEWAY_PORT
+    )
