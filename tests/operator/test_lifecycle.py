@@ -6,6 +6,9 @@ that does not poll settled objects."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -260,3 +263,48 @@ def test_settled_objects_get_no_looks_and_running_steps_are_followed(
     quiet_from = _reconciles(port, "BertDataset")
     time.sleep(3)  # ten poll intervals with everything settled
     assert _reconciles(port, "BertDataset") == quiet_from
+
+
+def test_the_operator_process_exits_promptly_on_sigterm_and_hands_its_lease_back(
+    cluster: Any, kube_layer: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """``bertops operator`` with leader election, stopped as a kubelet stops a pod: it
+    ends well within the default 30 s grace period and releases its Lease, so a standby
+    takes over at once. (It used to hang for ever in asyncio's executor shutdown, on a
+    thread kopf left waiting for the stop flag.)"""
+    bertops = Path(sys.executable).parent / "bertops"
+    command = [
+        str(bertops),
+        "operator",
+        "--runtime=local",
+        f"--kubeconfig={cluster.kubeconfig}",
+        f"--namespace={namespace}",
+        f"--state-dir={tmp_path / 'state'}",
+        f"--artifact-root={tmp_path / 'artifacts'}",
+        "--leader-elect",
+    ]
+    leases = client.CoordinationV1Api(kube_layer.api_client)
+
+    def holder() -> str | None:
+        try:
+            lease = leases.read_namespaced_lease(OperatorConfig.lease_name, namespace)
+        except client.ApiException:
+            return None
+        return lease.spec.holder_identity  # type: ignore[no-any-return]
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(holder, timeout=60, what="the operator to take its Lease")
+        time.sleep(1)  # kopf is watching
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        process.wait(timeout=20)
+        took = time.monotonic() - stopped
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+    assert took < 15, f"took {took:.1f}s to exit on SIGTERM"
+    assert holder() is None, "the Lease was not handed back"

@@ -1,33 +1,88 @@
-"""The watch-fed BertModel cache a deployment's look reads: what the events showed, per
-namespace; a namespace it knows nothing of is listed from the API server instead."""
+"""The watch-fed object cache the reconcilers read: what the events (and our own status
+writes) showed, never an older version over a newer one, nothing while not live (no
+watch feeds it), and a namespace it knows no models of is listed from the API server."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bertops.operator.cache import ModelCache
+import pytest
+
+from bertops.operator.cache import ObjectCache
 
 
-def body(namespace: str, name: str, ready: bool = True) -> dict[str, Any]:
-    return {"metadata": {"namespace": namespace, "name": name}, "status": {"ready": ready}}
+def body(
+    name: str, namespace: str = "a", kind: str = "BertModel", rv: str | None = "1", **status: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": namespace, "name": name}
+    if rv is not None:
+        meta["resourceVersion"] = rv
+    return {"kind": kind, "metadata": meta, "status": status}
 
 
-def test_cache_serves_what_the_events_showed_and_lists_a_cold_namespace() -> None:
+def live_cache() -> ObjectCache:
+    cache = ObjectCache()
+    cache.live = True
+    return cache
+
+
+def test_list_serves_what_the_events_showed_and_lists_a_cold_namespace() -> None:
     listed: list[str] = []
 
     def fallback(namespace: str) -> list[dict[str, Any]]:
         listed.append(namespace)
-        return [body(namespace, "from-api")]
+        return [body("from-api", namespace)]
 
-    cache = ModelCache()
-    cache.put(body("a", "v1", ready=False))
-    cache.put(body("a", "v1"))  # a MODIFIED event replaces the body
-    cache.put(body("a", "v2"))
-    assert sorted(m["metadata"]["name"] for m in cache.list("a", fallback)) == ["v1", "v2"]
-    assert cache.list("a", fallback)[0]["status"]["ready"] is True
+    cache = live_cache()
+    cache.put(body("v1", rv="1", ready=False))
+    cache.put(body("v1", rv="2", ready=True))  # a MODIFIED event replaces the body
+    cache.put(body("v2"))
+    cache.put(body("d1", kind="BertDataset"))  # another kind: not a model
+    assert sorted(m["metadata"]["name"] for m in cache.list("BertModel", "a", fallback)) == [
+        "v1",
+        "v2",
+    ]
+    assert cache.get("BertModel", "a", "v1")["status"]["ready"] is True  # type: ignore[index]
     assert listed == []
-    cache.remove("a", "v1")
-    cache.remove("a", "v2")
-    cache.remove("b", "never-seen")
-    assert [m["metadata"]["name"] for m in cache.list("a", fallback)] == ["from-api"]
+    cache.remove("BertModel", "a", "v1")
+    cache.remove("BertModel", "a", "v2")
+    cache.remove("BertModel", "b", "never-seen")
+    assert [m["metadata"]["name"] for m in cache.list("BertModel", "a", fallback)] == ["from-api"]
     assert listed == ["a"]
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "incoming", "kept"),
+    [
+        ("5", "6", "6"),  # newer replaces
+        ("5", "5", "5"),  # the same version (an event after our write's response)
+        ("7", "6", "7"),  # a late event must not bring an older status back
+        ("10", "9", "10"),  # compared as numbers, not strings
+        ("x", "6", "6"),  # not a number: the newest received wins
+        (None, "6", "6"),
+        ("6", None, None),
+    ],
+)
+def test_an_older_version_never_replaces_a_newer_one(
+    held: str | None, incoming: str | None, kept: str | None
+) -> None:
+    cache = live_cache()
+    cache.put(body("m", rv=held, tag="held"))
+    cache.put(body("m", rv=incoming, tag="incoming"))
+    found = cache.get("BertModel", "a", "m")
+    assert found is not None
+    assert found["metadata"].get("resourceVersion") == kept
+
+
+def test_get_answers_only_while_live_and_returns_a_private_copy() -> None:
+    cache = ObjectCache()
+    cache.put(body("m", phase="Ready"))
+    assert cache.get("BertModel", "a", "m") is None  # no watch feeds it: read the API
+    cache.live = True
+    copy = cache.get("BertModel", "a", "m")
+    assert copy is not None
+    copy["status"]["phase"] = "changed by a planner"
+    assert cache.get("BertModel", "a", "m")["status"]["phase"] == "Ready"  # type: ignore[index]
+    assert cache.get("BertModel", "a", "other") is None
+    assert cache.get("BertDataset", "a", "m") is None

@@ -126,3 +126,94 @@ def test_events_do_not_duplicate_looks_already_scheduled() -> None:
     assert poller.poll_once() == 0
     clock.now += 1.5
     assert poller.poll_once() == 1 and seen == ["new", "new"]
+
+
+def test_a_changed_spec_pulls_a_scheduled_look_forward() -> None:
+    """A spec change (or a creation) is looked at at once, even while a running step's
+    next look is scheduled an interval away."""
+    seen: list[str] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        seen.append(name)
+        return 2.0
+
+    clock = Clock()
+    poller = Poller(reconcile, interval=2.0, clock=clock)
+    poller.track("BertTraining", "ns", "t", changed=True)
+    assert poller.poll_once() == 1
+    poller.track("BertTraining", "ns", "t")  # our own status patch: waits its turn
+    assert poller.poll_once() == 0
+    poller.track("BertTraining", "ns", "t", changed=True)  # a new generation
+    assert poller.poll_once() == 1 and seen == ["t", "t"]
+
+
+def test_workers_look_at_due_objects_without_waiting_for_a_slow_one() -> None:
+    """The running poller hands each due object to a free worker at once: a slow look
+    holds up no other object, and one object is never looked at by two workers at once
+    (a second event while it is busy gives exactly one more look afterwards)."""
+    release = threading.Event()
+    fast_done = threading.Event()
+    lock = threading.Lock()
+    busy: dict[str, int] = {}
+    overlaps: list[str] = []
+    looks: list[str] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        with lock:
+            busy[name] = busy.get(name, 0) + 1
+            if busy[name] > 1:
+                overlaps.append(name)
+            looks.append(name)
+        try:
+            if name == "slow":
+                release.wait(10)
+            else:
+                fast_done.set()
+        finally:
+            with lock:
+                busy[name] -= 1
+        return None
+
+    poller = Poller(reconcile, interval=60.0, workers=4)
+    poller.start()
+    try:
+        poller.track("BertDataset", "ns", "slow", changed=True)
+        deadline = time.monotonic() + 5
+        while "slow" not in looks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        poller.track("BertDataset", "ns", "slow", changed=True)  # busy: once more, later
+        poller.track("BertDataset", "ns", "slow", changed=True)
+        poller.track("BertDataset", "ns", "fast", changed=True)
+        assert fast_done.wait(5), "a slow look must not hold up another object"
+        release.set()
+        deadline = time.monotonic() + 5
+        while looks.count("slow") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+    finally:
+        release.set()
+        poller.stop()
+    assert overlaps == []
+    assert looks.count("slow") == 2 and looks.count("fast") == 1
+
+
+def test_a_look_scheduled_by_a_worker_wakes_the_sleeping_poller() -> None:
+    """A running step's next look, scheduled by the worker that just looked, is taken
+    on time even though the poller was asleep with nothing else due."""
+    looks: list[float] = []
+
+    def reconcile(kind: str, namespace: str, name: str) -> float | None:
+        looks.append(time.monotonic())
+        return 0.05 if len(looks) < 3 else None
+
+    poller = Poller(reconcile, interval=60.0)
+    poller.start()
+    try:
+        poller.track("BertDataset", "ns", "running", changed=True)
+        deadline = time.monotonic() + 5
+        while len(looks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        poller.stop()
+    assert len(looks) == 3, "the rescheduled looks never came"
+    assert looks[2] - looks[0] < 2

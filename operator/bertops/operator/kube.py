@@ -132,33 +132,42 @@ class Kube:
         message: str,
         component: str = "bertops-operator",
     ) -> None:
-        """Post a core/v1 Event about obj (what `kubectl describe` shows)."""
+        """Post a core/v1 Event about obj (what `kubectl describe` shows). The body is a
+        plain dict and the answer is not parsed: the client's model classes would cost
+        more CPU than the request itself, and nothing reads the answer."""
         meta = obj["metadata"]
-        now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                name=f"{meta['name']}.{uuid.uuid4().hex[:12]}", namespace=meta["namespace"]
-            ),
-            involved_object=client.V1ObjectReference(
-                api_version=obj.get("apiVersion"),
-                kind=obj.get("kind"),
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            count=1,
-            first_timestamp=now,
-            last_timestamp=now,
-            source=client.V1EventSource(component=component),
-            reporting_component=component,
-            reporting_instance=component,
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
+        }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
+            response: Any = self.core.create_namespaced_event(
+                meta["namespace"], event, _preload_content=False
+            )
+            response.read()  # drained, so the connection goes back to the pool
+            response.release_conn()
         except ApiException as error:  # an Event is best-effort; never fail a reconcile
             log.warning("could not post event %s: %s", reason, error.reason)
 

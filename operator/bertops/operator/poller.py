@@ -38,7 +38,7 @@ class Poller:
         reconcile: Callable[[str, str, str], float | None],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
-        workers: int = 4,
+        workers: int = 8,
     ) -> None:
         self.reconcile = reconcile  # returns the seconds until the next look, None: settled
         self.interval = interval
@@ -48,6 +48,8 @@ class Poller:
         self._due: dict[Key, float] = {}  # key -> when it is due; absent: settled
         self._heap: list[tuple[float, Key]] = []  # may hold stale entries (checked on pop)
         self._errors: dict[Key, str] = {}  # the last failure logged per object
+        self._busy: set[Key] = set()  # being looked at by a worker now
+        self._again: set[Key] = set()  # became due again while busy: looked at once more
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,13 +57,20 @@ class Poller:
     # -- feeding -------------------------------------------------------------------------------
 
     def track(
-        self, kind: str, namespace: str, name: str, deleted: bool = False, handled: bool = False
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        deleted: bool = False,
+        handled: bool = False,
+        changed: bool = False,
     ) -> None:
         """An object seen in a watch event (forgotten once it is deleted). It is due at
         once unless a look is already scheduled (it will come within an interval, and
-        the event is most often our own status patch); ``handled``: a kopf handler
-        reconciles it for this event (creation, a resumed listing), so the poller's look
-        is only the safety net one interval later."""
+        the event is most often our own status patch); ``changed``: due at once even
+        then (created, listed at start-up, or its spec changed); ``handled``: a kopf
+        handler reconciles it for this event (creation, a resumed listing), so the
+        poller's look is only the safety net one interval later."""
         key = (kind, namespace, name)
         with self._wake:
             if deleted:
@@ -72,7 +81,7 @@ class Poller:
             self._known.add(key)
             if handled:
                 self._schedule(key, self.interval)
-            elif key not in self._due:
+            elif changed or key not in self._due:
                 self._schedule(key, 0.0)
             if kind in WAKES_DEPLOYMENTS:
                 for other in self._known:
@@ -129,6 +138,7 @@ class Poller:
         with self._wake:
             if delay is not None and key in self._known:
                 self._schedule(key, delay)
+                self._wake.notify()  # the scheduling thread may sleep with nothing due
 
     def _look(self, key: Key) -> float | None:
         try:
@@ -148,14 +158,34 @@ class Poller:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll_once()
+        """Hand each object to a worker the moment it is due (a slow look holds up no
+        other), never the same object to two workers at once."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="bertops-poll") as pool:
+            while not self._stop.is_set():
+                with self._wake:
+                    for key in self._take_due():
+                        if key in self._busy:
+                            self._again.add(key)
+                        else:
+                            self._busy.add(key)
+                            pool.submit(self._work, key)
+                    if self._stop.is_set():
+                        return
+                    wait = self._heap[0][0] - self.clock() if self._heap else None
+                    if wait is None or wait > 0:
+                        self._wake.wait(timeout=None if wait is None else wait)
+
+    def _work(self, key: Key) -> None:
+        try:
+            self._look_and_reschedule(key)
+        finally:
             with self._wake:
-                if self._stop.is_set():
-                    return
-                wait = self._heap[0][0] - self.clock() if self._heap else None
-                if wait is None or wait > 0:
-                    self._wake.wait(timeout=None if wait is None else wait)
+                self._busy.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    if key in self._known:
+                        self._schedule(key, 0.0)
+                        self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -3,8 +3,10 @@ step's observation, related objects, artifacts), call the pure planner, and appl
 plan (stop/start steps, create children, patch status, post Events). Steps run on the
 native runtime, or on the Argo runtime for objects with ``spec.engine: argo``.
 
-Level-based and idempotent: kopf calls these on create/update/resume and on a timer, and
-a restarted operator simply reconciles again. Called by :mod:`bertops.operator.handlers`.
+Level-based and idempotent: the poller calls these when the watch shows a change and
+while a step runs (kopf's handlers too, for BertDeployments), and a restarted operator
+simply reconciles again. Objects come from the watch-fed cache, falling back to a GET.
+Called by :mod:`bertops.operator.handlers` and the poller.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bertops.api import model as model_api
 from bertops.api import training as training_api
 from bertops.api.meta import Condition, utcnow
 from bertops.operator.artifacts import read_model_artifact
-from bertops.operator.cache import ModelCache
+from bertops.operator.cache import ObjectCache
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.reconciler import DeploymentReconciler, make_backend
 from bertops.operator.kube import Kube, NameConflictError, owner_uids
@@ -85,8 +87,17 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._running: dict[tuple[str, str], str] = {}  # (namespace, step) -> step kind
         self._guard = threading.Lock()
+        # Bodies from the watch (and our own status writes): read before any GET.
+        self.cache = ObjectCache()
         self.deployments = DeploymentReconciler(
-            kube, config, make_backend(config, kube), self._parse, self.clock, metrics, runtime
+            kube,
+            config,
+            make_backend(config, kube),
+            self._parse,
+            self.clock,
+            metrics,
+            runtime,
+            cache=self.cache,
         )
 
     def _lock(self, key: str) -> threading.Lock:
@@ -117,10 +128,15 @@ class Reconciler:
             self._locks.pop(key, None)
             self._unavailable.pop(key, None)
 
-    @property
-    def models(self) -> ModelCache:
-        """The BertModels the handlers' watch events have shown (read by deployments)."""
-        return self.deployments.models
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object as the watch last showed it (or our own last write returned), else
+        from the API server; None when it does not exist."""
+        body = self.cache.get(kind, namespace, name)
+        if body is None:
+            body = self.kube.get(kind, namespace, name)
+            if body is not None and self.cache.live:
+                self.cache.put(body)
+        return body
 
     def _reconcile(self, kind: str, namespace: str, name: str) -> tuple[Plan | None, float | None]:
         started = time.monotonic()
@@ -129,7 +145,7 @@ class Reconciler:
         try:
             # One reconcile per object at a time: timers and event handlers may overlap.
             with self._lock(key):
-                body = self.kube.get(kind, namespace, name)
+                body = self.read(kind, namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     outcome = "gone"
                     return None, None
@@ -245,12 +261,10 @@ class Reconciler:
     def _plan_berttraining(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj = self._parse(training_api.BertTraining, body)
-        dataset_body = self.kube.get("BertDataset", ref.namespace, obj.spec.dataset_ref.name)
+        dataset_body = self.read("BertDataset", ref.namespace, obj.spec.dataset_ref.name)
         dataset = self._parse(dataset_api.BertDataset, dataset_body) if dataset_body else None
         step = current_step(ref, "train", obj.status)
-        model = self.kube.get(
-            "BertModel", ref.namespace, training_planner.model_name(ref, obj.spec)
-        )
+        model = self.read("BertModel", ref.namespace, training_planner.model_name(ref, obj.spec))
         return training_planner.plan(
             ref,
             obj,
@@ -268,7 +282,7 @@ class Reconciler:
         spec = obj.spec
         world: dict[str, Any] = {}
         if spec.training_ref is not None:
-            training_body = self.kube.get("BertTraining", ref.namespace, spec.training_ref.name)
+            training_body = self.read("BertTraining", ref.namespace, spec.training_ref.name)
             if training_body:
                 training = self._parse(training_api.BertTraining, training_body)
                 world["training"] = training
@@ -282,7 +296,7 @@ class Reconciler:
             )
             world["step"] = observed
             if spec.compression is not None:
-                parent_body = self.kube.get(
+                parent_body = self.read(
                     "BertModel", ref.namespace, spec.compression.parent_ref.name
                 )
                 parent = self._parse(model_api.BertModel, parent_body) if parent_body else None
@@ -319,7 +333,7 @@ class Reconciler:
                 "dataset_problem": "no dataset known: set compression.datasetRef "
                 "(or evaluationDatasetRef)"
             }
-        body = self.kube.get("BertDataset", namespace, name)
+        body = self.read("BertDataset", namespace, name)
         if body is None:
             return {"dataset_problem": f"BertDataset {name!r} not found"}
         status = body.get("status") or {}
@@ -351,7 +365,9 @@ class Reconciler:
                 return
             log.info("created %s %s/%s", child["kind"], namespace, child["metadata"]["name"])
         if plan.status is not None:
-            self.kube.patch_status(kind, namespace, name, plan.status)
+            written = self.kube.patch_status(kind, namespace, name, plan.status)
+            if self.cache.live:
+                self.cache.put(written)  # the next look must not see the older status
         for event in plan.events:
             self.kube.event(body, event.type, event.reason, event.message)
             log.info("%s %s/%s: %s: %s", kind, namespace, name, event.reason, event.message)

@@ -113,6 +113,12 @@ def _run_kopf(
                 ready_flag=ready_flag,
             )
         finally:
+            if stop_flag is not None:
+                # kopf waits for a thread flag in a worker thread of the loop's default
+                # executor. Ended by a signal, it leaves that wait pending, and asyncio.run
+                # then waits for the thread for ever (an operator that never exits on
+                # SIGTERM with leader election on): the operator has stopped, so say so.
+                stop_flag.set()
             await _drain_transports()
 
     asyncio.run(operate())
@@ -223,6 +229,11 @@ def main(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # kopf logs two lines per watch event and object ("Handler 'track' succeeded"): at
+        # a few hundred objects that is most of the log and a real share of the CPU. The
+        # reconcilers log each meaningful transition themselves; kopf's warnings stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     overrides: dict[str, object] = {}
     if artifact_root:
         overrides["artifact_root"] = artifact_root

@@ -32,7 +32,7 @@ import httpx
 
 from bertops.api import deployment as api
 from bertops.api.meta import find_condition, set_condition
-from bertops.operator.cache import ModelCache
+from bertops.operator.cache import ObjectCache
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor import DriftMonitor, MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
@@ -83,6 +83,7 @@ class DeploymentReconciler:
         clock: Callable[[], datetime],
         metrics: OperatorMetrics | None = None,
         runtime: Runtime | None = None,
+        cache: ObjectCache | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -93,7 +94,7 @@ class DeploymentReconciler:
         # (namespace, name) -> (inputs last decided on, monotonic time to decide again).
         self._due: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
         self._monitor_due: dict[tuple[str, str], float] = {}  # monotonic time
-        self.models = ModelCache()  # fed by the handlers' watch events
+        self.cache = cache or ObjectCache()  # fed by the handlers' watch events
         self._guard = threading.Lock()
         # Drift checks run as steps on the native runtime; without one (unit tests of the
         # rollout alone) there is no monitoring.
@@ -102,7 +103,7 @@ class DeploymentReconciler:
     def plan(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj: api.BertDeployment = self.parse(api.BertDeployment, body)
-        bodies = self.models.list(ref.namespace, self._list_models)
+        bodies = self.cache.list("BertModel", ref.namespace, self._list_models)
         chosen = selection.select(obj.spec.model, bodies)
         if chosen.name is None:
             # The watch-fed cache may lag behind a model that just turned Ready: "nothing
