@@ -1,5 +1,5 @@
-"""The Argo runtime's mapping of a Workflow to a step observation (pure), and its refusal
-when the cluster serves no Argo Workflow kind."""
+"""The Argo runtime's mapping of a Workflow to a step observation (pure), its refusal
+when the cluster serves no Argo Workflow kind, and removing only finished Workflows."""
 
 from __future__ import annotations
 
@@ -100,3 +100,34 @@ def test_missing_argo_crds_are_named() -> None:
     with pytest.raises(ArgoNotInstalledError, match="needs Argo Workflows") as caught:
         runtime.observe("default", "run-1-train")
     assert caught.value.reason == "ArgoNotInstalled"
+
+
+class Workflows:
+    """The reads and deletes ArgoRuntime.remove makes, over stored Workflows."""
+
+    def __init__(self, **phases: str) -> None:
+        self.found = {
+            name: {**workflow(phase), "metadata": {"name": name, "uid": f"uid-{name}"}}
+            for name, phase in phases.items()
+        }
+        self.deleted: list[tuple[str, str | None]] = []
+
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        assert (api_version, kind) == (argo.API_VERSION, "Workflow")
+        return self.found.get(name)
+
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None
+    ) -> bool:
+        self.deleted.append((name, uid))
+        return self.found.pop(name, None) is not None
+
+
+def test_remove_deletes_a_finished_workflow_only() -> None:
+    kube = Workflows(done="Succeeded", failed="Failed", running="Running", pending="")
+    runtime = ArgoRuntime(CONFIG, kube)  # type: ignore[arg-type]
+    assert runtime.remove("ns", "done") is True and runtime.remove("ns", "failed") is True
+    assert runtime.remove("ns", "running") is False and runtime.remove("ns", "pending") is False
+    assert runtime.remove("ns", "absent") is False
+    assert kube.deleted == [("done", "uid-done"), ("failed", "uid-failed")]
+    assert set(kube.found) == {"running", "pending"}

@@ -18,7 +18,7 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor import DriftMonitor
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime.base import StepObservation, StepPhase
+from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
 from tests.operator.builders import failed, running, succeeded
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -72,6 +72,33 @@ class Runtime:
 
     def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
         return self.observation
+
+    def remove(self, namespace: str, name: str) -> bool:
+        return False  # no step is kept here (see Steps)
+
+
+class Steps:
+    """A runtime that keeps every started step until it is removed, as step folders and
+    Jobs stay: each step has its own observation."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, StepObservation] = {}
+        self.removed: list[str] = []
+
+    def start(self, request: StepRequest) -> None:
+        self.steps.setdefault(request.name, running())
+
+    def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
+        return self.steps.get(name, StepObservation(StepPhase.ABSENT))
+
+    def remove(self, namespace: str, name: str) -> bool:
+        observed = self.steps.get(name)
+        assert observed is None or observed.phase != StepPhase.RUNNING, f"{name} runs"
+        if observed is None:
+            return False
+        del self.steps[name]
+        self.removed.append(name)
+        return True
 
 
 class Clock:
@@ -262,3 +289,62 @@ def test_a_check_that_vanished_without_a_result_is_a_drift_failure(world: Any) -
     runtime.observation = StepObservation(StepPhase.FAILED, message="killed")
     monitor.plan(named, spec(), status, {"v1": MODEL})
     assert drifted_reason(status) == ("Unknown", api.REASON_DRIFT_CHECK_FAILED)
+
+
+def test_only_the_latest_finished_monitor_step_remains() -> None:
+    """Each finished step stays (for `kubectl logs`) until the next one has been read;
+    then the one before goes: after any number of checks one finished step is left
+    (plus the one running), and a running step is never removed."""
+    steps, clock = Steps(), Clock()
+    config = OperatorConfig(artifact_root="/store")
+    monitor = DriftMonitor(Kube(), steps, config, clock, OperatorMetrics())  # type: ignore[arg-type]
+    status = api.BertDeploymentStatus(stable_model="v1")
+    models: dict[str, dict[str, Any]] = {"v1": MODEL}
+
+    def reconcile() -> StepRequest | None:
+        out = monitor.plan(REF, spec(), status, models)
+        if out.start is not None:
+            steps.start(out.start)
+        return out.start
+
+    def reference_of(model: str) -> str:
+        reference = reconcile()
+        assert reference is not None and isinstance(reference.spec, ReferenceStep)
+        assert reference.spec.model_name == model
+        steps.steps[reference.name] = succeeded(
+            "reference", details=ReferenceDetails(artifact_uri=reference.spec.output_uri, rows=200)
+        )
+        assert reconcile() is None
+        return reference.name
+
+    latest = reference_of("v1")
+    assert set(steps.steps) == {latest}
+    for check_number in range(6):
+        clock.now += timedelta(seconds=61)
+        check = reconcile()
+        assert check is not None and isinstance(check.spec, DriftStep)
+        assert set(steps.steps) == {latest, check.name}  # the previous one stays meanwhile
+        if check_number % 2:  # a slow check: read and the next started in one reconcile
+            clock.now += timedelta(seconds=61)
+            assert reconcile() is None and set(steps.steps) == {latest, check.name}
+        steps.steps[check.name] = (
+            failed("drift", 1, "killed") if check_number == 3 else drift_result(0.1, False)
+        )
+        follow = reconcile()
+        assert latest in steps.removed  # its result was in status since check started
+        latest = check.name
+        finished = {n for n, o in steps.steps.items() if o.phase != StepPhase.RUNNING}
+        assert finished == {latest}
+        assert set(steps.steps) == {latest} | ({follow.name} if follow else set())
+        if follow is not None:  # finish the check started together with the read
+            steps.steps[follow.name] = drift_result(0.1, False)
+            reconcile()
+            latest = follow.name
+            assert set(steps.steps) == {latest}
+    assert status.drift is not None and len(steps.removed) == (status.drift.serial or 0) - 1
+
+    # A new stable model: its reference is read, then the old model's last check goes.
+    models["v2"] = {**MODEL, "metadata": {"name": "v2"}}
+    status.stable_model = "v2"
+    reference = reference_of("v2")
+    assert set(steps.steps) == {reference}

@@ -1,7 +1,8 @@
 """The local runtime's process handling, without an API server: a pid is trusted only
 together with the start time recorded beside it (a reused pid is never reported as
-Running nor signalled), exit 0 without a result is a failure, and cleanup removes exactly
-the deleted object's steps."""
+Running nor signalled), exit 0 without a result is a failure, cleanup removes exactly
+the deleted object's steps, and remove takes a finished step's folder, never a running
+one's."""
 
 from __future__ import annotations
 
@@ -149,3 +150,56 @@ def test_cleanup_stops_and_removes_only_the_objects_steps(tmp_path: Path) -> Non
     assert not (runtime.root / "ns" / "a-1").exists()
     assert (runtime.root / "ns" / "b-1").exists()
     assert process_start_time(pid) is None, "the step process still runs"
+
+
+def test_remove_deletes_a_finished_steps_folder_and_never_a_running_one(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    slow = fake_step.write_script(tmp_path / "artifacts" / "slow.json", [0], sleep=60)
+    quick = fake_step.write_script(tmp_path / "artifacts" / "quick.json", [0])
+    failing = fake_step.write_script(tmp_path / "artifacts" / "failing.json", [3])
+    runtime.start(request(tmp_path, "done", "uid-a", quick))
+    runtime.start(request(tmp_path, "failed", "uid-a", failing))
+    runtime.start(request(tmp_path, "running", "uid-a", slow))
+    assert settle(runtime, "done").phase == StepPhase.SUCCEEDED
+    assert settle(runtime, "failed").phase == StepPhase.FAILED
+    assert runtime.observe("ns", "running").phase == StepPhase.RUNNING
+
+    assert runtime.remove("ns", "done") is True
+    assert runtime.remove("ns", "failed") is True
+    assert not (runtime.root / "ns" / "done").exists()
+    assert not (runtime.root / "ns" / "failed").exists()
+    assert runtime.observe("ns", "done").phase == StepPhase.ABSENT
+
+    assert runtime.remove("ns", "running") is False  # refused: it still runs
+    assert runtime.observe("ns", "running").phase == StepPhase.RUNNING
+    assert runtime.remove("ns", "never-started") is False  # absent
+    assert runtime.remove("ns", "done") is False  # already removed
+
+    assert runtime.stop("ns", "running", timeout=5) is True
+    deadline = time.monotonic() + 10  # the step's python child dies right after its leader
+    while not runtime.remove("ns", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (runtime.root / "ns" / "running").exists()  # stopped is finished: removed
+    assert list((runtime.root / "ns").iterdir()) == []
+
+
+def test_remove_leaves_a_step_being_started_and_trusts_no_reused_pid(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    runtime = make_runtime(tmp_path)
+    starting = runtime.root / "ns" / "starting"
+    starting.mkdir(parents=True)
+    (starting / "owner").write_text("uid-a")  # start() writes the pid file last
+    assert runtime.remove("ns", "starting") is False
+    assert starting.exists()
+
+    started = process_start_time(sleeper.pid)
+    assert started is not None
+    # A step that vanished long ago; the kernel gave its pid to `sleeper`: finished.
+    fake_step_folder(runtime, "stale", f"{sleeper.pid} {started - 1}")
+    assert runtime.remove("ns", "stale") is True
+    # A live process recorded with its own start time is a running step.
+    fake_step_folder(runtime, "live", f"{sleeper.pid} {started}")
+    assert runtime.remove("ns", "live") is False
+    time.sleep(0.2)
+    assert sleeper.poll() is None, "removing a step signalled a process"

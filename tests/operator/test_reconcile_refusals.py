@@ -52,6 +52,9 @@ class AbsentRuntime:
     def stop(self, namespace: str, name: str) -> bool:
         return False
 
+    def remove(self, namespace: str, name: str) -> bool:
+        return False
+
 
 def stored(body: dict[str, Any], uid: str = "uid-1") -> dict[str, Any]:
     body = copy.deepcopy(body)

@@ -212,10 +212,23 @@ class Kube:
         found = resource.get(namespace=namespace, label_selector=label_selector)
         return [item.to_dict() for item in found.items]
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None
+    ) -> bool:
+        """Delete an object, its dependents in the background (a Job's pods); False when it
+        was not there. With ``uid``, only that very object: one re-created under the same
+        name meanwhile is left alone (False)."""
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        # The API server reads a body's options instead of the query's, so both say it.
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}} if uid else None
         try:
-            resource.delete(name=name, namespace=namespace, propagation_policy="Background")
+            resource.delete(
+                name=name, namespace=namespace, body=body, propagation_policy="Background"
+            )
         except dynamic.exceptions.NotFoundError:
             return False
+        except dynamic.exceptions.ConflictError:
+            if uid is None:
+                raise
+            return False  # the uid precondition failed: another object by now
         return True

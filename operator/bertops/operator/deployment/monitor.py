@@ -31,6 +31,7 @@ from bertops.api.results import DriftDetails, ReferenceDetails
 from bertops.api.steps import DriftStep, ReferenceStep, StepSpec
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor_chain import RetrainChain
+from bertops.operator.deployment.monitor_steps import remove_superseded
 from bertops.operator.deployment.target import predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
@@ -130,6 +131,7 @@ class DriftMonitor:
         observed = self.runtime.observe(ref.namespace, drift.step, ref.uid)
         if observed.phase == StepPhase.RUNNING:
             return
+        remove_superseded(self.runtime, ref, drift.serial, observed.phase)  # keep only this one
         step, drift.step = drift.step, None
         if observed.phase == StepPhase.ABSENT:
             log.warning("%s/%s: monitor step %s vanished", ref.namespace, ref.name, step)

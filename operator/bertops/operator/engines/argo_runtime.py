@@ -2,7 +2,7 @@
 creates the Workflow :func:`bertops.operator.engines.argo.workflow` builds for the step
 (owned by the step's object, so deleting the object deletes it), ``observe`` maps the
 Workflow's phase and its step nodes (exit code, output parameter ``result``) to a
-:class:`StepObservation`, ``stop`` deletes it.
+:class:`StepObservation`, ``stop`` deletes it, ``remove`` deletes a finished one.
 
 The reconciler picks it for objects with ``engine: argo`` (built once in run.py beside the
 native runtime). Argo retries exit codes 1 and 3 itself (the Workflow's
@@ -153,6 +153,17 @@ class ArgoRuntime:
 
     def stop(self, namespace: str, name: str) -> bool:
         return self.kube.delete(argo.API_VERSION, "Workflow", namespace, name)
+
+    def remove(self, namespace: str, name: str) -> bool:
+        """Delete a finished step's Workflow (its pods and rendezvous Service go with it,
+        in the background); a Workflow still running is left alone (False)."""
+        workflow = self._read(namespace, name)
+        if workflow is None or workflow["metadata"].get("deletionTimestamp"):
+            return False
+        if ((workflow.get("status") or {}).get("phase") or "") in RUNNING_PHASES:
+            return False
+        uid = workflow["metadata"]["uid"]
+        return self.kube.delete(argo.API_VERSION, "Workflow", namespace, name, uid)
 
     def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
         """Nothing to do: the Workflow's ownerReference lets the garbage collector remove it

@@ -1,4 +1,5 @@
-"""The runtime interface: start a step, observe it, stop it, clean up after its object.
+"""The runtime interface: start a step, observe it, stop it, remove it once finished,
+clean up after its object.
 
 A step is identified by a deterministic name (object, its UID, kind of step, generation,
 attempt; see :func:`bertops.operator.planners.common.step_name`), so a restarted operator
@@ -123,6 +124,12 @@ class Runtime(Protocol):
 
     def stop(self, namespace: str, name: str) -> bool:
         """Stop a running step; return whether one was running."""
+
+    def remove(self, namespace: str, name: str) -> bool:
+        """Remove a finished step and everything it left: its folder / its Job, pods
+        (background propagation) and ConfigMap; False when there was none. A running step
+        is not removed (False too): the caller removes only steps whose result it has
+        already recorded."""
 
     def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
         """Stop and remove every step of a deleted object; return the steps removed."""

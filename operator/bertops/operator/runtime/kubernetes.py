@@ -272,6 +272,31 @@ class KubernetesRuntime:
         self.kube.delete("v1", "ConfigMap", namespace, name)
         return stopped
 
+    def remove(self, namespace: str, name: str) -> bool:
+        """Delete a finished step's Job (its pods in the background), ConfigMap and, for N
+        ranks, Service and NetworkPolicy. A Job without a Complete or Failed condition
+        still runs and is left alone (False); a Job already gone (its TTL) has its
+        leftovers deleted."""
+        job = self.kube.read("batch/v1", "Job", namespace, name)
+        if job is not None:
+            if job["metadata"].get("deletionTimestamp"):
+                return False  # being deleted already
+            if _condition(job, "Complete") is None and _condition(job, "Failed") is None:
+                log.debug("step %s/%s still runs: not removed", namespace, name)
+                return False
+            if not self.kube.delete("batch/v1", "Job", namespace, name, job["metadata"]["uid"]):
+                return False  # gone, or re-created meanwhile: not the Job we judged
+        removed = job is not None
+        for api_version, kind in (
+            ("v1", "ConfigMap"),
+            ("v1", "Service"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+        ):
+            removed = self.kube.delete(api_version, kind, namespace, name) or removed
+        if removed:
+            log.debug("removed finished step %s/%s", namespace, name)
+        return removed
+
     def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
         """Nothing to do: the children's ownerReferences let the garbage collector
         remove them, so deletion needs no finalizer and no running operator."""

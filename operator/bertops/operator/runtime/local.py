@@ -317,6 +317,24 @@ class LocalRuntime:
         with contextlib.suppress(ProcessLookupError):  # it ended in between
             os.killpg(pid, sig)
 
+    def remove(self, namespace: str, name: str) -> bool:
+        """Remove a finished step's folder. A step still running (a process of its session
+        lives) or still being started (no pid recorded yet) is left alone: False."""
+        folder = self._dir(namespace, name)
+        if not folder.is_dir():
+            return False
+        self._reap()
+        try:
+            running = bool(session_members(*_read_pid(folder)))
+        except FileNotFoundError:
+            running = True  # start() has not recorded its pid yet
+        if running:
+            log.debug("step %s/%s still runs: not removed", namespace, name)
+            return False
+        shutil.rmtree(folder)
+        log.debug("removed finished step %s/%s", namespace, name)
+        return True
+
     def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
         """Stop the object's steps (bounded: SIGKILL after the stop timeout) and remove
         their folders."""
