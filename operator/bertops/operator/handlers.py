@@ -30,7 +30,8 @@ from kubernetes.client.exceptions import ApiException
 
 from bertops.api.kinds import GROUP, KINDS, VERSION
 from bertops.operator.poller import Poller
-from bertops.operator.reconcile import InvalidObjectError, Reconciler
+from bertops.operator.reconcile import Reconciler
+from bertops.operator.refusal import InvalidObjectError
 from bertops.operator.runtime.base import StepConflictError
 
 log = logging.getLogger(__name__)

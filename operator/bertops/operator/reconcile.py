@@ -18,12 +18,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from bertops.api import dataset as dataset_api
 from bertops.api import model as model_api
 from bertops.api import training as training_api
-from bertops.api.meta import Condition, utcnow
+from bertops.api.meta import utcnow
 from bertops.operator.artifacts import read_model_artifact
 from bertops.operator.cache import ObjectCache
 from bertops.operator.config import OperatorConfig
@@ -34,8 +32,9 @@ from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
-from bertops.operator.planners.common import ObjectRef, Plan, current_step, short, transition
+from bertops.operator.planners.common import ObjectRef, Plan, current_step
 from bertops.operator.planners.model import ArtifactInfo
+from bertops.operator.refusal import InvalidObjectError, parse, refused
 from bertops.operator.runtime.base import (
     Runtime,
     RuntimeUnavailableError,
@@ -50,21 +49,6 @@ SKIP_CLEANUP = "bertops.io/skip-cleanup"
 # not at every poll: each check is a failed API discovery, and nothing changes until an
 # admin installs Argo. A new generation (engine back to native) is planned at once.
 UNAVAILABLE_RECHECK_SECONDS = 30.0
-
-
-# The condition that carries each kind's outcome (InvalidSpec goes there).
-MAIN_CONDITION = {"BertTraining": training_api.SUCCEEDED}
-
-
-class InvalidObjectError(Exception):
-    """A stored object does not parse as its API type: it breaks a rule the API server
-    did not check when it was written (an older CRD, a write that bypassed validation)."""
-
-    def __init__(self, body: dict[str, Any], error: ValidationError) -> None:
-        self.kind = str(body.get("kind", ""))
-        self.name = str(body.get("metadata", {}).get("name", ""))
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        super().__init__(problems)
 
 
 class Reconciler:
@@ -165,18 +149,19 @@ class Reconciler:
                 except InvalidObjectError as error:
                     if (error.kind, error.name) != (kind, name):
                         raise  # a related object is invalid: its own reconcile says so
-                    plan = self._refused(
+                    plan = refused(
                         kind,
                         body,
                         training_api.REASON_INVALID_SPEC,
                         f"the spec breaks the API rules: {error}",
+                        self.clock(),
                     )
                     self._apply(kind, body, plan)
                     delay = None  # nothing moves until the spec changes
                 except RuntimeUnavailableError as error:
                     # Reported in the condition, not raised: kopf would retry it in a loop.
                     log.warning("%s: %s", key, error)
-                    plan = self._refused(kind, body, error.reason, str(error))
+                    plan = refused(kind, body, error.reason, str(error), self.clock())
                     self._apply(kind, body, plan)
                     recheck = time.monotonic() + UNAVAILABLE_RECHECK_SECONDS
                     self._unavailable[key] = (generation, recheck)
@@ -190,36 +175,7 @@ class Reconciler:
     # -- per kind: gather observations and plan ------------------------------------------------
 
     def _parse(self, model: Any, body: dict[str, Any]) -> Any:
-        try:
-            return model.model_validate(body)
-        except ValidationError as error:
-            raise InvalidObjectError(body, error) from error
-
-    def _refused(self, kind: str, body: dict[str, Any], reason: str, message: str) -> Plan:
-        """An object that breaks the API rules (InvalidSpec), or whose runtime is not
-        available (ArgoNotInstalled): its main condition says so (with a Warning) and
-        nothing starts. The rest of its status is kept as it is."""
-        ref = ObjectRef.from_body(body)
-        status = dict(body.get("status") or {})
-        conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
-        plan = Plan()
-        transition(
-            conditions,
-            MAIN_CONDITION.get(kind, "Ready"),
-            False,
-            reason,
-            short(message),
-            now=self.clock(),
-            generation=ref.generation,
-            events=plan.events,
-            warning=True,
-        )
-        status.update(
-            observedGeneration=ref.generation, conditions=[c.to_wire() for c in conditions]
-        )
-        if status != body.get("status"):
-            plan.status = status
-        return plan
+        return parse(model, body)
 
     def _read_artifact(self, uri: str) -> ArtifactInfo | None:
         """Read and verify a model artifact, unless the URI allowlist refuses it (the
