@@ -318,6 +318,33 @@ def test_ready_only_after_load_and_warmup(
     assert httpx.post(url + "/predict", json={"texts": ["hi"]}).status_code == 200
 
 
+def test_load_warm_up_and_every_batch_run_on_one_thread(
+    serve: Callable[..., LiveServer], tiny_artifact: Path
+) -> None:
+    """Loading, the warm-up batches and the requests' batches all run on the batcher's
+    inference thread: torch work from a second thread left a second OpenMP team that
+    made batch-1 inference 1.4-2x slower (see DynamicBatcher.run_on_inference_thread)."""
+    threads: list[str] = []
+
+    class Recording:
+        labels = LABELS
+
+        def predict(self, texts: list[str]) -> list[Prediction]:
+            threads.append(threading.current_thread().name)
+            return [Prediction("neutral", 0.5, [0.25, 0.5, 0.25]) for _ in texts]
+
+    def loader(_artifact: object, _threads: int | None) -> Recording:
+        threads.append(threading.current_thread().name)
+        return Recording()
+
+    url = serve(create_app(ServedModel(str(tiny_artifact), loader=loader))).url  # type: ignore[arg-type]
+    wait_ready(url)
+    for _ in range(3):
+        assert httpx.post(url + "/predict", json={"texts": ["hi"]}).status_code == 200
+    assert len(threads) == 1 + 2 + 3  # the load, two warm-up batches, three requests
+    assert len(set(threads)) == 1 and threads[0].startswith("bertops-inference"), threads
+
+
 def test_graceful_shutdown_drains_in_flight_requests(tiny_artifact: Path) -> None:
     app = create_app(
         ServedModel(str(tiny_artifact), threads=1),

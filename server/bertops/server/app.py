@@ -4,8 +4,9 @@ Protocol v2 REST dialect and a plain ``POST /predict``, with ``/metrics`` for Pr
 Built by :func:`create_app` (called by ``bertops server serve`` in :mod:`bertops.server.cli`
 and by the tests). The data plane stays in its own modules: :class:`ServedModel` (load,
 warm up, predict), :class:`DynamicBatcher` (grouping), :class:`PredictionLog`; this module
-only parses, validates, routes and answers. The model loads in a worker thread after
-startup, so liveness answers at once and readiness turns true only once it is warm.
+only parses, validates, routes and answers. The model loads after startup on the
+batcher's inference thread (the one that runs every batch), so liveness answers at once
+and readiness turns true only once it is warm.
 Shutdown (uvicorn first lets in-flight requests finish) drains the batcher and flushes
 the prediction log. Readiness also requires a live inference worker.
 """
@@ -159,7 +160,8 @@ class ModelServer:
 
     async def _load(self) -> None:
         try:
-            await asyncio.to_thread(self.model.load)
+            # On the inference thread: see DynamicBatcher.run_on_inference_thread.
+            await self.batcher.run_on_inference_thread(self.model.load)
         except Exception as error:
             if self._on_load_error is not None:
                 self._on_load_error(error)

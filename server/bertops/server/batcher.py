@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,13 @@ class DynamicBatcher(Generic[R]):
         """Start the (supervised) worker on the running event loop."""
         self._wakeup = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._supervise(), name="batcher")
+
+    async def run_on_inference_thread(self, call: Callable[[], T]) -> T:
+        """Run ``call`` on the thread that runs every batch. The server loads and warms
+        up its model there, so all its torch work comes from one thread: warm-up batches
+        on another thread left a second OpenMP team that made each later batch-1 call
+        1.4-2x slower (measured: 26-38 ms against 18 ms, MiniLM-L6, seq 64, 2 threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     @property
     def alive(self) -> bool:
