@@ -37,6 +37,12 @@ from bertops.operator.runtime.base import (
 )
 
 log = logging.getLogger(__name__)
+# What a step has beside its Job, each named as the Job (api version, kind).
+STEP_COMPANIONS = (
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "ConfigMap"),
+)
 
 # The label manifests.labels() gives every child of a step: "step-<kind>".
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -267,10 +273,16 @@ class KubernetesRuntime:
 
     def stop(self, namespace: str, name: str) -> bool:
         stopped = self.kube.delete("batch/v1", "Job", namespace, name)
-        self.kube.delete("v1", "Service", namespace, name)
-        self.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
-        self.kube.delete("v1", "ConfigMap", namespace, name)
+        self._delete_companions(namespace, name)
         return stopped
+
+    def _delete_companions(self, namespace: str, name: str) -> bool:
+        """Delete what a step has beside its Job (named as it): the Service and
+        NetworkPolicy of N ranks and the spec ConfigMap; whether any was there."""
+        deleted = False
+        for api_version, kind in STEP_COMPANIONS:
+            deleted = self.kube.delete(api_version, kind, namespace, name) or deleted
+        return deleted
 
     def remove(self, namespace: str, name: str) -> bool:
         """Delete a finished step's Job (its pods in the background), ConfigMap and, for N
@@ -286,13 +298,7 @@ class KubernetesRuntime:
                 return False
             if not self.kube.delete("batch/v1", "Job", namespace, name, job["metadata"]["uid"]):
                 return False  # gone, or re-created meanwhile: not the Job we judged
-        removed = job is not None
-        for api_version, kind in (
-            ("v1", "ConfigMap"),
-            ("v1", "Service"),
-            ("networking.k8s.io/v1", "NetworkPolicy"),
-        ):
-            removed = self.kube.delete(api_version, kind, namespace, name) or removed
+        removed = self._delete_companions(namespace, name) or job is not None
         if removed:
             log.debug("removed finished step %s/%s", namespace, name)
         return removed
