@@ -156,7 +156,13 @@ def test_a_transient_exit_code_is_retried_as_a_new_job(
         failed_reason="BackoffLimitExceeded",
     )
     wait_job(kube_layer, namespace, second)
-    status = kube_layer.get("BertDataset", namespace, "flaky")["status"]  # type: ignore[index]
+
+    # The operator creates the Job before it writes the status that names it.
+    def status_naming_second() -> dict[str, Any] | None:
+        found = (kube_layer.get("BertDataset", namespace, "flaky") or {}).get("status") or {}
+        return found if found.get("step") == second else None
+
+    status = wait_for(status_naming_second, what="the status naming attempt 2")
     assert status["attempts"] == 2 and status["step"] == second
     done = StepResult(
         kind="prepare",
