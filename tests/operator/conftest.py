@@ -142,6 +142,39 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def wait_events(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    enough: Callable[[list[dict[str, Any]]], bool],
+    what: str,
+    timeout: float = 30,
+) -> list[dict[str, Any]]:
+    """The Events about ``name`` once ``enough`` of them are there. The operator posts a
+    pass's Events after it writes that pass's status, so a test that has just seen the
+    status must wait for them rather than read them once."""
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        found[:] = kube.events_for(namespace, name)
+        return enough(found)
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"Events about {name}: {what}")
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; Events seen: {found}") from None
+    return found
+
+
+def has_event(type_: str, reason: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """An ``enough`` for wait_events: an Event of this type and reason is there."""
+    return lambda events: any(e["type"] == type_ and e["reason"] == reason for e in events)
+
+
+def reasons(events: list[dict[str, Any]]) -> set[str]:
+    return {e["reason"] for e in events}
+
+
 def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for found in ((body or {}).get("status") or {}).get("conditions") or []:
         if found["type"] == type_:

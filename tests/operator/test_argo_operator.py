@@ -17,7 +17,7 @@ from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
 from tests.operator import fake_step
 from tests.operator.argo_helpers import needs_argo
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, wait_events, wait_for
 from tests.operator.test_argo_cluster import (
     _service_account,
     act_as_kubelet_and_wait_container,
@@ -152,6 +152,7 @@ def test_missing_argo_crds_are_a_condition_not_a_crash_loop(
     assert "install Argo Workflows" in found["message"]
     assert operator.thread.is_alive()
     # Checked again slowly, not at every poll: one Warning Event, no retry storm.
+    wait_events(kube_layer, namespace, "run", has_event("Warning", "ArgoNotInstalled"), "it")
     events = client.CoreV1Api(kube_layer.api_client).list_namespaced_event(
         namespace, field_selector="involvedObject.name=run,reason=ArgoNotInstalled"
     )

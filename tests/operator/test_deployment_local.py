@@ -17,7 +17,7 @@ import pytest
 
 from bertops.operator.deployment.processes import free_port
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, reasons, wait_events, wait_for
 from tests.operator.serving_helpers import (
     SteadyClient,
     constant_artifact,
@@ -169,8 +169,13 @@ def test_good_canary_is_promoted_step_by_step_without_a_failed_request(
     )
     print(f"promotion: {client.sent} requests, {client.failed} failed")
     assert client.sent > 100 and client.failed == 0, client.failures[:5]
-    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "web")]
-    assert {"CanaryInProgress", "StepAdvanced", "Promoted"} <= set(reasons)
+    wait_events(
+        kube_layer,
+        namespace,
+        "web",
+        lambda seen: {"CanaryInProgress", "StepAdvanced", "Promoted"} <= reasons(seen),
+        "the rollout's Events",
+    )
     text = operator_metrics(port)
     assert (
         'bertops_operator_rollout_outcomes_total{outcome="Promoted",reason="Promoted"} 1.0' in text
@@ -218,8 +223,10 @@ def test_diverging_canary_rolls_back_without_a_failed_request(
     assert "divergence" in degraded["message"].lower()
     failed = [g["name"] for g in st["analysis"]["gates"] if g["result"] == "Failed"]
     assert failed and all("diverg" in name.lower() for name in failed), failed
-    warnings = [e for e in kube_layer.events_for(namespace, "web") if e["type"] == "Warning"]
-    assert [e["reason"] for e in warnings] == ["DivergenceGateFailed"]
+    events = wait_events(
+        kube_layer, namespace, "web", has_event("Warning", "DivergenceGateFailed"), "the Warning"
+    )
+    assert [e["reason"] for e in events if e["type"] == "Warning"] == ["DivergenceGateFailed"]
     print(f"rollback: {client.sent} requests, {client.failed} failed")
     assert client.sent > 50 and client.failed == 0, client.failures[:5]
     after = kube_layer.get("BertDeployment", namespace, "web")

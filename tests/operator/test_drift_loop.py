@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, reasons, wait_events, wait_for
 from tests.operator.serving_helpers import SteadyClient
 from tests.operator.test_local_runtime import dataset, training, tweets_csv
 
@@ -162,7 +162,12 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     assert trigger["driftScore"] == pytest.approx(drift["score"], abs=1e-3)
     assert trigger["deployment"] == "web"
 
-    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "web")]
-    assert reasons.count("RetrainStarted") == 1
-    assert {"DriftDetected", "RetrainPromoted", "Promoted"} <= set(reasons)
+    events = wait_events(
+        kube_layer,
+        namespace,
+        "web",
+        lambda seen: {"DriftDetected", "RetrainPromoted", "Promoted"} <= reasons(seen),
+        "the retraining's Events",
+    )
+    assert [e["reason"] for e in events].count("RetrainStarted") == 1
     assert user_objects(kube_layer, namespace) == before  # no spec written, so Argo CD stays Synced

@@ -15,7 +15,7 @@ from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime import manifests
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, reasons, wait_events, wait_for
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry.example/bertops-trainer:test"
@@ -208,8 +208,13 @@ def test_dataset_becomes_a_job_and_follows_its_status(
     assert ready["reason"] == "Prepared"
     status = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
     assert status["rows"]["total"] == 10 and status["shortChecksum"] == "f" * 12
-    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "tweets")]
-    assert "Preparing" in reasons and "Prepared" in reasons
+    wait_events(
+        kube_layer,
+        namespace,
+        "tweets",
+        lambda seen: {"Preparing", "Prepared"} <= reasons(seen),
+        "Preparing and Prepared",
+    )
 
 
 def test_failed_job_sets_condition_and_stops(
@@ -238,8 +243,7 @@ def test_failed_job_sets_condition_and_stops(
     )
     assert ready["status"] == "False"
     assert "column 'text' not found" in ready["message"]
-    events = kube_layer.events_for(namespace, "bad")
-    assert any(e["type"] == "Warning" and e["reason"] == "InvalidData" for e in events)
+    wait_events(kube_layer, namespace, "bad", has_event("Warning", "InvalidData"), "the Warning")
 
 
 def test_distributed_training_is_an_indexed_job_with_headless_service(

@@ -20,7 +20,7 @@ from bertops.operator.runtime import manifests
 from bertops.operator.runtime.base import StepConflictError, StepPhase, StepRequest
 from bertops.operator.runtime.kubernetes import KubernetesRuntime
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, wait_events, wait_for
 from tests.operator.test_kubernetes_runtime import IMAGE, act_as_kubelet, job_status, now
 
 pytestmark = pytest.mark.integration
@@ -65,8 +65,9 @@ def test_a_job_completed_without_a_result_is_a_failed_step(
     ready = wait_reason(kube_layer, namespace, "quiet", "ResultUnreadable")
     assert ready["status"] == "False"
     assert f"kubectl logs job/{job}" in ready["message"]
-    events = kube_layer.events_for(namespace, "quiet")
-    assert any(e["type"] == "Warning" and e["reason"] == "ResultUnreadable" for e in events)
+    wait_events(
+        kube_layer, namespace, "quiet", has_event("Warning", "ResultUnreadable"), "the Warning"
+    )
 
 
 def kubelet_leaves_message(kube: Kube, namespace: str, job_name: str, message: str) -> None:
@@ -174,8 +175,7 @@ def test_a_transient_exit_code_is_retried_as_a_new_job(
     )
     act_as_kubelet(kube_layer, namespace, second, done, succeeded=True)
     wait_reason(kube_layer, namespace, "flaky", "Prepared")
-    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "flaky")]
-    assert "Retrying" in reasons
+    wait_events(kube_layer, namespace, "flaky", has_event("Warning", "Retrying"), "Retrying")
 
 
 def test_a_job_is_adopted_only_from_its_owner_and_not_while_deleted(

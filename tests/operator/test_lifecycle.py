@@ -24,7 +24,7 @@ from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.local import LocalRuntime, process_start_time
 from tests.operator import fake_step
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, wait_events, wait_for
 
 pytestmark = pytest.mark.integration
 FAST = {
@@ -86,8 +86,11 @@ def test_transient_failures_are_retried_until_the_step_succeeds(
     attempts = [step_name("flaky", "prep", 1, uid, n) for n in (1, 2, 3)]
     assert fake_step.runs(flaky) == attempts
     assert status["attempts"] == 3 and status["step"] == attempts[-1]
-    reasons = [e["reason"] for e in kube_layer.events_for(namespace, "flaky")]
-    assert sorted(reasons) == ["Prepared"] + ["Preparing"] * 3 + ["Retrying"] * 2
+    expected = ["Prepared"] + ["Preparing"] * 3 + ["Retrying"] * 2
+    events = wait_events(
+        kube_layer, namespace, "flaky", lambda seen: len(seen) >= len(expected), "six Events"
+    )
+    assert sorted(e["reason"] for e in events) == expected
 
 
 def test_bad_input_fails_at_once_and_attempts_are_bounded(

