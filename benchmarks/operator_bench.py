@@ -18,6 +18,10 @@ election on, metrics on loopback; objects created with ``--concurrency`` threads
   server's /metrics before and after ``--window`` seconds once all are Ready, in which
   the benchmark sends nothing; net of the API server's own idle rate (measured first,
   with no operator) and of its own /metrics read, with a breakdown by verb and resource;
+- apply -> status.step p50/p95 paced: once the N objects are settled (and their window
+  counted), ``--paced`` more are created one at a time at ``--paced-rate`` per second.
+  A burst's p50 is mostly its queue (half the burst over the service rate, for any
+  controller); this is the latency of one user's apply on a cluster holding N objects;
 - operator RSS (/proc/<pid>/status VmRSS) idle and settled, growth per object within a
   size and between sizes; the load average before and after each size.
 
@@ -110,6 +114,29 @@ def pid_latencies(
     return out
 
 
+def paced_latencies(
+    api: client.ApiClient, namespace: str, source: str, args: argparse.Namespace
+) -> list[float]:
+    """apply -> status.step for ``args.paced`` objects created one at a time, evenly
+    spaced at ``args.paced_rate`` per second, while the namespace's others sit settled."""
+    if args.paced <= 0:
+        return []
+    watcher = Watcher(api, namespace)
+    names = [f"paced-{i:04d}" for i in range(args.paced)]
+    began: dict[str, float] = {}
+    start = time.monotonic()
+    for i, name in enumerate(names):
+        time.sleep(max(0.0, start + i / args.paced_rate - time.monotonic()))
+        began.update(apply_all(api, namespace, [name], source, 1))
+    deadline = time.monotonic() + args.timeout
+    while not all(name in watcher.seen.step for name in names):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"paced objects without status.step after {args.timeout:.0f}s")
+        time.sleep(0.2)
+    watcher.stop()
+    return [watcher.seen.step[name] - began[name] for name in names]
+
+
 def run_size(
     api: client.ApiClient, kubeconfig: str, n: int, args: argparse.Namespace, root: Path
 ) -> dict[str, Any]:
@@ -136,6 +163,7 @@ def run_size(
         raw, net = settled_requests(api, args.window, args.idle_rate)
         rss_settled = operator.rss_kib()
         pid_lat = pid_latencies(operator.state_dir, namespace, seen, began)
+        paced = paced_latencies(api, namespace, source, args)
         delete_all(api, namespace, args.concurrency, args.timeout)
     except Exception:
         print(operator.tail(), file=sys.stderr)
@@ -155,6 +183,8 @@ def run_size(
         "not_prepared": sum(seen.reasons.get(name) != "Prepared" for name in names),
         "child_p50": median(step_lat),
         "child_p95": pct(step_lat, 95),
+        "paced_p50": median(paced) if paced else float("nan"),
+        "paced_p95": pct(paced, 95),
         "pid_p50": median(pid_lat) if pid_lat else float("nan"),
         "pid_p95": pct(pid_lat, 95),
         "requests_raw": sum(raw.values()) / n / minutes,
@@ -189,6 +219,8 @@ ROWS: list[tuple[str, str, int | None, str, str]] = [
     ("not Prepared", "not_prepared", 0, "0", ""),
     ("apply -> status.step p50 s", "child_p50", 2, "<= 1", "from the create call"),
     ("apply -> status.step p95 s", "child_p95", 2, "", ""),
+    ("  paced apply -> status.step p50 s", "paced_p50", 2, "<= 1", "one at a time, N settled"),
+    ("  paced apply -> status.step p95 s", "paced_p95", 2, "", ""),
     ("apply -> step pid file p50 s", "pid_p50", 2, "<= 1", "process started"),
     ("apply -> step pid file p95 s", "pid_p95", 2, "", ""),
     ("API req/settled obj/min (net)", "requests", 3, "<= 1", "API server idle subtracted"),
@@ -224,7 +256,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(f"{label:<{label_width}}", *cells, f" {goal:<8}  {note}")
     print(
         f"\nsettled window {args.window:.0f} s, operator --poll {args.poll} s, leader election "
-        f"{'on' if args.leader_elect else 'off'}, create concurrency {args.concurrency}"
+        f"{'on' if args.leader_elect else 'off'}, create concurrency {args.concurrency}, "
+        f"paced: {args.paced} objects at {args.paced_rate:g}/s"
     )
     for r in results:
         print(f"\nN={r['n']}: API requests / settled object / minute by verb, resource (net)")
@@ -241,6 +274,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=2.0, help="The operator's --poll.")
     parser.add_argument("--concurrency", type=int, default=8, help="Parallel create calls.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Per size, to settle.")
+    parser.add_argument("--paced", type=int, default=40, help="Objects applied one by one.")
+    parser.add_argument("--paced-rate", type=float, default=4.0, help="Their creates per s.")
     parser.add_argument("--kubeconfig", help="A running cluster (default: start one).")
     parser.add_argument(
         "--no-leader-elect",
