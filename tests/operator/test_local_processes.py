@@ -19,6 +19,7 @@ import pytest
 from bertops.api.dataset import BertDatasetSpec
 from bertops.api.steps import PrepareStep
 from bertops.operator.config import OperatorConfig
+from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE, StepPhase, StepRequest
 from bertops.operator.runtime.local import LocalRuntime, process_start_time
 from tests.operator import fake_step
@@ -150,6 +151,25 @@ def test_cleanup_stops_and_removes_only_the_objects_steps(tmp_path: Path) -> Non
     assert not (runtime.root / "ns" / "a-1").exists()
     assert (runtime.root / "ns" / "b-1").exists()
     assert process_start_time(pid) is None, "the step process still runs"
+
+
+def test_cleanup_reads_the_owner_files_of_its_own_steps_only(tmp_path: Path) -> None:
+    """A name ending in another UID's tag is skipped unread (deleting each of N objects
+    must not read N owner files); a name without a tag is still read."""
+    runtime = make_runtime(tmp_path)
+    quick = fake_step.write_script(tmp_path / "artifacts" / "quick.json", [0])
+    uid_a, uid_b = "6f1c2d3e-0000-4000-8000-00000000000a", "9a8b7c6d-0000-4000-8000-00000000000b"
+    mine, legacy = step_name("a", "prep", 1, uid_a), "a-legacy"
+    theirs = step_name("b", "prep", 1, uid_b)
+    for name, uid in ((mine, uid_a), (legacy, uid_a), (theirs, uid_b)):
+        runtime.start(request(tmp_path, name, uid, quick))
+        settle(runtime, name)
+    unreadable = runtime.root / "ns" / theirs / "owner"
+    unreadable.unlink()
+    unreadable.mkdir()  # reading it would raise IsADirectoryError
+
+    assert sorted(runtime.cleanup("ns", uid_a)) == sorted([mine, legacy])
+    assert (runtime.root / "ns" / theirs).is_dir()
 
 
 def test_remove_deletes_a_finished_steps_folder_and_never_a_running_one(tmp_path: Path) -> None:

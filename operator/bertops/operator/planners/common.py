@@ -17,7 +17,12 @@ from typing import Any, Literal
 from bertops.api.meta import Condition, ConditionStatus, find_condition, set_condition
 from bertops.api.steps import ExitCode
 from bertops.operator.config import OperatorConfig
-from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE, StepObservation, StepRequest
+from bertops.operator.runtime.base import (
+    REASON_RESULT_UNREADABLE,
+    StepObservation,
+    StepRequest,
+    uid_tag,
+)
 
 # A DNS label is at most 63 characters; an Indexed Job's pods are named
 # <job>-<index> (their hostnames, which ranks resolve), so leave room for "-NNNNN".
@@ -79,13 +84,6 @@ class ObjectRef:
             "controller": controller,
             "blockOwnerDeletion": True,
         }
-
-
-def uid_tag(uid: str) -> str:
-    """8 characters naming an object's UID: its first hex digits (what `kubectl get -o
-    jsonpath={.metadata.uid}` starts with), or a digest when the UID is not a UUID."""
-    digits = re.sub(r"[^0-9a-z]", "", uid.lower())
-    return digits[:8] if len(digits) >= 8 else hashlib.sha256(uid.encode()).hexdigest()[:8]
 
 
 def step_name(object_name: str, step: str, generation: int, uid: str, attempt: int = 1) -> str:

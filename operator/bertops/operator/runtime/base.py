@@ -2,10 +2,11 @@
 clean up after its object.
 
 A step is identified by a deterministic name (object, its UID, kind of step, generation,
-attempt; see :func:`bertops.operator.planners.common.step_name`), so a restarted operator
-that asks for the same step finds the running or finished one instead of starting a
-duplicate, and an object re-created under the same name never meets its predecessor's
-steps. Implemented by :mod:`.local` and :mod:`.kubernetes`; used by the reconcilers.
+attempt; see :func:`bertops.operator.planners.common.step_name`, which ends every name
+with the owner's :func:`uid_tag`), so a restarted operator that asks for the same step
+finds the running or finished one instead of starting a duplicate, and an object
+re-created under the same name never meets its predecessor's steps. Implemented by
+:mod:`.local` and :mod:`.kubernetes`; used by the reconcilers.
 
 No runtime ever makes up a successful result: SUCCEEDED carries the step's own result
 document, and a step that ended without a readable one is FAILED with
@@ -14,6 +15,8 @@ document, and a step that ended without a readable one is FAILED with
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +26,18 @@ from bertops.api.steps import ProgressEvent, StepResult, StepSpec
 
 REASON_RESULT_UNREADABLE = "ResultUnreadable"
 """The step ended, but its result document is missing or does not parse."""
+
+
+UID_TAG = re.compile(r"-[0-9a-z]{8}$")
+"""How a step name ends: its owner's :func:`uid_tag`, after a dash."""
+
+
+def uid_tag(uid: str) -> str:
+    """8 characters naming an object's UID, the end of each of its step names: the UID's
+    first hex digits (what `kubectl get -o jsonpath={.metadata.uid}` starts with), or a
+    digest when the UID is not a UUID."""
+    digits = re.sub(r"[^0-9a-z]", "", uid.lower())
+    return digits[:8] if len(digits) >= 8 else hashlib.sha256(uid.encode()).hexdigest()[:8]
 
 
 class StepPhase(StrEnum):
