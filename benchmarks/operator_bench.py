@@ -25,9 +25,9 @@ election on, metrics on loopback; objects created with ``--concurrency`` threads
 - operator RSS (/proc/<pid>/status VmRSS) idle and settled, growth per object within a
   size and between sizes; the load average before and after each size.
 
-Each size ends with its objects deleted (the operator's finalizer removes the step
-folders), the operator stopped and its state dir removed. The table sets the figures
-beside the anchors and the goals of issue #16.
+Each size ends with its objects deleted, timed until all are gone (the operator's
+finalizer stops and removes each one's steps), the operator stopped and its state dir
+removed. The table sets the figures beside the anchors and the goals of issue #16.
 """
 
 from __future__ import annotations
@@ -164,7 +164,9 @@ def run_size(
         rss_settled = operator.rss_kib()
         pid_lat = pid_latencies(operator.state_dir, namespace, seen, began)
         paced = paced_latencies(api, namespace, source, args)
+        deleting = time.monotonic()
         delete_all(api, namespace, args.concurrency, args.timeout)
+        deleted = time.monotonic() - deleting
     except Exception:
         print(operator.tail(), file=sys.stderr)
         raise
@@ -191,6 +193,7 @@ def run_size(
         "requests": sum(net.values()) / n / minutes,
         "requests_no_lease": sum(v for k, v in net.items() if k[2] != "leases") / n / minutes,
         "breakdown": {_series(key): v / n / minutes for key, v in list(net.items())[:8]},
+        "delete_seconds": deleted,
         "rss_idle_mib": rss_idle / 1024,
         "rss_settled_mib": rss_settled / 1024,
         "rss_kib_per_object": (rss_settled - rss_idle) / n,
@@ -226,6 +229,7 @@ ROWS: list[tuple[str, str, int | None, str, str]] = [
     ("API req/settled obj/min (net)", "requests", 3, "<= 1", "API server idle subtracted"),
     ("  the same without the Lease", "requests_no_lease", 3, "<= 1", "Lease: per operator"),
     ("  raw", "requests_raw", 3, "", "everything the API server counted"),
+    ("delete all -> all gone s", "delete_seconds", 2, "", "finalizer: steps stopped, removed"),
     ("operator RSS idle MiB", "rss_idle_mib", 1, "", "before the first apply"),
     ("operator RSS settled MiB", "rss_settled_mib", 1, "", ""),
     ("RSS growth KiB/object (in size)", "rss_kib_per_object", 1, "~linear", "(settled-idle)/N"),
