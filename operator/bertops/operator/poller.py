@@ -5,9 +5,10 @@ change can move it (a settled dataset, training or model): settled objects are n
 polled, so an idle operator makes no API requests for them. A step that runs is looked
 at every ``interval`` seconds; a BertDeployment at the delay its rollout and drift checks
 computed. A watch event makes a settled object due at once (a scheduled one keeps its
-look: the event is most often our own status patch, and spec changes reach kopf's
-update handler directly); an event on a BertModel also wakes the BertDeployments of its
-namespace (their selection may change).
+look, since the event is most often our own status patch, unless the object was just
+created or its spec changed); an event on a BertModel also wakes the BertDeployments of
+its namespace (their selection may change). Due objects go to a pool of workers, one
+object to one worker at a time.
 
 kopf's own timers would poll too, but every kopf timer puts a finalizer on the object
 (blocking deletion whenever the operator is missing) and ticks whether or not anything
@@ -119,17 +120,29 @@ class Poller:
         return taken
 
     def poll_once(self) -> int:
-        """Reconcile everything due now, ``workers`` objects at a time (a reconcile mostly
-        waits on the API server or a process start); returns how many were reconciled."""
-        with self._wake:
-            keys = self._take_due()
-        if len(keys) <= 1 or self.workers == 1:
-            for key in keys:
-                self._look_and_reschedule(key)
-        else:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="bertops-poll") as pool:
-                list(pool.map(self._look_and_reschedule, keys))
-        return len(keys)
+        """Reconcile everything due now and wait for those looks (tests and one-shot
+        callers; the operator runs :meth:`start`); returns how many were handed out."""
+        # The lock is let go first, then the pool waits for the looks (they take it).
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="bertops-poll") as pool,
+            self._wake,
+        ):
+            return self._dispatch(pool)
+
+    def _dispatch(self, pool: ThreadPoolExecutor) -> int:
+        """Hand each object due now to a worker (a reconcile mostly waits on the API
+        server or a process start, so a slow look holds up no other), never the same
+        object to two workers at once: one due while busy gets one more look after.
+        Caller holds the lock; returns how many were handed out."""
+        handed = 0
+        for key in self._take_due():
+            if key in self._busy:
+                self._again.add(key)
+            else:
+                self._busy.add(key)
+                pool.submit(self._work, key)
+                handed += 1
+        return handed
 
     def _look_and_reschedule(self, key: Key) -> None:
         if self._stop.is_set():
@@ -158,17 +171,11 @@ class Poller:
         self._thread.start()
 
     def _run(self) -> None:
-        """Hand each object to a worker the moment it is due (a slow look holds up no
-        other), never the same object to two workers at once."""
+        """Dispatch each object the moment it is due; sleep until the next one is."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="bertops-poll") as pool:
             while not self._stop.is_set():
                 with self._wake:
-                    for key in self._take_due():
-                        if key in self._busy:
-                            self._again.add(key)
-                        else:
-                            self._busy.add(key)
-                            pool.submit(self._work, key)
+                    self._dispatch(pool)
                     if self._stop.is_set():
                         return
                     wait = self._heap[0][0] - self.clock() if self._heap else None
