@@ -22,6 +22,9 @@ election on, metrics on loopback; objects created with ``--concurrency`` threads
   counted), ``--paced`` more are created one at a time at ``--paced-rate`` per second.
   A burst's p50 is mostly its queue (half the burst over the service rate, for any
   controller); this is the latency of one user's apply on a cluster holding N objects;
+- CPU per object from the first create to the last Ready (/proc): the whole machine,
+  and split into the operator, its step processes, the API server with etcd, and this
+  benchmark; on a CPU-bound machine objects/s is about the cores over the total;
 - operator RSS (/proc/<pid>/status VmRSS) idle and settled, growth per object within a
   size and between sizes; the load average before and after each size.
 
@@ -60,7 +63,10 @@ from operator_bench_kube import (
     api_client,
     apply_all,
     cluster_kubeconfig,
+    cpu_seconds,
     delete_all,
+    machine_busy_seconds,
+    processes_with,
     settled_requests,
 )
 from stub_step import prepare_result
@@ -137,6 +143,19 @@ def paced_latencies(
     return [watcher.seen.step[name] - began[name] for name in names]
 
 
+def cpu_snapshot(operator_pid: int, cluster_pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far: the operator's own threads, its reaped step processes, the
+    API server and etcd, this benchmark (its creates and watch), the whole machine."""
+    own, steps = cpu_seconds(operator_pid)
+    return {
+        "operator": own,
+        "steps": steps,
+        "cluster": sum(cpu_seconds(pid)[0] for pid in cluster_pids),
+        "bench": time.process_time(),
+        "machine": machine_busy_seconds(),
+    }
+
+
 def run_size(
     api: client.ApiClient, kubeconfig: str, n: int, args: argparse.Namespace, root: Path
 ) -> dict[str, Any]:
@@ -150,6 +169,10 @@ def run_size(
     try:
         operator.wait_ready()
         rss_idle = operator.rss_kib()
+        cluster_pids = [
+            pid for pid in processes_with(str(Path(kubeconfig).parent)) if pid != operator.proc.pid
+        ]
+        cpu_before = cpu_snapshot(operator.proc.pid, cluster_pids)
         watcher = Watcher(api, namespace)
         names = [f"ds-{i:05d}" for i in range(n)]
         source = str(workdir / "artifacts" / "sources" / "tweets.csv")
@@ -157,6 +180,7 @@ def run_size(
         began = apply_all(api, namespace, names, source, args.concurrency)
         applied = time.time() - start
         last_ready = wait_settled(watcher, names, args.timeout)
+        cpu_after = cpu_snapshot(operator.proc.pid, cluster_pids)
         watcher.stop()
         seen = watcher.seen
         time.sleep(2.0)  # the watch's last request ends; in-flight writes land
@@ -194,6 +218,8 @@ def run_size(
         "requests_no_lease": sum(v for k, v in net.items() if k[2] != "leases") / n / minutes,
         "breakdown": {_series(key): v / n / minutes for key, v in list(net.items())[:8]},
         "delete_seconds": deleted,
+        **{f"cpu_{k}": (cpu_after[k] - cpu_before[k]) * 1000 / n for k in cpu_before},
+        "cluster_processes": len(cluster_pids),
         "rss_idle_mib": rss_idle / 1024,
         "rss_settled_mib": rss_settled / 1024,
         "rss_kib_per_object": (rss_settled - rss_idle) / n,
@@ -229,6 +255,11 @@ ROWS: list[tuple[str, str, int | None, str, str]] = [
     ("API req/settled obj/min (net)", "requests", 3, "<= 1", "API server idle subtracted"),
     ("  the same without the Lease", "requests_no_lease", 3, "<= 1", "Lease: per operator"),
     ("  raw", "requests_raw", 3, "", "everything the API server counted"),
+    ("CPU ms/object, apply->all Ready", "cpu_machine", 1, "", "whole machine, all processes"),
+    ("  the operator", "cpu_operator", 1, "", "its own threads"),
+    ("  its step processes", "cpu_steps", 1, "", "the stub (bash + python), reaped"),
+    ("  API server + etcd", "cpu_cluster", 1, "", ""),
+    ("  this benchmark", "cpu_bench", 1, "", "its creates and its watch"),
     ("delete all -> all gone s", "delete_seconds", 2, "", "finalizer: steps stopped, removed"),
     ("operator RSS idle MiB", "rss_idle_mib", 1, "", "before the first apply"),
     ("operator RSS settled MiB", "rss_settled_mib", 1, "", ""),

@@ -70,6 +70,44 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(its own, its reaped children's) user + system CPU seconds, from /proc/<pid>/stat;
+    (0, 0) for a process gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0, 0.0
+    # The fields after "(command)": state is field 3, utime..cstime are fields 14-17.
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(fields[i]) for i in range(11, 15))
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def processes_with(marker: str) -> list[int]:
+    """The pids whose command line mentions ``marker`` (a cluster's home folder: its API
+    server and etcd name their certificates and data there)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat), every process."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is in user
+
+
 class OperatorProcess:
     """``bertops operator --runtime local`` with the stub step, watching one namespace."""
 
