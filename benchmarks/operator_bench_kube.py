@@ -128,7 +128,9 @@ class OperatorProcess:
             f"--poll={poll}",
             f"--metrics-port={self.metrics_port}",
             "--metrics-address=127.0.0.1",
-            f"--step-command={sys.executable} {STUB_STEP}",
+            # -S -I: the stub needs only the standard library, so no site-packages scan
+            # (10 ms a start instead of 14 here; the steps' CPU is not the operator's).
+            f"--step-command={sys.executable} -S -I {STUB_STEP}",
             "--leader-elect" if leader_elect else "--no-leader-elect",
         ]
         with self.log.open("wb") as out:

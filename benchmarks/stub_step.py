@@ -5,7 +5,7 @@ with ``PrepareDetails``: artifact URI, checksum, rows, labels) to the spec's
 ``resultUri`` at once, and exits 0. Standard library only, so each run costs one bare
 interpreter start. The operator runs it through ``bertops operator --step-command``:
 
-    python benchmarks/stub_step.py prepare --spec FILE
+    python -S -I benchmarks/stub_step.py prepare --spec FILE
 """
 
 from __future__ import annotations
