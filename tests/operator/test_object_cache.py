@@ -86,3 +86,14 @@ def test_get_answers_only_while_live_and_returns_a_private_copy() -> None:
     assert cache.get("BertModel", "a", "m")["status"]["phase"] == "Ready"  # type: ignore[index]
     assert cache.get("BertModel", "a", "other") is None
     assert cache.get("BertDataset", "a", "m") is None
+
+
+def test_managed_fields_are_not_kept_and_the_callers_body_is_left_as_it_was() -> None:
+    cache = live_cache()
+    event = body("v1", ready=True)
+    event["metadata"]["managedFields"] = [{"manager": "bertops", "operation": "Apply"}]
+    cache.put(event)
+    held = cache.get("BertModel", "a", "v1") or {}
+    assert "managedFields" not in held["metadata"]
+    assert held["metadata"]["resourceVersion"] == "1" and held["status"] == {"ready": True}
+    assert event["metadata"]["managedFields"] == [{"manager": "bertops", "operation": "Apply"}]

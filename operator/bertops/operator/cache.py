@@ -14,7 +14,8 @@ deselect every model.
 
 A body is replaced only by one at least as new (``metadata.resourceVersion``, compared
 as the etcd revision it is): a watch event delivered after our own write's response must
-not bring the older status back.
+not bring the older status back. ``metadata.managedFields`` is not kept: no reconciler
+reads it, and each status write grows it, in memory and in every copy a look takes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def _revision(body: dict[str, Any]) -> int | None:
         return None
 
 
+def _without_managed_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` less ``metadata.managedFields``, the caller's dict left as it is."""
+    meta = body.get("metadata")
+    if not meta or "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 class ObjectCache:
     def __init__(self) -> None:
         self._items: dict[Bucket, dict[str, dict[str, Any]]] = {}  # -> name -> body
@@ -50,7 +59,7 @@ class ObjectCache:
             held = found.get(name)
             new, old = _revision(body), _revision(held) if held else None
             if held is None or new is None or old is None or new >= old:
-                found[name] = body
+                found[name] = _without_managed_fields(body)
 
     def remove(self, kind: str, namespace: str, name: str) -> None:
         with self._guard:
