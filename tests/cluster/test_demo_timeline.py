@@ -174,3 +174,22 @@ def test_watch_stops_when_done_or_at_the_deadline() -> None:
     assert timeline.watch(lambda: next(polls), timeout=5, interval=0)
     assert not timeline.watch(lambda: False, timeout=0, interval=0)
     assert demo_timeline.elapsed(3725) == "62:05"
+
+
+def test_watch_shows_the_state_that_ended_it() -> None:
+    """done() reads the cluster after the poll before it, so the promotion it saw must
+    still become a line (a demo's timeline once ended at "canary ... at 60%")."""
+    kubectl = FakeKubectl()
+    kubectl.deployment = _deployment(stableModel="v1", canaryModel="r1", canaryWeight=60)
+    timeline = demo_timeline.Timeline(kubectl, "sentiment", say=lambda _: None)
+
+    def promoted_meanwhile() -> bool:
+        history = [{"model": "r1", "outcome": "Promoted", "at": "t"}]
+        kubectl.deployment = _deployment(stableModel="r1", history=history)
+        return True
+
+    assert timeline.watch(promoted_meanwhile, timeout=5, interval=0)
+    assert [line.split(" ", 1)[1] for line in timeline.lines][-2:] == [
+        "stable model r1",
+        "promoted r1",
+    ]

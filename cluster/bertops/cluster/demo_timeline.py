@@ -204,6 +204,9 @@ class Timeline:
         while True:
             self.poll()
             if done():
+                # done() read the cluster after that poll: what it saw (a promotion)
+                # becomes a line too, not a state the timeline never shows.
+                self.poll()
                 return True
             if time.monotonic() >= deadline:
                 return False
