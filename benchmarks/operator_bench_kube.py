@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,48 +65,32 @@ def free_port() -> int:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+    return int(psutil.Process(pid).memory_info().rss // 1024)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(its own, its reaped children's) user + system CPU seconds, from /proc/<pid>/stat;
-    (0, 0) for a process gone."""
+    """(its own, its reaped children's) user + system CPU seconds; (0, 0) for a process
+    gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0, 0.0
-    # The fields after "(command)": state is field 3, utime..cstime are fields 14-17.
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(fields[i]) for i in range(11, 15))
-    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def processes_with(marker: str) -> list[int]:
     """The pids whose command line mentions ``marker`` (a cluster's home folder: its API
     server and etcd name their certificates and data there)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    found = psutil.process_iter(["cmdline"])
+    return [p.pid for p in found if any(marker in arg for arg in p.info["cmdline"] or [])]
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent not idle since boot (/proc/stat), every process."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is in user
+    """CPU seconds all cores spent not idle since boot, every process (guest time is
+    already inside user time, so it is not added)."""
+    times = psutil.cpu_times()
+    idle = times.idle + times.iowait
+    return float(sum(times[:8]) - idle)  # user, nice, system, idle, iowait, irq, softirq, steal
 
 
 class OperatorProcess:
