@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bertops.cluster.controlplane import Cluster
-from bertops.cluster.controlplane.cluster import ClusterState, _apiserver_argv, _etcd_argv
+from bertops.cluster.controlplane.argv import apiserver_argv, etcd_argv
+from bertops.cluster.controlplane.cluster import ClusterState
 from bertops.cluster.controlplane.files import private_dir, write_private
 
 
@@ -75,8 +76,8 @@ def test_tls_flags_name_the_generated_files(
     cluster = Cluster("flags")
     cluster._write_secrets()
     state = ClusterState(name="flags", etcd_url="https://127.0.0.1:2379")
-    etcd = _etcd_argv(Path("etcd"), cluster.directory, state.etcd_url, 2380)
-    apiserver = _apiserver_argv(Path("kube-apiserver"), cluster.directory, state, 6443)
+    etcd = etcd_argv(Path("etcd"), cluster.directory, state.etcd_url, 2380)
+    apiserver = apiserver_argv(Path("kube-apiserver"), cluster.directory, state, 6443)
     assert "--client-cert-auth" in etcd and "--peer-client-cert-auth" in etcd
     assert not [flag for flag in etcd if "http://" in flag]
     assert "--etcd-servers=https://127.0.0.1:2379" in apiserver

@@ -127,10 +127,18 @@ def cluster_down(
     server and gateway), then its kube-apiserver and etcd, and wait until they have exited."""
     from bertops.cluster.controlplane import Cluster
     from bertops.cluster.monitoring import Monitoring
+    from bertops.cluster.teardown import DownError
 
     # Its Prometheus first: nothing else would stop it, and purge deletes its folder.
     Monitoring(Cluster(name).directory / "monitoring").down()
-    if not Cluster(name, progress=_say).down(purge=purge):
+    try:
+        was_running = Cluster(name, progress=_say).down(purge=purge)
+    except DownError as error:
+        for failure in error.failures:
+            _say(f"error: down: {failure}")
+        _say(f"error: {len(error.failures)} stage(s) failed; every other stage ran")
+        raise typer.Exit(1) from error
+    if not was_running:
         _say(f"cluster {name!r} was not running")
 
 

@@ -166,7 +166,7 @@ def start_operator(
                 "--metrics-port",
                 "0",
                 "--state-dir",
-                str(home / "state"),
+                str(cluster.runtime_state_dir),
                 "--artifact-root",
                 str(home / "artifacts"),
                 # The user's data folder; the URI allowlist refuses every other path.

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from bertops.cluster.controlplane.argv import apiserver_argv, etcd_argv
 from bertops.cluster.controlplane.build import Binaries, ensure_binaries
 from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import (
@@ -42,11 +43,9 @@ from bertops.cluster.controlplane.processes import (
     spawn,
     terminate,
 )
+from bertops.cluster.teardown import Teardown
 
 Progress = Callable[[str], None]
-# Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
-SERVICE_SUBNET = "10.0.0.0/24"
-ETCD_CLIENT = "apiserver-etcd-client"  # as certs.ETCD_CLIENT, without importing cryptography
 
 
 class ClusterError(RuntimeError):
@@ -171,12 +170,12 @@ class Cluster:
             node=node,
         )
         state.etcd_pid = spawn(
-            _etcd_argv(binaries.etcd, self.directory, state.etcd_url, peer_port),
+            etcd_argv(binaries.etcd, self.directory, state.etcd_url, peer_port),
             self.directory / "etcd.log",
         )
         self._save(state)
         state.apiserver_pid = spawn(
-            _apiserver_argv(binaries.kube_apiserver, self.directory, state, api_port),
+            apiserver_argv(binaries.kube_apiserver, self.directory, state, api_port),
             self.directory / "kube-apiserver.log",
         )
         self._save(state)
@@ -290,17 +289,32 @@ class Cluster:
         self.progress("bertops CRDs installed and established")
 
     def down(self, *, quiet: bool = False, purge: bool = False, timeout: float = 20.0) -> bool:
-        """Stop both processes (apiserver first) and wait until they are gone.
+        """Stop the local runtime's processes, the node, then both processes (apiserver
+        first) and wait until they are gone. Every stage runs even when one before it
+        failed; the failures are raised together at the end (:class:`DownError`).
 
-        Returns whether anything was running. With purge, delete the data folder too.
+        Returns whether anything was running. With purge, delete the data folder too
+        (never while anything is still mounted below it).
         """
-        state = self.state()
-        was_running = self.stop_local_runtime()
+        teardown = Teardown()
+        was_running = bool(teardown.run("local runtime", lambda: self.stop_local_runtime(timeout)))
         if (self.directory / "node").is_dir():
             # The node first: its kubelet and controllers talk to the API server.
             from bertops.cluster.node.node import Node
 
-            was_running |= Node(self.directory, self.name, self.progress).down(quiet=quiet)
+            node = Node(self.directory, self.name, self.progress)
+            was_running |= bool(teardown.run("node", lambda: node.down(quiet=quiet)))
+        was_running |= bool(teardown.run("control plane", lambda: self._stop_processes(timeout)))
+        if purge and self.directory.exists():
+            teardown.run("purge", self._purge)
+        if was_running and not quiet:
+            self.progress(f"cluster {self.name!r} stopped")
+        teardown.finish()
+        return was_running
+
+    def _stop_processes(self, timeout: float) -> bool:
+        state = self.state()
+        was_running = False
         for name, pid in (("kube-apiserver", state.apiserver_pid), ("etcd", state.etcd_pid)):
             if alive(pid, name):
                 was_running = True
@@ -308,80 +322,33 @@ class Cluster:
         if state.etcd_pid or state.apiserver_pid:
             state.etcd_pid = state.apiserver_pid = None
             self._save(state)
-        if purge and self.directory.exists():
-            import shutil
-
-            shutil.rmtree(self.directory)
-        if was_running and not quiet:
-            self.progress(f"cluster {self.name!r} stopped")
         return was_running
 
+    def _purge(self) -> None:
+        import shutil
+
+        from bertops.cluster.mounts import mounts_under
+
+        left = mounts_under(self.directory)
+        if left:  # rmtree would descend into them and delete what they show
+            raise ClusterError(f"not deleting {self.directory}: still mounted {left}")
+        shutil.rmtree(self.directory)
+
+    @property
+    def runtime_state_dir(self) -> Path:
+        """The local runtime's state dir of an operator this cluster runs (the demo's)."""
+        return self.directory / "demo" / "state"
+
     def stop_local_runtime(self, timeout: float = 10.0) -> bool:
-        """Stop the local runtime's steps and serving processes recorded under this
-        cluster's folder (the demo's operator keeps its state dir there): they outlive
-        the operator on purpose, so nothing else would ever stop them. Identity-checked
-        by pid and start time, as the operator does. Whether any ran."""
+        """Stop the local runtime's steps and serving processes recorded in this
+        cluster's runtime state dir (the demo's operator): they outlive the operator on
+        purpose, so nothing else would ever stop them. Identity-checked by pid and start
+        time, as the operator does. Only that folder is walked: the rest of the cluster's
+        folder holds the node's containerd state, which changes while down runs. Whether
+        any ran."""
         from bertops.operator.runtime.local import stop_recorded
 
-        stopped = stop_recorded(self.directory, timeout) if self.directory.is_dir() else []
+        stopped = stop_recorded(self.runtime_state_dir, timeout)
         for folder in stopped:
             self.progress(f"stopped {folder.relative_to(self.directory)}")
         return bool(stopped)
-
-
-def _etcd_argv(etcd: Path, directory: Path, client_url: str, peer_port: int) -> list[str]:
-    """etcd serving TLS only, to clients holding a certificate from its own CA."""
-    pki = directory / "pki" / "etcd"
-    peer_url = f"https://127.0.0.1:{peer_port}"
-    return [
-        str(etcd),
-        "--name=default",
-        f"--data-dir={directory / 'etcd'}",
-        f"--listen-client-urls={client_url}",
-        f"--advertise-client-urls={client_url}",
-        f"--cert-file={pki / 'server.crt'}",
-        f"--key-file={pki / 'server.key'}",
-        "--client-cert-auth",
-        f"--trusted-ca-file={pki / 'ca.crt'}",
-        f"--listen-peer-urls={peer_url}",
-        f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=default={peer_url}",
-        f"--peer-cert-file={pki / 'peer.crt'}",
-        f"--peer-key-file={pki / 'peer.key'}",
-        "--peer-client-cert-auth",
-        f"--peer-trusted-ca-file={pki / 'ca.crt'}",
-        "--unsafe-no-fsync",  # a throwaway dev/test store: speed over durability
-        "--log-level=warn",
-    ]
-
-
-def _apiserver_argv(
-    kube_apiserver: Path, directory: Path, state: ClusterState, api_port: int
-) -> list[str]:
-    """kube-apiserver on loopback: the static admin token, RBAC, etcd over mutual TLS."""
-    pki = directory / "pki"
-    etcd_client = pki / "etcd" / ETCD_CLIENT
-    return [
-        str(kube_apiserver),
-        f"--etcd-servers={state.etcd_url}",
-        f"--etcd-cafile={pki / 'etcd' / 'ca.crt'}",
-        f"--etcd-certfile={etcd_client}.crt",
-        f"--etcd-keyfile={etcd_client}.key",
-        f"--etcd-prefix=/registry-{state.name}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--secure-port={api_port}",
-        f"--cert-dir={pki}",
-        f"--tls-cert-file={pki / 'server.crt'}",
-        f"--tls-private-key-file={pki / 'server.key'}",
-        f"--token-auth-file={directory / 'tokens.csv'}",
-        "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc",
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        f"--service-cluster-ip-range={SERVICE_SUBNET}",
-        # Without a node no controller-manager creates service accounts, and no pod needs one.
-        *([] if state.node else ["--disable-admission-plugins=ServiceAccount"]),
-        "--allow-privileged=true",
-        "--v=1",
-    ]

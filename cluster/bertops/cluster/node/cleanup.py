@@ -58,11 +58,14 @@ def make_cgroups(cgroup_root: str) -> list[Path]:
 
 
 def pids_in_cgroups(directories: list[Path]) -> set[int]:
+    """The processes in the cgroup trees. Cgroups of exiting containers vanish during the
+    walk: os.walk skips them (Path.rglob would raise FileNotFoundError)."""
     pids: set[int] = set()
     for directory in directories:
-        for procs in directory.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for folder, _, files in os.walk(directory):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in (Path(folder) / "cgroup.procs").read_text().split())
     return pids
 
 
@@ -94,15 +97,10 @@ def kill_all(pids: set[int], timeout: float = 10.0) -> None:
 def remove_cgroups(directories: list[Path]) -> None:
     """rmdir each cgroup tree leaf first (cgroup folders only go with rmdir)."""
     for directory in directories:
-        for sub in sorted(
-            (p for p in directory.rglob("*") if p.is_dir()),
-            key=lambda p: len(p.parts),
-            reverse=True,
-        ):
+        # Bottom-up, and a folder that vanished meanwhile is no error.
+        for folder, _, _ in os.walk(directory, topdown=False):
             with contextlib.suppress(OSError):
-                sub.rmdir()
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+                Path(folder).rmdir()
 
 
 # Where containerd 1.6, libcni and the kubelet write outside any folder they are given:

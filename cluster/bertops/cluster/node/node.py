@@ -14,6 +14,7 @@ Called by ``bertops cluster up --node`` / ``down`` and the e2e test fixture.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sys
@@ -23,10 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertops.cluster.controlplane.cluster import SERVICE_SUBNET
+from bertops.cluster.controlplane.argv import SERVICE_SUBNET
 from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import alive, spawn, terminate
 from bertops.cluster.node import cleanup, configs, netns
+from bertops.cluster.teardown import Teardown
 
 Progress = Callable[[str], None]
 
@@ -287,31 +289,56 @@ class Node:
     # -- stop ------------------------------------------------------------------------------
 
     def down(self, *, quiet: bool = False, timeout: float = 20.0) -> bool:
-        """Stop everything the node started and remove what it left; whether it ran."""
-        state = self.state()
+        """Stop everything the node started and remove what it left; whether it ran.
+        Each stage runs even when one before it failed (a process that will not stop
+        must not leave the mounts and the network namespace behind); the failures are
+        raised together at the end (:class:`bertops.cluster.teardown.DownError`)."""
+        teardown = Teardown()
+        # An unreadable state file loses the pids, not the rest: leftovers are still
+        # found by cgroup and command line, mounts by path, the namespace by name.
+        state = teardown.run("node state", self.state) or NodeState(node_name=self.cluster_name)
         was_running = False
         for name in reversed((*_HOST_PROCESSES, *_NETNS_PROCESSES)):
-            pid = state.pids.get(name)
-            if alive(pid, _binary(name)):
-                was_running = True
-                terminate(pid, _binary(name), timeout)  # type: ignore[arg-type]
+            stop = functools.partial(self._stop, state, name, timeout)
+            was_running |= bool(teardown.run(name, stop))
         layout = self.layout
         groups = cleanup.cgroup_dirs(layout.cgroup_root)
-        cleanup.kill_all(
-            cleanup.pids_in_cgroups(groups) | cleanup.pids_mentioning(str(layout.root) + "/")
-        )
-        unmounted = cleanup.unmount_all(layout.root) if layout.root.exists() else []
-        netns.delete(self.netns)
-        cleanup.remove_cgroups(groups)
-        cleanup.remove_machine_leftovers(
-            layout.root, configs.network_name(layout), state.created_paths
+        leftovers = cleanup.pids_in_cgroups(groups) | cleanup.pids_mentioning(f"{layout.root}/")
+        teardown.run("leftover processes", lambda: cleanup.kill_all(leftovers))
+        unmounted = teardown.run("mounts", lambda: _unmount_everything(layout.root)) or []
+        teardown.run("network namespace", lambda: netns.delete(self.netns))
+        teardown.run("cgroups", lambda: cleanup.remove_cgroups(groups))
+        network = configs.network_name(layout)
+        teardown.run(
+            "machine paths",
+            lambda: cleanup.remove_machine_leftovers(layout.root, network, state.created_paths),
         )
         if state.pids:
             state.pids = {}
-            self._save(state)
+            teardown.run("state", lambda: self._save(state))
         if (was_running or unmounted) and not quiet:
             self.progress(f"node {self.cluster_name!r} stopped ({len(unmounted)} mounts removed)")
+        teardown.finish()
         return was_running
+
+    @staticmethod
+    def _stop(state: NodeState, name: str, timeout: float) -> bool:
+        pid = state.pids.get(name)
+        if not alive(pid, _binary(name)):
+            return False
+        terminate(pid, _binary(name), timeout)  # type: ignore[arg-type]
+        return True
+
+
+def _unmount_everything(root: Path) -> list[Path]:
+    """Unmount all below the node's folder; an error names what stayed mounted."""
+    from bertops.cluster.mounts import mounts_under
+
+    unmounted = cleanup.unmount_all(root) if root.exists() else []
+    left = mounts_under(root) if root.exists() else []
+    if left:
+        raise NodeError(f"still mounted after umount -l: {', '.join(map(str, left))}")
+    return unmounted
 
 
 def _binary(name: str) -> str:

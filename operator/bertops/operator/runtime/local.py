@@ -113,12 +113,21 @@ def stop_session(pid: int, started: int | None, timeout: float = 10.0) -> bool:
     return True
 
 
+def recorded_pid_files(root: Path) -> list[Path]:
+    """Every ``pid`` file under root, sorted. Folders come and go while this walks (a
+    step removed by its operator, a container's snapshot removed by containerd when root
+    is wider than a state dir): a folder that vanished is skipped, never an error
+    (os.walk ignores scandir errors, where Path.rglob raises FileNotFoundError)."""
+    found = [Path(folder) / "pid" for folder, _, files in os.walk(root) if "pid" in files]
+    return sorted(found)
+
+
 def stop_recorded(root: Path, timeout: float = 10.0) -> list[Path]:
     """Stop every process recorded by a ``pid`` file (pid and start time) under root: the
     step and serving folders of a state dir, left behind by an operator that is gone. The
     folders that had a live process."""
     stopped = []
-    for pid_file in sorted(root.rglob("pid")) if root.is_dir() else []:
+    for pid_file in recorded_pid_files(root):
         try:
             pid, started = _read_pid(pid_file.parent)
         except (OSError, ValueError):
@@ -131,7 +140,7 @@ def stop_recorded(root: Path, timeout: float = 10.0) -> list[Path]:
 def recorded_alive(root: Path) -> list[Path]:
     """The folders under root whose recorded process (or a process of its session) runs."""
     alive = []
-    for pid_file in sorted(root.rglob("pid")) if root.is_dir() else []:
+    for pid_file in recorded_pid_files(root):
         try:
             if session_members(*_read_pid(pid_file.parent)):
                 alive.append(pid_file.parent)
@@ -176,6 +185,8 @@ def _read_pid(folder: Path) -> tuple[int, int | None]:
     """(pid, start time) from a step folder; the start time is None in folders written
     before it was recorded."""
     parts = (folder / "pid").read_text().split()
+    if not parts:
+        raise ValueError(f"{folder / 'pid'} is empty (being written)")
     return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
 
 
