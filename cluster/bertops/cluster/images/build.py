@@ -1,9 +1,11 @@
 """Builds the images of :mod:`bertops.cluster.images.recipes` into OCI archives in the
-cache (``$BERTOPS_CACHE`` or ~/.cache/bertops, ``images/<name>-<key12>.tar``): a copy of
-the debootstrapped base rootfs, a venv at /opt/bertops filled by pip in a chroot (the
-host's pip cache bind-mounted), user 1000, then one uncompressed layer. An archive whose
-inputs did not change is reused; a build writes a temporary name and renames it at the
-end, so a partial build never looks complete. Called by ``bertops images build``."""
+cache (``$BERTOPS_CACHE`` or ~/.cache/bertops, ``images/<name>-<key12>.tar``). A Python
+image has two layers (:mod:`bertops.cluster.images.layers`): the dependencies, cached and
+rebuilt only when constraints.txt, pyproject.toml or the recipe change, and the project,
+made by ``pip install --no-deps`` on top of them for each source edit. The pause image is
+one layer of a static busybox. An archive whose inputs did not change is reused; a build
+writes a temporary name and renames it at the end, so a partial build never looks
+complete. Called by ``bertops images build``."""
 
 from __future__ import annotations
 
@@ -13,34 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertops.cluster.images import oci, rootfs
+from bertops.cluster.images import layers, oci, rootfs
 from bertops.cluster.images.recipes import (
     RECIPES,
-    TOP_FILES,
-    VENV,
     Recipe,
     archive_path,
     busybox_path,
     cache_key,
-    source_files,
 )
 
 ZSTD_LEVEL = 3  # fast; CUDA libraries shrink to about half
-HOST_PIP_CACHE = Path("/root/.cache/pip")
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# pip settings of the host that also apply inside the chroot.
-PASSED_ENV = (
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_DEFAULT_TIMEOUT",
-    "PIP_TRUSTED_HOST",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-)
 
 
 @dataclass(frozen=True)
@@ -132,7 +116,7 @@ def _build_busybox(recipe: Recipe, partial: Path) -> None:
     if not is_static_elf(binary):
         raise rootfs.RootfsError("busybox is dynamically linked: apt-get install busybox-static")
     layer = oci.layer_from_files({"bin/busybox": (binary, 0o755)}, time.time())
-    oci.write_archive(partial, list(recipe.tags), recipe.config, layer=layer)
+    oci.write_archive(partial, list(recipe.tags), recipe.config, [oci.Layer.from_bytes(layer)])
 
 
 def is_static_elf(binary: bytes) -> bool:
@@ -149,71 +133,24 @@ def is_static_elf(binary: bytes) -> bool:
     return 3 not in types  # PT_INTERP
 
 
-def _copy_sources(repo: Path, target: Path) -> None:
-    for name in source_files(repo):
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / name, destination)
-
-
-def _install_script(recipe: Recipe) -> str:
-    extras = ",".join(recipe.extras or ())
-    pip = f"{VENV}/bin/pip install --disable-pip-version-check -c /src/constraints.txt"
-    lines = [
-        f"python3 -m venv {VENV}",
-        f"{pip} '/src[{extras}]'",
-        *(f"{pip} --no-deps {package}" for package in recipe.no_deps_packages),
-        f"{VENV}/bin/bertops --help >/dev/null",
-        "getent group 1000 >/dev/null || groupadd -g 1000 bertops",
-        "getent passwd 1000 >/dev/null || "
-        "useradd -u 1000 -g 1000 -d /tmp -M -s /usr/sbin/nologin bertops",
-    ]
-    return "\n".join(lines)  # one command a line: `sh -e` stops at the first failure
-
-
 def _build_python(
     recipe: Recipe, repo: Path, key: str, partial: Path, say: rootfs.Say, zstd_level: int | None
 ) -> None:
-    base = rootfs.ensure_base(images_dir(), say)
+    deps = layers.ensure_deps(recipe, repo, images_dir(), say, zstd_level)
     work = images_dir() / "work" / f"{recipe.name}-{key[:12]}"
-    # An interrupted build's rootfs (several GB) of any key: nothing else would remove it.
+    # An interrupted build's overlay of any key: nothing else would remove it.
     for stale in work.parent.glob(f"{recipe.name}-*") if work.parent.is_dir() else []:
         say(f"{recipe.name}: removing the interrupted build's {stale.name}")
-        rootfs.remove_rootfs(stale)
+        rootfs.unmount_all(stale)
+        shutil.rmtree(stale)
     step = time.monotonic()
-    rootfs.copy_rootfs(base, work)
     try:
-        _copy_sources(repo, work / "src")
-        for name in TOP_FILES:
-            if not (work / "src" / name).exists():
-                raise rootfs.RootfsError(f"{name} is missing from {repo}")
-        shutil.copy2("/etc/resolv.conf", work / "etc/resolv.conf")
-        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-        if HOST_CA_BUNDLE.is_file():  # the host's CA bundle (may hold a proxy's CA)
-            shutil.copy2(HOST_CA_BUNDLE, work / "tmp/host-ca.crt")
-            env["PIP_CERT"] = "/tmp/host-ca.crt"
-        HOST_PIP_CACHE.mkdir(parents=True, exist_ok=True)
-        say(f"{recipe.name}: pip install [{','.join(recipe.extras or ())}] in a chroot ...")
-        with rootfs.mounted(work, binds=[(HOST_PIP_CACHE, "/root/.cache/pip")]):
-            rootfs.chroot(work, _install_script(recipe), env)
-        say(
-            f"{recipe.name}:   installed in {time.monotonic() - step:.0f}s "
-            f"(venv {rootfs.tree_size(work / VENV.lstrip('/'))})"
-        )
-        shutil.rmtree(work / "src")
-        for leftover in (work / "tmp").iterdir():
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink()
-        shutil.rmtree(work / "root/.cache", ignore_errors=True)
-        (work / "etc/resolv.conf").write_text("")  # the runtime mounts its own
-        rootfs.clean_apt(work)
-        step = time.monotonic()
-        say(f"{recipe.name}: writing the OCI archive ({rootfs.tree_size(work)} rootfs) ...")
-        oci.write_archive(
-            partial, list(recipe.tags), recipe.config, rootfs=work, zstd_level=zstd_level
-        )
-        say(f"{recipe.name}:   archive written in {time.monotonic() - step:.0f}s")
+        say(f"{recipe.name}: pip install --no-deps of the checkout on the dependency layer ...")
+        project = layers.project_layer(recipe, repo, deps, work, zstd_level)
+        size = rootfs.human(project.descriptor["size"])
+        say(f"{recipe.name}:   project layer in {time.monotonic() - step:.0f}s ({size})")
+        oci.write_archive(partial, list(recipe.tags), recipe.config, [deps.layer, project])
     finally:
-        rootfs.remove_rootfs(work)
+        if work.exists():
+            rootfs.unmount_all(work)
+            shutil.rmtree(work)

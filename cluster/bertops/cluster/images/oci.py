@@ -1,8 +1,8 @@
-"""OCI image archives written directly (no registry, no buildah): one uncompressed layer
-(``application/vnd.oci.image.layer.v1.tar``) made by GNU tar from a root filesystem
-folder, the image config, the manifest and an ``index.json`` naming every tag, all in one
-tar file (an "OCI archive" that ``ctr images import`` and ``skopeo`` read). The layer is
-streamed straight into the archive, so a multi-GB rootfs is read once and written once.
+"""OCI image archives written directly (no registry, no buildah): layers
+(``application/vnd.oci.image.layer.v1.tar``, or ``+zstd``), each made by GNU tar from a folder
+into a file of its own (cached apart, so an unchanged dependency layer is never made
+twice), the image config, the manifest and an ``index.json`` naming every tag, all in one
+tar file (an "OCI archive" that ``ctr images import`` and ``skopeo`` read).
 Called by :mod:`bertops.cluster.images.build`; the pure parts (config, manifest, index)
 are unit-tested."""
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -127,16 +128,28 @@ def _member(out: IO[bytes], name: str, data: bytes, mtime: float) -> None:
     out.write(b"\0" * (-len(data) % BLOCK))
 
 
-def _layer_from_rootfs(
-    out: IO[bytes], rootfs: Path, mtime: float, zstd_level: int | None = None
-) -> tuple[dict[str, Any], str]:
-    """Stream a tar of ``rootfs`` (through ``zstd`` with a level) into ``out`` as
-    ``blobs/sha256/<digest>``: the entry's header is reserved first and written once the
-    layer's digest and size are known. Returns the layer's descriptor and diff ID (the
-    digest of the uncompressed tar)."""
-    header_at = out.tell()
-    out.write(b"\0" * BLOCK)
-    sink = _Sink(out)
+@dataclass(frozen=True)
+class Layer:
+    """One layer blob ready to go into an archive: in a file (a cached layer) or in
+    memory (a small one), with its descriptor and diff ID (the uncompressed digest)."""
+
+    descriptor: dict[str, Any]
+    diff_id: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Layer:
+        """An uncompressed layer held in memory."""
+        layer = descriptor(LAYER_TYPE, data)
+        return cls(layer, layer["digest"], data=data)
+
+
+def write_layer(
+    folder: Path, target: Path, zstd_level: int | None = None, excluded: tuple[str, ...] = EXCLUDED
+) -> Layer:
+    """Stream a tar of ``folder`` (through ``zstd`` with a level) into the file ``target``,
+    hashing on the way; the layer it holds."""
     command = [
         "tar",
         "--create",
@@ -146,31 +159,25 @@ def _layer_from_rootfs(
         "--numeric-owner",
         "--sort=name",
         "--directory",
-        str(rootfs),
-        *(f"--exclude={pattern}" for pattern in EXCLUDED),
+        str(folder),
+        *(f"--exclude={pattern}" for pattern in excluded),
         ".",
     ]
-    if zstd_level is None:
-        with subprocess.Popen(command, stdout=subprocess.PIPE) as tar:
-            assert tar.stdout is not None
-            while chunk := tar.stdout.read(1 << 20):
-                sink.write(chunk)
-        if tar.returncode != 0:
-            raise RuntimeError(f"tar of {rootfs} failed ({tar.returncode})")
-        diff_id = sink.sha.hexdigest()
-    else:
-        diff_id = _zstd_stream(command, sink, zstd_level)
-    out.write(b"\0" * (-sink.size % BLOCK))
-    end = out.tell()
-    digest = sink.sha.hexdigest()
-    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
-    info.size, info.mtime, info.mode = sink.size, int(mtime), 0o644
-    out.seek(header_at)
-    out.write(info.tobuf(format=tarfile.GNU_FORMAT))  # base-256 sizes past 8 GiB
-    out.seek(end)
+    with target.open("wb") as out:
+        sink = _Sink(out)
+        if zstd_level is None:
+            with subprocess.Popen(command, stdout=subprocess.PIPE) as tar:
+                assert tar.stdout is not None
+                while chunk := tar.stdout.read(1 << 20):
+                    sink.write(chunk)
+            if tar.returncode != 0:
+                raise RuntimeError(f"tar of {folder} failed ({tar.returncode})")
+            diff_id = sink.sha.hexdigest()
+        else:
+            diff_id = _zstd_stream(command, sink, zstd_level)
     media_type = LAYER_TYPE if zstd_level is None else ZSTD_LAYER_TYPE
-    layer = {"mediaType": media_type, "digest": f"sha256:{digest}", "size": sink.size}
-    return layer, f"sha256:{diff_id}"
+    layer = {"mediaType": media_type, "digest": f"sha256:{sink.sha.hexdigest()}", "size": sink.size}
+    return Layer(layer, f"sha256:{diff_id}", path=target)
 
 
 def _zstd_stream(command: list[str], sink: _Sink, level: int) -> str:
@@ -219,30 +226,24 @@ def layer_from_files(files: dict[str, tuple[bytes, int]], mtime: float) -> bytes
 
 
 def write_archive(
-    target: Path,
-    tags: list[str],
-    config: ImageConfig,
-    rootfs: Path | None = None,
-    layer: bytes | None = None,
-    zstd_level: int | None = None,
+    target: Path, tags: list[str], config: ImageConfig, layers: list[Layer]
 ) -> dict[str, Any]:
-    """Write the OCI archive ``target`` with one layer, from a rootfs folder (streamed
-    through GNU tar, and zstd with a level) or from ready uncompressed layer bytes;
-    returns the manifest as a dict."""
+    """Write the OCI archive ``target`` holding ``layers`` (bottom first), the config and
+    the manifest; returns the manifest as a dict. A layer in a file is copied in."""
     now = time.time()
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     with target.open("wb") as out:
         _member(out, "oci-layout", canonical({"imageLayoutVersion": "1.0.0"}), now)
-        if rootfs is not None:
-            layer_descriptor, diff_id = _layer_from_rootfs(out, rootfs, now, zstd_level)
-        elif layer is not None:
-            layer_descriptor = descriptor(LAYER_TYPE, layer)
-            diff_id = layer_descriptor["digest"]
-            _member(out, "blobs/sha256/" + layer_descriptor["digest"][7:], layer, now)
-        else:
-            raise ValueError("write_archive needs a rootfs or a layer")
-        config_blob = config_json(config, [diff_id], created)
-        manifest = manifest_json(config_blob, [layer_descriptor])
+        for layer in layers:
+            name = "blobs/sha256/" + layer.descriptor["digest"][7:]
+            if layer.data is not None:
+                _member(out, name, layer.data, now)
+            elif layer.path is not None:
+                _file_member(out, name, layer.path, now)
+            else:
+                raise ValueError("a layer needs its bytes or a file")
+        config_blob = config_json(config, [layer.diff_id for layer in layers], created)
+        manifest = manifest_json(config_blob, [layer.descriptor for layer in layers])
         for blob in (config_blob, manifest):
             _member(out, "blobs/sha256/" + hashlib.sha256(blob).hexdigest(), blob, now)
         _member(out, "index.json", index_json(manifest, tags), now)
@@ -250,3 +251,13 @@ def write_archive(
         out.write(b"\0" * (-out.tell() % tarfile.RECORDSIZE))
     result: dict[str, Any] = json.loads(manifest)
     return result
+
+
+def _file_member(out: IO[bytes], name: str, path: Path, mtime: float) -> None:
+    size = path.stat().st_size
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, int(mtime), 0o644
+    out.write(info.tobuf(format=tarfile.GNU_FORMAT))  # base-256 sizes past 8 GiB
+    with path.open("rb") as source:
+        shutil.copyfileobj(source, out, 1 << 20)
+    out.write(b"\0" * (-size % BLOCK))

@@ -16,7 +16,7 @@ from pathlib import Path
 from bertops.cluster.images.oci import ImageConfig
 
 # Bump when the way an image is made changes (rebuilds every image).
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: a dependency layer and a project layer
 VERSION = "0.1.0"
 VENV = "/opt/bertops"
 # The folders of the distribution (pyproject's wheel packages) and its top-level files.

@@ -71,17 +71,19 @@ class NodeLayout:
         return f"https://127.0.0.1:{NODE_API_PORT}"
 
 
-def containerd_config(layout: NodeLayout) -> str:
+def containerd_config(layout: NodeLayout, root: Path | None = None) -> str:
     """containerd 1.6 (Debian's) with the CRI plugin, runc under cgroupfs, the local pause
-    image, and every path (root, state, sockets, pod network namespaces) in the node's
-    folder. restrict_oom_score_adj: this machine lacks CAP_SYS_RESOURCE, and runc fails
-    every sandbox that asks for oom_score_adj -998 without it."""
+    image, and every path (state, sockets, pod network namespaces) in the node's folder;
+    its root (the image store) too unless ``root`` names the shared one
+    (:mod:`bertops.cluster.node.store`). restrict_oom_score_adj: this machine lacks
+    CAP_SYS_RESOURCE, and runc fails every sandbox that asks for oom_score_adj -998
+    without it."""
     base = layout.containerd_dir
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return "\n".join(
         [
             "version = 2",
-            f'root = "{base / "root"}"',
+            f'root = "{root or base / "root"}"',
             f'state = "{base / "state"}"',
             "",
             "[grpc]",

@@ -27,7 +27,7 @@ from typing import Any
 from bertops.cluster.controlplane.argv import SERVICE_SUBNET
 from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import alive, spawn, terminate
-from bertops.cluster.node import cleanup, configs, netns
+from bertops.cluster.node import cleanup, configs, netns, store
 from bertops.cluster.teardown import Teardown
 
 Progress = Callable[[str], None]
@@ -44,6 +44,8 @@ class NodeState:
     started_at: float | None = None
     # Machine paths (cleanup.MACHINE_PATHS) this node created, removed again by down.
     created_paths: list[str] = field(default_factory=list)
+    # containerd's root when it is the shared image store (bertops.cluster.node.store).
+    image_store: str = ""
 
 
 # (state key, binary name as the process shows it) in start order; stopped in reverse.
@@ -87,7 +89,9 @@ class Node:
 
     # -- start -----------------------------------------------------------------------------
 
-    def write_files(self, api_port: int, token: str) -> dict[str, Path]:
+    def write_files(
+        self, api_port: int, token: str, containerd_root: Path | None = None
+    ) -> dict[str, Path]:
         """Every configuration file the node's processes read; their paths by name."""
         layout = self.layout
         for folder in (
@@ -110,7 +114,7 @@ class Node:
             "node-kubeconfig": layout.root / "node.kubeconfig",
             "host-kubeconfig": layout.root / "host.kubeconfig",
         }
-        write_private(files["containerd"], configs.containerd_config(layout))
+        write_private(files["containerd"], configs.containerd_config(layout, containerd_root))
         write_private(files["cni"], configs.cni_conflist(layout))
         write_private(files["resolv"], configs.resolv_conf())
         write_private(files["kubelet"], configs.kubelet_config(layout, files["resolv"]))
@@ -139,12 +143,16 @@ class Node:
             return self.state()
         self.down(quiet=True)
         started = time.monotonic()
-        files = self.write_files(api_port, token)
+        shared = store.claim(self.cluster_dir)
+        if shared is None:
+            self.progress("the shared image store is in use by another node: using its own")
+        files = self.write_files(api_port, token, shared)
         netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS], SERVICE_SUBNET)
         state = NodeState(
             node_name=self.cluster_name,
             started_at=time.time(),
             created_paths=cleanup.missing_machine_paths(),
+            image_store=str(shared or ""),
         )
         try:
             self._start(
@@ -313,6 +321,7 @@ class Node:
             "machine paths",
             lambda: cleanup.remove_machine_leftovers(layout.root, network, state.created_paths),
         )
+        teardown.run("image store", lambda: store.release(self.cluster_dir))
         if state.pids:
             state.pids = {}
             teardown.run("state", lambda: self._save(state))
