@@ -151,7 +151,8 @@ def mounted(root: Path, binds: Sequence[tuple[Path, str]] = ()) -> Iterator[None
                 )
                 if lazy.returncode != 0:
                     errors.append(str(point))
-        left = mounts_under(root)
+        # Below root only: root itself may be a mount point (an overlay's merged view).
+        left = [point for point in mounts_under(root) if point != root.resolve()]
         if errors or left:
             raise RootfsError(f"could not unmount {errors or left}")
 
