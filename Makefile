@@ -102,12 +102,17 @@ demo: demo-setup
 demo-down:
 	$(BIN)/bertops cluster down --name demo
 
+# Two xdist workers: a serial run leaves one core idle while tests wait on subprocesses,
+# servers and pods (tests/conftest.py groups the tests; TEST_WORKERS=0 runs serially).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+
 test: test-setup
-	$(BIN)/pytest
+	$(PYTEST)
 
 # The inner loop: no slow tests, no node, no images.
 test-fast: deps controlplane
-	$(BIN)/pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: deps
 	$(BIN)/ruff check .

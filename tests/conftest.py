@@ -1,6 +1,13 @@
 """Shared pytest fixtures: one real embedded control plane per test session (a
 kube-apiserver + etcd built from source, see bertops.cluster.controlplane) and a fresh
 namespace per test. Only tests that ask for ``cluster``/``kube``/``namespace`` start it.
+
+``make test`` runs the suite on two pytest-xdist workers: much of
+it waits on subprocesses, servers and pods, so one core idles in a serial run. Each
+module is one group, so its module fixtures start once; modules that share an expensive
+session fixture form one group (:data:`SHARED_GROUPS`), and the longest groups are
+handed out first (:data:`LONGEST_FIRST`) so that neither worker ends long after the
+other. Each worker has its own control plane and BERTOPS_HOME.
 """
 
 from __future__ import annotations
@@ -11,6 +18,62 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Directories or modules whose tests share a session fixture worth starting only once.
+SHARED_GROUPS = {
+    "tests/trainer/": "trained-model",  # the tiny trained model (tests.trainer.conftest)
+    "tests/compress/": "trained-model",  # re-exports the same fixtures
+    "tests/monitor/": "monitor",
+    "tests/server/": "server",
+    "tests/operator/test_argo_": "argo",  # Argo's workflow controller (minutes to start)
+}
+# The longest groups (about 4 min, 1.5 min, ...), first in the queue.
+LONGEST_FIRST = (
+    "tests/node/",
+    "argo",
+    "tests/operator/test_deployment_local.py",
+    "tests/operator/test_drift_loop.py",
+    "tests/operator/test_local_runtime.py",
+    "tests/operator/test_lifecycle.py",
+    "trained-model",
+    "server",
+)
+
+
+def xdist_group_of(path: str) -> str:
+    """The xdist group of a test module (its path relative to the checkout)."""
+    for prefix, group in SHARED_GROUPS.items():
+        if path.startswith(prefix):
+            return group
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the longest groups first (the same order on every worker, as xdist needs)."""
+    root = config.rootpath
+
+    def rank(item: pytest.Item) -> int:
+        group = xdist_group_of(str(item.path.relative_to(root)))
+        for position, prefix in enumerate(LONGEST_FIRST):
+            if group.startswith(prefix):
+                return position
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the collection order within each rank
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with our groups as scopes: each group goes to one worker
+    whole, in collection order. (``--dist loadgroup`` with ``xdist_group`` marks would
+    say the same, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so its marks
+    have no effect.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid.split("::", 1)[0])
+
+    return GroupScheduling(config, log)
 
 
 def say_to_terminal(request: pytest.FixtureRequest, line: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,10 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
     from bertops.cluster.node import cleanup
 
     absent_before = cleanup.missing_machine_paths()
+    # containerd's sockets live in the node's folder, and a unix socket path has at most
+    # 104 bytes: pytest's (per-worker) temporary folders are too deep for them.
+    short_home = Path(tempfile.mkdtemp(prefix="bertops-e2e-"))
+    os.environ["BERTOPS_HOME"] = str(short_home)
     lines: list[str] = []
     handle = Cluster(f"node-{os.getpid()}", progress=lines.append)
     started = time.monotonic()
@@ -67,6 +72,7 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
         handle.up(node=True)
     except BaseException:
         print("\n".join(lines))
+        os.environ["BERTOPS_HOME"] = str(bertops_home)
         raise
     # Straight to the terminal (not captured), so every CI log shows what the node costs.
     report = f"node started in {time.monotonic() - started:.1f}s: " + "; ".join(lines[-4:])
@@ -74,8 +80,12 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
     yield handle
     node_dir = handle.directory / "node"
     before_down = node_dir.resolve()
-    handle.down(purge=True)
-    assert_nothing_left(handle.name, before_down, absent_before)
+    try:
+        handle.down(purge=True)
+        assert_nothing_left(handle.name, before_down, absent_before)
+    finally:
+        os.environ["BERTOPS_HOME"] = str(bertops_home)
+        shutil.rmtree(short_home, ignore_errors=True)
 
 
 def assert_nothing_left(name: str, node_dir: Path, absent_before: list[str]) -> None:

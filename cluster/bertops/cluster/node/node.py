@@ -48,6 +48,8 @@ class NodeState:
     image_store: str = ""
 
 
+# containerd refuses a socket path longer than this (the kernel's sun_path is 108 bytes).
+MAX_SOCKET_PATH = 104
 # (state key, binary name as the process shows it) in start order; stopped in reverse.
 _HOST_PROCESSES = ("forwarder", "kube-controller-manager", "kube-scheduler")
 _NETNS_PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns")
@@ -142,6 +144,12 @@ class Node:
             self.progress(f"node {self.cluster_name!r} already running")
             return self.state()
         self.down(quiet=True)
+        socket = self.layout.containerd_dir / "containerd.sock.ttrpc"  # the longest
+        if len(str(socket)) > MAX_SOCKET_PATH:
+            raise NodeError(
+                f"{socket} is {len(str(socket))} bytes, longer than a unix socket path may be "
+                f"({MAX_SOCKET_PATH}): set BERTOPS_HOME to a shorter folder"
+            )
         started = time.monotonic()
         shared = store.claim(self.cluster_dir)
         if shared is None:
