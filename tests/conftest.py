@@ -12,6 +12,7 @@ other. Each worker has its own control plane and BERTOPS_HOME.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: the collection order within each rank
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+def _group_scheduling(config: pytest.Config, log: object) -> object:
     """xdist's scope scheduling with our groups as scopes: each group goes to one worker
     whole, in collection order. (``--dist loadgroup`` with ``xdist_group`` marks would
     say the same, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so its marks
@@ -74,6 +75,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return xdist_group_of(nodeid.split("::", 1)[0])
 
     return GroupScheduling(config, log)
+
+
+# The hook exists only where xdist does: pytest refuses a conftest with an unknown hook,
+# and a venv without the dev extra (tests/cluster/test_torch_free_install.py) has none.
+if importlib.util.find_spec("xdist") is not None:
+    pytest_xdist_make_scheduler = _group_scheduling
 
 
 def say_to_terminal(request: pytest.FixtureRequest, line: str) -> None:
