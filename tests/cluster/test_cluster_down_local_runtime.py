@@ -33,14 +33,7 @@ def test_cluster_down_stops_recorded_steps_and_serving(tmp_path: Path) -> None:
     assert len(pids) >= 4, pids  # each: the bash wrapper and its child
     assert recorded_alive(cluster_dir) == sorted([server.folder, step.folder])
 
-    down = subprocess.run(
-        [sys.executable, "-m", "bertops.cli.main", "cluster", "down", "--name", "demo-t"],
-        env=dict(os.environ, BERTOPS_HOME=str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,  # the exit code is asserted below, with stderr
-    )
+    down = cluster_down(tmp_path, "demo-t")
 
     assert down.returncode == 0, down.stderr
     assert not server.alive() and not step.alive()  # also reaps them (no warning later)
@@ -48,6 +41,19 @@ def test_cluster_down_stops_recorded_steps_and_serving(tmp_path: Path) -> None:
     assert recorded_alive(cluster_dir) == []
     assert "stopped demo/state/serving/default/sentiment/gateway" in down.stderr + down.stdout
     assert "other" not in down.stderr + down.stdout
+
+
+def cluster_down(home: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """``bertops cluster down --name NAME`` as a user runs it, with BERTOPS_HOME=home;
+    its exit code is for the caller to assert, with stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "bertops.cli.main", "cluster", "down", "--name", name],
+        env=dict(os.environ, BERTOPS_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def wait_members(process: ServingProcess) -> list[int]:

@@ -6,10 +6,8 @@ each failure reported at the end and a non-zero exit."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ import pytest
 from bertops.cluster.controlplane.processes import alive
 from bertops.operator.deployment.processes import ServingProcess
 from bertops.operator.runtime.local import recorded_alive, stop_recorded
+from tests.cluster.test_cluster_down_local_runtime import cluster_down
 
 
 @contextmanager
@@ -102,14 +101,7 @@ def test_down_runs_every_stage_after_a_failure_and_reports_it(
         assert alive(process.pid, name), f"{name} stand-in did not start"
 
     with churning(cluster_dir / "node" / "containerd") as removed:
-        down = subprocess.run(
-            [sys.executable, "-m", "bertops.cli.main", "cluster", "down", "--name", "broken"],
-            env=dict(os.environ, BERTOPS_HOME=str(tmp_path)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,  # the exit code is asserted below, with stderr
-        )
+        down = cluster_down(tmp_path, "broken")
 
     assert removed[0] > 0
     assert down.returncode == 1, down.stderr
