@@ -17,9 +17,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+WORKER_LINES = "bertops-terminal-lines"  # say_to_terminal's lines from an xdist worker
 # Directories or modules whose tests share a session fixture worth starting only once.
 SHARED_GROUPS = {
     "tests/trainer/": "trained-model",  # the tiny trained model (tests.trainer.conftest)
@@ -77,16 +79,20 @@ def _group_scheduling(config: pytest.Config, log: object) -> object:
     return GroupScheduling(config, log)
 
 
-# The hook exists only where xdist does: pytest refuses a conftest with an unknown hook,
-# and a venv without the dev extra (tests/cluster/test_torch_free_install.py) has none.
-if importlib.util.find_spec("xdist") is not None:
-    pytest_xdist_make_scheduler = _group_scheduling
-
-
 def say_to_terminal(request: pytest.FixtureRequest, line: str) -> None:
     """Write a line to the terminal even while pytest captures output (a fixture's print
-    is only shown when its test fails), so every CI log carries it."""
-    plugins = request.config.pluginmanager
+    is only shown when its test fails), so every CI log carries it. An xdist worker has
+    no terminal: its lines go to the controller, which prints them as the worker ends."""
+    config = request.config
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput.setdefault(WORKER_LINES, []).append(line)
+        return
+    _write_line(config, line)
+
+
+def _write_line(config: pytest.Config, line: str) -> None:
+    plugins = config.pluginmanager
     terminal = plugins.get_plugin("terminalreporter")
     capture = plugins.get_plugin("capturemanager")
     if terminal is None or capture is None:
@@ -94,6 +100,19 @@ def say_to_terminal(request: pytest.FixtureRequest, line: str) -> None:
     with capture.global_and_fixture_disabled():
         terminal.write_line("")
         terminal.write_line(line)
+
+
+def _print_worker_lines(node: Any, error: object) -> None:
+    """xdist's hook as a worker ends: the lines it could not print itself."""
+    for line in getattr(node, "workeroutput", {}).get(WORKER_LINES, []):
+        _write_line(node.config, line)
+
+
+# xdist's hooks exist only where xdist does: pytest refuses a conftest with an unknown hook,
+# and a venv without the dev extra (tests/cluster/test_torch_free_install.py) has none.
+if importlib.util.find_spec("xdist") is not None:
+    pytest_xdist_make_scheduler = _group_scheduling
+    pytest_testnodedown = _print_worker_lines
 
 
 @pytest.fixture(scope="session")
