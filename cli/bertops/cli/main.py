@@ -248,7 +248,7 @@ if extras.missing("operator"):
 else:
     app.add_typer(importlib.import_module("bertops.cli.rollout").rollout_app, name="rollout")
 
-# The management service (bertops.ui, DESIGN.md section 7): three command groups and the
+# The management service (bertops.ui; README, "Managing models"): three command groups and the
 # web UI, all gated on the `ui` extra (the kubernetes client, starlette, uvicorn).
 for module_name, attribute, name in (
     ("bertops.ui.cli", "models_app", "models"),

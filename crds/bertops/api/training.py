@@ -2,7 +2,7 @@
 replicas). The operator waits for the dataset, runs a ``train`` step (one process or N
 torch.distributed ranks) and on success creates an owned BertModel.
 
-Defaults follow DESIGN.md section 7: dropout 0.1, learning rate 5e-5 (1e-6..1e-3),
+Defaults are the usual BERT fine-tuning ones: dropout 0.1, learning rate 5e-5 (1e-6..1e-3),
 batch 16, 3 epochs, linear warmup then decay.
 """
 

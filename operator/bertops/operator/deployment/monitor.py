@@ -31,11 +31,11 @@ from bertops.api.results import DriftDetails, ReferenceDetails
 from bertops.api.steps import DriftStep, ReferenceStep, StepSpec
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor_chain import RetrainChain
-from bertops.operator.deployment.monitor_steps import remove_superseded
+from bertops.operator.deployment.monitor_steps import MonitorPlan, remove_superseded
 from bertops.operator.deployment.target import predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import Event, ObjectRef, short, step_name, transition
+from bertops.operator.planners.common import ObjectRef, short, step_name, transition
 from bertops.operator.runtime.base import Runtime, StepObservation, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,6 @@ MIN_ROWS = 50
 def min_rows(spec: api.BertDeploymentSpec) -> int:
     """Rows a check needs before it scores: a two-sample test on fewer says nothing."""
     return min(MIN_ROWS, spec.drift.window_size)
-
-
-class MonitorPlan:
-    """What one monitoring pass asks the reconciler to do."""
-
-    def __init__(self) -> None:
-        self.start: StepRequest | None = None
-        self.create: list[dict[str, Any]] = []
-        self.events: list[Event] = []
 
 
 def reference_uri(config: OperatorConfig, namespace: str, model: dict[str, Any]) -> str:

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bertops.api import dataset as dataset_api
 from bertops.api import deployment as api
 from bertops.api import training as training_api
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment import retrain as builders
+from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import feedback_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners.common import Event, ObjectRef
 from bertops.operator.rollout.retrain import ENDED, ChainView, follow_chain, may_retrain
 from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE
-
-if TYPE_CHECKING:
-    from bertops.operator.deployment.monitor import MonitorPlan
 
 log = logging.getLogger(__name__)
 HISTORY = 20

@@ -1,4 +1,5 @@
-"""Which finished monitor steps of a BertDeployment are removed, and removing them.
+"""What a monitoring pass asks of the reconciler (:class:`MonitorPlan`), and which
+finished monitor steps of a BertDeployment are removed, and removing them.
 
 Every monitor step (``bertops trainer reference|drift``, see :mod:`.monitor`) stays on the
 runtime once it finished: a folder in the state dir, or a Job with its pods and
@@ -18,12 +19,22 @@ A removal that fails is a warning and is tried no more: it never fails the recon
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from bertops.operator.planners.common import ObjectRef, step_name
-from bertops.operator.runtime.base import Runtime, StepPhase
+from bertops.operator.planners.common import Event, ObjectRef, step_name
+from bertops.operator.runtime.base import Runtime, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)
 MONITOR_STEPS = ("drift", "ref")  # the step names' kinds (monitor.py names them so)
+
+
+class MonitorPlan:
+    """What one monitoring pass asks the reconciler to do."""
+
+    def __init__(self) -> None:
+        self.start: StepRequest | None = None
+        self.create: list[dict[str, Any]] = []
+        self.events: list[Event] = []
 
 
 def superseded(name: str, uid: str, serial: int | None, phase: StepPhase) -> list[str]:

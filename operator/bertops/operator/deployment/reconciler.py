@@ -34,7 +34,8 @@ from bertops.api import deployment as api
 from bertops.api.meta import find_condition, set_condition
 from bertops.operator.cache import ObjectCache
 from bertops.operator.config import OperatorConfig
-from bertops.operator.deployment.monitor import DriftMonitor, MonitorPlan
+from bertops.operator.deployment.monitor import DriftMonitor
+from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics

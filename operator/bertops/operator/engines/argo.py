@@ -3,7 +3,7 @@ any ordered subset) as an Argo Workflow or WorkflowTemplate, with the ``argo-wor
 SDK models, from the same :class:`StepRequest` objects the native engine turns into Jobs
 (:mod:`bertops.operator.runtime.manifests`).
 
-Layout (DESIGN.md section 5, native engine for comparison):
+Layout (the native engine's steps, for comparison):
 
 - One template per step kind, named after it: the step image and command, its resources,
   the restricted security contexts, the artifacts PVC and a ``/tmp`` emptyDir. The step
