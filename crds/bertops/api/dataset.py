@@ -31,7 +31,16 @@ REASON_STEP_FAILED = "StepFailed"
 REASON_INVALID_SPEC = "InvalidSpec"
 
 
+NO_HOLDOUT_IN_TEXT_FOLDER = Rule(
+    "!has(self.holdoutFraction) || self.format != 'textFolder'",
+    "holdoutFraction needs a table source with a time column, not a textFolder",
+    lambda s: s.holdout_fraction is None or s.format != "textFolder",
+)
+
+
 class DataSource(ApiModel):
+    model_config = cel(NO_HOLDOUT_IN_TEXT_FOLDER)
+
     uri: str = Field(
         min_length=1,
         description="fsspec URI or path of a CSV/JSONL/Parquet file or a folder of text files.",
@@ -53,6 +62,21 @@ class DataSource(ApiModel):
         default=False,
         description="A missing file or folder reads as no rows instead of failing the step "
         "(e.g. feedback that has not arrived yet).",
+    )
+    holdout_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.5,
+        description="The newest share of this source's rows, by its time column, is held "
+        "out of every split and written apart as a frozen evaluation set (the dataset's "
+        "holdout file): ceil(fraction x rows) rows after cleaning; rows without a parsable "
+        "time count as oldest.",
+    )
+    time_column: str = Field(
+        default="time",
+        min_length=1,
+        description="With holdoutFraction: the column of ISO 8601 times (or epoch seconds) "
+        "that orders the rows.",
     )
 
 
@@ -162,6 +186,14 @@ class BertDatasetStatus(StatusBase):
     token_length_p50: float | None = None
     token_length_p95: float | None = None
     unknown_token_rate: float | None = None
+    holdout_uri: str | None = Field(
+        default=None,
+        description="The frozen evaluation set held out of every split (the newest rows of "
+        "the sources with holdoutFraction); unset when no source asks for one.",
+    )
+    holdout_rows: int | None = Field(
+        default=None, description="Rows in the holdout file (0: the sources had none yet)."
+    )
     prepared_at: datetime | None = None
     step: str | None = Field(default=None, description="Name of the step that prepared it.")
     attempts: int | None = Field(

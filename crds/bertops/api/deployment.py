@@ -9,19 +9,28 @@ this spec, so Argo CD stays in sync while the selected model changes.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
+from bertops.api.deployment_status import (
+    AnalysisStatus,
+    BertDeploymentStatus,
+    ChallengeScore,
+    ChallengeStatus,
+    DriftStatus,
+    GateStatus,
+    RetrainRecord,
+    RetrainStatus,
+    RetrainWait,
+    RolloutRecord,
+)
 from bertops.api.meta import (
     ApiModel,
     DnsName,
     LocalObjectReference,
     Resources,
     Rule,
-    StatusBase,
-    StatusModel,
     cel,
     exactly_one,
 )
@@ -66,6 +75,17 @@ REASON_LATENCY_RATIO_GATE = "LatencyRatioGateFailed"
 REASON_DIVERGENCE_GATE = "DivergenceGateFailed"
 REASON_CONFIDENCE_GATE = "ConfidenceGateFailed"
 REASON_FEEDBACK_GATE = "FeedbackAccuracyGateFailed"
+REASON_PAIRED_FEEDBACK_GATE = "PairedAccuracyGateFailed"
+# The step holds: a gate is not yet sure, or the gateway does not carry the weight yet.
+REASON_NOT_YET_SURE = "NotYetSure"
+REASON_WAITING_FOR_ROUTES = "WaitingForRoutes"
+REASON_PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+# Champion/challenger: a new model is scored offline on a frozen set before any traffic.
+REASON_CHALLENGE_RUNNING = "OfflineEvaluation"
+REASON_CHALLENGE_REFUSED = "OfflineEvaluationRefused"
+REASON_CHALLENGE_FAILED = "OfflineEvaluationFailed"
+# Retraining waits for the feedback labels it needs.
+REASON_RETRAIN_WAITING = "RetrainWaitingForFeedback"
 
 
 class ModelSelector(ApiModel):
@@ -127,18 +147,72 @@ class RolloutStep(ApiModel):
 
 
 class Analysis(ApiModel):
+    """How a canary is judged. Every gate decides pass, fail or not yet sure from an
+    interval whose confidence is spent over the looks, so that judging every
+    intervalSeconds keeps the chance of rolling back a model as good as stable at or
+    below falseRollbackRate."""
+
     interval_seconds: int = Field(default=30, ge=1, le=3600)
-    min_requests: int = Field(default=50, ge=0)
+    min_requests: int = Field(
+        default=50, ge=0, description="Canary requests before any gate judges."
+    )
+    false_rollback_rate: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.5,
+        description="Chance, over all looks, of rolling back a canary as good as stable.",
+    )
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_error_rate_increase: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="How much the canary's error rate may exceed stable's before it fails.",
+    )
     max_latency_p95_ms: float | None = Field(default=None, gt=0)
     max_latency_ratio: float = Field(default=1.5, ge=1, le=100, description="Canary/stable p95.")
-    max_prediction_divergence: float = Field(
-        default=0.2, ge=0, le=1, description="Jensen-Shannon distance of label distributions."
+    max_prediction_divergence: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Jensen-Shannon distance of label distributions. Always reported; gates "
+        "only when set (a retrained model is meant to answer shifted traffic differently).",
     )
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     min_feedback_accuracy: float | None = Field(default=None, ge=0, le=1)
     min_feedback: int = Field(
-        default=20, ge=1, description="Feedback labels needed before minFeedbackAccuracy judges."
+        default=20, ge=1, description="Feedback labels needed before a feedback gate judges."
+    )
+    paired: bool = Field(
+        default=True,
+        description="The gateway asks stable too for each canary-served request, so "
+        "feedback scores both models on the same texts (paired accuracy).",
+    )
+    max_accuracy_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Paired feedback: how much less accurate than stable the canary may be "
+        "(smaller bounds need many more labels to be sure of: at 10% disagreement 0.05 takes "
+        "about 500, 0.02 about 3,000).",
+    )
+    paired_gate: Literal["retrained", "always", "off"] = Field(
+        default="retrained",
+        description="When paired feedback accuracy gates: for canaries a retraining "
+        "produced (the loop collects feedback by design), for every canary, or never "
+        "(then it is only reported).",
+    )
+    offline_evaluation: bool = Field(
+        default=True,
+        description="Score a new model against stable on frozen sets (stable's test split, "
+        "held-back feedback) before it gets any traffic.",
+    )
+    max_offline_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Offline evaluation: how much worse than stable a new model may score on "
+        "stable's test split.",
     )
 
 
@@ -162,7 +236,31 @@ class Rollout(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis)
     auto_promote: bool = True
     paused: bool = False
-    shadow: bool = Field(default=False, description="Mirror traffic to the canary first.")
+    shadow: bool = Field(
+        default=False,
+        description="Before any user traffic moves, mirror requests to the new model and "
+        "judge its answers against stable's on the same requests (agreement, paired "
+        "accuracy, errors, latency) for shadowSeconds.",
+    )
+    shadow_seconds: int = Field(
+        default=60, ge=0, le=86400, description="How long the shadow phase lasts at least."
+    )
+    sticky: Literal["none", "header", "cookie"] = Field(
+        default="none",
+        description="none: each request drawn by weight; header: by the x-bertops-key "
+        "header when sent; cookie: pinned by a cookie (a client that keeps cookies stays "
+        "on one variant).",
+    )
+    progress_deadline_seconds: int | None = Field(
+        default=900,
+        ge=10,
+        le=7 * 86400,
+        description="A step that cannot end within this (no traffic, gates not yet sure) "
+        "is reported ProgressDeadlineExceeded; unset waits for ever.",
+    )
+    abort_on_deadline: bool = Field(
+        default=False, description="Roll the canary back when its step passes the deadline."
+    )
 
 
 class DriftPolicy(ApiModel):
@@ -182,6 +280,30 @@ class RetrainPolicy(ApiModel):
     max_retrains: int = Field(default=3, ge=0, le=1000)
     window_seconds: int = Field(default=86400, ge=60)
     include_feedback: bool = True
+    min_feedback_rows: int = Field(
+        default=200,
+        ge=0,
+        le=1000000,
+        description="New feedback labels to wait for after drift before retraining starts.",
+    )
+    max_wait_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86400,
+        description="Longest wait for minFeedbackRows; then retraining starts with what exists.",
+    )
+    holdout_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=0.5,
+        description="Newest share of the feedback held back from training: the frozen set "
+        "a retrained model must beat stable on before it gets traffic.",
+    )
+    share_with_family: bool = Field(
+        default=False,
+        description="Let other deployments selecting the family roll this deployment's "
+        "retrained models out too (default: only this deployment selects them).",
+    )
     training_ref: LocalObjectReference | None = Field(
         default=None, description="The BertTraining to copy (default: the stable model's run)."
     )
@@ -202,100 +324,6 @@ class BertDeploymentSpec(ApiModel):
     git_record: GitRecord | None = None
 
 
-class DriftStatus(StatusModel):
-    score: float | None = Field(default=None, description="Share of drifted signals, 0..1.")
-    drifted: bool | None = None
-    last_check: datetime | None = None
-    next_check: datetime | None = None
-    report_uri: str | None = None
-    window_rows: int | None = None
-    model: str | None = Field(default=None, description="The stable model whose traffic counts.")
-    reference_uri: str | None = Field(
-        default=None, description="The stable model's reference sample (validation split)."
-    )
-    reference_model: str | None = None
-    reference_rows: int | None = None
-    signals: dict[str, bool] | None = Field(
-        default=None, description="Per compared signal: drifted or not, at the last check."
-    )
-    message: str | None = None
-    step: str | None = Field(default=None, description="The monitor step that runs now.")
-    serial: int | None = Field(
-        default=None, ge=0, description="Monitor steps started so far (names the next one)."
-    )
-
-
-class RetrainRecord(StatusModel):
-    """One drift-triggered retraining and where its chain got to."""
-
-    at: datetime
-    drift_score: float | None = None
-    report_uri: str | None = None
-    dataset: str
-    training: str
-    model: str | None = Field(default=None, description="The BertModel the training registers.")
-    outcome: Literal["Running", "Trained", "Failed", "Promoted", "RolledBack", "NotSelected"] = (
-        "Running"
-    )
-    message: str | None = None
-
-
-class RetrainStatus(StatusModel):
-    count: int = Field(default=0, description="Retrainings started, all time.")
-    last_at: datetime | None = None
-    last_training: str | None = None
-    active: str | None = Field(default=None, description="The retraining that runs now.")
-    history: list[RetrainRecord] | None = Field(default=None, max_length=20)
-
-
-class RolloutRecord(StatusModel):
-    model: str
-    outcome: Literal["Promoted", "RolledBack", "Aborted"]
-    at: datetime
-    message: str | None = None
-
-
-class GateStatus(StatusModel):
-    name: str
-    result: Literal["Passed", "Failed", "Inconclusive"]
-    value: float | None = None
-    threshold: float | None = None
-    message: str | None = None
-
-
-class AnalysisStatus(StatusModel):
-    at: datetime
-    gates: list[GateStatus] = Field(default_factory=list, max_length=20)
-
-
-class BertDeploymentStatus(StatusBase):
-    stable_model: str | None = None
-    canary_model: str | None = None
-    canary_weight: int | None = None
-    rollout_step: int | None = None
-    step_started_at: datetime | None = None
-    endpoint: str | None = None
-    drift: DriftStatus | None = None
-    drift_display: str | None = Field(default=None, description="e.g. 0.12 for the column.")
-    retrains: RetrainStatus | None = None
-    history: list[RolloutRecord] | None = Field(default=None, max_length=50)
-    analysis: AnalysisStatus | None = Field(
-        default=None, description="The canary's last analysis, gate by gate."
-    )
-    paused_by_action: bool | None = Field(
-        default=None, description="Paused by the bertops.io/rollout-action annotation."
-    )
-    rejected_model: str | None = Field(
-        default=None,
-        description="Rolled back or aborted; not rolled out again until the selection moves.",
-    )
-    handled_actions: list[str] | None = Field(
-        default=None,
-        max_length=10,
-        description="The last bertops.io/rollout-action values applied, newest last.",
-    )
-
-
 class BertDeployment(ApiModel):
     model_config = {"extra": "ignore"}
 
@@ -304,3 +332,30 @@ class BertDeployment(ApiModel):
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: BertDeploymentSpec
     status: BertDeploymentStatus = Field(default_factory=BertDeploymentStatus)
+
+
+# The status types live in deployment_status; this module is the kind's one import.
+__all__ = [
+    "Analysis",
+    "AnalysisStatus",
+    "Autoscaling",
+    "BertDeployment",
+    "BertDeploymentSpec",
+    "BertDeploymentStatus",
+    "ChallengeScore",
+    "ChallengeStatus",
+    "DriftPolicy",
+    "DriftStatus",
+    "GateStatus",
+    "GitRecord",
+    "ModelChoice",
+    "ModelSelector",
+    "RetrainPolicy",
+    "RetrainRecord",
+    "RetrainStatus",
+    "RetrainWait",
+    "Rollout",
+    "RolloutRecord",
+    "RolloutStep",
+    "Serving",
+]

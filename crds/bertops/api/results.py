@@ -1,8 +1,8 @@
 """Typed step-specific facts of a step result: one model per step kind, a discriminated
 union on ``kind``, carried in :attr:`bertops.api.steps.StepResult.details`.
 
-Built by the trainer steps (``prepare``, ``train``, ``evaluate``, ``compress``) and the drift
-monitor's (``reference``, ``drift``), and read by
+Built by the trainer steps (``prepare``, ``train``, ``evaluate``, ``compress``,
+``challenge``) and the drift monitor's (``reference``, ``drift``), and read by
 the operator's planners, which copy named fields into status instead of merging a
 free-form dict.
 
@@ -58,6 +58,12 @@ class PrepareDetails(ResultDetails):
     source_rows: dict[str, int] | None = Field(
         default=None,
         description="Rows read per source before cleaning: source, additionalSources[i].",
+    )
+    holdout_uri: str | None = Field(
+        default=None, description="The holdout file; unset when no source has a holdout."
+    )
+    holdout_rows: int | None = Field(
+        default=None, description="Rows held out of every split (newest by time)."
     )
 
 
@@ -171,17 +177,51 @@ class DriftDetails(ResultDetails):
     model_name: str | None = None
 
 
+class ChallengeSet(ApiModel):
+    """One frozen set scored by both models of a challenge, row by row. ``rows`` 0: the
+    set was empty (no accuracies)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    set: Literal["testSplit", "heldBackFeedback"]
+    rows: int = 0
+    available_rows: int | None = Field(
+        default=None, description="Rows in the set before sampling down to maxRows."
+    )
+    stable_accuracy: float | None = None
+    candidate_accuracy: float | None = None
+    both_correct: int = 0
+    candidate_only: int = Field(default=0, description="Rows only the candidate got right.")
+    stable_only: int = Field(default=0, description="Rows only the stable model got right.")
+    both_wrong: int = 0
+
+
+class ChallengeDetails(ResultDetails):
+    """Champion (stable) against challenger (candidate) on the same frozen rows."""
+
+    ESSENTIAL = frozenset({"sets", "reportUri", "stableModel", "candidateModel"})
+
+    kind: Literal["challenge"] = "challenge"
+    sets: list[ChallengeSet] | None = None
+    stable_model: str | None = Field(default=None, description="The stable model's name.")
+    candidate_model: str | None = Field(default=None, description="The candidate's name.")
+    report_uri: str | None = Field(default=None, description="The JSON report.")
+
+
 StepDetails = Annotated[
     PrepareDetails
     | TrainDetails
     | EvaluateDetails
     | CompressDetails
     | ReferenceDetails
-    | DriftDetails,
+    | DriftDetails
+    | ChallengeDetails,
     Field(discriminator="kind"),
 ]
 
 __all__ = [
+    "ChallengeDetails",
+    "ChallengeSet",
     "CompressDetails",
     "DriftDetails",
     "DriftSignal",

@@ -1,6 +1,7 @@
 """The gateway's routes document: which model servers serve a deployment (stable, an
-optional canary with a weight, an optional shadow), how requests are made sticky, and
-whether a header may force a variant.
+optional canary with a weight, an optional shadow), how requests are made sticky,
+whether a header may force a variant, and whether the canary's answers are paired with
+stable's.
 
 A contract between two components, like the step specs: the operator writes it (a
 ConfigMap mounted into the gateway, see
@@ -12,13 +13,16 @@ camelCase on the wire like the CRDs::
     canary: {name: sentiment-v2, url: "http://sentiment-v2:8080"}
     canaryWeight: 10            # percent of traffic to the canary, 0-100
     shadow: {name: sentiment-v3, url: "http://sentiment-v3:8080"}   # optional mirror
-    sticky: {header: x-bertops-key, cookie: bertops-key}
+    sticky: {mode: header, header: x-bertops-key}   # mode: none (default), header, cookie
+    compare: true               # ask stable too for what the canary answered (background)
     overrideHeader: x-bertops-variant   # optional: "stable"/"canary" forces a variant
     timeoutSeconds: 30
     revision: "7"               # free text, shown in metrics and /admin/routes
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -42,11 +46,17 @@ class Backend(ApiModel):
 
 
 class Sticky(ApiModel):
+    mode: Literal["none", "header", "cookie"] = Field(
+        default="none",
+        description="none: each request drawn at random by weight; header: bucketed by the "
+        "key header when sent, else random; cookie: by the header, else the cookie, which "
+        "is set when absent (a client that keeps cookies stays on one variant).",
+    )
     header: str | None = Field(
         default="x-bertops-key", description="Request header holding the user's key."
     )
     cookie: str | None = Field(
-        default="bertops-key", description="Cookie holding the key; set when absent."
+        default="bertops-key", description="Cookie holding the key (cookie mode); set when absent."
     )
 
 
@@ -60,6 +70,11 @@ class Routes(ApiModel):
         default=None,
         description="A request header whose value (stable or canary) forces the variant. "
         "Off unless set: anyone who can send it could steer traffic onto a canary.",
+    )
+    compare: bool = Field(
+        default=False,
+        description="For each inference the canary answers, the gateway also asks stable in "
+        "the background, so feedback scores both models on the same texts.",
     )
     timeout_seconds: float = Field(default=30, gt=0, le=3600)
     revision: str | None = None

@@ -1,5 +1,6 @@
-"""Step contracts: what a step process (``bertops trainer prepare|train|evaluate|compress``,
-and the drift monitor's ``reference|drift``) reads and the result document it writes.
+"""Step contracts: what a step process (``bertops trainer
+prepare|train|evaluate|compress|challenge``, and the drift monitor's ``reference|drift``)
+reads and the result document it writes.
 
 The operator builds a step spec from a resource's spec, hands it to a runtime (a local
 process or a Kubernetes Job) as JSON, and reads the :class:`StepResult` back (a result
@@ -20,6 +21,8 @@ from bertops.api.dataset import BertDatasetSpec
 from bertops.api.meta import ApiModel
 from bertops.api.model import Compression, QualityGate
 from bertops.api.results import (
+    ChallengeDetails,
+    ChallengeSet,
     CompressDetails,
     DriftDetails,
     EvaluateDetails,
@@ -119,8 +122,41 @@ class DriftStep(StepBase):
     output_uri: str = Field(description="Folder for report.html and report.json.")
 
 
-StepSpec = PrepareStep | TrainStep | EvaluateStep | CompressStep | ReferenceStep | DriftStep
-STEP_KINDS = ("prepare", "train", "evaluate", "compress", "reference", "drift")
+class ChallengeStep(StepBase):
+    """Champion/challenger before any traffic moves: score the stable model and a
+    candidate on the same frozen rows, the stable model's test split and the feedback
+    held back from the candidate's dataset, and report them row by row."""
+
+    kind: Literal["challenge"] = "challenge"
+    stable_model_uri: str = Field(description="The stable model artifact folder.")
+    candidate_model_uri: str = Field(description="The candidate model artifact folder.")
+    test_uri: str = Field(
+        description="A prepared dataset artifact folder (the stable model's): its test split "
+        "is the first set."
+    )
+    holdout_uri: str | None = Field(
+        default=None,
+        description="A prepared dataset's holdout file (held-back feedback), the second set; "
+        "unset: that set has 0 rows.",
+    )
+    output_uri: str = Field(description="Folder for report.json.")
+    max_rows: int = Field(
+        default=2000, ge=1, le=100000, description="Rows per set at most (a seeded sample)."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the sample when a set is larger.")
+    batch_size: int = Field(default=64, ge=1)
+
+
+StepSpec = (
+    PrepareStep
+    | TrainStep
+    | EvaluateStep
+    | CompressStep
+    | ReferenceStep
+    | DriftStep
+    | ChallengeStep
+)
+STEP_KINDS = ("prepare", "train", "evaluate", "compress", "reference", "drift", "challenge")
 
 
 class StepResult(ApiModel):
@@ -128,7 +164,7 @@ class StepResult(ApiModel):
 
     model_config = {"extra": "ignore"}
 
-    kind: Literal["prepare", "train", "evaluate", "compress", "reference", "drift"]
+    kind: Literal["prepare", "train", "evaluate", "compress", "reference", "drift", "challenge"]
     name: str
     succeeded: bool
     exit_code: int = 0
@@ -205,6 +241,9 @@ class ProgressEvent(ApiModel):
 __all__ = [
     "RESULT_FILE",
     "STEP_KINDS",
+    "ChallengeDetails",
+    "ChallengeSet",
+    "ChallengeStep",
     "CompressDetails",
     "CompressStep",
     "DriftDetails",

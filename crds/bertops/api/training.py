@@ -1,6 +1,8 @@
 """BertTraining: one fine-tuning run (dataset, base model, task, hyper-parameters,
 replicas). The operator waits for the dataset, runs a ``train`` step (one process or N
-torch.distributed ranks) and on success creates an owned BertModel.
+torch.distributed ranks) and on success creates an owned BertModel. A run with a
+``trigger`` was started by a BertDeployment's retraining: its model carries
+:data:`RETRAINED_LABEL`, so only that deployment selects it unless ``shareWithFamily``.
 
 Defaults are the usual BERT fine-tuning ones: dropout 0.1, learning rate 5e-5 (1e-6..1e-3),
 batch 16, 3 epochs, linear warmup then decay.
@@ -33,6 +35,10 @@ REASON_STEP_FAILED = "StepFailed"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_UNSUPPORTED_TASK = "UnsupportedTask"
 REASON_NAME_CONFLICT = "NameConflict"
+# On the BertModel a drift-triggered run registers (and on the objects the retraining
+# creates): the deployment it was retrained for, which alone selects it unless shared.
+RETRAINED_LABEL = "bertops.io/retrained-for"
+SHARED_WITH_FAMILY_LABEL = "bertops.io/shared-with-family"
 
 Task = Literal["sequenceClassification", "tokenClassification"]
 # tokenClassification is in the schema so manifests written for it stay valid; until its
@@ -78,6 +84,11 @@ class RetrainTrigger(ApiModel):
     drift_score: float | None = None
     report_uri: str | None = None
     time: datetime | None = None
+    share_with_family: bool = Field(
+        default=False,
+        description="Other deployments selecting the model's family may select it too "
+        "(default: only the deployment it was retrained for).",
+    )
 
 
 class BertTrainingSpec(ApiModel):
