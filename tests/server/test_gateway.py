@@ -110,7 +110,9 @@ def test_choose_variant_is_weighted_sticky_and_monotone() -> None:
 def test_weights_90_10_over_2000_requests(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
-    gateway = serve(gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 10))).url
+    gateway = serve(
+        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 10, sticky={"mode": "header"}))
+    ).url
     results = fire(gateway, [predict(f"user-{i}") for i in range(2000)], concurrency=32)
     assert {r.status for r in results} == {200}
     variants = Counter(r.headers["x-bertops-variant"] for r in results)
@@ -133,7 +135,9 @@ def test_weights_90_10_over_2000_requests(
 def test_sticky_keys_cookies_and_override(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
-    gateway = serve(gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50))).url
+    gateway = serve(
+        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50, sticky={"mode": "cookie"}))
+    ).url
     specs = [predict(f"user-{i % 40}") for i in range(160)]
     results = fire(gateway, specs, concurrency=8)
     seen: dict[str, set[str]] = {}

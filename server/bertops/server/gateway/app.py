@@ -1,8 +1,10 @@
 """The gateway's ASGI apps: the public one proxies every inference and protocol request
-to the stable or canary model server (by weight, sticky by a request key, forced by a
-header only when the routes name one), mirrors inferences to an optional shadow,
-accepts ground-truth feedback and exposes per-variant metrics; the admin one (its own
-loopback port, see :mod:`~bertops.server.gateway.admin`) swaps the routes at run time.
+to the stable or canary model server (by weight, sticky by a key as the routes' sticky
+mode says, forced by a header only when the routes name one), mirrors inferences to an
+optional shadow, pairs a candidate's answers with stable's (see
+:mod:`~bertops.server.gateway.pairing`), accepts ground-truth feedback and exposes
+per-variant metrics; the admin one (its own loopback port, see
+:mod:`~bertops.server.gateway.admin`) swaps the routes at run time.
 
 Built by :class:`Gateway` / :func:`create_gateway` (called by ``bertops server gateway``
 and the tests). Public paths: ``/healthz``, ``/readyz``, ``/metrics``, ``POST /feedback``;
@@ -48,15 +50,9 @@ from bertops.server.gateway.inference import (
     request_texts,
 )
 from bertops.server.gateway.metrics import GatewayMetrics
-from bertops.server.gateway.routes import (
-    VARIANTS,
-    Backend,
-    Routes,
-    RouteSource,
-    Variant,
-    choose_variant,
-)
-from bertops.server.gateway.shadow import VARIANT_HEADER, Shadow
+from bertops.server.gateway.pairing import Pairing
+from bertops.server.gateway.routes import VARIANTS, Backend, Routes, RouteSource, Variant, choose
+from bertops.server.gateway.shadow import VARIANT_HEADER, Background, Call, Shadow
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +99,10 @@ class Gateway:
         self.served = ServedStore(feedback_max_bytes, feedback_window_seconds)
         self.metrics.remembered.set_function(lambda: self.served.bytes)
         self.labels = LabelBook()
-        self.shadow = Shadow(self.metrics, max_shadow_in_flight, self._count_predictions)
+        # Shadow and pair calls share one pool and one cap (max_shadow_in_flight).
+        self.background = Background(max_shadow_in_flight)
+        self.shadow = Shadow(self.metrics, self.background, self._count_predictions)
+        self.pairing = Pairing(self.metrics, self.served, self.background)
         self._client: httpx.AsyncClient | None = None
         self.feedback = FeedbackDesk(
             self.metrics, self.served, self.labels, feedback_log, self._http
@@ -178,8 +177,9 @@ class Gateway:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self._client = httpx.AsyncClient(limits=limits, timeout=None)
-        # Its own pool: a slow shadow can never hold the connections callers need.
-        self.shadow.client = httpx.AsyncClient(limits=limits, timeout=None)
+        # Its own pool: a slow shadow or stable pair call can never hold the connections
+        # callers need.
+        self.background.client = httpx.AsyncClient(limits=limits, timeout=None)
         if self.feedback.log_path is not None:
             self.feedback.log = FeedbackLog(
                 self.feedback.log_path, on_drop=self.metrics.feedback_log_dropped.inc
@@ -190,9 +190,9 @@ class Gateway:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            await self.shadow.drain()
+            await self.background.drain()
             await self._client.aclose()
-            await self.shadow.client.aclose()
+            await self.background.client.aclose()
             if self.feedback.log is not None:  # writes what is queued, then flushes
                 await asyncio.to_thread(self.feedback.log.close)
 
@@ -217,22 +217,10 @@ class Gateway:
 
     # -- proxy -------------------------------------------------------------------------
 
-    def _choose(self, routes: Routes, request: Request) -> tuple[Variant, str | None]:
-        """The variant, and a new sticky key to set as a cookie (None: keep the caller's)."""
-        sticky = routes.sticky
-        key = (request.headers.get(sticky.header) if sticky.header else None) or (
-            request.cookies.get(sticky.cookie) if sticky.cookie else None
-        )
-        new_key = None
-        if key is None and sticky.cookie:
-            key = new_key = uuid.uuid4().hex  # the first answer pins the user via a cookie
-        override = request.headers.get(routes.override_header) if routes.override_header else None
-        return choose_variant(routes, key, override), new_key
-
     async def proxy(self, request: Request) -> Response:
         routes = self.routes  # the snapshot this request uses from start to end
         started = time.perf_counter()
-        variant, new_key = self._choose(routes, request)
+        variant, new_key = choose(routes, request.headers, request.cookies)
         backend = routes.backend(variant)
         try:
             body = await bodies.read_body(request, self.max_body_bytes)
@@ -249,6 +237,7 @@ class Gateway:
         headers[REQUEST_ID_HEADER] = request_id
         headers[VARIANT_HEADER] = variant
         query = "?" + request.url.query if request.url.query else ""
+        call = Call(request.method, path, query, body, headers, routes.timeout_seconds)
         url = backend.url.rstrip("/") + backend_path(backend, path) + query
         try:
             async with self._http().stream(
@@ -264,21 +253,8 @@ class Gateway:
         self.metrics.latency.labels(variant, backend.name, endpoint).observe(
             time.perf_counter() - started
         )
-        if endpoint == "inference" and status == 200:
-            labels = self._count_predictions(
-                variant, backend.name, content, answer.headers.get(binary.HEADER)
-            )
-            self.labels.learn(backend.name, answer_labels(content))
-            self._remember(request_id, variant, backend, labels, request, body)
-        if endpoint == "inference" and routes.shadow is not None:
-            self.shadow.mirror(
-                routes.shadow,
-                request.method,
-                path + query,
-                body,
-                headers=headers,
-                timeout=routes.timeout_seconds,
-            )
+        if endpoint == "inference":
+            self._answered(routes, request, request_id, variant, backend, answer, content, call)
         out_headers = {REQUEST_ID_HEADER: request_id, **self._reveal(variant, backend)}
         for name in ("content-type", binary.HEADER):
             if name in answer.headers:
@@ -290,6 +266,41 @@ class Gateway:
             )
         return response
 
+    def _answered(
+        self,
+        routes: Routes,
+        request: Request,
+        request_id: str,
+        variant: Variant,
+        backend: Backend,
+        answer: httpx.Response,
+        content: bytes,
+        call: Call,
+    ) -> None:
+        """After an inference: count and remember its answer, mirror it to the shadow
+        and, with compare, ask stable what the canary answered (both in the background,
+        paired with this answer's labels)."""
+        labels: tuple[str, ...] = ()
+        if answer.status_code == 200:
+            labels = self._count_predictions(
+                variant, backend.name, content, answer.headers.get(binary.HEADER)
+            )
+            self.labels.learn(backend.name, answer_labels(content))
+            paired = (routes.shadow is not None and variant == "stable") or (
+                routes.compare and variant == "canary"
+            )
+            self._remember(request_id, variant, backend, labels, request, call.body, paired)
+        if routes.shadow is not None:
+            # Only stable's answers are the reference a shadow's are paired with.
+            pair = (
+                self.pairing.shadow_labels(request_id, routes.stable, labels, routes.shadow)
+                if variant == "stable" and labels
+                else None
+            )
+            self.shadow.mirror(routes.shadow, call, pair)
+        if routes.compare and variant == "canary" and labels:
+            self.pairing.ask_stable(request_id, routes.stable, backend, labels, call)
+
     def _remember(
         self,
         request_id: str,
@@ -298,15 +309,19 @@ class Gateway:
         labels: tuple[str, ...],
         request: Request,
         body: bytes,
+        paired: bool = False,
     ) -> None:
         """Keep the answer for feedback; with a feedback log, its texts too (the rows
-        persisted for retraining need them)."""
+        persisted for retraining need them). ``paired``: another model's answer to it is
+        on its way (feedback before it waits for it)."""
         texts = None
         if self.feedback.log_path is not None:
             texts = request_texts(request.url.path, body, request.headers.get(binary.HEADER))
             if texts is not None and len(texts) != len(labels):
                 texts = None
-        self.served.add(request_id, Served(variant, backend, labels, time.monotonic(), texts=texts))
+        served = Served(variant, backend, labels, time.monotonic(), texts=texts)
+        served.expects_pair = paired
+        self.served.add(request_id, served)
 
     def _reveal(self, variant: str, backend: Backend) -> dict[str, str]:
         """Headers naming the variant and model version, only when configured: they tell

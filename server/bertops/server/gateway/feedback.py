@@ -22,6 +22,11 @@ The file is a JSONL data source for ``BertDataset`` (``format: jsonl``, textColu
 the prediction log's privacy setting: they are training data by intent. It is never
 rotated (rotation would delete training data); feedback arrives at human pace.
 
+Where a candidate also answered the same texts (the canary with ``routes.compare``, or
+the shadow; see :mod:`~bertops.server.gateway.pairing`), its :class:`Pair` is attached
+to the remembered answer and each judged text also counts whether both models, only
+one, or neither got it right.
+
 Used by :class:`bertops.server.gateway.app.Gateway`, which remembers every answered
 inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
 """
@@ -52,12 +57,12 @@ from bertops.server.gateway.bodies import (
 )
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
+from bertops.server.gateway.pairs import PER_LABEL, Pair, score_pair
 from bertops.server.jsonlog import JsonLinesLog
 
 # What one remembered answer costs beyond its strings: the dict slot, the dataclass, the
 # tuple and set, measured roughly with sys.getsizeof on CPython 3.11.
 ENTRY_OVERHEAD = 400
-PER_LABEL = 60
 MAX_LABEL_CHARS = 256
 
 
@@ -71,13 +76,20 @@ class Served:
     at: float  # monotonic seconds
     judged: set[int] = field(default_factory=set)  # texts that already got feedback
     texts: tuple[str, ...] | None = None  # kept only for a feedback log
+    pair: Pair | None = None  # set by ServedStore.attach when a paired answer arrives
+    # Feedback that came before the paired answer (a client labelling at once beats the
+    # background call): scored on both models when the pair arrives.
+    early: dict[int, str] = field(default_factory=dict)
+    expects_pair: bool = False  # a pair call or a shadow mirror was started for it
 
     @property
     def cost(self) -> int:
         labels = sum(PER_LABEL + len(label) for label in self.labels)
         # getsizeof is O(1) and counts a wide (non-Latin-1) string's real width.
         texts = sum(sys.getsizeof(text) for text in self.texts) if self.texts else 0
-        return ENTRY_OVERHEAD + labels + texts
+        pair = self.pair.cost if self.pair is not None else 0
+        early = sum(PER_LABEL + len(label) for label in self.early.values())
+        return ENTRY_OVERHEAD + labels + texts + pair + early
 
 
 class ServedStore:
@@ -124,6 +136,28 @@ class ServedStore:
     def get(self, request_id: str) -> Served | None:
         self.expire()
         return self._entries.get(request_id)
+
+    def attach(self, request_id: str, pair: Pair) -> dict[int, str] | None:
+        """Remember ``pair`` with the request's answer (the budget counts it) and hand
+        back the feedback that came before it, to be scored on both models now; None
+        when the answer is no longer remembered."""
+        served = self.get(request_id)
+        if served is None:
+            return None
+        early, served.early = served.early, {}
+        self._update(request_id, served, lambda: setattr(served, "pair", pair))
+        return early
+
+    def keep_early(self, request_id: str, served: Served, index: int, truth: str) -> None:
+        """Keep a feedback label until the request's paired answer arrives."""
+        self._update(request_id, served, lambda: served.early.__setitem__(index, truth))
+
+    def _update(self, request_id: str, served: Served, change: Callable[[], object]) -> None:
+        before = self._cost(request_id, served)
+        change()
+        self.bytes += self._cost(request_id, served) - before
+        while self.bytes > self.max_bytes:
+            self._pop_oldest()
 
 
 class LabelBook:
@@ -275,6 +309,15 @@ class FeedbackDesk:
             seen.add((request_id, index))
         return problems
 
+    def _score_pair(self, request_id: str, answer: Served, index: int, truth: str) -> None:
+        """Both models of a pair judged on the same text; feedback that came before the
+        paired answer waits for it on the answer (:meth:`ServedStore.keep_early`)."""
+        if answer.pair is None:
+            if answer.expects_pair:
+                self.store.keep_early(request_id, answer, index, truth)
+            return
+        score_pair(self.metrics, answer.pair, index, truth)
+
     async def _record(self, found: list[Entry], served: dict[str, Served | None]) -> Response:
         rows: list[dict[str, object]] = []
         accepted, duplicates, unwritable = 0, 0, 0
@@ -295,6 +338,7 @@ class FeedbackDesk:
             counts[0] += int(correct)
             counts[1] += 1
             self.metrics.feedback_accuracy.labels(answer.variant, model).set(counts[0] / counts[1])
+            self._score_pair(request_id, answer, index, label)
             if self.log is None:
                 continue
             if answer.texts is None:  # the request could not be read back: no training row

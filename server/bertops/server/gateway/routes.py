@@ -1,16 +1,18 @@
-"""The gateway's routing: parse a routes document, the pure per-request choice of a
-variant, and the sources routes come from (a file or an http(s) URL, polled for
-changes).
+"""The gateway's routing: parse a routes document, the per-request choice of a variant
+(by the sticky mode, see :func:`choose`), and the sources routes come from (a file or an
+http(s) URL, polled for changes).
 
 The document's types live in :mod:`bertops.api.routes` (the operator writes them, the
 gateway reads them) and are re-exported here. :mod:`bertops.server.gateway.app` calls
-:func:`choose_variant` per request. pydantic + stdlib + pyyaml + httpx only.
+:func:`choose` per request. pydantic + stdlib + pyyaml + httpx only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,6 +66,32 @@ def choose_variant(
     return "canary" if position < routes.canary_weight else "stable"
 
 
+def choose(
+    routes: Routes,
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    rng: random.Random | None = None,
+) -> tuple[Variant, str | None]:
+    """The variant for one request by the sticky mode, and a new key to set as a cookie
+    (None: set none).
+
+    ``none`` reads no key: every request is drawn by weight, so clients that keep
+    cookies still spread over both variants as the weight says. ``header`` buckets by
+    the key header when a caller sends one. ``cookie`` also reads the cookie and, when
+    neither is sent, makes a key that the first answer sets, pinning the client.
+    """
+    sticky = routes.sticky
+    key = new_key = None
+    if sticky.mode != "none" and sticky.header:
+        key = headers.get(sticky.header) or None
+    if key is None and sticky.mode == "cookie" and sticky.cookie:
+        key = cookies.get(sticky.cookie) or None
+        if key is None:
+            key = new_key = uuid.uuid4().hex
+    override = headers.get(routes.override_header) if routes.override_header else None
+    return choose_variant(routes, key, override, rng), new_key
+
+
 @dataclass
 class RouteSource:
     """Where routes come from: a file path or an http(s) URL. ``fetch`` returns the
@@ -113,6 +141,7 @@ __all__ = [
     "Sticky",
     "Variant",
     "bucket",
+    "choose",
     "choose_variant",
     "parse_routes",
 ]
