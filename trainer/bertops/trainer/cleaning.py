@@ -52,14 +52,16 @@ def resolve_lowercase(cleaning: Cleaning, tokenizer_uncased: bool) -> bool:
 def clean_frame(
     frame: pd.DataFrame, cleaning: Cleaning, lowercase: bool, labels: list[str] | None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Cleaned rows (text, label) in input order and the dropped-row count per reason."""
+    """Cleaned rows (text, label) in input order and the dropped-row count per reason.
+    Other columns of ``frame`` (e.g. a row's source and time) are kept for the rows kept."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     texts = [clean_text(t, cleaning, lowercase) for t in frame["text"].tolist()]
     seen: set[str] = set()
     keep_text: list[str] = []
     keep_label: list[str] = []
+    kept: list[int] = []
     allowed = set(labels) if labels else None
-    for text, label in zip(texts, frame["label"].tolist(), strict=True):
+    for position, (text, label) in enumerate(zip(texts, frame["label"].tolist(), strict=True)):
         if not label:
             reason = "missingLabel"
         elif allowed is not None and label not in allowed:
@@ -76,6 +78,10 @@ def clean_frame(
             seen.add(text)
             keep_text.append(text)
             keep_label.append(label)
+            kept.append(position)
             continue
         dropped[reason] += 1
-    return pd.DataFrame({"text": keep_text, "label": keep_label}), dropped
+    out = pd.DataFrame({"text": keep_text, "label": keep_label})
+    for column in frame.columns.drop(["text", "label"]):
+        out[column] = frame[column].iloc[kept].to_numpy()
+    return out, dropped

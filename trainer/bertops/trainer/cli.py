@@ -1,5 +1,5 @@
 """``bertops trainer``: the trainer steps as commands (prepare, train, evaluate, compress,
-the drift monitor's reference and drift, run) and a local launcher for distributed
+challenge, the drift monitor's reference and drift, run) and a local launcher for distributed
 training (launch).
 
 Added to the top-level ``bertops`` CLI by :mod:`bertops.cli.main`; also runnable as
@@ -90,6 +90,13 @@ def evaluate(spec: str = SpecOption) -> None:
 def compress(spec: str = SpecOption) -> None:
     """Compress a model artifact (prune, distill, quantize, ONNX) behind a quality gate."""
     _run("compress", spec)
+
+
+@app.command()
+def challenge(spec: str = SpecOption) -> None:
+    """Score the stable model and a candidate on the same frozen rows (its test split, the
+    held-back feedback); write the report."""
+    _run("challenge", spec)
 
 
 @app.command()

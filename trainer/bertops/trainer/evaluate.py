@@ -2,8 +2,10 @@
 distributed) and the ``evaluate`` step that scores any model artifact on a prepared split.
 
 :func:`score` is used by train (validation each epoch, test at the end); the ``evaluate``
-step (``bertops trainer evaluate``) is used by compression gates and canary analysis.
-The artifact is verified against its manifest (sha256 of every file) before loading.
+step (``bertops trainer evaluate``) is used by compression gates and canary analysis;
+:func:`open_model` and :class:`LoadedModel` (an artifact's ids for a prepared table, its
+predictions) are shared with the ``challenge`` step. The artifact is verified against its
+manifest (sha256 of every file) before loading.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import hashlib
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, sha256_file
@@ -47,6 +51,44 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 @torch.no_grad()
+def _forward(
+    model: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    labels: Sequence[int] | None,
+    *,
+    pad_id: int,
+    batch_size: int,
+    ctx: DistContext,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[list[int], list[float]]:
+    """Predicted class per row, in row order, and each row's loss (0.0 without labels);
+    each rank scores rows rank::world and results are gathered."""
+    model.eval()
+    mine = list(range(ctx.rank, len(ids), ctx.world_size))
+    out: list[tuple[int, int, float]] = []
+    # Sorting by length keeps padding small; order does not change the results.
+    mine.sort(key=lambda i: len(ids[i]))
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        batch = collate([ids[i] for i in chunk], pad_id, ctx.device)
+        with autocast(ctx.device, amp_dtype):
+            logits = model(**batch).logits
+        if labels is None:
+            losses = torch.zeros(len(chunk))
+        else:
+            target = torch.as_tensor([labels[i] for i in chunk], device=ctx.device)
+            losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
+        preds = logits.argmax(dim=-1)
+        out.extend(zip(chunk, preds.tolist(), losses.tolist(), strict=True))
+    # Gathered as tensors (row index, prediction, loss), never as pickled objects.
+    row_ids = torch.tensor([row for row, _, _ in out], dtype=torch.long)
+    predicted = torch.tensor([pred for _, pred, _ in out], dtype=torch.long)
+    row_losses = torch.tensor([loss for _, _, loss in out], dtype=torch.float64)
+    columns = [torch.cat(ctx.all_gather(c)).tolist() for c in (row_ids, predicted, row_losses)]
+    merged = sorted(zip(*columns, strict=True))
+    return [p for _, p, _ in merged], [l_ for _, _, l_ in merged]
+
+
 def score(
     model: torch.nn.Module,
     ids: Sequence[Sequence[int]],
@@ -58,29 +100,11 @@ def score(
     ctx: DistContext,
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Metrics over all rows; each rank scores rows rank::world and results are gathered."""
-    model.eval()
-    mine = list(range(ctx.rank, len(ids), ctx.world_size))
-    out: list[tuple[int, int, float]] = []
-    # Sorting by length keeps padding small; order does not change the metrics.
-    mine.sort(key=lambda i: len(ids[i]))
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        batch = collate([ids[i] for i in chunk], pad_id, ctx.device)
-        target = torch.as_tensor([labels[i] for i in chunk], device=ctx.device)
-        with autocast(ctx.device, amp_dtype):
-            logits = model(**batch).logits
-        losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
-        preds = logits.argmax(dim=-1)
-        out.extend(zip(chunk, preds.tolist(), losses.tolist(), strict=True))
-    # Gathered as tensors (row index, prediction, loss), never as pickled objects.
-    row_ids = torch.tensor([row for row, _, _ in out], dtype=torch.long)
-    predicted = torch.tensor([pred for _, pred, _ in out], dtype=torch.long)
-    row_losses = torch.tensor([loss for _, _, loss in out], dtype=torch.float64)
-    columns = [torch.cat(ctx.all_gather(c)).tolist() for c in (row_ids, predicted, row_losses)]
-    merged = sorted(zip(*columns, strict=True))
-    y_pred = [p for _, p, _ in merged]
-    loss = sum(l_ for _, _, l_ in merged) / len(merged) if merged else None
+    """Metrics over all rows (see :func:`_forward` for how ranks share them)."""
+    y_pred, losses = _forward(
+        model, ids, labels, pad_id=pad_id, batch_size=batch_size, ctx=ctx, amp_dtype=amp_dtype
+    )
+    loss = sum(losses) / len(losses) if losses else None
     return classification_metrics(labels, y_pred, label_names, loss)
 
 
@@ -92,6 +116,58 @@ def load_model_artifact(folder: Path) -> ModelManifest:
     if manifest.format != "safetensors":
         raise BadInputError(f"evaluate cannot load format {manifest.format} yet")
     return manifest
+
+
+@dataclass
+class LoadedModel:
+    """A verified model artifact ready to score rows: manifest, tokenizer and weights."""
+
+    folder: Path
+    manifest: ModelManifest
+    tokenizer: Any
+    model: Any
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def encode(
+        self, frame: pd.DataFrame, tokenizer_info: dict[str, Any] | None, progress: Progress
+    ) -> tuple[list[list[int]], bool]:
+        """Token ids of a prepared table's rows for this model and whether they were
+        re-tokenized: the prepared ids when ``tokenizer_info`` (the dataset manifest's)
+        has this model's vocabulary and length, else the text through its tokenizer."""
+        same_vocab = (
+            tokenizer_info is not None
+            and models.vocab_digest(self.tokenizer) == tokenizer_info.get("vocabSha256")
+            and tokenizer_info.get("maxLength") == self.manifest.max_length
+        )
+        if same_vocab:
+            return [list(map(int, row)) for row in frame["input_ids"]], False
+        # Another vocabulary or length: the prepared ids do not fit this model.
+        progress.message(f"re-tokenizing {len(frame)} rows with the model's tokenizer")
+        texts = frame["text"].tolist()
+        return prepare.tokenize(self.tokenizer, texts, self.manifest.max_length).ids, True
+
+    def predict(self, ids: Sequence[Sequence[int]], batch_size: int, ctx: DistContext) -> list[str]:
+        """The predicted label name of each row, in row order."""
+        predicted, _ = _forward(
+            self.model, ids, None, pad_id=self.pad_id, batch_size=batch_size, ctx=ctx
+        )
+        return [self.manifest.labels[p] for p in predicted]
+
+
+def open_model(
+    folder: Path, device: torch.device, manifest: ModelManifest | None = None
+) -> LoadedModel:
+    """Load a model artifact folder onto ``device``, verified (sha256 of every file)
+    unless its ``manifest`` was already read with :func:`load_model_artifact`."""
+    manifest = manifest or load_model_artifact(folder)
+    tokenizer = models.load_tokenizer(folder)
+    # The load recipe (e.g. pruneHeads) is replayed exactly as the server does.
+    model: Any = load_torch(folder, manifest)
+    model.to(device)
+    return LoadedModel(folder, manifest, tokenizer, model)
 
 
 def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
@@ -111,32 +187,20 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
                 f"label(s) {', '.join(map(repr, unknown))} of the dataset are unknown to the "
                 f"model (its labels: {', '.join(manifest.labels)})"
             )
-        tokenizer = models.load_tokenizer(model_dir)
+        loaded = open_model(model_dir, ctx.device, manifest)
         to_model = {i: manifest.labels.index(name) for i, name in enumerate(data_manifest.labels)}
         labels = [to_model[int(x)] for x in frame["label"]]
-        same_vocab = (
-            models.vocab_digest(tokenizer) == data_manifest.tokenizer.get("vocabSha256")
-            and data_manifest.tokenizer.get("maxLength") == manifest.max_length
-        )
-        if same_vocab:
-            ids = [list(map(int, row)) for row in frame["input_ids"]]
-        else:
-            # Another vocabulary or length: the prepared ids do not fit this model.
-            progress.message("re-tokenizing the split with the model's tokenizer")
-            ids = prepare.tokenize(tokenizer, frame["text"].tolist(), manifest.max_length).ids
-        # The load recipe (e.g. pruneHeads) is replayed exactly as the server does.
-        model: Any = load_torch(model_dir, manifest)
-        model.to(ctx.device)
+        ids, retokenized = loaded.encode(frame, data_manifest.tokenizer, progress)
         progress.emit(
             "start", message=f"scoring {len(ids)} rows of {step.split}", total_steps=len(ids)
         )
         started = time.monotonic()
         metrics = score(
-            model,
+            loaded.model,
             ids,
             labels,
             label_names=manifest.labels,
-            pad_id=tokenizer.pad_token_id or 0,
+            pad_id=loaded.pad_id,
             batch_size=step.batch_size,
             ctx=ctx,
         )
@@ -158,7 +222,7 @@ def run_evaluate(step: EvaluateStep, progress: Progress) -> StepResult:
             rows=len(ids),
             metrics=metrics,
             model_name=manifest.name,
-            retokenized=not same_vocab,
+            retokenized=retokenized,
             labels=manifest.labels,
         ),
     )

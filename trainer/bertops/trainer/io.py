@@ -1,5 +1,6 @@
 """Reading a BertDataset source (CSV, JSONL, Parquet or a folder of text files) into a
-two-column frame of raw ``text`` and ``label`` strings.
+frame of raw ``text`` and ``label`` strings (plus the raw ``time`` values of a source with
+a holdout, see :mod:`bertops.trainer.holdout`).
 
 Called by :mod:`bertops.trainer.prepare`. Everything a user can get wrong here (missing
 file, unknown format, missing column, bytes that are not valid in the declared encoding)
@@ -97,6 +98,12 @@ def _columns(frame: pd.DataFrame, source: DataSource, where: str) -> pd.DataFram
             "label": frame[source.label_column],
         }
     )
+    if source.holdout_fraction is not None:
+        # Raw values, parsed by the holdout split; a file without the column has no
+        # parsable times (its rows count as oldest), which the split reports when no
+        # row of the source has one.
+        column = source.time_column
+        out["time"] = frame[column] if column in frame.columns else None
 
     def to_str(value: object) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -123,6 +130,11 @@ def read_source(source: DataSource) -> RawData:
     is_dir = bool(fs.isdir(path))
     fmt = detect_format(source, is_dir)
     if fmt == "textFolder":
+        if source.holdout_fraction is not None:
+            raise BadInputError(
+                f"data source {source.uri} is a text folder: it has no time column to "
+                "hold out its newest rows by; remove holdoutFraction"
+            )
         return _read_text_folder(fs, path, source)
     if not is_dir:
         return _read_file(fs, path, source, fmt, source.uri)

@@ -5,6 +5,8 @@ Called through :func:`bertops.trainer.steps.run_step` (CLI: ``bertops trainer pr
 Artifact layout (``output_uri``)::
 
     train.parquet validation.parquet test.parquet   text, label, label_name, input_ids, length
+    holdout.parquet                                 the same + time, source (only when a
+                                                    source has holdoutFraction)
     tokenizer/                                      the tokenizer that produced input_ids
     labels.json                                     {"labels": [...], "label2id": {...}}
     stats.json                                      rows, drops, token lengths, unknown rate
@@ -12,6 +14,8 @@ Artifact layout (``output_uri``)::
 
 The checksum hashes the content (labels, tokenizer vocabulary, rows of every split in
 order), never file bytes or timestamps, so the same inputs and seed give the same checksum.
+The holdout is not part of it (nothing trains on it); the manifest's sha256 of every file
+covers it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from bertops.api.artifacts import DATASET_MANIFEST, DatasetManifest, digest_folder
-from bertops.api.dataset import Split
-from bertops.api.steps import PrepareDetails, PrepareStep, StepResult
-from bertops.trainer import artifacts_io, cleaning, models, sources
+from bertops.api.dataset import BertDatasetSpec, Split
+from bertops.api.steps import PrepareStep, StepResult
+from bertops.trainer import artifacts_io, cleaning, holdout, models, prepare_report, sources
 from bertops.trainer.errors import BadInputError
 from bertops.trainer.progress import Progress
 
@@ -108,6 +112,8 @@ class Tokenized:
 
 def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> Tokenized:
     """Ids truncated to max_length (keeping the final [SEP]); lengths before truncation."""
+    if not texts:  # e.g. an empty holdout: fast tokenizers fail on an empty batch
+        return Tokenized([], [], 0, 0)
     encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
     unk = tokenizer.unk_token_id
@@ -137,26 +143,71 @@ def content_checksum(
     return digest.hexdigest()
 
 
-def _percentile(values: list[int], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else 0.0
+@dataclass
+class Tables:
+    """The tokenized splits and what tokenizing them measured (for stats.json)."""
+
+    splits: dict[str, pd.DataFrame]
+    lengths: list[int]
+    unknown: int
+    tokens: int
 
 
-def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
-    spec = step.dataset
+def table(
+    rows: pd.DataFrame, tokenizer: Any, max_length: int, label2id: dict[str, int]
+) -> tuple[pd.DataFrame, Tokenized]:
+    """The artifact's table of some cleaned rows (a split or the holdout): text, label id,
+    label name, token ids and their count."""
+    tok = tokenize(tokenizer, rows["text"].tolist(), max_length)
+    frame = pd.DataFrame(
+        {
+            "text": rows["text"].tolist(),
+            "label": np.array([label2id[x] for x in rows["label"]], dtype=np.int32),
+            "label_name": rows["label"].tolist(),
+            "input_ids": [np.array(ids, dtype=np.int32) for ids in tok.ids],
+            "length": np.array([len(ids) for ids in tok.ids], dtype=np.int32),
+        }
+    )
+    return frame, tok
+
+
+def _tokenize_splits(
+    frame: pd.DataFrame,
+    parts: dict[str, list[int]],
+    tokenizer: Any,
+    max_length: int,
+    label2id: dict[str, int],
+    progress: Progress,
+) -> Tables:
+    out = Tables({}, [], 0, 0)
+    for name in SPLITS:
+        rows = frame.iloc[parts[name]]
+        out.splits[name], tok = table(rows, tokenizer, max_length, label2id)
+        out.lengths += tok.lengths
+        out.unknown += tok.unknown
+        out.tokens += tok.tokens
+        progress.emit("progress", message=f"tokenized {name}", rows=len(rows))
+    return out
+
+
+def _base_tokenizer(spec: BertDatasetSpec) -> tuple[Any, bool]:
+    """The base model's tokenizer (None when a WordPiece vocabulary is trained later)
+    and whether the text is uncased."""
     tok_spec = spec.tokenizer
     if (tok_spec.base_model is None) == (tok_spec.train_word_piece is None):
         raise BadInputError("set exactly one of tokenizer.baseModel or tokenizer.trainWordPiece")
-    tokenizer: Any = None
     if tok_spec.base_model is not None:
         tokenizer = models.load_tokenizer(models.tokenizer_folder(tok_spec.base_model))
-        uncased = models.is_uncased(tokenizer)
-    else:
-        assert tok_spec.train_word_piece is not None
-        uncased = tok_spec.train_word_piece.lowercase
-    read = sources.read_sources(spec, progress)
-    raw = read.main
-    lowercase = cleaning.resolve_lowercase(spec.cleaning, uncased)
-    frame, dropped = cleaning.clean_frame(read.frame, spec.cleaning, lowercase, spec.labels)
+        return tokenizer, models.is_uncased(tokenizer)
+    assert tok_spec.train_word_piece is not None
+    return None, tok_spec.train_word_piece.lowercase
+
+
+def _label_names(
+    spec: BertDatasetSpec, frame: pd.DataFrame, dropped: dict[str, int], read: sources.Sources
+) -> list[str]:
+    """The label list (the spec's, or the sorted labels of the rows to split), after
+    checking there are rows for every one of them."""
     if frame.empty:
         reasons = ", ".join(f"{k}={v}" for k, v in dropped.items() if v) or "no rows in source"
         where = spec.source.uri + (" and additionalSources" if read.additional else "")
@@ -170,6 +221,38 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
             f"class(es) {', '.join(map(repr, empty_classes))} have no rows after "
             "cleaning; add data or drop them from spec.labels"
         )
+    return names
+
+
+def _hold_out(
+    held: holdout.Holdout | None,
+    names: list[str],
+    dropped: dict[str, int],
+    tokenizer: Any,
+    max_length: int,
+) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """The holdout's table and its stats entry (None, None: no source has a holdout). Rows
+    with a label the dataset does not have are dropped and counted like any unknown label."""
+    if held is None:
+        return None, None
+    held, unknown = holdout.keep_labels(held, names)
+    dropped["unknownLabel"] += unknown
+    label2id = {name: i for i, name in enumerate(names)}
+    rows, _ = table(held.rows, tokenizer, max_length, label2id)
+    return holdout.annotate(rows, held), holdout.stats(held, names)
+
+
+def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
+    spec = step.dataset
+    tok_spec = spec.tokenizer
+    tokenizer, uncased = _base_tokenizer(spec)
+    read = sources.read_sources(spec, progress)
+    lowercase = cleaning.resolve_lowercase(spec.cleaning, uncased)
+    frame, dropped = cleaning.clean_frame(read.frame, spec.cleaning, lowercase, spec.labels)
+    # Held out after cleaning (so de-duplicated against every source) and before the
+    # label list and the split are decided, which the held-out rows must not influence.
+    frame, held = holdout.split_off(frame, spec)
+    names = _label_names(spec, frame, dropped, read)
     row_labels = frame["label"].tolist()
     parts = split_indices(row_labels, spec.split)
     check_split_labels(row_labels, names, parts)
@@ -182,70 +265,16 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
             train_texts, tok_spec.train_word_piece, tok_spec.max_length
         )
     label2id = {name: i for i, name in enumerate(names)}
-    splits: dict[str, pd.DataFrame] = {}
-    lengths: list[int] = []
-    unknown = tokens = 0
-    for name in SPLITS:
-        rows = frame.iloc[parts[name]]
-        tok = tokenize(tokenizer, rows["text"].tolist(), tok_spec.max_length)
-        lengths += tok.lengths
-        unknown += tok.unknown
-        tokens += tok.tokens
-        splits[name] = pd.DataFrame(
-            {
-                "text": rows["text"].tolist(),
-                "label": np.array([label2id[x] for x in rows["label"]], dtype=np.int32),
-                "label_name": rows["label"].tolist(),
-                "input_ids": [np.array(ids, dtype=np.int32) for ids in tok.ids],
-                "length": np.array([len(ids) for ids in tok.ids], dtype=np.int32),
-            }
-        )
-        progress.emit("progress", message=f"tokenized {name}", rows=len(rows))
+    tables = _tokenize_splits(frame, parts, tokenizer, tok_spec.max_length, label2id, progress)
+    held_table, held_stats = _hold_out(held, names, dropped, tokenizer, tok_spec.max_length)
+    unknown_rate = tables.unknown / tables.tokens if tables.tokens else 0.0
+    stats = prepare_report.dataset_stats(
+        spec, read, tables.splits, tables.lengths, unknown_rate, names, dropped, lowercase
+    )
+    if held_stats is not None:
+        stats["holdout"] = held_stats
     vocab = models.vocab_digest(tokenizer)
-    checksum = content_checksum(names, vocab, tok_spec.max_length, splits)
-    rows = {name: len(splits[name]) for name in SPLITS}
-    rows["total"] = sum(rows.values())
-    per_split_label = {
-        name: {label: int((splits[name]["label_name"] == label).sum()) for label in names}
-        for name in SPLITS
-    }
-    label_counts = {label: sum(per_split_label[s][label] for s in SPLITS) for label in names}
-    dropped_nonzero = {k: v for k, v in dropped.items() if v}
-    stats: dict[str, Any] = {
-        "source": {
-            "uri": spec.source.uri,
-            "format": raw.format,
-            "rowsRead": raw.rows_read,
-            "invalidByteSequences": raw.invalid_byte_sequences,
-            "encodingErrors": spec.source.encoding_errors,
-        },
-        "additionalSources": [
-            {
-                "uri": source.uri,
-                "format": extra.format,
-                "rowsRead": extra.rows_read,
-                "invalidByteSequences": extra.invalid_byte_sequences,
-                "encodingErrors": source.encoding_errors,
-            }
-            for source, extra in zip(spec.additional_sources or (), read.additional, strict=True)
-        ],
-        "sourceRows": read.rows_read(),
-        "rows": rows,
-        "rowsPerSplitAndLabel": per_split_label,
-        "labelCounts": label_counts,
-        "droppedRows": dropped_nonzero,
-        "lowercased": lowercase,
-        "tokenLength": {
-            "p50": _percentile(lengths, 50),
-            "p90": _percentile(lengths, 90),
-            "p95": _percentile(lengths, 95),
-            "p99": _percentile(lengths, 99),
-            "max": max(lengths),
-            "maxLength": tok_spec.max_length,
-            "truncated": sum(1 for n in lengths if n > tok_spec.max_length),
-        },
-        "unknownTokenRate": unknown / tokens if tokens else 0.0,
-    }
+    checksum = content_checksum(names, vocab, tok_spec.max_length, tables.splits)
     tokenizer_info = {
         "vocabSha256": vocab,
         "vocabSize": len(tokenizer),
@@ -257,47 +286,26 @@ def run_prepare(step: PrepareStep, progress: Progress) -> StepResult:
     }
     with artifacts_io.staged_folder(step.output_uri) as folder:
         for name in SPLITS:
-            splits[name].to_parquet(folder / f"{name}.parquet", index=False)
+            tables.splits[name].to_parquet(folder / f"{name}.parquet", index=False)
+        if held_table is not None:
+            held_table.to_parquet(folder / holdout.HOLDOUT_FILE, index=False)
         tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
         artifacts_io.write_json(folder / LABELS_FILE, {"labels": names, "label2id": label2id})
         artifacts_io.write_json(folder / STATS_FILE, stats)
         manifest = DatasetManifest(
             checksum=checksum,
             labels=names,
-            rows=rows,
+            rows=stats["rows"],
             files=digest_folder(folder),
             stats=stats,
             tokenizer=tokenizer_info,
             created_at=datetime.now(UTC),
         )
         (folder / DATASET_MANIFEST).write_text(manifest.model_dump_json(by_alias=True, indent=2))
-    details = PrepareDetails(
-        artifact_uri=step.output_uri,
-        checksum=checksum,
-        short_checksum=checksum[:12],
-        rows=rows,
-        labels=names,
-        num_labels=len(names),
-        label_counts=label_counts,
-        dropped_rows=dropped_nonzero,
-        token_length_p50=stats["tokenLength"]["p50"],
-        token_length_p95=stats["tokenLength"]["p95"],
-        unknown_token_rate=stats["unknownTokenRate"],
-        invalid_byte_sequences=read.invalid_byte_sequences,
-        source_rows=read.rows_read(),
-    )
-    metrics = {f"rows.{k}": float(v) for k, v in rows.items()}
-    metrics["unknownTokenRate"] = float(stats["unknownTokenRate"])
-    metrics["tokenLengthP95"] = float(stats["tokenLength"]["p95"])
-    return StepResult(
-        kind="prepare",
-        name=step.name,
-        succeeded=True,
-        metrics=metrics,
-        artifacts={"dataset": step.output_uri},
-        checksums={"dataset": checksum},
-        details=details,
-    )
+    if held_table is None:
+        return prepare_report.step_result(step, stats, checksum, read, None, None)
+    holdout_uri = artifacts_io.join(step.output_uri, holdout.HOLDOUT_FILE)
+    return prepare_report.step_result(step, stats, checksum, read, holdout_uri, len(held_table))
 
 
 def load_prepared(folder: Path) -> tuple[DatasetManifest, dict[str, Any]]:

@@ -7,6 +7,10 @@ a row repeated across sources is dropped once like any duplicate. A missing or u
 additional source fails the step as bad input (exit code 2) with a message that names it
 (``additionalSources[i] <uri>``), because a retraining that silently lost its feedback rows
 would look like a success.
+
+Each row keeps the number of the source it came from (column ``source``: 0 for
+``spec.source``, i + 1 for ``additionalSources[i]``), so the holdout split
+(:mod:`bertops.trainer.holdout`) can take the newest rows of one source after cleaning.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from bertops.trainer import io
 from bertops.trainer.errors import BadInputError
 from bertops.trainer.progress import Progress
 
+SOURCE_COLUMN = "source"
+
 
 @dataclass
 class Sources:
     main: io.RawData
     additional: list[io.RawData]
-    frame: pd.DataFrame  # main rows, then each additional source's rows, in order
+    frame: pd.DataFrame  # main rows, then each additional source's rows, in order; + source
 
     @property
     def invalid_byte_sequences(self) -> int:
@@ -61,6 +67,9 @@ def read_sources(spec: BertDatasetSpec, progress: Progress) -> Sources:
             # Unreadable is the spec's problem (exit 2); other OSErrors (a dropped
             # connection to a remote store) stay transient and are retried.
             raise BadInputError(f"{where} cannot be read: {error}") from error
-    frames = [main.frame, *(raw.frame for raw in additional)]
-    frame = pd.concat(frames, ignore_index=True) if additional else main.frame
+    frames = [
+        raw.frame.assign(**{SOURCE_COLUMN: number})
+        for number, raw in enumerate([main, *additional])
+    ]
+    frame = pd.concat(frames, ignore_index=True)
     return Sources(main, additional, frame)

@@ -1,6 +1,6 @@
-"""Run one step from its spec: parse, dispatch to prepare/train/evaluate/compress or the
-drift monitor's reference/drift (implemented in ``bertops.server.monitor``), turn failures
-into a result with the right exit code, and write the result document last.
+"""Run one step from its spec: parse, dispatch to prepare/train/evaluate/compress/challenge
+or the drift monitor's reference/drift (implemented in ``bertops.server.monitor``), turn
+failures into a result with the right exit code, and write the result document last.
 
 The Python API (:func:`run_step`, re-exported as ``bertops.trainer.run_step``) and the CLI
 (:mod:`bertops.trainer.cli`) both go through here, so a step behaves the same in a test,
@@ -22,12 +22,14 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from bertops.api.steps import (
     STEP_KINDS,
+    ChallengeStep,
     CompressStep,
     DriftStep,
     EvaluateStep,
     ExitCode,
     PrepareStep,
     ReferenceStep,
+    StepBase,
     StepResult,
     StepSpec,
     TrainStep,
@@ -49,9 +51,7 @@ KINDS = STEP_KINDS
 
 def parse_spec(data: str | bytes | dict[str, Any] | StepSpec) -> StepSpec:
     """A step spec from JSON text, a dict or a model; BadInputError with the pydantic errors."""
-    if isinstance(
-        data, PrepareStep | TrainStep | EvaluateStep | CompressStep | ReferenceStep | DriftStep
-    ):
+    if isinstance(data, StepBase):  # already a parsed spec of some kind
         return data
     try:
         if isinstance(data, str | bytes):
@@ -81,6 +81,10 @@ def _dispatch(spec: StepSpec, progress: Progress) -> StepResult:
         from bertops.trainer.compress import run_compress
 
         return run_compress(spec, progress)
+    if isinstance(spec, ChallengeStep):
+        from bertops.trainer.challenge import run_challenge
+
+        return run_challenge(spec, progress)
     if isinstance(spec, ReferenceStep | DriftStep):
         return _monitor(spec, progress)
     raise BadInputError(f"step kind {spec.kind} is not implemented by this trainer version")
