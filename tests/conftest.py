@@ -35,6 +35,7 @@ LONGEST_FIRST = (
     "tests/node/",
     "argo",
     "tests/operator/test_deployment_local.py",
+    "tests/operator/test_deployment_judgment.py",
     "tests/operator/test_drift_loop.py",
     "tests/operator/test_local_runtime.py",
     "tests/operator/test_lifecycle.py",

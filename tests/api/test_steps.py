@@ -4,17 +4,21 @@ termination message."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from bertops.api.steps import (
+    STEP_KINDS,
     TERMINATION_MESSAGE_LIMIT,
+    ChallengeDetails,
+    ChallengeStep,
     CompressDetails,
     EvaluateDetails,
     PrepareDetails,
     StepResult,
+    StepSpec,
     TrainDetails,
 )
 
@@ -37,6 +41,13 @@ def test_small_result_is_kept_whole() -> None:
             CompressDetails,
             "quality_delta",
             {"macroF1": -0.1},
+        ),
+        (
+            "challenge",
+            {"reportUri": "/r/report.json", "sets": [{"set": "testSplit", "rows": 0}]},
+            ChallengeDetails,
+            "report_uri",
+            "/r/report.json",
         ),
     ],
 )
@@ -131,3 +142,56 @@ def test_fields_the_operator_reads_are_dropped_last() -> None:
     assert set(doc["details"]) >= {"kind", "modelName", "testMetrics", "artifactUri"}
     assert "rankWeightDigests" not in doc["details"]
     assert isinstance(StepResult.model_validate(doc).details, TrainDetails)
+
+
+def test_every_step_kind_is_a_spec_and_a_result_kind() -> None:
+    """One list of kinds: the spec union, the result's kind and STEP_KINDS agree."""
+    spec_kinds = {model.model_fields["kind"].default for model in get_args(StepSpec)}
+    result_kinds = set(get_args(StepResult.model_fields["kind"].annotation))
+    assert spec_kinds == result_kinds == set(STEP_KINDS)
+
+
+def test_challenge_step_on_the_wire() -> None:
+    spec = TypeAdapter(StepSpec).validate_python(
+        {
+            "kind": "challenge",
+            "name": "c",
+            "stableModelUri": "/m/stable",
+            "candidateModelUri": "/m/candidate",
+            "testUri": "/d/stable-dataset",
+            "holdoutUri": "/d/retraining/holdout.parquet",
+            "outputUri": "/out",
+        }
+    )
+    assert isinstance(spec, ChallengeStep)
+    assert spec.max_rows == 2000 and spec.holdout_uri == "/d/retraining/holdout.parquet"
+    with pytest.raises(ValidationError, match="maxRows"):
+        ChallengeStep.model_validate({**spec.to_wire(), "maxRows": 0})
+
+
+def test_challenge_sets_keep_their_paired_counts() -> None:
+    details = {
+        "sets": [
+            {
+                "set": "heldBackFeedback",
+                "rows": 10,
+                "stableAccuracy": 0.6,
+                "candidateAccuracy": 0.8,
+                "bothCorrect": 5,
+                "candidateOnly": 3,
+                "stableOnly": 1,
+                "bothWrong": 1,
+            }
+        ]
+    }
+    result = StepResult.model_validate(
+        {"kind": "challenge", "name": "c", "succeeded": True, "details": details}
+    )
+    assert isinstance(result.details, ChallengeDetails) and result.details.sets
+    entry = result.details.sets[0]
+    assert (entry.candidate_only, entry.stable_only) == (3, 1)
+    assert json.loads(result.compact_json())["details"]["sets"] == details["sets"]
+    with pytest.raises(ValidationError, match="set"):
+        StepResult.model_validate(
+            {"kind": "challenge", "name": "c", "succeeded": True, "details": {"sets": [{}]}}
+        )

@@ -193,3 +193,40 @@ def test_watch_shows_the_state_that_ended_it() -> None:
         "stable model r1",
         "promoted r1",
     ]
+
+
+def test_the_judgment_shows_in_the_timeline() -> None:
+    """The wait for labels, the offline evaluation with its numbers, and what a canary
+    step holds for, each once."""
+    waiting = _deployment(retrains={"waiting": {"needed": 200}})
+    challenge = {"model": "r1", "stable": "v1", "phase": "Passed", "message": "0.60 vs 0.48"}
+    holds = {
+        "type": "Progressing",
+        "status": "True",
+        "reason": "NotYetSure",
+        "message": "step 1/2 at 20% holds: pairedAccuracy: needs about 40 more",
+    }
+    judged = _deployment(challenge=challenge, canaryModel="r1", canaryWeight=20, conditions=[holds])
+    steps = [
+        (_deployment(), waiting, ["retraining waits for 200 new feedback labels"]),
+        (
+            waiting,
+            _deployment(challenge={**challenge, "phase": "Running"}),
+            ["offline evaluation of r1: Running"],
+        ),
+        (
+            _deployment(challenge={**challenge, "phase": "Running"}),
+            judged,
+            [
+                "offline evaluation of r1: Passed: 0.60 vs 0.48",
+                "canary holds (NotYetSure): step 1/2 at 20% waits for pairedAccuracy",
+                "canary r1 at 20%",
+            ],
+        ),
+        (judged, judged, []),
+    ]
+    for old, new, expected in steps:
+        assert (
+            demo_timeline.changes(demo_timeline.facts(old, []), demo_timeline.facts(new, []))
+            == expected
+        )

@@ -139,6 +139,42 @@ DEPLOYMENT_CASES = [
         "WaitingForTraffic: waits",
     ),
     (
+        "not yet sure",
+        serving(cond("Progressing", "True", D.REASON_NOT_YET_SURE, "needs 80 more")),
+        "Progressing",
+        "NotYetSure: needs 80 more",
+    ),
+    (
+        "routes not carried yet",
+        serving(cond("Progressing", "True", D.REASON_WAITING_FOR_ROUTES, "gateway")),
+        "Progressing",
+        "WaitingForRoutes: gateway",
+    ),
+    (
+        "progress deadline",
+        serving(cond("Progressing", "False", D.REASON_PROGRESS_DEADLINE, "900s")),
+        "Degraded",
+        "ProgressDeadlineExceeded: 900s",
+    ),
+    (
+        "offline evaluation",
+        serving(cond("Progressing", "Unknown", D.REASON_CHALLENGE_RUNNING, "scoring m2")),
+        "Progressing",
+        "OfflineEvaluation: scoring m2",
+    ),
+    (
+        "offline evaluation refused",
+        serving(cond("Degraded", "True", D.REASON_CHALLENGE_REFUSED, "0.71 < 0.80")),
+        "Degraded",
+        "OfflineEvaluationRefused: 0.71 < 0.80",
+    ),
+    (
+        "offline evaluation failed",
+        serving(cond("Degraded", "True", D.REASON_CHALLENGE_FAILED, "step failed")),
+        "Degraded",
+        "OfflineEvaluationFailed: step failed",
+    ),
+    (
         "no metrics",
         serving(cond("Progressing", "True", D.REASON_METRICS_UNAVAILABLE, "no prom")),
         "Progressing",
@@ -270,7 +306,12 @@ def test_every_api_reason_is_decided() -> None:
     }
     rollout_only |= {v for k, v in vars(D).items() if k.endswith("_GATE")}
     # Event reasons of the retrain loop: never on a condition.
-    rollout_only |= {D.REASON_RETRAIN_STARTED, D.REASON_RETRAIN_SKIPPED, D.REASON_RETRAIN_FAILED}
+    rollout_only |= {
+        D.REASON_RETRAIN_STARTED,
+        D.REASON_RETRAIN_SKIPPED,
+        D.REASON_RETRAIN_FAILED,
+        D.REASON_RETRAIN_WAITING,
+    }
     for module in (dataset, training, model, deployment):
         for name, value in vars(module).items():
             if name.startswith("REASON_"):

@@ -112,7 +112,8 @@ def deployment_spec(
                 "steps": [{"weight": w, "pauseSeconds": p} for w, p in steps],
                 "autoPromote": auto_promote,
                 "paused": paused,
-                "analysis": {"minRequests": 50, **analysis_fields},
+                # The offline evaluation has its own cases (a Tick's challenge phase).
+                "analysis": {"minRequests": 50, "offlineEvaluation": False, **analysis_fields},
             },
         }
     )
@@ -128,6 +129,7 @@ class Tick:
     action: str | None = None
     spec: api.BertDeploymentSpec | None = None
     metrics_down: bool = False  # the gateway's metrics could not be read
+    routed: bool = True  # the gateway carries the canary at the decided weight
 
 
 def run_ticks(
@@ -148,6 +150,7 @@ def run_ticks(
             action,
             T0 + timedelta(seconds=tick.at),
             generation=1,
+            routed=tick.routed,
         )
         decisions.append(decision)
         current = decision.status

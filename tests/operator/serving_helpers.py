@@ -89,6 +89,7 @@ def deployment(
     steps: list[dict[str, int]] | None = None,
     min_requests: int = 10,
     family: str = "tiny",
+    **analysis: Any,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "bertops.io/v1alpha1",
@@ -104,10 +105,14 @@ def deployment(
                 # The latency-ratio bound is wide: on a loaded 2-core CI machine a freshly
                 # started canary's p95 is often 1.5-2x a warm stable's, which would roll a
                 # good model back. The latency gates are tested alone in test_rollout_gates.
+                # Scoring a model offline before traffic has its own tests
+                # (test_offline_challenge): these are about serving the rollout.
                 "analysis": {
                     "intervalSeconds": 1,
                     "minRequests": min_requests,
                     "maxLatencyRatio": 20,
+                    "offlineEvaluation": False,
+                    **analysis,
                 },
             },
             "drift": {"enabled": False},

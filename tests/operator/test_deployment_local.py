@@ -206,7 +206,9 @@ def test_diverging_canary_rolls_back_without_a_failed_request(
 ) -> None:
     start_operator(namespace, state_dir=state)
     ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
-    created = kube_layer.create(deployment(namespace))
+    # Divergence gates only when its bound is set (a retrained model is meant to answer
+    # differently); test_deployment_judgment shows the default promoting it.
+    created = kube_layer.create(deployment(namespace, maxPredictionDivergence=0.2))
     endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
     client = SteadyClient(endpoint).start()
     try:
@@ -273,10 +275,11 @@ def test_restart_mid_rollout_resumes_at_the_same_step_with_the_same_processes(
         wait_for(
             lambda: (
                 len(serving_pids(state, namespace, "web")) == 3
-                and (status_of(kube_layer, namespace).get("analysis") or {}).get("gates")
+                and (st := status_of(kube_layer, namespace)).get("stepStartedAt")
+                and (st.get("analysis") or {}).get("gates")
             ),
             timeout=60,
-            what="the canary analysed at step 1",
+            what="the canary analysed at step 1, its pause running (the gateway carries it)",
         )
         before = status_of(kube_layer, namespace)
         pids = serving_pids(state, namespace, "web")

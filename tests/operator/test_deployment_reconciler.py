@@ -123,3 +123,47 @@ def test_rollout_metrics_follow_the_decisions() -> None:
     )
     labels = {"outcome": "RolledBack", "reason": "DivergenceGateFailed"}
     assert value("bertops_operator_rollout_outcomes_total", labels) == 1
+
+
+def test_a_model_retrained_for_another_deployment_is_not_selected() -> None:
+    """Finding 4: drift in deployment `food` registered `food-retrain-1` in the family;
+    deployment `web`, selecting the same family, started it as its own canary."""
+    leaked = model_body("food-retrain-1")
+    leaked["metadata"]["creationTimestamp"] = "2026-11-28T11:00:00Z"  # the newest
+    leaked["metadata"]["labels"] = {"bertops.io/retrained-for": "food"}
+    backend = FakeBackend()
+    rec = DeploymentReconciler(
+        FakeKube([model_body("tiny-v1"), leaked]),  # type: ignore[arg-type]
+        OperatorConfig(),
+        backend,
+        lambda model, body: model.model_validate(body),
+        lambda: NOW,
+    )
+    body = deployment_body({"stableModel": "tiny-v1"})
+    body["spec"]["rollout"] = {"analysis": {"offlineEvaluation": False}}
+    plan = rec.plan(body)
+    assert plan.status is not None and plan.status["stableModel"] == "tiny-v1"
+    assert not plan.status.get("canaryModel") and backend.targets[-1].canary is None
+    shared = {**leaked["metadata"]["labels"], "bertops.io/shared-with-family": "true"}
+    leaked["metadata"]["labels"] = shared
+    rec.forget("ns", "web")
+    plan = rec.plan(body)
+    assert plan.status is not None and plan.status["canaryModel"] == "food-retrain-1"
+
+
+def test_the_canary_is_routed_without_cookies_and_paired_with_stable() -> None:
+    body = deployment_body({"stableModel": "tiny-v1"})
+    body["spec"]["rollout"] = {"analysis": {"offlineEvaluation": False}}
+    backend = FakeBackend()
+    rec = DeploymentReconciler(
+        FakeKube([model_body("tiny-v1"), model_body("tiny-v2")]),  # type: ignore[arg-type]
+        OperatorConfig(),
+        backend,
+        lambda model, body: model.model_validate(body),
+        lambda: NOW,
+    )
+    plan = rec.plan(body)
+    assert plan.status is not None and plan.status["canaryModel"] == "tiny-v2"
+    target = backend.targets[-1]
+    assert target.sticky == "none" and target.compare and not target.shadow
+    assert target.canary is not None and target.weight == 10

@@ -1,8 +1,9 @@
 """The closed loop on the real API server with the local runtime and a tiny BERT: real
 prepare, train, reference and drift steps (Evidently), real model servers and gateway.
-Shifted traffic with feedback labels makes a drift check find drift; exactly one
-retraining starts however many drifted checks follow; its model rolls out as a canary
-and is promoted; the user's objects keep their generation and spec throughout."""
+Shifted traffic with feedback labels makes a drift check find drift; the retraining waits
+for new labels, then exactly one starts however many drifted checks follow; its model
+rolls out as a canary and is promoted; the user's objects keep their generation and spec
+throughout."""
 
 from __future__ import annotations
 
@@ -44,15 +45,23 @@ def deployment(namespace: str) -> dict[str, Any]:
                 "steps": [{"weight": 50, "pauseSeconds": 1}],
                 # Tiny models at chance disagree at random: this test is about the loop,
                 # test_deployment_local and test_rollout_gates are about the gates.
+                # Nor can they beat stable offline or on paired feedback: the judgment of
+                # a retrained model has its own tests (test_rollout_judgment, the demo).
                 "analysis": {
                     "intervalSeconds": 1,
                     "minRequests": 5,
                     "maxLatencyRatio": 50,
-                    "maxPredictionDivergence": 1,
+                    "offlineEvaluation": False,
+                    "pairedGate": "off",
                 },
             },
             "drift": {"intervalSeconds": 10, "windowSize": 60, "referenceSize": 60},
-            "retrain": {"enabled": True, "cooldownSeconds": 3600, "includeFeedback": True},
+            "retrain": {
+                "enabled": True,
+                "cooldownSeconds": 3600,
+                "includeFeedback": True,
+                "minFeedbackRows": 30,
+            },
         },
     }
 
@@ -127,6 +136,14 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     drift = drifted["drift"]
     assert drift["drifted"] is True and drift["score"] >= 0.3 and drift["windowRows"] == 60
     assert Path(drift["reportUri"]).is_file() and drift["signals"]["nonAscii"] is True
+
+    # The labels came before the drift was found: retraining waits for 30 new ones (it
+    # used to snapshot the feedback at the moment of the drift).
+    waiting = drifted.get("retrains", {}).get("waiting") or {}
+    assert waiting.get("needed") == 30, drifted.get("retrains")
+    assert kube_layer.get("BertTraining", namespace, "web-retrain-1") is None
+    assert "retraining waits for feedback" in drift["message"]
+    assert send_shifted(ready["endpoint"], 35) == 35
 
     client = SteadyClient(ready["endpoint"], pause=0.05).start()
     try:

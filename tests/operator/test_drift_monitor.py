@@ -2,7 +2,8 @@
 real in tests/monitor and tests/operator/test_drift_loop.py): a reference first, checks
 on the interval, a failed step (empty or corrupt log, missing reference, a report that
 cannot be written) ends in Drifted=Unknown with its message and the next try one
-interval later, never a retraining; a drifted check retrains once."""
+interval later, never a retraining; a drifted check retrains once, after waiting for
+retrain.minFeedbackRows new feedback labels or until retrain.maxWaitSeconds passed."""
 
 from __future__ import annotations
 
@@ -147,10 +148,15 @@ def reference_done(monitor: DriftMonitor, runtime: Runtime, the_spec: api.BertDe
 
 
 def check_due(
-    monitor: DriftMonitor, runtime: Runtime, clock: Clock, status: api.BertDeploymentStatus
+    monitor: DriftMonitor,
+    runtime: Runtime,
+    clock: Clock,
+    status: api.BertDeploymentStatus,
+    the_spec: api.BertDeploymentSpec | None = None,
+    labels: float | None = None,
 ) -> Any:
     clock.now += timedelta(seconds=61)
-    out = monitor.plan(REF, spec(), status, {"v1": MODEL})
+    out = monitor.plan(REF, the_spec or spec(), status, {"v1": MODEL}, feedback_labels=labels)
     assert out.start is not None and isinstance(out.start.spec, DriftStep)
     assert out.start.spec.model_name == "v1" and out.start.spec.window_size == 100
     return out
@@ -209,12 +215,13 @@ def drift_result(score: float, drifted: bool) -> StepObservation:
 
 def test_drift_retrains_once_over_repeated_drifted_checks(world: Any) -> None:
     monitor, runtime, clock = world
-    status = reference_done(monitor, runtime, spec())
+    at_once = spec(minFeedbackRows=0)  # no wait for feedback labels
+    status = reference_done(monitor, runtime, at_once)
     created: list[str] = []
     for _ in range(4):
-        check_due(monitor, runtime, clock, status)
+        check_due(monitor, runtime, clock, status, at_once)
         runtime.observation = drift_result(0.8, True)
-        out = monitor.plan(REF, spec(), status, {"v1": MODEL})
+        out = monitor.plan(REF, at_once, status, {"v1": MODEL})
         monitor.kube.apply(out.create)  # type: ignore[attr-defined]
         created += [f"{c['kind']}/{c['metadata']['name']}" for c in out.create]
         runtime.observation = running()

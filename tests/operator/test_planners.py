@@ -270,6 +270,31 @@ def test_completed_training_recreates_a_lost_model_only() -> None:
     assert there.empty
 
 
+@pytest.mark.parametrize(
+    ("trigger", "labels"),
+    [
+        (None, {}),
+        ({"reason": "Manual"}, {}),
+        ({"reason": "DriftDetected", "deployment": "food"}, {"bertops.io/retrained-for": "food"}),
+        (
+            {"reason": "DriftDetected", "deployment": "food", "shareWithFamily": True},
+            {"bertops.io/retrained-for": "food", "bertops.io/shared-with-family": "true"},
+        ),
+    ],
+    ids=["user's run", "trigger without a deployment", "retrained for food", "shared"],
+)
+def test_registered_model_names_the_deployment_it_was_retrained_for(
+    trigger: dict[str, Any] | None, labels: dict[str, str]
+) -> None:
+    spec = b.training(trigger=trigger).spec if trigger else b.training().spec
+    body = training_planner.model_manifest(b.ref("BertTraining", "food-retrain-1"), spec)
+    found = body["metadata"]["labels"]
+    assert {k: v for k, v in found.items() if k.endswith(("retrained-for", "family"))} == {
+        "bertops.io/family": "sentiment",
+        **labels,
+    }
+
+
 # -- BertModel -----------------------------------------------------------------------------
 
 

@@ -1,10 +1,12 @@
-"""The rollout's analysis gates: each gate failing alone with its own reason, the
-inconclusive cases (not enough data is never a failure), and the Jensen-Shannon
-distance against scipy's."""
+"""The rollout's analysis gates: each gate failing alone with its own reason, a good
+canary passing every gate, and the three outcomes with their stated confidence: too
+little data or an interval straddling the bound is "not yet sure" (with how many more
+requests it needs), never a failure; the same rate fails once the interval clears the
+bound; later looks demand more confidence (the sequential rule)."""
 
 from __future__ import annotations
 
-import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,21 +26,25 @@ STRICT = {
     "minFeedbackAccuracy": 0.8,
     "minFeedback": 10,
 }
-GOOD: dict[str, Any] = {"feedback": (18, 20)}
+GOOD: dict[str, Any] = {"feedback": (190, 200)}
 # (gate that must fail, its reason, how the canary differs, how stable differs)
 FAILURES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    (gates.ERROR_RATE, api.REASON_ERROR_RATE_GATE, {"errors": 20}, {}),
+    (gates.ERROR_RATE, api.REASON_ERROR_RATE_GATE, {"errors": 40}, {}),
     # stable just as slow: only the absolute bound trips, not the ratio
     (gates.LATENCY_P95, api.REASON_LATENCY_GATE, {"p95_ms": 150}, {"p95_ms": 140}),
     (gates.LATENCY_RATIO, api.REASON_LATENCY_RATIO_GATE, {"p95_ms": 80}, {}),
     (gates.DIVERGENCE, api.REASON_DIVERGENCE_GATE, {"labels": {"pos": 190, "neg": 10}}, {}),
     (gates.CONFIDENCE, api.REASON_CONFIDENCE_GATE, {"confidence": 0.5}, {}),
-    (gates.FEEDBACK_ACCURACY, api.REASON_FEEDBACK_GATE, {"feedback": (10, 20)}, {}),
+    (gates.FEEDBACK_ACCURACY, api.REASON_FEEDBACK_GATE, {"feedback": (40, 100)}, {}),
 ]
 
 
 def by_name(results: list[gates.GateResult]) -> dict[str, gates.GateResult]:
     return {r.name: r for r in results}
+
+
+def paired(observation: Observation, **counts: float) -> Observation:
+    return replace(observation, paired_feedback=counts)
 
 
 def test_a_good_canary_passes_every_gate() -> None:
@@ -50,8 +56,14 @@ def test_a_good_canary_passes_every_gate() -> None:
         gates.DIVERGENCE,
         gates.CONFIDENCE,
         gates.FEEDBACK_ACCURACY,
+        gates.PAIRED_ACCURACY,
     ]
-    assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+    gating = [r for r in results if r.name != gates.PAIRED_ACCURACY]
+    assert all(r.verdict == "pass" for r in gating), [r.message for r in gating]
+    for r in gating:  # every decision states its interval and level
+        assert r.lower is not None and r.upper is not None and r.lower <= r.upper
+        assert r.level is not None and 0.9 < r.level < 1
+        assert "%" in r.message
 
 
 @pytest.mark.parametrize(
@@ -79,18 +91,114 @@ def test_values_and_thresholds_are_reported() -> None:
     assert results[gates.ERROR_RATE].threshold == 0.05
     assert results[gates.LATENCY_P95].value == pytest.approx(80)
     assert results[gates.LATENCY_RATIO].value == pytest.approx(2.0)
-    assert results[gates.FEEDBACK_ACCURACY].value == pytest.approx(0.9)
+    assert results[gates.FEEDBACK_ACCURACY].value == pytest.approx(0.95)
 
 
-def test_optional_gates_are_skipped_when_unset() -> None:
-    names = [r.name for r in gates.evaluate(analysis(), obs(), obs())]
-    assert names == [gates.ERROR_RATE, gates.LATENCY_RATIO, gates.DIVERGENCE]
+def test_divergence_is_reported_and_gates_only_when_set() -> None:
+    """A retrained model is meant to answer shifted traffic differently: by default its
+    label distance is shown, never a reason to roll back."""
+    shifted = obs(labels={"pos": 190, "neg": 10})
+    found = by_name(gates.evaluate(analysis(), shifted, obs()))
+    assert [r.name for r in gates.evaluate(analysis(), obs(), obs())] == [
+        gates.ERROR_RATE,
+        gates.LATENCY_RATIO,
+        gates.DIVERGENCE,
+        gates.PAIRED_ACCURACY,
+    ]
+    assert found[gates.DIVERGENCE].verdict == "report"
+    assert found[gates.DIVERGENCE].value == pytest.approx(0.45, abs=0.02)
+    assert "chi-square p=" in found[gates.DIVERGENCE].message
+    assert not any(r.failed for r in found.values())
+    gated = by_name(gates.evaluate(analysis(maxPredictionDivergence=0.2), shifted, obs()))
+    assert gated[gates.DIVERGENCE].failed
 
 
-INCONCLUSIVE = [
+def test_a_high_rate_on_few_requests_is_not_yet_sure_then_fails_with_more() -> None:
+    few = gates.error_rate(gates.Judge(analysis()), obs(requests=60, errors=5), None)
+    assert few.verdict == "unsure"
+    assert few.lower is not None and few.lower < 0.05 < (few.upper or 0)
+    assert few.needed is not None and few.needed > 0
+    assert f"needs about {few.needed} more" in few.message
+    many = gates.error_rate(gates.Judge(analysis()), obs(requests=6000, errors=500), None)
+    assert many.failed
+
+
+def test_an_error_rate_above_stables_fails_even_under_the_absolute_bound() -> None:
+    stable = obs(requests=20000, errors=200)  # 1%
+    worse = gates.error_rate(gates.Judge(analysis()), obs(requests=20000, errors=600), stable)
+    assert worse.failed and "minus stable's" in worse.message
+    same = gates.error_rate(gates.Judge(analysis()), obs(requests=20000, errors=210), stable)
+    assert same.verdict == "pass"
+
+
+def test_later_looks_demand_more_confidence() -> None:
+    """The sequential rule: look k spends falseRollbackRate / (k (k+1)), so the same
+    borderline evidence that fails at the first look is not yet sure at the twentieth."""
+    borderline = obs(requests=400, errors=36)  # 9% against a 5% bound
+    first = gates.error_rate(gates.Judge(analysis(), look=1), borderline, None)
+    late = gates.error_rate(gates.Judge(analysis(), look=20), borderline, None)
+    assert first.failed
+    assert late.verdict == "unsure"
+    assert (late.level or 0) > (first.level or 0)
+
+
+PAIRED = [
+    # (case, counts, retrained, verdict)
+    (
+        "a better retrained model passes",
+        {"candidate_only": 40, "stable_only": 10, "both_correct": 100, "both_wrong": 50},
+        True,
+        "pass",
+    ),
+    (
+        "a worse retrained model fails",
+        {"candidate_only": 5, "stable_only": 45, "both_correct": 100, "both_wrong": 50},
+        True,
+        "fail",
+    ),
+    (
+        "too few labels: not yet sure",
+        {"candidate_only": 3, "stable_only": 1, "both_correct": 5},
+        True,
+        "unsure",
+    ),
+    (
+        "an equal model on few labels: not yet sure",
+        {"candidate_only": 10, "stable_only": 10, "both_correct": 30},
+        True,
+        "unsure",
+    ),
+    (
+        "not a retraining: reported only",
+        {"candidate_only": 5, "stable_only": 45, "both_correct": 100},
+        False,
+        "report",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("counts", "retrained", "verdict"), [c[1:] for c in PAIRED], ids=[c[0] for c in PAIRED]
+)
+def test_paired_accuracy(counts: dict[str, float], retrained: bool, verdict: str) -> None:
+    found = by_name(gates.evaluate(analysis(), paired(obs(), **counts), obs(), retrained=retrained))
+    result = found[gates.PAIRED_ACCURACY]
+    assert result.verdict == verdict, result.message
+    assert result.threshold == pytest.approx(-0.05)
+
+
+def test_paired_gate_always_and_off() -> None:
+    worse = paired(obs(), candidate_only=5, stable_only=45, both_correct=100)
+    always = by_name(gates.evaluate(analysis(pairedGate="always"), worse, obs()))
+    off = by_name(gates.evaluate(analysis(pairedGate="off"), worse, obs(), retrained=True))
+    assert always[gates.PAIRED_ACCURACY].failed
+    assert off[gates.PAIRED_ACCURACY].verdict == "report"
+
+
+NOT_YET = [
     (
         "canary under minRequests",
-        obs(requests=20, errors=20, p95_ms=900, confidence=0.1),
+        obs(requests=20, errors=20, p95_ms=900, confidence=0.1, feedback=(0, 0)),
         obs(**GOOD),
         {
             gates.ERROR_RATE,
@@ -126,44 +234,25 @@ INCONCLUSIVE = [
 
 
 @pytest.mark.parametrize(
-    ("canary", "stable", "expected"),
-    [c[1:] for c in INCONCLUSIVE],
-    ids=[c[0] for c in INCONCLUSIVE],
+    ("canary", "stable", "expected"), [c[1:] for c in NOT_YET], ids=[c[0] for c in NOT_YET]
 )
-def test_not_enough_data_is_inconclusive_not_failure(
+def test_not_enough_data_is_not_yet_sure_never_failure(
     canary: Observation | None, stable: Observation | None, expected: set[str]
 ) -> None:
     results = gates.evaluate(analysis(**STRICT), canary, stable)
-    assert {r.name for r in results if r.inconclusive} == expected
+    assert {r.name for r in results if r.unsure} == expected
     assert not any(r.failed for r in results)
-    assert all("inconclusive" in r.message for r in results if r.inconclusive)
+    for r in results:
+        if r.unsure:
+            assert "needed before judging" in r.message and (r.needed or 0) > 0
 
 
 def test_min_requests_zero_still_needs_one_request() -> None:
-    result = gates.error_rate(analysis(minRequests=0), obs(requests=0, labels={}))
-    assert result.inconclusive
-    assert gates.enough_traffic(analysis(minRequests=0), None)
-    assert not gates.enough_traffic(analysis(minRequests=5), obs(requests=4))
+    result = gates.error_rate(gates.Judge(analysis(minRequests=0)), obs(requests=0), None)
+    assert result.unsure and result.needed == 1
 
 
 def test_latency_ratio_ignores_sub_floor_noise() -> None:
     # 1 ms against 3 ms is "3x" but far below the 5 ms floor: not a regression.
-    result = gates.latency_ratio(analysis(), obs(p95_ms=3), obs(p95_ms=1))
+    result = gates.latency_ratio(gates.Judge(analysis()), obs(p95_ms=3), obs(p95_ms=1))
     assert result.passed and result.value == pytest.approx(0.6)
-
-
-def test_js_distance_matches_scipy() -> None:
-    from scipy.spatial.distance import jensenshannon
-
-    assert gates.js_distance({"a": 5, "b": 5}, {"b": 1, "a": 1}) == 0
-    assert gates.js_distance({"a": 1}, {"b": 1}) == pytest.approx(1.0)
-    rng = random.Random(7)
-    for _ in range(50):
-        labels = ["a", "b", "c", "d"][: rng.randint(1, 4)]
-        p = {k: rng.choice([0, rng.random() * 100]) for k in labels}
-        q = {k: rng.random() * 100 for k in labels}
-        p[labels[0]] += 1  # at least one count on each side
-        expected = jensenshannon([p[k] for k in labels], [q[k] for k in labels], base=2)
-        assert gates.js_distance(p, q) == pytest.approx(float(expected), abs=1e-9)
-    with pytest.raises(ValueError, match="at least one count"):
-        gates.js_distance({}, {"a": 1})

@@ -1,6 +1,7 @@
 """Rollout observations from Prometheus metrics: the gateway's and a model server's real
-metric sets rendered as text and parsed back, p95 from histogram buckets, windows and
-replicas, and the same numbers through a Prometheus server's HTTP API (mocked)."""
+metric sets rendered as text and parsed back (paired answers and feedback of a canary
+and a shadow included), p95 from histogram buckets, windows and replicas, and the same
+numbers through a Prometheus server's HTTP API (mocked)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,56 @@ def test_gateway_text_becomes_per_variant_observations() -> None:
     assert (canary.feedback_correct, canary.feedback_total) == (6, 8)
     assert stable.feedback_accuracy is None
     assert observations_for(parse_gateway(gateway_text()), "v1", "v9").canary is None
+
+
+def paired_text() -> str:
+    """A gateway's paired series: the canary (compare) and a shadow against stable v1."""
+    m = GatewayMetrics()
+    for stable_label, label, n in (("pos", "pos", 30), ("neg", "neg", 6), ("pos", "neg", 4)):
+        m.paired_answers.labels("canary", "v2", "v1", stable_label, label).inc(n)
+    m.paired_answers.labels("shadow", "v3", "v1", "pos", "neu").inc(5)
+    for outcome, n in (("both_correct", 7), ("candidate_only", 2), ("stable_only", 1)):
+        m.paired_feedback.labels("canary", "v2", "v1", outcome).inc(n)
+    m.paired_feedback.labels("shadow", "v3", "v1", "both_wrong").inc(3)
+    m.requests.labels("shadow", "v3", "200", "inference").inc(5)
+    m.feedback.labels("stable", "v1", "correct").inc(4)  # the users' answers were stable's
+    return generate_latest(m.registry).decode()
+
+
+def test_paired_series_become_fields_of_the_candidates() -> None:
+    found = observations_for(parse_gateway(paired_text()), "v1", "v2", "v3")
+    canary, shadow, stable = found.canary, found.shadow, found.stable
+    assert canary is not None and shadow is not None and stable is not None
+    assert canary.paired_answers == {("pos", "pos"): 30, ("neg", "neg"): 6, ("pos", "neg"): 4}
+    assert (canary.paired_total, canary.agreement) == (40, pytest.approx(0.9))
+    assert canary.paired_feedback == {"both_correct": 7, "candidate_only": 2, "stable_only": 1}
+    assert (shadow.model, shadow.requests, shadow.agreement) == ("v3", 5, 0.0)
+    assert shadow.paired_feedback == {"both_wrong": 3}
+    assert (stable.paired_answers, stable.agreement, stable.feedback_total) == ({}, None, 4)
+    assert observations_for(parse_gateway(paired_text()), "v1", "v2").shadow is None
+
+
+def test_since_and_plus_combine_paired_fields() -> None:
+    early = Observation(
+        "v2",
+        10,
+        paired_feedback={"both_correct": 2},
+        paired_answers={("pos", "pos"): 8, ("pos", "neg"): 2},
+    )
+    late = Observation(
+        "v2",
+        30,
+        paired_feedback={"both_correct": 5, "stable_only": 1},
+        paired_answers={("pos", "pos"): 10, ("pos", "neg"): 10, ("neg", "neg"): 5},
+    )
+    window = late.since(early)
+    assert window.paired_feedback == {"both_correct": 3, "stable_only": 1}
+    assert window.paired_answers == {("pos", "pos"): 2, ("pos", "neg"): 8, ("neg", "neg"): 5}
+    assert (window.paired_total, window.agreement) == (15, pytest.approx(7 / 15))
+    both = early.plus(late)
+    assert both.paired_feedback == {"both_correct": 7, "stable_only": 1}
+    assert both.paired_answers[("pos", "neg")] == 12 and both.paired_total == 35
+    assert Observation().agreement is None and Observation().paired_total == 0
 
 
 def test_server_text_becomes_an_observation() -> None:

@@ -1,5 +1,6 @@
 """Model selection for a BertDeployment: fixed ref, latest, latestPassing, bestMetric and
-the format filter, over BertModel bodies as kopf lists them (table-driven)."""
+the format filter, over BertModel bodies as kopf lists them (table-driven); and a model
+retrained for one deployment is selected by that deployment only, unless shared."""
 
 from __future__ import annotations
 
@@ -121,3 +122,94 @@ def test_parsed_models_work_too() -> None:
 
     parsed = [BertModel.model_validate(body) for body in MIXED]
     assert select_model(choice(policy="bestMetric"), parsed) == "v2"
+
+
+FOOD = {"bertops.io/retrained-for": "food"}
+FOOD_SHARED = {**FOOD, "bertops.io/shared-with-family": "true"}
+RETRAINED = [m("sentiment-v1", 0), m("food-retrain-1", 10, labels=FOOD)]
+OWNED: list[tuple[str, ModelChoice, list[dict[str, Any]], str | None, str | None]] = [
+    # (case, choice, models, deployment, expected)
+    (
+        "another deployment's retrained model is skipped",
+        choice(),
+        RETRAINED,
+        "sentiment",
+        "sentiment-v1",
+    ),
+    (
+        "the deployment it was retrained for selects it",
+        choice(),
+        RETRAINED,
+        "food",
+        "food-retrain-1",
+    ),
+    (
+        "shared with the family: everyone may select it",
+        choice(),
+        [m("sentiment-v1", 0), m("food-retrain-1", 10, labels=FOOD_SHARED)],
+        "sentiment",
+        "food-retrain-1",
+    ),
+    (
+        "bestMetric skips it too, however good",
+        choice(policy="bestMetric"),
+        [m("sentiment-v1", 0, f1=0.7), m("food-retrain-1", 10, labels=FOOD, f1=0.99)],
+        "sentiment",
+        "sentiment-v1",
+    ),
+    (
+        "a compressed variant inherits the label",
+        choice(policy="latest", format="onnx"),
+        [
+            m("sentiment-v1", 0, fmt="onnx"),
+            m("food-retrain-1", 10, labels=FOOD),
+            m("food-int8", 20, family=None, parent="food-retrain-1", fmt="onnx"),
+        ],
+        "sentiment",
+        "sentiment-v1",
+    ),
+    (
+        "a caller that names no deployment skips nothing",
+        choice(),
+        RETRAINED,
+        None,
+        "food-retrain-1",
+    ),
+    (
+        "model.ref is an explicit choice",
+        choice(ref="food-retrain-1"),
+        RETRAINED,
+        "sentiment",
+        "food-retrain-1",
+    ),
+    (
+        "only retrained models of others: nothing",
+        choice(),
+        [m("food-retrain-1", 10, labels=FOOD)],
+        "sentiment",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model_choice", "models", "deployment", "expected"),
+    [case[1:] for case in OWNED],
+    ids=[case[0] for case in OWNED],
+)
+def test_retrained_models_belong_to_their_deployment(
+    model_choice: ModelChoice,
+    models: list[dict[str, Any]],
+    deployment: str | None,
+    expected: str | None,
+) -> None:
+    assert select_model(model_choice, models, deployment=deployment) == expected
+
+
+def test_no_match_says_models_were_retrained_for_another_deployment() -> None:
+    found = select(choice(), [m("food-retrain-1", 10, labels=FOOD)], deployment="sentiment")
+    assert found.name is None
+    assert "skipped 1 retrained for another deployment (food-retrain-1" in found.message
+    assert "retrain.shareWithFamily" in found.message
+    plain = select(choice(minMacroF1=0.95), MIXED, deployment="sentiment")
+    assert "retrained" not in plain.message

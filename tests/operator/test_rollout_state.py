@@ -23,7 +23,8 @@ from tests.operator.rollout_builders import (
 )
 
 STEPS = ((10, 60), (50, 60))
-BAD_ERRORS = Observations(stable=obs(), canary=obs(errors=50))
+# More requests than a healthy look saw: a new look of the sequential rule (only a look fails).
+BAD_ERRORS = Observations(stable=obs(), canary=obs(requests=400, errors=100))
 FEW = Observations(stable=obs(), canary=obs(requests=10))
 # The state after v1 serves and v2 starts at step 1 (two ticks every scenario shares).
 START = [Tick(0, "v1"), Tick(10, "v2")]

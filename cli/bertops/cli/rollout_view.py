@@ -1,6 +1,7 @@
 """What ``bertops rollout status`` says about a BertDeployment: the verdict (a phase and
 the exit code CI gates on) and the rich rendering of stable, canary, weight, step, the
-last analysis gates, request counts and history.
+offline evaluation, the last analysis (each gate's estimate, interval and decision),
+request counts and history.
 
 Pure functions of the object as the API server returns it (a dict) and, for the counts,
 of the per-variant observations read from the gateway's metrics; called by
@@ -136,29 +137,69 @@ def summary(body: dict[str, Any], result: Verdict) -> Table:
     return grid
 
 
+def _interval(gate: api.GateStatus) -> str:
+    if gate.lower is None or gate.upper is None:
+        return "-"
+    level = f" at {gate.confidence:.1%}" if gate.confidence is not None else ""
+    return f"[{_fmt(gate.lower)}, {_fmt(gate.upper)}]{level}"
+
+
+def _samples(gate: api.GateStatus) -> str:
+    seen = "-" if gate.samples is None else f"{gate.samples:.0f}"
+    return f"{seen} (+{gate.needed})" if gate.needed else seen
+
+
 def gates_table(st: api.BertDeploymentStatus) -> RenderableType:
+    """Each gate's estimate, interval (with its confidence), bound and decision."""
     if st.analysis is None or not st.analysis.gates:
         return Text("Analysis: none yet", style="dim")
-    counts = {k: sum(g.result == k for g in st.analysis.gates) for k in ("Passed", "Failed")}
-    inconclusive = len(st.analysis.gates) - counts["Passed"] - counts["Failed"]
+    results: list[str] = [g.result for g in st.analysis.gates]
+    tally = ", ".join(
+        f"{results.count(k)} {label}"
+        for k, label in (
+            ("Passed", "passed"),
+            ("Failed", "failed"),
+            ("NotYetSure", "not yet sure"),
+            ("Reported", "reported"),
+        )
+        if results.count(k)
+    )
     heading = Text(
-        f"Analysis at {st.analysis.at:%Y-%m-%d %H:%M:%S}: {counts['Passed']} passed, "
-        f"{counts['Failed']} failed, {inconclusive} inconclusive",
+        f"Analysis at {st.analysis.at:%Y-%m-%d %H:%M:%S} (look {st.analysis.looks}): {tally}",
         style="bold",
     )
     table = Table()
-    for column in ("gate", "result", "value", "threshold", "message"):
+    for column in ("gate", "decision", "estimate", "interval", "bound", "n (+more)", "message"):
         table.add_column(column)
-    colour = {"Passed": "green", "Failed": "red", "Inconclusive": "yellow"}
+    colour = {"Passed": "green", "Failed": "red", "NotYetSure": "yellow", "Reported": "dim"}
     for gate in st.analysis.gates:
         table.add_row(
             gate.name,
-            Text(gate.result, style=colour[gate.result]),
+            Text(gate.result, style=colour.get(gate.result, "yellow")),
             _fmt(gate.value),
+            _interval(gate),
             _fmt(gate.threshold),
+            _samples(gate),
             gate.message or "",
         )
     return Group(heading, table)
+
+
+def challenge_table(st: api.BertDeploymentStatus) -> RenderableType:
+    """The last offline evaluation: both models on each frozen set."""
+    challenge = st.challenge
+    if challenge is None:
+        return Text("Offline evaluation: none yet", style="dim")
+    heading = Text(
+        f"Offline evaluation of {challenge.model} against {challenge.stable}: {challenge.phase}",
+        style="bold",
+    )
+    table = Table()
+    for column in ("set", "rows", "stable", "candidate"):
+        table.add_column(column)
+    for score in challenge.scores or []:
+        table.add_row(score.set, str(score.rows), _fmt(score.stable, 3), _fmt(score.candidate, 3))
+    return Group(heading, table, Text(challenge.message or "", style="dim"))
 
 
 def counts_table(observations: Observations | None, error: str | None) -> RenderableType:
@@ -167,7 +208,8 @@ def counts_table(observations: Observations | None, error: str | None) -> Render
         return Text(f"Counts: {error or 'no gateway endpoint yet'}", style="dim")
     heading = Text("Traffic through the gateway (since each model started)", style="bold")
     table = Table()
-    for column in ("variant", "model", "requests", "errors", "p95 ms", "confidence", "feedback"):
+    columns = ("variant", "model", "requests", "errors", "p95 ms", "confidence", "feedback")
+    for column in (*columns, "agrees with stable"):
         table.add_column(column)
 
     def row(variant: str, seen: Observation | None) -> None:
@@ -186,18 +228,21 @@ def counts_table(observations: Observations | None, error: str | None) -> Render
             _fmt(seen.latency_p95_ms, 3),
             _fmt(seen.mean_confidence, 3),
             feedback,
+            _fmt(seen.agreement, 3) + (f" of {seen.paired_total:.0f}" if seen.paired_total else ""),
         )
 
     row("stable", observations.stable)
     row("canary", observations.canary)
+    row("shadow", observations.shadow)
     return Group(heading, table)
 
 
 def history_table(st: api.BertDeploymentStatus, limit: int = 10) -> RenderableType:
     if not st.history:
         return Text("History: none", style="dim")
-    outcomes = [r.outcome for r in st.history]
-    tally = ", ".join(f"{outcomes.count(o)} {o}" for o in ("Promoted", "RolledBack", "Aborted"))
+    outcomes: list[str] = [r.outcome for r in st.history]
+    kinds = ("Promoted", "RolledBack", "Aborted", "Refused")
+    tally = ", ".join(f"{outcomes.count(o)} {o}" for o in kinds if outcomes.count(o))
     heading = Text(f"History ({tally})", style="bold")
     table = Table()
     for column in ("at", "model", "outcome", "message"):
@@ -223,6 +268,8 @@ def render(
     st = parse_status(body)
     return Group(
         summary(body, result),
+        Text(""),
+        challenge_table(st),
         Text(""),
         gates_table(st),
         Text(""),

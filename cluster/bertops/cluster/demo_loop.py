@@ -53,10 +53,21 @@ def drifted(kubectl: Kubectl) -> dict[str, Any]:
 
 
 class Background:
-    """Traffic in a thread while the timeline watches (the canary's analysis needs
-    requests on both sides); stops at the end of the texts or when told."""
+    """Labelled traffic in a thread while the timeline watches: the canary's analysis
+    needs requests on both sides, and a retrained canary is judged on feedback scored on
+    both models (paired accuracy). Until ``judging()`` says a canary runs, the texts are
+    the shifted stream's (their labels may still go into the retraining); from then on,
+    the held-out evaluation texts, which the retrained model never saw, so the paired
+    judgment is not flattered. Stops after 10,000 requests or when told."""
 
-    def __init__(self, endpoint: str, texts: list[str], labels: list[str], phase: str) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        stream: tuple[list[str], list[str]],
+        held_out: tuple[list[str], list[str]],
+        judging: Callable[[], bool],
+        phase: str,
+    ) -> None:
         self.records: list[Record] = []
         self._stop = threading.Event()
 
@@ -64,10 +75,11 @@ class Background:
             for start in range(0, 10_000, 40):  # bounded: at most 10,000 requests
                 if self._stop.is_set():
                     return
+                texts, labels = held_out if judging() else stream
                 chunk = [texts[(start + i) % len(texts)] for i in range(40)]
                 truth = [labels[(start + i) % len(labels)] for i in range(40)]
                 self.records += demo_traffic.send(
-                    endpoint, chunk, truth, feedback=False, phase=phase, rate=8, concurrency=2
+                    endpoint, chunk, truth, feedback=True, phase=phase, rate=8, concurrency=2
                 )
 
         self._thread = threading.Thread(target=run, name="demo-traffic", daemon=True)
@@ -140,7 +152,13 @@ def _stages(
     say(f"   {len(shifted)} shifted requests, {accepted} feedback labels accepted")
 
     say("9/9 watching the operator: drift -> retraining -> canary -> promotion")
-    background = Background(endpoint, texts, labels, "rollout")
+    background = Background(
+        endpoint,
+        (texts, labels),
+        read_labelled(data.shifted_eval),
+        lambda: bool(status(kubectl).get("canaryModel")),
+        "rollout",
+    )
     try:
         promoted = timeline.watch(lambda: _promoted(kubectl, stable), timeout=timeout)
     finally:

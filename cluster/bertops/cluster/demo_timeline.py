@@ -25,6 +25,9 @@ KINDS = "bertdatasets,berttrainings,bertmodels"
 OUTCOME = {"BertDataset": "Ready", "BertTraining": "Succeeded", "BertModel": "Ready"}
 
 
+HOLDS = ("NotYetSure", "WaitingForTraffic", "WaitingForRoutes", "ProgressDeadlineExceeded")
+
+
 def _condition(body: dict[str, Any], type_: str) -> tuple[str, str]:
     for condition in (body.get("status") or {}).get("conditions") or []:
         if condition.get("type") == type_:
@@ -55,7 +58,29 @@ def _deployment_facts(body: dict[str, Any]) -> dict[str, Any]:
             (h.get("model"), h.get("outcome"), h.get("message"))
             for h in status.get("history") or []
         ],
+        "waiting": ((status.get("retrains") or {}).get("waiting") or {}).get("needed"),
+        "challenge": (
+            (challenge := status.get("challenge") or {}).get("model"),
+            challenge.get("phase"),
+            challenge.get("message"),
+        ),
+        "holding": _holding(body),
     }
+
+
+def _holding(body: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a canary step holds, while one does: the reason, and the step with the gates
+    not yet sure (their names, not their whole messages: one line each time the set
+    changes)."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") in HOLDS:
+            message = str(condition.get("message") or "")
+            where, _, gates = message.partition(" holds: ")
+            if not gates:
+                return str(condition["reason"]), message
+            names = [part.split(":", 1)[0] for part in gates.split("; ")]
+            return str(condition["reason"]), f"{where} waits for {', '.join(names)}"
+    return None
 
 
 def facts(deployment: dict[str, Any] | None, objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,12 +145,29 @@ def _deployment_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             lines.append(
                 f"retraining {training}: {outcome}" + (f" (model {model})" if model else "")
             )
+    lines += _judgment_lines(old, new)
     if new["canary"] and (new["canary"], new["weight"]) != (old.get("canary"), old.get("weight")):
         lines.append(f"canary {new['canary']} at {new['weight'] or 0}%")
     for model, outcome, message in new["history"][len(old.get("history") or []) :]:
         verb = {"Promoted": "promoted", "RolledBack": "rolled back", "Aborted": "aborted"}
         tail = f": {message}" if message and outcome != "Promoted" else ""
         lines.append(f"{verb.get(outcome, outcome)} {model}{tail}")
+    return lines
+
+
+def _judgment_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The retraining's wait for labels, the offline evaluation, and what a step holds
+    for (once per reason, shortened)."""
+    lines = []
+    if new.get("waiting") and not old.get("waiting"):
+        lines.append(f"retraining waits for {new['waiting']} new feedback labels")
+    model, phase, message = new.get("challenge") or (None, None, None)
+    if model and (model, phase) != tuple((old.get("challenge") or (None, None))[:2]):
+        detail = f": {message}" if message and phase != "Running" else ""
+        lines.append(f"offline evaluation of {model}: {phase}{detail}")
+    holding = new.get("holding")
+    if holding and holding != old.get("holding"):
+        lines.append(f"canary holds ({holding[0]}): {holding[1]}")
     return lines
 
 

@@ -68,6 +68,14 @@ if obj.kind == "BertDeployment" then
   if progressing ~= nil and progressing.reason == "RolloutPaused" then
     return result("Suspended", say(progressing, "rollout paused"))
   end
+  -- A step held past rollout.progressDeadlineSeconds needs a person, as in Argo Rollouts.
+  if progressing ~= nil and progressing.reason == "ProgressDeadlineExceeded" then
+    return result("Degraded", say(progressing, "rollout stuck"))
+  end
+  -- A new model scored offline against stable before any traffic is still a rollout.
+  if progressing ~= nil and progressing.reason == "OfflineEvaluation" then
+    return result("Progressing", say(progressing, "offline evaluation"))
+  end
   if main ~= nil and main.status == "True" then
     if progressing ~= nil and progressing.status == "True" then
       return result("Progressing", say(progressing, "rollout in progress"))

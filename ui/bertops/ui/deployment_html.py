@@ -1,5 +1,6 @@
 """The deployment page's body: stable and canary, the live canary weight (polled by
-``static/bertops.js`` from ``/api/deployments/{name}``), the last analysis gate by gate,
+``static/bertops.js`` from ``/api/deployments/{name}``), the offline evaluation, the last
+analysis gate by gate (decision, estimate, interval, how many more requests it needs),
 the rollout history, the drift score over time with links to the Evidently reports, and
 the promote/abort/pause/resume actions.
 
@@ -63,7 +64,17 @@ def _drift(data: dict[str, Any]) -> str:
     return f"<h2>Drift</h2>{facts}{chart}"
 
 
+def _interval(gate: dict[str, Any]) -> str:
+    lower, upper, level = gate.get("lower"), gate.get("upper"), gate.get("confidence")
+    if lower is None or upper is None:
+        return "-"
+    at = f" at {level:.1%}" if isinstance(level, int | float) else ""
+    return e(f"[{lower:.4g}, {upper:.4g}]{at}")
+
+
 def _analysis(data: dict[str, Any]) -> str:
+    """Each gate's decision (passed, failed, not yet sure, reported), estimate, interval
+    with its confidence, bound, and how many more requests it needs."""
     analysis = data["analysis"] or {}
     gates = analysis.get("gates") or []
     if not gates:
@@ -73,14 +84,34 @@ def _analysis(data: dict[str, Any]) -> str:
             e(g.get("name")),
             e(g.get("result")),
             num(g.get("value")),
+            _interval(g),
             num(g.get("threshold")),
+            e(g.get("needed") or ""),
             e(g.get("message")),
         ]
         for g in gates
     ]
-    return f"<h2>Last analysis ({e(analysis.get('at'))})</h2>" + table(
-        ["gate", "result", "value", "threshold", "message"], rows
+    heading = f"Last analysis ({e(analysis.get('at'))}, look {e(analysis.get('looks'))})"
+    return f"<h2>{heading}</h2>" + table(
+        ["gate", "decision", "estimate", "interval", "bound", "needs more", "message"], rows
     )
+
+
+def _challenge(data: dict[str, Any]) -> str:
+    """The offline evaluation of the last new model against stable."""
+    challenge = data.get("challenge") or {}
+    if not challenge:
+        return ""
+    rows = [
+        [e(s.get("set")), e(s.get("rows")), num(s.get("stable")), num(s.get("candidate"))]
+        for s in challenge.get("scores") or []
+    ]
+    heading = (
+        f"Offline evaluation: {link('BertModel', challenge.get('model'))} against "
+        f"{link('BertModel', challenge.get('stable'))}: {e(challenge.get('phase'))}"
+    )
+    scores = table(["set", "rows", "stable", "candidate"], rows) if rows else ""
+    return f'<h2>{heading}</h2>{scores}<p class="muted">{e(challenge.get("message"))}</p>'
 
 
 def render(data: dict[str, Any]) -> str:
@@ -138,5 +169,5 @@ def render(data: dict[str, Any]) -> str:
         f"{e(data['progressing']['message'])}</span></p></div>"
         f"<p>Endpoint: <code>{e(data['endpoint'])}</code> · last action: "
         f"<code>{e(data['lastAction'])}</code></p>"
-        f"{_analysis(data)}<h2>Rollout history</h2>{history}{_drift(data)}"
+        f"{_challenge(data)}{_analysis(data)}<h2>Rollout history</h2>{history}{_drift(data)}"
     )

@@ -228,6 +228,7 @@ def deployment_view(deployment: dict[str, Any]) -> dict[str, Any]:
         "endpoint": status.get("endpoint"),
         "history": list(reversed(status.get("history") or [])),
         "analysis": status.get("analysis"),
+        "challenge": status.get("challenge"),
         "drift": status.get("drift") or {},
         "driftThreshold": dig(deployment, "spec.drift.threshold"),
         "retrains": status.get("retrains") or {},

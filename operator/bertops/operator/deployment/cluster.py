@@ -56,7 +56,15 @@ class ClusterServing:
         }
         current = self._routes_in_force(owner)
         canary = target.canary if target.canary and target.canary.name in ready else None
-        table = serving.routes(owner, target.stable, canary, target.weight if canary else 0)
+        table = serving.routes(
+            owner,
+            target.stable,
+            None if target.shadow else canary,
+            target.weight if canary and not target.shadow else 0,
+            shadow=canary if target.shadow else None,
+            sticky=target.sticky,
+            compare=target.compare and not target.shadow,
+        )
         if target.stable.name not in ready and current is not None:
             # The new stable is not ready yet: the stable in force keeps serving.
             table = table.model_copy(update={"stable": current.stable})

@@ -43,7 +43,7 @@ import httpx
 
 from bertops.api.artifacts import local_path
 from bertops.api.deployment import BertDeploymentSpec
-from bertops.api.routes import Backend, Routes
+from bertops.api.routes import Backend, Routes, Sticky
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.processes import (
     ServingProcess,
@@ -203,10 +203,14 @@ class LocalServing:
         canary = target.canary if target.canary and target.canary.name in ready else None
         if canary is not None and canary.name == stable.name:
             canary = None
+        candidate = _backend(canary, ready[canary.name]) if canary else None
         table = Routes(
             stable=stable,
-            canary=_backend(canary, ready[canary.name]) if canary else None,
-            canary_weight=target.weight if canary else 0,
+            canary=None if target.shadow else candidate,
+            canary_weight=target.weight if canary and not target.shadow else 0,
+            shadow=candidate if target.shadow else None,
+            sticky=Sticky(mode=target.sticky),
+            compare=target.compare and canary is not None and not target.shadow,
         )
         return table.model_copy(update={"revision": _key(table)[:12]})
 

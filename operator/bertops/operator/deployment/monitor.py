@@ -13,8 +13,10 @@ The order for the stable model S: a reference step when S has none (its dataset'
 validation split, written beside the model in the store); then a drift step every
 ``drift.intervalSeconds`` over the newest ``windowSize`` rows S served. A failed step
 sets ``Drifted=Unknown`` with its reason and waits a whole interval (no crash loop, no
-retraining). What retraining creates is built by :mod:`.retrain`; its guards and its
-chain are :mod:`bertops.operator.rollout.retrain`.
+retraining). A drifted check hands over to :class:`.monitor_chain.RetrainChain`, which
+may first wait for new feedback labels (the gateway's count, passed in at every
+reconcile); what retraining creates is built by :mod:`.retrain`; its guards, its wait and
+its chain are :mod:`bertops.operator.rollout.retrain`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from bertops.api.results import DriftDetails, ReferenceDetails
 from bertops.api.steps import DriftStep, ReferenceStep, StepSpec
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor_chain import RetrainChain
-from bertops.operator.deployment.monitor_steps import MonitorPlan, remove_superseded
+from bertops.operator.deployment.monitor_steps import (
+    MonitorPlan,
+    min_rows,
+    reference_uri,
+    remove_superseded,
+)
 from bertops.operator.deployment.target import predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
@@ -39,20 +46,6 @@ from bertops.operator.planners.common import ObjectRef, short, step_name, transi
 from bertops.operator.runtime.base import Runtime, StepObservation, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)
-MIN_ROWS = 50
-
-
-def min_rows(spec: api.BertDeploymentSpec) -> int:
-    """Rows a check needs before it scores: a two-sample test on fewer says nothing."""
-    return min(MIN_ROWS, spec.drift.window_size)
-
-
-def reference_uri(config: OperatorConfig, namespace: str, model: dict[str, Any]) -> str:
-    """Beside the model in the store, keyed by its manifest digest: a model re-registered
-    with other weights under the same name gets a new reference."""
-    status = model.get("status") or {}
-    digest = str(status.get("manifestSha256") or "unknown")[:12]
-    return config.artifact_uri(namespace, "references", model["metadata"]["name"], digest)
 
 
 class DriftMonitor:
@@ -77,9 +70,12 @@ class DriftMonitor:
         spec: api.BertDeploymentSpec,
         status: api.BertDeploymentStatus,
         models: dict[str, dict[str, Any]],
+        *,
+        feedback_labels: float | None = None,
     ) -> MonitorPlan:
         """Update ``status`` in place (drift, retrains, Drifted) and return what to start,
-        create and post."""
+        create and post. ``feedback_labels``: the feedback labels the deployment's gateway
+        accepted so far (cumulative; None when unknown), which a waiting retraining counts."""
         out = MonitorPlan()
         now = self.clock()
         self.chain.follow(ref, status, models, out.events)
@@ -96,15 +92,15 @@ class DriftMonitor:
                     now,
                     out,
                 )
-            return out
-        if stable is None or stable not in models:
-            return out
-        drift = status.drift = (status.drift or api.DriftStatus()).model_copy()
-        if drift.step:
-            self._collect(ref, spec, status, drift, now, out)
-        if drift.step is None:
-            self._schedule(ref, spec, status, drift, models[stable], now, out)
-        self._export(ref, status)
+        elif stable is not None and stable in models:
+            drift = status.drift = (status.drift or api.DriftStatus()).model_copy()
+            if drift.step:
+                self._collect(ref, spec, status, drift, feedback_labels, now, out)
+            if drift.step is None:
+                self._schedule(ref, spec, status, drift, models[stable], now, out)
+            self._export(ref, status)
+        # After the checks, so the wait's note follows what the last check said.
+        self.chain.wait(ref, spec, status, feedback_labels, now, out)
         return out
 
     # -- reading a finished step -------------------------------------------------------------
@@ -115,6 +111,7 @@ class DriftMonitor:
         spec: api.BertDeploymentSpec,
         status: api.BertDeploymentStatus,
         drift: api.DriftStatus,
+        labels: float | None,
         now: datetime,
         out: MonitorPlan,
     ) -> None:
@@ -145,7 +142,7 @@ class DriftMonitor:
                 out,
             )
         elif observed.phase == StepPhase.SUCCEEDED and isinstance(details, DriftDetails):
-            self._judged(ref, spec, status, drift, details, now, out)
+            self._judged(ref, spec, status, drift, details, labels, now, out)
         else:
             self._failed(ref, spec, status, drift, step, observed, now, out)
 
@@ -156,6 +153,7 @@ class DriftMonitor:
         status: api.BertDeploymentStatus,
         drift: api.DriftStatus,
         details: DriftDetails,
+        labels: float | None,
         now: datetime,
         out: MonitorPlan,
     ) -> None:
@@ -187,7 +185,9 @@ class DriftMonitor:
             flipped = self._drifted(
                 ref, status, True, api.REASON_DRIFT_DETECTED, message, now, out, warning=True
             )
-            self.chain.maybe_start(ref, spec, status, now, out, announce_skip=flipped)
+            self.chain.maybe_start(
+                ref, spec, status, now, out, announce_skip=flipped, feedback_labels=labels
+            )
         else:
             self._drifted(ref, status, False, api.REASON_NO_DRIFT, message, now, out)
 
@@ -376,9 +376,12 @@ class DriftMonitor:
 
     def wait_seconds(self, status: api.BertDeploymentStatus, poll: float) -> float | None:
         """When monitoring needs the next look: every poll while a step or a retraining
-        runs, at the next check otherwise; None when nothing is scheduled."""
+        runs or waits for feedback, at the next check otherwise; None when nothing is
+        scheduled."""
         drift, retrains = status.drift, status.retrains
-        if (drift is not None and drift.step) or (retrains is not None and retrains.active):
+        if (drift is not None and drift.step) or (
+            retrains is not None and (retrains.active or retrains.waiting is not None)
+        ):
             return poll
         if drift is not None and drift.next_check is not None:
             return max(0.0, (drift.next_check - self.clock()).total_seconds())

@@ -1,12 +1,15 @@
 """The retraining side of drift monitoring: start a retraining when a drifted check is
 allowed one (creating the BertDataset revision and BertTraining that
-:mod:`.retrain` builds), follow each started one along drift -> dataset -> training ->
-model -> rollout in ``status.retrains.history``, and find the objects both need (the
-stable model's dataset and training).
+:mod:`.retrain` builds), first waiting for new feedback labels when the policy asks for
+them (``status.retrains.waiting``, decided by
+:func:`bertops.operator.rollout.retrain.decide_wait`), follow each started one along
+drift -> dataset -> training -> model -> rollout in ``status.retrains.history``, and find
+the objects both need (the stable model's dataset and training).
 
-Called by :class:`bertops.operator.deployment.monitor.DriftMonitor`. Reads BertModels,
-BertTrainings and BertDatasets; writes nothing but the children it creates through the
-reconciler's plan (never a user's spec).
+Called by :class:`bertops.operator.deployment.monitor.DriftMonitor`: :meth:`follow` and
+:meth:`wait` at every reconcile, :meth:`maybe_start` after a drifted check. Reads
+BertModels, BertTrainings and BertDatasets; writes nothing but the children it creates
+through the reconciler's plan (never a user's spec).
 """
 
 from __future__ import annotations
@@ -18,18 +21,27 @@ from typing import Any
 from bertops.api import dataset as dataset_api
 from bertops.api import deployment as api
 from bertops.api import training as training_api
+from bertops.api.meta import find_condition, set_condition
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment import retrain as builders
 from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import feedback_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import Event, ObjectRef
-from bertops.operator.rollout.retrain import ENDED, ChainView, follow_chain, may_retrain
+from bertops.operator.planners.common import Event, ObjectRef, short
+from bertops.operator.rollout.retrain import (
+    ENDED,
+    ChainView,
+    begin_wait,
+    decide_wait,
+    follow_chain,
+    may_retrain,
+)
 from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE
 
 log = logging.getLogger(__name__)
 HISTORY = 20
+WAIT_NOTE = "; retraining waits for feedback"  # how the drift message's note begins
 GOOD_OUTCOMES = {"Trained", "Promoted"}
 # Final failure reasons of the objects a retraining creates (the planners' final sets).
 TRAINING_FAILED = {
@@ -108,22 +120,89 @@ class RetrainChain:
         out: MonitorPlan,
         *,
         announce_skip: bool,
+        feedback_labels: float | None = None,
     ) -> None:
-        """After a drifted check: start a retraining when the guards allow one. A skip is
-        announced once per drift episode (when Drifted just turned True), not per check."""
+        """After a drifted check: when the guards allow a retraining, start it, or first
+        wait for new feedback labels (``feedback_labels``: the gateway's count so far).
+        A skip is announced once per drift episode (when Drifted just turned True), not
+        per check."""
+        if status.retrains is not None and status.retrains.waiting is not None:
+            return  # this drift already waits: wait() carries it on
         verdict = may_retrain(spec, status, now)
         if not verdict.allowed:
             if announce_skip and spec.retrain.enabled:
                 out.events.append(Event("Normal", verdict.reason, verdict.message))
             return
+        wait = begin_wait(spec, feedback_labels, now)
+        if wait is None:
+            self._start(ref, spec, status, now, out, verdict.message, announce=announce_skip)
+            return
+        try:
+            # What the retraining needs is checked now: a missing training is reported
+            # when the drift is found, not once the wait is over.
+            self._build(ref, spec, status, now)
+        except (LookupError, ValueError) as error:
+            self._unbuildable(status, error, out, announce=announce_skip)
+            return
+        retrains = status.retrains = (status.retrains or api.RetrainStatus()).model_copy()
+        retrains.waiting = wait
+        out.events.append(
+            Event(
+                "Normal",
+                api.REASON_RETRAIN_WAITING,
+                f"{verdict.message}: {wait.message} (retrain.minFeedbackRows), then it starts "
+                "with what exists",
+            )
+        )
+
+    def wait(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        feedback_labels: float | None,
+        now: datetime,
+        out: MonitorPlan,
+    ) -> None:
+        """Carry a waiting retraining on: count the new labels, note the wait in the
+        drift message and the Drifted condition, and start (or drop) it when
+        :func:`decide_wait` says so."""
+        if status.retrains is None or status.retrains.waiting is None:
+            return
+        step = decide_wait(spec, status.retrains.waiting, feedback_labels, now)
+        retrains = status.retrains = status.retrains.model_copy()
+        if step.action == "wait":
+            retrains.waiting = step.wait
+            _note(ref, status, step.wait.message, now)
+            return
+        retrains.waiting = None
+        _note(ref, status, None, now)
+        if step.action == "cancel":
+            out.events.append(Event("Normal", api.REASON_RETRAIN_SKIPPED, step.message))
+            return
+        drift = status.drift or api.DriftStatus()
+        score = f"drift score {drift.score:.2f}" if drift.score is not None else "drift"
+        self._start(
+            ref, spec, status, now, out, f"{score}, {step.message}", step.message, announce=True
+        )
+
+    def _start(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        now: datetime,
+        out: MonitorPlan,
+        why: str,
+        record_message: str | None = None,
+        *,
+        announce: bool,
+    ) -> None:
+        """Create the retraining's objects and record it; ``why`` opens the Event."""
         try:
             created = self._build(ref, spec, status, now)
         except (LookupError, ValueError) as error:
-            # In the drift message at every check; as an Event once per drift episode.
-            if status.drift is not None:
-                status.drift.message = f"{status.drift.message}; {error}"
-            if announce_skip:
-                out.events.append(Event("Warning", api.REASON_RETRAIN_FAILED, str(error)))
+            self._unbuildable(status, error, out, announce=announce)
             return
         out.create += created
         name = created[-1]["metadata"]["name"]
@@ -135,6 +214,7 @@ class RetrainChain:
             dataset=created[0]["metadata"]["name"],
             training=name,
             model=name,
+            message=record_message,
         )
         retrains = status.retrains = (status.retrains or api.RetrainStatus()).model_copy()
         retrains.count += 1
@@ -144,12 +224,22 @@ class RetrainChain:
             Event(
                 "Normal",
                 api.REASON_RETRAIN_STARTED,
-                f"{verdict.message}: created BertDataset {record.dataset} and BertTraining "
+                f"{why}: created BertDataset {record.dataset} and BertTraining "
                 f"{name} (report {drift.report_uri})",
             )
         )
         if self.metrics is not None:
             self.metrics.retrains.labels(ref.namespace, ref.name).inc()
+
+    @staticmethod
+    def _unbuildable(
+        status: api.BertDeploymentStatus, error: Exception, out: MonitorPlan, *, announce: bool
+    ) -> None:
+        # In the drift message at every check; as an Event once per drift episode.
+        if status.drift is not None:
+            status.drift.message = f"{status.drift.message}; {error}"
+        if announce:
+            out.events.append(Event("Warning", api.REASON_RETRAIN_FAILED, str(error)))
 
     def _build(
         self,
@@ -168,7 +258,7 @@ class RetrainChain:
                 f"cannot retrain: BertDataset {source.spec.dataset_ref.name} not found"
             )
         original = dataset_api.BertDataset.model_validate(dataset_body)
-        assert spec.model.selector is not None  # may_retrain refuses a fixed model.ref
+        assert spec.model.selector is not None  # may_retrain and decide_wait refuse model.ref
         name = builders.retrain_name(
             ref.name, (status.retrains.count if status.retrains else 0) + 1
         )
@@ -180,9 +270,17 @@ class RetrainChain:
             else None
         )
         return [
-            builders.dataset_manifest(name, ref, original.spec, feedback, why),
+            builders.dataset_manifest(
+                name, ref, original.spec, feedback, why, spec.retrain.holdout_fraction
+            ),
             builders.training_manifest(
-                name, ref, source.spec, spec.model.selector.family, why, now
+                name,
+                ref,
+                source.spec,
+                spec.model.selector.family,
+                why,
+                now,
+                share_with_family=spec.retrain.share_with_family,
             ),
         ]
 
@@ -248,6 +346,31 @@ class RetrainChain:
                 return ChainView("Failed", f"BertDataset {record.dataset}: {why}")
         model = models.get(record.model or "") or {}
         return ChainView(outcome, message, _condition(model, "Ready").get("status") == "True")
+
+
+def _note(
+    ref: ObjectRef, status: api.BertDeploymentStatus, note: str | None, now: datetime
+) -> None:
+    """Put the wait's note (None: remove it) at the end of the drift message and of the
+    Drifted condition's message, after what the last check said."""
+    drift = status.drift
+    if drift is not None and drift.message is not None:
+        base = drift.message.split(WAIT_NOTE)[0]
+        drift.message = f"{base}; {note}" if note else base
+    found = find_condition(status.conditions, api.DRIFTED)
+    if found is not None:
+        base = found.message.split(WAIT_NOTE)[0]
+        message = short(f"{base}; {note}") if note else base
+        # Same status and reason: a message-only update, so no Event and no transition.
+        set_condition(
+            status.conditions,
+            api.DRIFTED,
+            found.status,
+            found.reason,
+            message,
+            now=now,
+            generation=ref.generation,
+        )
 
 
 def _training_ref(model: dict[str, Any] | None) -> str | None:

@@ -1,5 +1,6 @@
-"""What a monitoring pass asks of the reconciler (:class:`MonitorPlan`), and which
-finished monitor steps of a BertDeployment are removed, and removing them.
+"""What a monitoring pass asks of the reconciler (:class:`MonitorPlan`), what the monitor
+steps are given (:func:`min_rows`, :func:`reference_uri`), and which finished monitor
+steps of a BertDeployment are removed, and removing them.
 
 Every monitor step (``bertops trainer reference|drift``, see :mod:`.monitor`) stays on the
 runtime once it finished: a folder in the state dir, or a Job with its pods and
@@ -21,11 +22,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bertops.api import deployment as api
+from bertops.operator.config import OperatorConfig
 from bertops.operator.planners.common import Event, ObjectRef, step_name
 from bertops.operator.runtime.base import Runtime, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)
 MONITOR_STEPS = ("drift", "ref")  # the step names' kinds (monitor.py names them so)
+MIN_ROWS = 50
+
+
+def min_rows(spec: api.BertDeploymentSpec) -> int:
+    """Rows a check needs before it scores: a two-sample test on fewer says nothing."""
+    return min(MIN_ROWS, spec.drift.window_size)
+
+
+def reference_uri(config: OperatorConfig, namespace: str, model: dict[str, Any]) -> str:
+    """Beside the model in the store, keyed by its manifest digest: a model re-registered
+    with other weights under the same name gets a new reference."""
+    status = model.get("status") or {}
+    digest = str(status.get("manifestSha256") or "unknown")[:12]
+    return config.artifact_uri(namespace, "references", model["metadata"]["name"], digest)
 
 
 class MonitorPlan:

@@ -1,11 +1,14 @@
 """The BertDeployment reconciler: select a model, judge the canary, decide, serve.
 
 For one BertDeployment: list the namespace's BertModels and select one
-(:mod:`bertops.operator.rollout.selection`), read the manual action from the annotation
+(:mod:`bertops.operator.rollout.selection`; models retrained for another deployment are
+skipped), read the manual action from the annotation
 (:mod:`~bertops.operator.rollout.actions`), read the gateway's metrics (its ``/metrics``,
-or a Prometheus server when the operator is given one), call the pure
-:func:`bertops.operator.rollout.state.decide`, then let the serving backend
-(:mod:`.local` or :mod:`.cluster`) move towards the decided stable/canary/weight. The
+or a Prometheus server when the operator is given one) and whether its routes carry the
+canary yet, call the pure :func:`bertops.operator.rollout.state.decide`, then let the
+serving backend (:mod:`.local` or :mod:`.cluster`) move towards the decided
+stable/canary/weight (and the routes' stickiness and pairing). A new model's offline
+evaluation runs as a step (:mod:`.challenge`). The
 status (with ``endpoint``) and the Events go back as a :class:`Plan` that
 :class:`bertops.operator.reconcile.Reconciler` applies like any other kind's.
 
@@ -15,8 +18,9 @@ watch events (the deployment's own, and its namespace's BertModels'); the analys
 itself runs only when ``decide`` asked to look again or when an input changed (spec
 generation, the action annotation, the selected model), so status is not rewritten at
 every look. Serving is moved forward at every call (a server becoming ready, a retired
-one to stop). Drift monitoring and retraining (:mod:`.monitor`) run on top of the
-rollout's status. The spec is never written.
+one to stop). Drift monitoring and retraining (:mod:`.monitor`, given the gateway's
+feedback label count while a retraining waits for labels) run on top of the rollout's
+status. The spec is never written.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bertops.api import deployment as api
 from bertops.api.meta import find_condition, set_condition
 from bertops.operator.cache import ObjectCache
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.challenge import OfflineChallenge
 from bertops.operator.deployment.monitor import DriftMonitor
 from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
@@ -41,9 +46,11 @@ from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.planners.common import ObjectRef, Plan
 from bertops.operator.rollout import actions, selection
+from bertops.operator.rollout.conditions import VERDICT_RESULTS
 from bertops.operator.rollout.metrics import (
     MetricsSource,
     Observations,
+    PerModel,
     ScrapeSource,
     observations_for,
 )
@@ -61,6 +68,21 @@ OUTCOMES = {
     api.REASON_ABORTED: "Aborted",
     api.REASON_SUPERSEDED: "Aborted",
 }
+
+
+def carries(served: Served, status: api.BertDeploymentStatus) -> bool:
+    """Whether the gateway's applied routes carry status's canary at its weight, or as
+    the shadow in the shadow phase (a step's pause counts from then)."""
+    routes = served.routes
+    if status.canary_model is None or routes is None:
+        return routes is not None or status.canary_model is None
+    if status.shadowing:
+        return routes.shadow is not None and routes.shadow.name == status.canary_model
+    return (
+        routes.canary is not None
+        and routes.canary.name == status.canary_model
+        and round(routes.canary_weight) == (status.canary_weight or 0)
+    )
 
 
 def make_backend(config: OperatorConfig, kube: Kube) -> ServingBackend:
@@ -100,17 +122,18 @@ class DeploymentReconciler:
         # Drift checks run as steps on the native runtime; without one (unit tests of the
         # rollout alone) there is no monitoring.
         self.monitor = DriftMonitor(kube, runtime, config, clock, metrics) if runtime else None
+        self.challenge = OfflineChallenge(kube, runtime, config) if runtime else None
 
     def plan(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj: api.BertDeployment = self.parse(api.BertDeployment, body)
         bodies = self.cache.list("BertModel", ref.namespace, self._list_models)
-        chosen = selection.select(obj.spec.model, bodies)
+        chosen = selection.select(obj.spec.model, bodies, deployment=ref.name)
         if chosen.name is None:
             # The watch-fed cache may lag behind a model that just turned Ready: "nothing
             # to serve" is written only once the API server itself says so.
             bodies = self._list_models(ref.namespace)
-            chosen = selection.select(obj.spec.model, bodies)
+            chosen = selection.select(obj.spec.model, bodies, deployment=ref.name)
         action = actions.from_metadata(body["metadata"])
         inputs = (ref.uid, ref.generation, action.raw if action else None, chosen.name)
         key = (ref.namespace, ref.name)
@@ -124,7 +147,8 @@ class DeploymentReconciler:
             if not served.settled:
                 self._remember(key, inputs, min(last[1] - time.monotonic(), SETTLING_SECONDS))
             return self._monitored(ref, obj, obj.status.model_copy(deep=True), models, Plan(), body)
-        observations = self._observe(ref, obj.status) if obj.status.canary_model else None
+        current = self.backend.observe(ref)
+        observations = self._observe(ref, obj.status, current) if obj.status.canary_model else None
         decision = decide(
             obj.spec,
             obj.status,
@@ -134,6 +158,7 @@ class DeploymentReconciler:
             self.clock(),
             generation=ref.generation,
             selection_message=chosen.message,
+            routed=carries(current, obj.status),
         )
         served = self._serve(ref, obj.spec, decision.status, versions)
         status = decision.status.model_copy(
@@ -162,10 +187,15 @@ class DeploymentReconciler:
     ) -> Plan:
         """Drift monitoring and retraining on top of the rollout's status (in place),
         then the status patch when anything differs from what is stored."""
+        # The offline evaluation is read first (the retrain chain then sees where it
+        # stands) and started last (one step per reconcile: a drift check goes first).
+        if self.challenge is not None:
+            self.challenge.plan(ref, obj.spec, status, models, may_start=False)
         if self.monitor is None:
             monitored = MonitorPlan()
         else:
-            monitored = self.monitor.plan(ref, obj.spec, status, models)
+            labels = self._feedback_labels(ref, obj.spec, status)
+            monitored = self.monitor.plan(ref, obj.spec, status, models, feedback_labels=labels)
             wait = self.monitor.wait_seconds(status, self.config.poll_seconds)
             with self._guard:
                 if wait is None:
@@ -173,6 +203,8 @@ class DeploymentReconciler:
                 else:
                     self._monitor_due[(ref.namespace, ref.name)] = time.monotonic() + wait
         plan.start = monitored.start
+        if self.challenge is not None and plan.start is None:
+            plan.start = self.challenge.plan(ref, obj.spec, status, models)
         plan.create += monitored.create
         plan.events += monitored.events
         wire = status.to_wire()
@@ -249,7 +281,14 @@ class DeploymentReconciler:
         canary = versions.get(status.canary_model or "") if status.canary_model else None
         if stable is None or (status.canary_model and canary is None):
             return self.backend.observe(ref)
-        target = Target(stable, canary, status.canary_weight or 0 if canary else 0)
+        target = Target(
+            stable,
+            canary,
+            status.canary_weight or 0 if canary else 0,
+            sticky=spec.rollout.sticky,
+            compare=spec.rollout.analysis.paired,
+            shadow=bool(status.shadowing),
+        )
         return self.backend.ensure(ref, spec, target)
 
     def _source(self, ref: ObjectRef, served: Served) -> MetricsSource | None:
@@ -258,18 +297,41 @@ class DeploymentReconciler:
             return PrometheusSource(self.config.prometheus_url, matchers)
         return ScrapeSource(served.metrics_urls) if served.metrics_urls else None
 
-    def _observe(self, ref: ObjectRef, status: api.BertDeploymentStatus) -> Observations | None:
-        """The two sides of the analysis; None when the metrics cannot be read (the state
-        machine then holds the step: it never advances blind)."""
-        source = self._source(ref, self.backend.observe(ref))
+    def _read(self, ref: ObjectRef, served: Served) -> PerModel | None:
+        source = self._source(ref, served)
         if source is None:
             return None
         try:
-            per_model = source.read()
+            return source.read()
         except (httpx.HTTPError, ValueError) as error:
             log.warning("metrics of %s/%s unreadable: %s", ref.namespace, ref.name, error)
             return None
+
+    def _observe(
+        self, ref: ObjectRef, status: api.BertDeploymentStatus, served: Served
+    ) -> Observations | None:
+        """The two sides of the analysis; None when the metrics cannot be read (the state
+        machine then holds the step: it never advances blind)."""
+        per_model = self._read(ref, served)
+        if per_model is None:
+            return None
+        if status.shadowing:
+            return observations_for(per_model, status.stable_model, None, status.canary_model)
         return observations_for(per_model, status.stable_model, status.canary_model)
+
+    def _feedback_labels(
+        self, ref: ObjectRef, spec: api.BertDeploymentSpec, status: api.BertDeploymentStatus
+    ) -> float | None:
+        """Feedback labels the gateway accepted so far (all variants), read only while a
+        drift check runs or a retraining waits for labels; None when unknown."""
+        drift, retrains = status.drift, status.retrains
+        busy = (drift is not None and drift.step) or (retrains is not None and retrains.waiting)
+        if not (spec.retrain.enabled and spec.retrain.include_feedback and busy):
+            return None
+        per_model = self._read(ref, self.backend.observe(ref))
+        if per_model is None:
+            return None
+        return sum(o.feedback_total for (variant, _), o in per_model.items() if variant != "shadow")
 
     def _count(self, ref: ObjectRef, decision: Decision, status: api.BertDeploymentStatus) -> None:
         if self.metrics is None:
@@ -278,10 +340,7 @@ class DeploymentReconciler:
             (status.canary_weight or 0) if status.canary_model else 0
         )
         for gate in decision.gates:
-            result = (
-                "Inconclusive" if gate.passed is None else "Passed" if gate.passed else "Failed"
-            )
-            self.metrics.analysis_results.labels(gate.name, result).inc()
+            self.metrics.analysis_results.labels(gate.name, VERDICT_RESULTS[gate.verdict]).inc()
         for event in decision.events:
             outcome = OUTCOMES.get(event.reason)
             if outcome is None and event.type == "Warning" and event.reason.endswith("GateFailed"):

@@ -10,7 +10,7 @@ labelled feedback, added to a retraining's dataset), the same folders on both ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
@@ -26,6 +26,9 @@ class Target:
     stable: ModelVersion
     canary: ModelVersion | None = None
     weight: int = 0
+    sticky: Literal["none", "header", "cookie"] = "none"  # rollout.sticky
+    compare: bool = False  # pair the canary's answers with stable's (analysis.paired)
+    shadow: bool = False  # the canary only gets mirrored requests (the shadow phase)
 
     @property
     def models(self) -> list[ModelVersion]:

@@ -1,5 +1,5 @@
 """Planner for BertDataset: one ``prepare`` step per generation; its result becomes the
-status (rows, labels, checksum, artifact URI) and the Ready condition."""
+status (rows, labels, checksum, artifact URI, holdout) and the Ready condition."""
 
 from __future__ import annotations
 
@@ -125,6 +125,8 @@ def prepared(status: api.BertDatasetStatus, result: StepResult, now: datetime) -
     status.token_length_p50 = found.token_length_p50
     status.token_length_p95 = found.token_length_p95
     status.unknown_token_rate = found.unknown_token_rate
+    status.holdout_uri = result.artifacts.get("holdout") or found.holdout_uri
+    status.holdout_rows = found.holdout_rows
     status.prepared_at = now
 
 

@@ -1,6 +1,10 @@
 """Planner for BertTraining: wait for the dataset, run one ``train`` step per generation
 (N ranks when replicas > 1), mirror its progress into status, and on success register
-an owned BertModel carrying the metrics and lineage."""
+an owned BertModel carrying the metrics and lineage (and, for a run a BertDeployment's
+retraining started, the label naming that deployment, which the model selection reads).
+
+Called by :class:`bertops.operator.reconcile.Reconciler` with what it observed for a
+BertTraining; pure (returns a Plan)."""
 
 from __future__ import annotations
 
@@ -54,12 +58,20 @@ def output_uri(ref: ObjectRef, spec: api.BertTrainingSpec, config: OperatorConfi
 
 
 def model_manifest(ref: ObjectRef, spec: api.BertTrainingSpec) -> dict[str, Any]:
-    """The BertModel a successful run registers (owned by the run)."""
+    """The BertModel a successful run registers (owned by the run). A run started by a
+    deployment's retraining labels it with that deployment: the model answers that
+    deployment's drift, so another deployment of the family selects it only when shared
+    (see :mod:`bertops.operator.rollout.selection`)."""
     labels = {"app.kubernetes.io/part-of": "bertops", "bertops.io/training": ref.name}
     body: dict[str, Any] = {"task": spec.task, "trainingRef": {"name": ref.name}}
     if spec.model.family:
         body["family"] = spec.model.family
         labels["bertops.io/family"] = spec.model.family
+    trigger = spec.trigger
+    if trigger is not None and trigger.deployment:
+        labels[api.RETRAINED_LABEL] = trigger.deployment
+        if trigger.share_with_family:
+            labels[api.SHARED_WITH_FAMILY_LABEL] = "true"
     return {
         "apiVersion": "bertops.io/v1alpha1",
         "kind": "BertModel",

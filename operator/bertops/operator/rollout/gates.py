@@ -1,25 +1,34 @@
 """The analysis gates of a canary rollout: pure functions of (Analysis spec, canary
-observation, stable observation) -> :class:`GateResult`.
+observation, stable observation, look) -> :class:`GateResult`.
 
-Called by :func:`bertops.operator.rollout.state.decide` at every analysis interval.
-Each gate passes, fails, or is inconclusive (``passed is None``) when there is not yet
-enough data to judge: fewer than ``minRequests`` canary requests (or stable ones, for
-the gates that compare with stable), or fewer than ``minFeedback`` ground-truth labels
-for the feedback gate. Inconclusive is never a failure; what it means for advancing a
-step is decided in ``state``.
+Called by :func:`bertops.operator.rollout.state.decide` at every analysis interval (and
+by ``benchmarks/rollout_judge.py``). Each gate states an estimate and an interval from
+:mod:`~bertops.operator.rollout.stats` and decides one of:
 
-Gate order is the order a person reads them in: errors, latency, then ML quality.
+- ``pass``: the interval lies on the good side of the bound;
+- ``fail``: it lies on the bad side (the canary is rolled back);
+- ``unsure`` (not yet sure): it straddles the bound, or there are fewer than
+  ``minRequests`` requests (``minFeedback`` labels); the result says about how many more
+  it needs. A step never ends while a gating gate is unsure;
+- ``report``: shown, never gating (the label distribution's distance unless
+  ``maxPredictionDivergence`` is set; paired accuracy where it does not gate).
+
+The intervals' confidence comes from the sequential rule (``stats.look_alpha``): the
+false-rollback budget ``analysis.falseRollbackRate`` is spent over the looks and shared
+by the gates that can fail. Gate order is the order a person reads them in: errors,
+latency, then ML quality.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bertops.api import deployment as api
 from bertops.api.deployment import Analysis
+from bertops.operator.rollout import stats
 from bertops.operator.rollout.metrics import Observation
+from bertops.operator.rollout.verdicts import GateResult, decide_against, fmt, too_few
 
 ERROR_RATE = "errorRate"
 LATENCY_P95 = "latencyP95"
@@ -27,6 +36,8 @@ LATENCY_RATIO = "latencyRatio"
 DIVERGENCE = "predictionDivergence"
 CONFIDENCE = "confidence"
 FEEDBACK_ACCURACY = "feedbackAccuracy"
+PAIRED_ACCURACY = "pairedAccuracy"
+AGREEMENT = "agreement"
 
 # Below this p95, a ratio says more about timer noise than about the model: 1 ms against
 # 2 ms is "twice as slow" and no regression anyone would notice.
@@ -34,212 +45,328 @@ LATENCY_FLOOR_MS = 5.0
 
 
 @dataclass(frozen=True)
-class GateResult:
-    name: str
-    passed: bool | None  # None: inconclusive (not enough data yet)
-    value: float | None
-    threshold: float | None
-    message: str
-    reason: str  # the Degraded reason when this gate fails
+class Judge:
+    """One analysis: the spec, the look's budget per gate, and whose canary it is."""
+
+    analysis: Analysis
+    look: int = 1
+    retrained: bool = False
 
     @property
-    def failed(self) -> bool:
-        return self.passed is False
+    def paired_gates(self) -> bool:
+        gate = self.analysis.paired_gate
+        return self.analysis.paired and (
+            gate == "always" or (gate == "retrained" and self.retrained)
+        )
 
     @property
-    def inconclusive(self) -> bool:
-        return self.passed is None
+    def gate_count(self) -> int:
+        """Tests that can fail at this look (the error-rate gate holds two)."""
+        a = self.analysis
+        optional = (
+            a.max_latency_p95_ms,
+            a.max_prediction_divergence,
+            a.min_confidence,
+            a.min_feedback_accuracy,
+        )
+        return 3 + sum(x is not None for x in optional) + (1 if self.paired_gates else 0)
+
+    @property
+    def alpha(self) -> float:
+        return stats.look_alpha(self.analysis.false_rollback_rate, self.look, self.gate_count)
 
 
-def _result(
-    name: str,
-    reason: str,
-    value: float | None,
-    threshold: float,
-    ok: bool | None,
-    what: str,
-    compare: str,
-) -> GateResult:
-    if ok is None or value is None:
-        return GateResult(name, None, value, threshold, f"{what}: inconclusive, {compare}", reason)
-    verdict = "within" if ok else "beyond"
-    return GateResult(
-        name,
-        ok,
-        value,
-        threshold,
-        f"{what} {value:.4g} {verdict} the bound {threshold:.4g}",
-        reason,
-    )
+def _requests(observation: Observation | None) -> float:
+    return observation.requests if observation is not None else 0.0
 
 
-def _enough(observation: Observation | None, minimum: int) -> bool:
-    return observation is not None and observation.requests >= max(minimum, 1)
-
-
-def error_rate(analysis: Analysis, canary: Observation | None) -> GateResult:
-    value = canary.error_rate if canary is not None else None
-    ok = (
-        None
-        if not _enough(canary, analysis.min_requests)
-        else (value is not None and value <= analysis.max_error_rate)
-    )
-    return _result(
+def error_rate(judge: Judge, canary: Observation | None, stable: Observation | None) -> GateResult:
+    """The canary's error rate against maxErrorRate, and its excess over stable's against
+    maxErrorRateIncrease: it fails when either is beyond its bound with confidence, and
+    passes only when the rate is surely within maxErrorRate and the excess seen so far is
+    within its tolerance (a canary visibly worse than stable is not passed while the
+    excess is still being proven)."""
+    a, alpha = judge.analysis, judge.alpha
+    n = _requests(canary)
+    need = max(a.min_requests, 1)
+    if canary is None or n < need:
+        return too_few(
+            ERROR_RATE, api.REASON_ERROR_RATE_GATE, a.max_error_rate, n, need, "canary requests"
+        )
+    absolute = decide_against(
         ERROR_RATE,
         api.REASON_ERROR_RATE_GATE,
-        value,
-        analysis.max_error_rate,
-        ok,
+        stats.rate(canary.errors, n, alpha),
+        a.max_error_rate,
+        n,
         "canary error rate",
-        f"fewer than {analysis.min_requests} canary requests",
+        higher_is_better=False,
     )
+    if absolute.failed or stable is None or stable.requests <= 0:
+        return absolute
+    excess = decide_against(
+        ERROR_RATE,
+        api.REASON_ERROR_RATE_GATE,
+        stats.difference(canary.errors, n, stable.errors, stable.requests, alpha),
+        a.max_error_rate_increase,
+        n,
+        "canary error rate minus stable's",
+        higher_is_better=False,
+    )
+    if excess.failed:
+        return excess
+    if absolute.verdict == "pass" and (excess.value or 0.0) > a.max_error_rate_increase:
+        return replace(excess, verdict="unsure")  # worse than stable so far: not passed
+    return absolute
 
 
-def latency_p95(analysis: Analysis, canary: Observation | None) -> GateResult | None:
-    bound = analysis.max_latency_p95_ms
+def latency_p95(judge: Judge, canary: Observation | None) -> GateResult | None:
+    bound = judge.analysis.max_latency_p95_ms
     if bound is None:
         return None
-    value = canary.latency_p95_ms if canary is not None else None
-    ok = None if not _enough(canary, analysis.min_requests) or value is None else value <= bound
-    return _result(
+    n, need = _requests(canary), max(judge.analysis.min_requests, 1)
+    interval = (
+        stats.quantile_interval(canary.latency_buckets, 0.95, judge.alpha)
+        if canary is not None and n >= need
+        else None
+    )
+    if interval is None:
+        return too_few(LATENCY_P95, api.REASON_LATENCY_GATE, bound, n, need, "canary requests")
+    ms = stats.Interval(
+        interval.estimate * 1000, interval.lower * 1000, interval.upper * 1000, interval.level
+    )
+    return decide_against(
         LATENCY_P95,
         api.REASON_LATENCY_GATE,
-        value,
+        ms,
         bound,
-        ok,
+        n,
         "canary p95 latency (ms)",
-        f"fewer than {analysis.min_requests} canary requests with latencies",
+        higher_is_better=False,
     )
 
 
 def latency_ratio(
-    analysis: Analysis, canary: Observation | None, stable: Observation | None
+    judge: Judge, canary: Observation | None, stable: Observation | None
 ) -> GateResult:
-    bound = analysis.max_latency_ratio
-    both = _enough(canary, analysis.min_requests) and _enough(stable, analysis.min_requests)
-    canary_ms = canary.latency_p95_ms if canary is not None else None
-    stable_ms = stable.latency_p95_ms if stable is not None else None
-    if not both or canary_ms is None or stable_ms is None:
-        return _result(
+    bound, need = judge.analysis.max_latency_ratio, max(judge.analysis.min_requests, 1)
+    n, m = _requests(canary), _requests(stable)
+    interval = (
+        stats.quantile_ratio_interval(
+            canary.latency_buckets,
+            stable.latency_buckets,
+            0.95,
+            judge.alpha,
+            floor=LATENCY_FLOOR_MS / 1000,
+        )
+        if canary is not None and stable is not None and n >= need and m >= need
+        else None
+    )
+    if interval is None:
+        return too_few(
             LATENCY_RATIO,
             api.REASON_LATENCY_RATIO_GATE,
-            None,
             bound,
-            None,
-            "canary/stable p95",
-            f"fewer than {analysis.min_requests} requests on canary or stable",
+            min(n, m),
+            need,
+            "requests on canary and on stable",
         )
-    value = canary_ms / max(stable_ms, LATENCY_FLOOR_MS)
-    return _result(
+    return decide_against(
         LATENCY_RATIO,
         api.REASON_LATENCY_RATIO_GATE,
-        value,
+        interval,
         bound,
-        value <= bound,
-        f"canary/stable p95 ({canary_ms:.1f} ms / {stable_ms:.1f} ms)",
-        "",
+        n,
+        "canary/stable p95",
+        higher_is_better=False,
     )
 
 
-def js_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """Jensen-Shannon distance (base 2, so in [0, 1]) between two label histograms:
-    the square root of the JS divergence, as scipy's ``jensenshannon(p, q, base=2)``."""
-    p_total, q_total = sum(p.values()), sum(q.values())
-    if p_total <= 0 or q_total <= 0:
-        raise ValueError("both histograms need at least one count")
-    divergence = 0.0
-    for label in set(p) | set(q):
-        pi, qi = p.get(label, 0.0) / p_total, q.get(label, 0.0) / q_total
-        mi = (pi + qi) / 2
-        if pi > 0:
-            divergence += 0.5 * pi * math.log2(pi / mi)
-        if qi > 0:
-            divergence += 0.5 * qi * math.log2(qi / mi)
-    return math.sqrt(max(0.0, divergence))  # rounding can leave a tiny negative
-
-
-def divergence(
-    analysis: Analysis, canary: Observation | None, stable: Observation | None
-) -> GateResult:
-    bound = analysis.max_prediction_divergence
-    need = max(analysis.min_requests, 1)
-    if canary is None or stable is None or canary.predicted < need or stable.predicted < need:
-        return _result(
+def divergence(judge: Judge, canary: Observation | None, stable: Observation | None) -> GateResult:
+    """The label distributions' Jensen-Shannon distance; gates only when
+    maxPredictionDivergence is set (a retrained model is meant to answer differently)."""
+    bound, need = judge.analysis.max_prediction_divergence, max(judge.analysis.min_requests, 1)
+    n = canary.predicted if canary is not None else 0.0
+    m = stable.predicted if stable is not None else 0.0
+    if canary is None or stable is None or n < need or m < need:
+        result = too_few(
             DIVERGENCE,
             api.REASON_DIVERGENCE_GATE,
-            None,
             bound,
-            None,
-            "label distribution distance",
-            f"fewer than {need} predictions on canary or stable",
+            min(n, m),
+            need,
+            "predictions on canary and on stable",
         )
-    value = js_distance(canary.predictions, stable.predictions)
-    return _result(
-        DIVERGENCE,
-        api.REASON_DIVERGENCE_GATE,
-        value,
-        bound,
-        value <= bound,
-        "Jensen-Shannon distance of canary and stable labels",
-        "",
+        return result if bound is not None else replace(result, verdict="report")
+    interval = stats.js_interval(canary.predictions, stable.predictions, judge.alpha)
+    p_value = stats.label_shift_p_value(canary.predictions, stable.predictions)
+    what = f"Jensen-Shannon distance of the labels (chi-square p={p_value:.3g})"
+    if bound is None:
+        return GateResult(
+            DIVERGENCE,
+            "report",
+            interval.estimate,
+            None,
+            f"{what} {fmt(interval.estimate)} [{fmt(interval.lower)}, "
+            f"{fmt(interval.upper)}]: reported only (set maxPredictionDivergence to gate)",
+            api.REASON_DIVERGENCE_GATE,
+            lower=interval.lower,
+            upper=interval.upper,
+            level=interval.level,
+            samples=n,
+        )
+    return decide_against(
+        DIVERGENCE, api.REASON_DIVERGENCE_GATE, interval, bound, n, what, higher_is_better=False
     )
 
 
-def confidence(analysis: Analysis, canary: Observation | None) -> GateResult | None:
-    bound = analysis.min_confidence
+def confidence(judge: Judge, canary: Observation | None) -> GateResult | None:
+    """Mean confidence against minConfidence. Scores lie in [0, 1], so their variance is
+    at most m (1 - m) (Bhatia-Davis); the interval is normal with that variance."""
+    bound = judge.analysis.min_confidence
     if bound is None:
         return None
-    need = max(analysis.min_requests, 1)
-    value = canary.mean_confidence if canary is not None else None
-    ok = (
-        None
-        if canary is None or canary.confidence_count < need or value is None
-        else (value >= bound)
-    )
-    return _result(
+    need = max(judge.analysis.min_requests, 1)
+    n = canary.confidence_count if canary is not None else 0.0
+    mean = canary.mean_confidence if canary is not None else None
+    if mean is None or n < need:
+        return too_few(CONFIDENCE, api.REASON_CONFIDENCE_GATE, bound, n, need, "canary predictions")
+    z = stats.z_score(judge.alpha)
+    half = z * math.sqrt(max(mean * (1 - mean), 0.0) / n)
+    interval = stats.Interval(mean, mean - half, mean + half, 1 - 2 * judge.alpha)
+    return decide_against(
         CONFIDENCE,
         api.REASON_CONFIDENCE_GATE,
-        value,
+        interval,
         bound,
-        ok,
+        n,
         "canary mean confidence",
-        f"fewer than {need} canary predictions",
+        higher_is_better=True,
     )
 
 
-def feedback_accuracy(analysis: Analysis, canary: Observation | None) -> GateResult | None:
-    bound = analysis.min_feedback_accuracy
+def feedback_accuracy(judge: Judge, canary: Observation | None) -> GateResult | None:
+    bound = judge.analysis.min_feedback_accuracy
     if bound is None:
         return None
-    value = canary.feedback_accuracy if canary is not None else None
-    enough = canary is not None and canary.feedback_total >= analysis.min_feedback
-    ok = None if not enough or value is None else value >= bound
-    return _result(
+    need = judge.analysis.min_feedback
+    n = canary.feedback_total if canary is not None else 0.0
+    if canary is None or n < need:
+        return too_few(
+            FEEDBACK_ACCURACY,
+            api.REASON_FEEDBACK_GATE,
+            bound,
+            n,
+            need,
+            "feedback labels for the canary",
+        )
+    interval = stats.rate(canary.feedback_correct, n, judge.alpha)
+    return decide_against(
         FEEDBACK_ACCURACY,
         api.REASON_FEEDBACK_GATE,
-        value,
+        interval,
         bound,
-        ok,
+        n,
         "canary accuracy on feedback",
-        f"fewer than {analysis.min_feedback} feedback labels for the canary",
+        higher_is_better=True,
+    )
+
+
+def paired_accuracy(judge: Judge, candidate: Observation | None) -> GateResult:
+    """The candidate's accuracy minus stable's on the same labelled texts (the stable
+    answer comes from the gateway's pair call or the shadow), against -maxAccuracyDrop."""
+    a = judge.analysis
+    threshold = -a.max_accuracy_drop
+    pairs = candidate.paired_feedback if candidate is not None else {}
+    n = sum(pairs.values())
+    if n < a.min_feedback:
+        result = too_few(
+            PAIRED_ACCURACY,
+            api.REASON_PAIRED_FEEDBACK_GATE,
+            threshold,
+            n,
+            a.min_feedback,
+            "feedback labels scored on both models",
+        )
+    else:
+        interval = stats.paired_difference(
+            pairs.get("both_correct", 0.0),
+            pairs.get("candidate_only", 0.0),
+            pairs.get("stable_only", 0.0),
+            pairs.get("both_wrong", 0.0),
+            judge.alpha,
+        )
+        result = decide_against(
+            PAIRED_ACCURACY,
+            api.REASON_PAIRED_FEEDBACK_GATE,
+            interval,
+            threshold,
+            n,
+            "accuracy minus stable's on the same texts",
+            higher_is_better=True,
+        )
+    return result if judge.paired_gates else replace(result, verdict="report")
+
+
+def agreement(judge: Judge, candidate: Observation | None) -> GateResult | None:
+    """How often the candidate's label equals stable's on the same text (the gateway's
+    pair calls or the shadow), and the commonest disagreements; reported, never gating
+    (a better model is meant to disagree where stable was wrong)."""
+    pairs = candidate.paired_answers if candidate is not None else {}
+    total = sum(pairs.values())
+    if total <= 0:
+        return None
+    same = sum(count for (old, new), count in pairs.items() if old == new)
+    interval = stats.rate(same, total, judge.alpha)
+    changed = sorted(
+        ((count, old, new) for (old, new), count in pairs.items() if old != new), reverse=True
+    )
+    confusion = ", ".join(f"{old}->{new} {count:.0f}" for count, old, new in changed[:3])
+    return GateResult(
+        AGREEMENT,
+        "report",
+        interval.estimate,
+        None,
+        f"agrees with stable on {same:.0f} of {total:.0f} texts "
+        f"[{fmt(interval.lower)}, {fmt(interval.upper)}]"
+        + (f"; stable->candidate: {confusion}" if confusion else ""),
+        "",
+        lower=interval.lower,
+        upper=interval.upper,
+        level=interval.level,
+        samples=total,
     )
 
 
 def evaluate(
-    analysis: Analysis, canary: Observation | None, stable: Observation | None
+    analysis: Analysis,
+    canary: Observation | None,
+    stable: Observation | None,
+    *,
+    look: int = 1,
+    retrained: bool = False,
+    decisive: bool = True,
 ) -> list[GateResult]:
-    """Every configured gate, in reading order (unset optional bounds are skipped)."""
+    """Every configured gate, in reading order (unset optional bounds are skipped).
+    ``decisive`` False (an analysis between looks): a gate that would fail is shown not
+    yet sure, to be confirmed at the next look."""
+    judge = Judge(analysis, look, retrained)
     found = [
-        error_rate(analysis, canary),
-        latency_p95(analysis, canary),
-        latency_ratio(analysis, canary, stable),
-        divergence(analysis, canary, stable),
-        confidence(analysis, canary),
-        feedback_accuracy(analysis, canary),
+        error_rate(judge, canary, stable),
+        latency_p95(judge, canary),
+        latency_ratio(judge, canary, stable),
+        divergence(judge, canary, stable),
+        confidence(judge, canary),
+        feedback_accuracy(judge, canary),
+        paired_accuracy(judge, canary),
+        agreement(judge, canary),
     ]
-    return [gate for gate in found if gate is not None]
-
-
-def enough_traffic(analysis: Analysis, canary: Observation | None) -> bool:
-    """Whether the canary served minRequests requests: a step only advances then."""
-    return (canary.requests if canary is not None else 0.0) >= analysis.min_requests
+    results = [gate for gate in found if gate is not None]
+    if decisive:
+        return results
+    return [
+        replace(g, verdict="unsure", message=f"{g.message} (to be confirmed at the next look)")
+        if g.failed
+        else g
+        for g in results
+    ]

@@ -6,8 +6,12 @@ replica, summed), :class:`PrometheusSource` asks a Prometheus server's HTTP API 
 same series (optionally as ``increase`` over a window). The pure parsers
 :func:`parse_gateway` and :func:`parse_server` (a model server's own ``/metrics``, for a
 deployment without a gateway) carry the tests. The BertDeployment reconciler reads a
-source, picks stable and canary with :func:`observations_for` and hands the result to
-:func:`bertops.operator.rollout.state.decide`.
+source, picks stable, canary and shadow with :func:`observations_for` and hands the
+result to :func:`bertops.operator.rollout.state.decide`.
+
+A candidate (the canary with the routes' ``compare``, or the shadow) also has paired
+series: its label against stable's on the same texts (``paired_answers``, whose diagonal
+is the agreement) and feedback scoring both on those texts (``paired_feedback``).
 
 Counters are cumulative. The gateway labels every series with the model behind the
 variant, so a new canary starts from zero; :meth:`Observation.since` subtracts a baseline
@@ -20,7 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +33,8 @@ GATEWAY = "bertops_gateway_"
 SERVER = "bertops_server_"
 INFERENCE = "inference"  # the gateway's endpoint label for /predict and OIP infer
 SERVER_INFERENCE = ("predict", "infer")
+K = TypeVar("K")  # a count's key: a label, an outcome, a pair of labels
+PAIRED_OUTCOMES = ("both_correct", "candidate_only", "stable_only", "both_wrong")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,10 @@ class Observation:
     confidence_count: float = 0.0
     feedback_correct: float = 0.0
     feedback_total: float = 0.0
+    # A candidate's texts scored with stable's on the same texts: outcome (one of
+    # PAIRED_OUTCOMES) -> count, and (stable's label, this model's label) -> count.
+    paired_feedback: Mapping[str, float] = field(default_factory=dict)
+    paired_answers: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float | None:
@@ -66,6 +76,18 @@ class Observation:
     def predicted(self) -> float:
         return sum(self.predictions.values())
 
+    @property
+    def paired_total(self) -> float:
+        """Texts this model and stable both answered (the sum of ``paired_answers``)."""
+        return sum(self.paired_answers.values())
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of paired texts on which this model and stable gave the same label."""
+        total = self.paired_total
+        same = sum(n for (stable, label), n in self.paired_answers.items() if stable == label)
+        return same / total if total > 0 else None
+
     def since(self, baseline: Observation | None) -> Observation:
         """The difference to an earlier reading of the same counters (never negative: a
         restarted gateway resets its counters, and then the whole reading counts)."""
@@ -87,17 +109,22 @@ def _combine(a: Observation, b: Observation, sign: float) -> Observation:
         (le, num(_cumulative(a.latency_buckets, le), _cumulative(b.latency_buckets, le)))
         for le in bounds
     )
-    labels = set(a.predictions) | set(b.predictions)
+
+    def merged(x: Mapping[K, float], y: Mapping[K, float]) -> dict[K, float]:
+        return {k: num(x.get(k, 0.0), y.get(k, 0.0)) for k in set(x) | set(y)}
+
     return Observation(
         model=a.model or b.model,
         requests=num(a.requests, b.requests),
         errors=num(a.errors, b.errors),
         latency_buckets=buckets,
-        predictions={k: num(a.predictions.get(k, 0), b.predictions.get(k, 0)) for k in labels},
+        predictions=merged(a.predictions, b.predictions),
         confidence_sum=num(a.confidence_sum, b.confidence_sum),
         confidence_count=num(a.confidence_count, b.confidence_count),
         feedback_correct=num(a.feedback_correct, b.feedback_correct),
         feedback_total=num(a.feedback_total, b.feedback_total),
+        paired_feedback=merged(a.paired_feedback, b.paired_feedback),
+        paired_answers=merged(a.paired_answers, b.paired_answers),
     )
 
 
@@ -136,10 +163,11 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
 
 @dataclass(frozen=True)
 class Observations:
-    """The two sides of an analysis; None where that side has no series."""
+    """The sides of an analysis; None where that side has no series."""
 
     stable: Observation | None
     canary: Observation | None
+    shadow: Observation | None = None
 
 
 PerModel = dict[tuple[str, str], Observation]  # (variant, model) -> what it did
@@ -150,7 +178,10 @@ class Accumulator:
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-            lambda: {"buckets": defaultdict(float), "predictions": defaultdict(float)}
+            lambda: {
+                name: defaultdict(float)
+                for name in ("buckets", "predictions", "paired_feedback", "paired_answers")
+            }
         )
 
     def add(self, key: tuple[str, str], name: str, value: float) -> None:
@@ -170,6 +201,8 @@ class Accumulator:
                 confidence_count=slot.get("confidence_count", 0.0),
                 feedback_correct=slot.get("feedback_correct", 0.0),
                 feedback_total=slot.get("feedback_total", 0.0),
+                paired_feedback=dict(slot["paired_feedback"]),
+                paired_answers=dict(slot["paired_answers"]),
             )
         return out
 
@@ -196,6 +229,11 @@ def add_gateway_sample(
         acc.add(key, "feedback_total", value)
         if labels["outcome"] == "correct":
             acc.add(key, "feedback_correct", value)
+    elif name == "paired_answers_total":
+        pair = (labels.get("stable_label", ""), labels.get("label", ""))
+        acc.values[key]["paired_answers"][pair] += value
+    elif name == "paired_feedback_total" and labels.get("outcome") in PAIRED_OUTCOMES:
+        acc.values[key]["paired_feedback"][labels["outcome"]] += value
 
 
 def parse_gateway(text: str) -> PerModel:
@@ -244,12 +282,16 @@ def merge(readings: Iterable[PerModel]) -> PerModel:
     return out
 
 
-def observations_for(per_model: PerModel, stable: str | None, canary: str | None) -> Observations:
+def observations_for(
+    per_model: PerModel, stable: str | None, canary: str | None, shadow: str | None = None
+) -> Observations:
     """Pick the series of the models the rollout is about (an older canary's series may
-    still be exported by the gateway; they are ignored)."""
+    still be exported by the gateway; they are ignored). A shadow's are variant
+    ``shadow``."""
     return Observations(
         stable=per_model.get(("stable", stable)) if stable else None,
         canary=per_model.get(("canary", canary)) if canary else None,
+        shadow=per_model.get(("shadow", shadow)) if shadow else None,
     )
 
 

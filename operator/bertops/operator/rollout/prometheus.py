@@ -36,6 +36,8 @@ SERIES: dict[str, tuple[tuple[str, ...], bool]] = {
     "prediction_confidence_sum": (_VM, False),
     "prediction_confidence_count": (_VM, False),
     "feedback_total": ((*_VM, "outcome"), False),
+    "paired_answers_total": ((*_VM, "stable_label", "label"), False),
+    "paired_feedback_total": ((*_VM, "outcome"), False),
 }
 
 

@@ -9,6 +9,14 @@ state machine in :mod:`bertops.operator.rollout.state` then rolls the answer out
 A model's family is ``spec.family`` (the training planner copies it there and onto the
 label ``bertops.io/family``); without either, a compressed variant inherits its parent's
 family, so a distilled INT8 model competes with the model it came from.
+
+A model a deployment's retraining registered carries ``bertops.io/retrained-for: <that
+deployment>``: it was trained on that deployment's drifted traffic and feedback, so a
+selector of another deployment skips it, unless it also carries
+``bertops.io/shared-with-family: "true"`` (``retrain.shareWithFamily``). A compressed
+variant inherits the label from its parent, as it does the family. Models without the
+label (registered by a user's training) are everyone's; a ``model.ref`` naming a model
+is an explicit choice and always honoured.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pydantic import ValidationError
 from bertops.api.deployment import ModelChoice, ModelSelector
 from bertops.api.meta import is_true
 from bertops.api.model import READY, BertModel
+from bertops.api.training import RETRAINED_LABEL, SHARED_WITH_FAMILY_LABEL
 
 FAMILY_LABEL = "bertops.io/family"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -71,6 +80,31 @@ def is_ready(model: BertModel) -> bool:
     return is_true(model.status.conditions, READY) and not model.metadata.get("deletionTimestamp")
 
 
+def _labels(model: BertModel) -> Mapping[str, Any]:
+    labels = model.metadata.get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _parent(model: BertModel, by_name: Mapping[str, BertModel]) -> BertModel | None:
+    parent = model.spec.compression.parent_ref.name if model.spec.compression else None
+    return by_name.get(parent) if parent else None
+
+
+def retrained_for(model: BertModel, by_name: Mapping[str, BertModel]) -> str | None:
+    """The deployment whose retraining registered the model (or its nearest ancestor),
+    unless it is shared with the family; None: any deployment of the family may select it."""
+    current: BertModel | None = model
+    for _ in range(_MAX_LINEAGE):
+        if current is None:
+            return None
+        labels = _labels(current)
+        if labels.get(RETRAINED_LABEL):
+            shared = str(labels.get(SHARED_WITH_FAMILY_LABEL, "")).lower() == "true"
+            return None if shared else str(labels[RETRAINED_LABEL])
+        current = _parent(current, by_name)
+    return None
+
+
 def family_of(model: BertModel, by_name: Mapping[str, BertModel]) -> str | None:
     current: BertModel | None = model
     for _ in range(_MAX_LINEAGE):
@@ -78,11 +112,10 @@ def family_of(model: BertModel, by_name: Mapping[str, BertModel]) -> str | None:
             return None
         if current.spec.family:
             return current.spec.family
-        labels = current.metadata.get("labels")
-        if isinstance(labels, Mapping) and labels.get(FAMILY_LABEL):
+        labels = _labels(current)
+        if labels.get(FAMILY_LABEL):
             return str(labels[FAMILY_LABEL])
-        parent = current.spec.compression.parent_ref.name if current.spec.compression else None
-        current = by_name.get(parent) if parent else None
+        current = _parent(current, by_name)
     return None
 
 
@@ -99,7 +132,11 @@ def _newest_first(models: Iterable[BertModel]) -> list[BertModel]:
     return sorted(models, key=lambda m: (created_at(m), name_of(m)), reverse=True)
 
 
-def _candidates(selector: ModelSelector, models: list[BertModel]) -> list[BertModel]:
+def _candidates(
+    selector: ModelSelector, models: list[BertModel], deployment: str | None
+) -> tuple[list[BertModel], list[str]]:
+    """The models the selector may choose from, and the names of those that would
+    qualify but were retrained for another deployment (for the message)."""
     by_name = {name_of(m): m for m in models}
     found = [m for m in models if is_ready(m) and family_of(m, by_name) == selector.family]
     if selector.format != "any":
@@ -107,7 +144,10 @@ def _candidates(selector: ModelSelector, models: list[BertModel]) -> list[BertMo
     if selector.policy != "latest" and selector.min_macro_f1 is not None:
         floor = selector.min_macro_f1
         found = [m for m in found if (_metric(m, "macroF1") or -1.0) >= floor]
-    return found
+    if deployment is None:  # a caller that does not name the deployment skips nothing
+        return found, []
+    foreign = {name_of(m) for m in found if retrained_for(m, by_name) not in (None, deployment)}
+    return [m for m in found if name_of(m) not in foreign], sorted(foreign)
 
 
 def _choose(selector: ModelSelector, found: list[BertModel]) -> BertModel | None:
@@ -119,8 +159,15 @@ def _choose(selector: ModelSelector, found: list[BertModel]) -> BertModel | None
     return ranked[0] if ranked else None
 
 
-def select(choice: ModelChoice, models: Iterable[BertModel | Mapping[str, Any]]) -> Selection:
-    """The model to serve and a sentence for the condition message."""
+def select(
+    choice: ModelChoice,
+    models: Iterable[BertModel | Mapping[str, Any]],
+    *,
+    deployment: str | None = None,
+) -> Selection:
+    """The model to serve and a sentence for the condition message. ``deployment``: the
+    selecting BertDeployment's name; a selector skips models retrained for another one
+    (None skips none)."""
     parsed = parse_models(models)
     if choice.ref is not None:
         wanted = choice.ref.name
@@ -132,23 +179,34 @@ def select(choice: ModelChoice, models: Iterable[BertModel | Mapping[str, Any]])
         return Selection(wanted, f"model.ref names {wanted}")
     selector = choice.selector
     assert selector is not None  # the CEL rule: exactly one of ref or selector
-    chosen = _choose(selector, _candidates(selector, parsed))
+    found, foreign = _candidates(selector, parsed, deployment)
+    chosen = _choose(selector, found)
     if chosen is None:
         floor = (
             f", macroF1 >= {selector.min_macro_f1}"
             if selector.min_macro_f1 is not None and selector.policy != "latest"
             else ""
         )
+        skipped = (
+            f"; skipped {len(foreign)} retrained for another deployment "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}; "
+            "that deployment's retrain.shareWithFamily would share them)"
+            if foreign
+            else ""
+        )
         return Selection(
             None,
             f"no Ready BertModel of family {selector.family} "
-            f"(format {selector.format}{floor}) for policy {selector.policy}",
+            f"(format {selector.format}{floor}) for policy {selector.policy}{skipped}",
         )
     return Selection(name_of(chosen), f"policy {selector.policy} over family {selector.family}")
 
 
 def select_model(
-    choice: ModelChoice, models: Iterable[BertModel | Mapping[str, Any]]
+    choice: ModelChoice,
+    models: Iterable[BertModel | Mapping[str, Any]],
+    *,
+    deployment: str | None = None,
 ) -> str | None:
     """The name of the BertModel to serve, or None when nothing qualifies."""
-    return select(choice, models).name
+    return select(choice, models, deployment=deployment).name

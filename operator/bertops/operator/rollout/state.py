@@ -1,34 +1,27 @@
 """The canary rollout state machine of a BertDeployment as one pure function,
-:func:`decide`: (spec, status, selected model, observations, manual action, now) ->
-the next status, the events to post and when to look again.
-
-Called by the BertDeployment reconciler after it selected a model
-(:mod:`~bertops.operator.rollout.selection`), read the gateway's metrics
-(:mod:`~bertops.operator.rollout.metrics`) and parsed the manual-action annotation
-(:mod:`~bertops.operator.rollout.actions`); it then applies the status and builds the
-servers and routes for ``status.stableModel``/``canaryModel``/``canaryWeight``.
+:func:`decide`: (spec, status, selected model, observations, manual action, routed, now)
+-> the next status, the events to post and when to look again. Called by the reconciler
+(:mod:`bertops.operator.deployment.reconciler`), which then serves what it decided.
 
 The rules, in the order they are applied:
 
-1. A manual action is applied once (see ``actions``): promote (the canary becomes stable
-   now, whatever its gates say), abort (roll back, recorded Aborted), pause, resume,
-   retry (forget a rejected model).
-2. Selection. The first model goes straight to stable (there is no traffic to protect).
-   A newly selected model starts a rollout at step 0 (an older canary is aborted as
-   Superseded); selecting the stable model again aborts the canary. A model that was
-   rolled back or aborted (``status.rejectedModel``) is not rolled out again until the
-   selection moves away from it. While paused, no rollout starts. No steps: the new
+1. A manual action is applied once (:func:`~bertops.operator.rollout.actions.apply_action`).
+2. Selection. The first model goes straight to stable. A newly selected model is scored
+   offline against stable first (:func:`~bertops.operator.rollout.challenge.admitted`);
+   once it passes, a rollout starts (an older canary is aborted as Superseded), with a
+   shadow phase first when ``rollout.shadow``. Selecting the stable model again aborts
+   the canary. A rejected model (``status.rejectedModel``) is not rolled out again until
+   the selection moves away from it. While paused, no rollout starts. No steps: the new
    model replaces stable at once. Nothing selected: what is served stays.
-3. Analysis of a running canary at every interval, paused or not (a pause stops
-   advancing, never protecting). Any failed gate rolls back: weight 0, canary cleared,
-   Degraded=True with the gate's reason, a Warning event, history RolledBack. Unreadable
-   metrics hold the step (never advance blind).
-4. A step advances when its pause has elapsed, no gate failed and the canary served at
-   least ``minRequests`` requests; gates still inconclusive then (feedback that has not
-   arrived, a stable side without enough traffic to compare) do not block. Until the
-   canary has that traffic the step waits, however long its pause (WaitingForTraffic).
-   After the last step: promote with ``autoPromote``, else hold at the last weight
-   (``rolloutStep`` = number of steps, AwaitingPromotion) while analysis goes on.
+3. Analysis at every interval, paused or not (a pause stops advancing, never
+   protecting): the gates (:mod:`.gates`) on the canary's (or the shadow's) series, at
+   the look of the sequential rule. A failed gate rolls back (weight 0, Degraded=True with
+   its reason, a Warning, history RolledBack). Unreadable metrics hold the step.
+4. A step (or the shadow phase) starts when the gateway carries it (``routed``) and ends
+   when its pause has elapsed and no gating gate is not yet sure (WaitingForTraffic,
+   NotYetSure hold it). Held past ``progressDeadlineSeconds``: ProgressDeadlineExceeded,
+   and with ``abortOnDeadline`` aborted. After the last step: promote with
+   ``autoPromote``, else hold at the last weight (AwaitingPromotion).
 """
 
 from __future__ import annotations
@@ -38,16 +31,18 @@ from datetime import datetime
 from typing import Literal
 
 from bertops.api import deployment as api
-from bertops.api.meta import ConditionStatus, find_condition, set_condition
+from bertops.api.meta import ConditionStatus, find_condition
 from bertops.operator.planners.common import Event
-from bertops.operator.rollout.actions import ANNOTATION, ManualAction
-from bertops.operator.rollout.gates import GateResult, enough_traffic, evaluate
-from bertops.operator.rollout.metrics import Observations
+from bertops.operator.rollout.actions import ANNOTATION, ManualAction, apply_action
+from bertops.operator.rollout.challenge import admitted
+from bertops.operator.rollout.conditions import gate_status, write_conditions
+from bertops.operator.rollout.gates import GateResult, evaluate
+from bertops.operator.rollout.metrics import Observation, Observations
+from bertops.operator.rollout.stats import next_look
 
 HISTORY_LIMIT = 20
-ACTION_MEMORY = 10
 UNKNOWN = ConditionStatus.UNKNOWN
-Outcome = Literal["Promoted", "RolledBack", "Aborted"]
+Outcome = Literal["Promoted", "RolledBack", "Aborted", "Refused"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +67,7 @@ class _Run:
     requeue: float | None = None
     degraded: tuple[bool, str, str] | None = None  # set by a transition in this call
     started: bool = False
+    routed: bool = True  # the gateway carries status's canary at its weight
 
     @property
     def paused(self) -> bool:
@@ -84,15 +80,22 @@ class _Run:
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
-    def record(self, model: str, outcome: Outcome, message: str) -> None:
-        history = [
-            *(self.st.history or []),
-            api.RolloutRecord(model=model, outcome=outcome, at=self.now, message=message),
-        ]
+    def record(
+        self,
+        model: str,
+        outcome: Outcome,
+        message: str,
+        scores: list[api.ChallengeScore] | None = None,
+    ) -> None:
+        entry = api.RolloutRecord(
+            model=model, outcome=outcome, at=self.now, message=message, scores=scores
+        )
+        history = [*(self.st.history or []), entry]
         self.st.history = history[-HISTORY_LIMIT:]
 
     def clear_canary(self) -> None:
         self.st.canary_model = None
+        self.st.shadowing = None
         self.st.canary_weight = 0
         self.st.rollout_step = None
         self.st.step_started_at = None
@@ -105,7 +108,9 @@ class _Run:
         assert canary is not None
         previous = self.st.stable_model
         self.st.stable_model = canary
+        evidence = self.st.analysis
         self.clear_canary()
+        self.st.analysis = evidence  # kept: the analysis it was promoted on
         message = f"{canary} replaced {previous} as stable: {why}"
         self.record(canary, "Promoted", message)
         self.event("Normal", api.REASON_PROMOTED, message)
@@ -124,6 +129,16 @@ class _Run:
 
     def start(self, model: str) -> None:
         steps = self.spec.rollout.steps
+        if self.spec.rollout.shadow:
+            self.st.shadowing = True
+            self.begin(model, 0, self.spec.rollout.shadow_seconds)
+            self.event(
+                "Normal",
+                api.REASON_CANARY,
+                f"shadowing {model}: it answers mirrored requests, compared with "
+                f"{self.st.stable_model}'s answers, before any user traffic moves",
+            )
+            return
         if not steps:
             previous = self.st.stable_model
             self.st.stable_model = model
@@ -131,13 +146,7 @@ class _Run:
             self.record(model, "Promoted", message)
             self.event("Normal", api.REASON_PROMOTED, message)
             return
-        self.st.canary_model = model
-        self.st.rollout_step = 0
-        self.st.canary_weight = steps[0].weight
-        self.st.step_started_at = self.now
-        self.st.analysis = None
-        self.started = True
-        self.requeue = min(self.interval, max(1.0, steps[0].pause_seconds))
+        self.begin(model, steps[0].weight, steps[0].pause_seconds)
         self.event(
             "Normal",
             api.REASON_CANARY,
@@ -145,47 +154,16 @@ class _Run:
             f"at {steps[0].weight}% against {self.st.stable_model}",
         )
 
-    # -- the four phases ---------------------------------------------------------------
+    def begin(self, model: str, weight: int, pause: int) -> None:
+        self.st.canary_model = model
+        self.st.rollout_step = 0
+        self.st.canary_weight = weight
+        self.st.step_started_at = self.now
+        self.st.analysis = None
+        self.started = True
+        self.requeue = min(self.interval, max(1.0, pause))
 
-    def apply_action(self, action: ManualAction | None) -> None:
-        handled = self.st.handled_actions or []
-        if action is None or action.raw in handled:
-            return
-        # A short memory, not just the last value: an older value written back (say, by a
-        # Git sync restoring an annotation) is not applied a second time.
-        self.st.handled_actions = [*handled, action.raw][-ACTION_MEMORY:]
-        canary = self.st.canary_model
-        if action.action is None:
-            self.event("Warning", api.REASON_INVALID_ACTION, action.error or "invalid")
-        elif action.action == "promote" and canary:
-            self.promote(f"promoted by hand ({ANNOTATION}={action.raw})")
-        elif action.action == "abort" and canary:
-            self.end_canary(
-                "Aborted",
-                api.REASON_ABORTED,
-                f"{canary} aborted by hand ({ANNOTATION}={action.raw}); "
-                f"serving {self.st.stable_model}",
-                reject=True,
-            )
-        elif action.action == "pause" and not self.st.paused_by_action:
-            self.st.paused_by_action = True
-            self.event("Normal", api.REASON_PAUSED, f"rollout paused by hand ({action.raw})")
-        elif action.action == "resume" and self.st.paused_by_action:
-            self.st.paused_by_action = None
-            self.event("Normal", api.REASON_RESUMED, f"rollout resumed by hand ({action.raw})")
-        elif action.action == "retry" and self.st.rejected_model:
-            self.event(
-                "Normal",
-                api.REASON_RETRY,
-                f"{self.st.rejected_model} may be rolled out again ({action.raw})",
-            )
-            self.st.rejected_model = None
-        else:
-            self.event(
-                "Warning",
-                api.REASON_ACTION_IGNORED,
-                f"{action.action} has nothing to act on now ({action.raw})",
-            )
+    # -- the four phases ---------------------------------------------------------------
 
     def follow(self, selected: str | None) -> None:
         st = self.st
@@ -206,7 +184,7 @@ class _Run:
             self.end_canary(
                 "Aborted", api.REASON_SUPERSEDED, f"{st.canary_model} {why}", reject=False
             )
-        if selected != st.stable_model and not self.paused:
+        if selected != st.stable_model and not self.paused and admitted(self, selected):
             self.start(selected)
 
     def analyze(self, observations: Observations | None) -> None:
@@ -222,8 +200,23 @@ class _Run:
             )
             return
         analysis = self.spec.rollout.analysis
-        self.gates = evaluate(analysis, observations.canary, observations.stable)
-        evidence = api.AnalysisStatus(at=self.now, gates=[_gate_status(g) for g in self.gates])
+        # In the shadow phase the candidate's answers are the mirrored ones.
+        candidate = observations.shadow if st.shadowing else observations.canary
+        look, counted, seen = self.look(candidate)
+        self.gates = evaluate(
+            analysis,
+            candidate,
+            observations.stable,
+            look=look,
+            retrained=self.retrained(st.canary_model),
+            decisive=counted,
+        )
+        evidence = api.AnalysisStatus(
+            at=self.now,
+            looks=look if seen is not None else 0,
+            seen_requests=seen,
+            gates=[gate_status(g) for g in self.gates],
+        )
         st.analysis = evidence
         failed = [g for g in self.gates if g.failed]
         if failed:
@@ -236,31 +229,44 @@ class _Run:
             )
             st.analysis = evidence  # kept after the rollback: it says why
             return
-        self.advance(enough_traffic(analysis, observations.canary))
+        self.advance([g for g in self.gates if g.unsure])
 
-    def advance(self, traffic: bool) -> None:
+    def look(self, candidate: Observation | None) -> tuple[int, bool, float | None]:
+        """(look number, whether this analysis is a look, the requests it was taken at)
+        for the sequential rule (:func:`~bertops.operator.rollout.stats.next_look`)."""
+        previous = self.st.analysis
+        looks = previous.looks if previous is not None else 0
+        seen = previous.seen_requests if previous is not None else None
+        requests = candidate.requests if candidate else 0.0
+        minimum = self.spec.rollout.analysis.min_requests
+        number, counted = next_look(looks, seen, requests, minimum)
+        return number, counted, requests if counted else seen
+
+    def retrained(self, model: str) -> bool:
+        """Whether a retraining of this deployment produced ``model``."""
+        history = self.st.retrains.history if self.st.retrains else None
+        return any(record.model == model for record in history or [])
+
+    def advance(self, unsure: list[GateResult]) -> None:
         st, steps = self.st, self.spec.rollout.steps
         step = st.rollout_step or 0
-        if step < len(steps):
+        if step < len(steps) and not st.shadowing:
             st.canary_weight = steps[step].weight  # follows an edited spec
         if self.paused:
             self.hold = (UNKNOWN, api.REASON_PAUSED, "rollout paused; analysis continues")
             return
-        if step >= len(steps):
+        if step >= len(steps) and not st.shadowing:
             self.finish(len(steps))
             return
-        if not traffic:
-            self.hold = (
-                ConditionStatus.TRUE,
-                api.REASON_WAITING_FOR_TRAFFIC,
-                f"step {step + 1}/{len(steps)} at {st.canary_weight}% waits for "
-                f"{self.spec.rollout.analysis.min_requests} canary requests",
-            )
+        if st.shadowing:
+            where, pause = "the shadow phase", self.spec.rollout.shadow_seconds
+        else:
+            where = f"step {step + 1}/{len(steps)} at {st.canary_weight}%"
+            pause = steps[step].pause_seconds
+        if not self.waited(where, pause, unsure):
             return
-        started = st.step_started_at or self.now
-        remaining = steps[step].pause_seconds - (self.now - started).total_seconds()
-        if remaining > 0:
-            self.requeue = min(self.interval, max(1.0, remaining))
+        if st.shadowing:
+            self.end_shadow()
             return
         step += 1
         st.rollout_step = step
@@ -276,6 +282,81 @@ class _Run:
             return
         self.finish(len(steps), just_finished=True)
 
+    def waited(self, where: str, pause: int, unsure: list[GateResult]) -> bool:
+        """Whether the step (or shadow phase) may end now: the gateway carries it, no
+        gating gate is not yet sure, and its pause has elapsed since it was carried."""
+        st = self.st
+        if not self.routed:
+            # The pause counts from the first look that finds the gateway carrying the
+            # step: until then it has not started.
+            st.step_started_at = None
+            self.hold = (
+                ConditionStatus.TRUE,
+                api.REASON_WAITING_FOR_ROUTES,
+                f"{where} waits for the gateway to carry it",
+            )
+            return False
+        if st.step_started_at is None:
+            st.step_started_at = self.now
+        if unsure:
+            traffic = all(g.value is None for g in unsure)
+            detail = "; ".join(f"{g.name}: {g.message}" for g in unsure)
+            reason = api.REASON_WAITING_FOR_TRAFFIC if traffic else api.REASON_NOT_YET_SURE
+            self.hold = (ConditionStatus.TRUE, reason, f"{where} holds: {detail}")
+            self.deadline(where)
+            return False
+        remaining = pause - (self.now - st.step_started_at).total_seconds()
+        if remaining > 0:
+            self.requeue = min(self.interval, max(1.0, remaining))
+            return False
+        return True
+
+    def end_shadow(self) -> None:
+        """The shadow phase passed: user traffic moves (step 1), or, without steps, the
+        model replaces stable. The look count goes on (the false-rollback budget is one
+        for the whole rollout); the canary's own traffic starts a new sample."""
+        st, steps = self.st, self.spec.rollout.steps
+        st.shadowing = None
+        judged = "; ".join(f"{g.name} {g.verdict}" for g in self.gates)
+        if not steps:
+            self.promote(f"passed its shadow phase ({judged}); no rollout steps")
+            return
+        st.canary_weight = steps[0].weight
+        st.step_started_at = None
+        if st.analysis is not None:
+            st.analysis = st.analysis.model_copy(update={"seen_requests": None})
+        self.requeue = min(self.interval, max(1.0, steps[0].pause_seconds))
+        self.event(
+            "Normal",
+            api.REASON_STEP_ADVANCED,
+            f"{st.canary_model} passed its shadow phase ({judged}): "
+            f"step 1/{len(steps)} at {st.canary_weight}%",
+        )
+
+    def deadline(self, where: str) -> None:
+        """A step held past rollout.progressDeadlineSeconds: Progressing=False with why,
+        and with abortOnDeadline the canary is rolled back."""
+        limit = self.spec.rollout.progress_deadline_seconds
+        started = self.st.step_started_at
+        if limit is None or started is None or (self.now - started).total_seconds() < limit:
+            return
+        assert self.hold is not None
+        why = f"{where} made no progress in {limit}s (rollout.progressDeadlineSeconds): "
+        message = why + self.hold[2].split(" holds: ", 1)[-1]
+        if self.spec.rollout.abort_on_deadline:
+            self.end_canary(
+                "Aborted",
+                api.REASON_PROGRESS_DEADLINE,
+                f"{message}; serving {self.st.stable_model}",
+                reject=True,
+            )
+            self.hold = None
+            return
+        before = find_condition(self.st.conditions, api.PROGRESSING)
+        if before is None or before.reason != api.REASON_PROGRESS_DEADLINE:
+            self.event("Warning", api.REASON_PROGRESS_DEADLINE, message)
+        self.hold = (ConditionStatus.FALSE, api.REASON_PROGRESS_DEADLINE, message)
+
     def finish(self, total: int, just_finished: bool = False) -> None:
         if self.spec.rollout.auto_promote:
             self.promote(f"all {total} steps passed their analysis")
@@ -289,60 +370,6 @@ class _Run:
             self.event("Normal", api.REASON_AWAITING_PROMOTION, message)
 
 
-def _gate_status(gate: GateResult) -> api.GateStatus:
-    result = "Inconclusive" if gate.passed is None else "Passed" if gate.passed else "Failed"
-    return api.GateStatus(
-        name=gate.name,
-        result=result,
-        value=gate.value,
-        threshold=gate.threshold,
-        message=gate.message,
-    )
-
-
-def _conditions(run: _Run, selected: str | None, message: str, generation: int | None) -> None:
-    st, now = run.st, run.now
-    conditions = st.conditions
-
-    def put(type_: str, status: ConditionStatus | bool, reason: str, text: str) -> None:
-        set_condition(conditions, type_, status, reason, text, now=now, generation=generation)
-
-    if st.stable_model:
-        canary = f"; canary {st.canary_model} at {st.canary_weight}%" if st.canary_model else ""
-        put(api.READY, True, api.REASON_SERVING, f"serving {st.stable_model}{canary}")
-    else:
-        put(api.READY, False, api.REASON_NO_MODEL, message or "no model selected")
-    if st.canary_model:
-        step, total = (st.rollout_step or 0) + 1, len(run.spec.rollout.steps)
-        put(
-            api.PROGRESSING,
-            *(
-                run.hold
-                or (
-                    ConditionStatus.TRUE,
-                    api.REASON_CANARY,
-                    f"{st.canary_model} step {min(step, total)}/{total} at {st.canary_weight}%",
-                )
-            ),
-        )
-    elif run.paused and selected and selected not in (st.stable_model, st.rejected_model):
-        put(api.PROGRESSING, UNKNOWN, api.REASON_PAUSED, f"{selected} waits: rollout paused")
-    else:
-        last = st.history[-1] if st.history else None
-        idle = api.REASON_SERVING if st.stable_model else api.REASON_NO_MODEL
-        reason = last.outcome if last else idle
-        text = f"no rollout in progress; last: {last.message}" if last else "no rollout"
-        put(api.PROGRESSING, False, reason, text)
-    if st.canary_model:
-        put(api.DEGRADED, False, api.REASON_CANARY, "")
-    elif run.degraded is not None:
-        put(api.DEGRADED, *run.degraded)
-    elif not (st.rejected_model and find_condition(conditions, api.DEGRADED)):
-        put(api.DEGRADED, False, api.REASON_SERVING, "")
-    # else: a rejected canary keeps the Degraded condition its rollback (or abort) set,
-    # until the selection moves on.
-
-
 def decide(
     spec: api.BertDeploymentSpec,
     status: api.BertDeploymentStatus,
@@ -353,14 +380,17 @@ def decide(
     *,
     generation: int | None = None,
     selection_message: str = "",
+    routed: bool = True,
 ) -> Decision:
-    """The next rollout status; ``status`` is not modified."""
-    run = _Run(spec, status.model_copy(deep=True), now)
-    run.apply_action(manual_action)
+    """The next rollout status; ``status`` is not modified. ``routed``: whether the
+    gateway carries ``status``'s canary at its weight (a step's pause counts from then)."""
+    run = _Run(spec, status.model_copy(deep=True), now, routed=routed)
+    apply_action(run, manual_action)
     run.follow(selected)
     run.analyze(observations)
-    _conditions(run, selected, selection_message, generation)
-    if run.st.canary_model is None:
+    write_conditions(run, selected, selection_message, generation)
+    evaluating = run.st.challenge is not None and run.st.challenge.phase == "Running"
+    if run.st.canary_model is None and not evaluating:
         run.requeue = None
     elif run.requeue is None:
         run.requeue = run.interval

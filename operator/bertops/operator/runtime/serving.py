@@ -21,10 +21,10 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bertops.api.deployment import BertDeploymentSpec
-from bertops.api.routes import Backend, Routes
+from bertops.api.routes import Backend, Routes, Sticky
 from bertops.operator.config import OperatorConfig
 from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime.manifests import container_security_context, pod_security_context
@@ -283,6 +283,9 @@ def routes(
     weight: int = 0,
     shadow: ModelVersion | None = None,
     revision: str | None = None,
+    *,
+    sticky: Literal["none", "header", "cookie"] = "none",
+    compare: bool = False,
 ) -> Routes:
     """The gateway's routes for this state of the rollout (no override header: nobody
     outside can steer traffic onto a canary)."""
@@ -292,6 +295,8 @@ def routes(
         canary_weight=weight if canary else 0,
         shadow=backend(owner, shadow) if shadow else None,
         revision=revision,
+        sticky=Sticky(mode=sticky),
+        compare=compare and canary is not None,
     )
 
 

@@ -1,0 +1,146 @@
+"""The offline evaluation of a new model against stable (champion/challenger), as a step:
+when the rollout asked for one (``status.challenge`` Running, set by
+:func:`bertops.operator.rollout.state.decide`), start ``bertops trainer challenge`` on
+the frozen sets, and once it ended, fill in the phase, message and scores from
+:func:`bertops.operator.rollout.challenge.verdict`.
+
+Called by :class:`bertops.operator.deployment.reconciler.DeploymentReconciler` after
+``decide``, on the decided status (in place). The frozen sets: the test split of the
+dataset the stable model was trained on, and the holdout (newest feedback, never in any
+split) of the dataset the candidate was trained on, when it has one. The step's name is
+kept in ``status.challenge.step`` and derived from the two models, so a restarted
+operator adopts the running step instead of starting another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from bertops.api import deployment as api
+from bertops.api.results import ChallengeDetails
+from bertops.api.steps import ChallengeStep
+from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.monitor_chain import RetrainChain
+from bertops.operator.kube import Kube
+from bertops.operator.planners.common import ObjectRef, short, step_name
+from bertops.operator.rollout.challenge import verdict
+from bertops.operator.runtime.base import Runtime, StepPhase, StepRequest
+
+log = logging.getLogger(__name__)
+
+
+def challenge_serial(model: str, stable: str) -> int:
+    """A number naming this pair's step (step names carry a number, not free text)."""
+    return int(hashlib.sha256(f"{stable}\x00{model}".encode()).hexdigest()[:6], 16)
+
+
+class OfflineChallenge:
+    def __init__(self, kube: Kube, runtime: Runtime, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.runtime = runtime
+        self.config = config
+        self.chain = RetrainChain(kube, config, None)  # the dataset lookups
+
+    def plan(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        models: dict[str, dict[str, Any]],
+        *,
+        may_start: bool = True,
+    ) -> StepRequest | None:
+        """Move ``status.challenge`` along; the step to start, if any (only when
+        ``may_start``: one step per reconcile)."""
+        challenge = status.challenge
+        if challenge is None or challenge.phase != "Running":
+            return None
+        if challenge.step is None:
+            if not may_start:
+                return None
+            return self._start(ref, spec, status, challenge, models)
+        observed = self.runtime.observe(ref.namespace, challenge.step, ref.uid)
+        if observed.phase == StepPhase.RUNNING:
+            return None
+        details = observed.result.details if observed.result is not None else None
+        if observed.phase == StepPhase.SUCCEEDED and isinstance(details, ChallengeDetails):
+            found = verdict(details.sets or [], spec.rollout.analysis)
+            status.challenge = challenge.model_copy(
+                update={
+                    "phase": found.phase,
+                    "message": short(found.message, 600),
+                    "scores": found.scores,
+                }
+            )
+        elif observed.phase == StepPhase.ABSENT:
+            status.challenge = challenge.model_copy(update={"step": None})  # start again
+        else:
+            why = (observed.result.message if observed.result else "") or observed.message
+            self._fail(status, challenge, f"evaluation step {challenge.step} failed: {why}")
+        if status.challenge is not None and status.challenge.phase != "Running":
+            self.runtime.remove(ref.namespace, challenge.step)
+        return None
+
+    def _start(
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        status: api.BertDeploymentStatus,
+        challenge: api.ChallengeStatus,
+        models: dict[str, dict[str, Any]],
+    ) -> StepRequest | None:
+        stable, candidate = models.get(challenge.stable), models.get(challenge.model)
+        stable_uri = _artifact(stable)
+        candidate_uri = _artifact(candidate)
+        if stable is None or candidate is None or not stable_uri or not candidate_uri:
+            self._fail(status, challenge, "a model of the pair has no verified artifact")
+            return None
+        test_uri, problem = self.chain.dataset_of(ref.namespace, stable)
+        if test_uri is None:
+            self._fail(status, challenge, f"no test split for {challenge.stable}: {problem}")
+            return None
+        serial = challenge_serial(challenge.model, challenge.stable)
+        name = step_name(ref.name, "challenge", serial, ref.uid)
+        step = ChallengeStep(
+            name=name,
+            stable_model_uri=stable_uri,
+            candidate_model_uri=candidate_uri,
+            test_uri=test_uri,
+            holdout_uri=self._holdout(ref.namespace, candidate),
+            output_uri=self.config.artifact_uri(
+                ref.namespace, "deployments", ref.name, "challenges", f"c{serial}"
+            ),
+        )
+        status.challenge = challenge.model_copy(update={"step": name})
+        return StepRequest(
+            name=name,
+            namespace=ref.namespace,
+            spec=step,
+            cpu="1",
+            memory="2Gi",
+            owner=ref.owner_reference(),
+        )
+
+    def _holdout(self, namespace: str, candidate: dict[str, Any]) -> str | None:
+        """The held-back feedback of the dataset the candidate was trained on."""
+        lineage = (candidate.get("status") or {}).get("lineage") or {}
+        name = lineage.get("dataset")
+        body = self.kube.get("BertDataset", namespace, name) if name else None
+        status = (body or {}).get("status") or {}
+        return str(status["holdoutUri"]) if status.get("holdoutUri") else None
+
+    @staticmethod
+    def _fail(
+        status: api.BertDeploymentStatus, challenge: api.ChallengeStatus, message: str
+    ) -> None:
+        log.warning("offline evaluation of %s: %s", challenge.model, message)
+        status.challenge = challenge.model_copy(
+            update={"phase": "Failed", "message": short(message, 600)}
+        )
+
+
+def _artifact(model: dict[str, Any] | None) -> str | None:
+    uri = ((model or {}).get("status") or {}).get("artifactUri")
+    return str(uri) if uri else None
