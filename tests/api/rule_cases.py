@@ -34,6 +34,15 @@ RULE_CASES: list[tuple[str, dict[str, Any], str]] = [
         "minChars must be <= maxChars",
     ),
     (
+        "a holdout of a text folder",
+        m.with_path(
+            m.dataset(),
+            "spec.source",
+            {"uri": "/data/reviews", "format": "textFolder", "holdoutFraction": 0.2},
+        ),
+        "holdoutFraction needs a table source with a time column, not a textFolder",
+    ),
+    (
         "two tokenizers",
         m.with_path(m.dataset(), "spec.tokenizer.trainWordPiece", {"vocabSize": 1000}),
         "set exactly one of tokenizer.baseModel or tokenizer.trainWordPiece",

@@ -23,6 +23,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "cryptography",
         "httpx",
         "argo_workflows",
+        "numpy",
+        "scipy",
     ),
     "trainer": (
         "torch",
