@@ -43,9 +43,29 @@ def status(
 GATES = {
     "at": AT,
     "gates": [
-        {"name": "errorRate", "result": "Passed", "value": 0.0, "threshold": 0.05},
-        {"name": "predictionDivergence", "result": "Inconclusive", "threshold": 0.2},
+        {
+            "name": "errorRate",
+            "result": "Passed",
+            "value": 0.0,
+            "lower": 0.0,
+            "upper": 0.0279,
+            "confidence": 0.983,
+            "threshold": 0.05,
+            "samples": 200,
+        },
+        {
+            "name": "pairedAccuracy",
+            "result": "NotYetSure",
+            "value": 0.043,
+            "lower": -0.063,
+            "upper": 0.147,
+            "confidence": 0.9988,
+            "threshold": -0.05,
+            "samples": 70,
+            "needed": 40,
+        },
     ],
+    "looks": 3,
 }
 CANARY = {"canaryModel": "sentiment-v2", "canaryWeight": 10, "rolloutStep": 0, "analysis": GATES}
 ROLLED_BACK_GATES = {

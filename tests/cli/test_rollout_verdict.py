@@ -82,8 +82,9 @@ def _text(renderable: Any) -> str:
 def test_render_shows_weight_step_gates_and_history() -> None:
     document = body(STATES["progressing"][0])
     text = _text(view.render(document, view.verdict(document)))
-    for expected in ("sentiment-v2", "10%", "1/2", "errorRate", "Inconclusive", "1 passed"):
-        assert expected in text
+    expected = ("sentiment-v2", "10%", "1/2", "errorRate", "NotYetSure", "1 passed", "look 3")
+    for found in (*expected, "1 not yet sure", "[-0.063, 0.147] at 99.9%", "70 (+40)"):
+        assert found in text, found
     rolled = body(STATES["rolled-back"][0])
     text = _text(view.render(rolled, view.verdict(rolled)))
     assert "1 RolledBack" in text and "ErrorRateGateFailed" in text

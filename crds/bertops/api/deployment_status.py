@@ -107,6 +107,7 @@ class RolloutRecord(StatusModel):
 
 class GateStatus(StatusModel):
     name: str
+    # Inconclusive: what a status written before "NotYetSure" holds (still readable).
     result: Literal["Passed", "Failed", "NotYetSure", "Reported", "Inconclusive"]
     value: float | None = Field(default=None, description="The estimate.")
     lower: float | None = Field(default=None, description="The interval's lower end.")

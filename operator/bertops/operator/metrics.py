@@ -53,7 +53,7 @@ class OperatorMetrics:
         )
         self.analysis_results = Counter(
             "bertops_operator_rollout_analysis_total",
-            "Canary analysis results per gate (Passed, Failed, Inconclusive).",
+            "Canary analysis results per gate (Passed, Failed, NotYetSure, Reported).",
             ["gate", "result"],
             registry=self.registry,
         )
