@@ -169,23 +169,24 @@ def test_dataset_distributed_training_and_compression_run_in_real_pods(
         timeout=300,
         what="the dataset prepared in a pod",
     )
-    # Both ranks of the Indexed Job ran as pods on the node.
-    train_pods = wait_for(
-        lambda: [
-            p
-            for p in pods(node_kube, ns)
-            if p.metadata.labels.get(INDEX_LABEL) is not None and "train" in p.metadata.name
-        ],
-        timeout=300,
-        what="the training pods",
-    )
+    # Both ranks of the Indexed Job ran as pods on the node (the Job controller creates
+    # them one after the other: collect what each look sees).
+    train_pods: dict[str, Any] = {}  # rank -> its pod, as first seen
+
+    def both_ranks() -> bool:
+        for p in pods(node_kube, ns):
+            index = p.metadata.labels.get(INDEX_LABEL)
+            if index is not None and "train" in p.metadata.name:
+                train_pods.setdefault(index, p)
+        return set(train_pods) >= {"0", "1"}
+
+    wait_for(both_ranks, timeout=300, what="both training ranks as pods")
     wait_for(
         lambda: reason(kube, "BertModel", ns, "tiny-v1") == "Verified",
         timeout=600,
         what="the trained model Ready (verified)",
     )
-    indexes = {p.metadata.labels[INDEX_LABEL] for p in train_pods}
-    assert indexes == {"0", "1"}
+    assert set(train_pods) == {"0", "1"}
     wait_for(
         lambda: reason(kube, "BertModel", ns, "tiny-v1-int8") == "Verified",
         timeout=600,
@@ -198,7 +199,7 @@ def test_dataset_distributed_training_and_compression_run_in_real_pods(
         assert (folder / "bertops-model.json").is_file(), folder
     # Rank 0's log (the node's podLogsDir) says both ranks joined one gloo group.
     logs = node_cluster.directory / "node" / "pod-logs"
-    rank0 = next(p for p in train_pods if p.metadata.labels[INDEX_LABEL] == "0")
+    rank0 = train_pods["0"]
     text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0.metadata.name}_*/step/*.log"))
     assert "2 rank(s)" in text, text[-2000:]
     training_status = kube.get("BertTraining", ns, "tiny")["status"]  # type: ignore[index]

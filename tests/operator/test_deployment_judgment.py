@@ -91,13 +91,27 @@ def requests_by(endpoint: str) -> dict[tuple[str, str], float]:
     return {key: seen.requests for key, seen in found.items()}
 
 
+def serve_v1(
+    kube: Kube, namespace: str, start_operator: Any, v1: Path, state: Path, spec: dict[str, Any]
+) -> str:
+    """An operator, tiny-v1 Ready and served by ``spec``'s deployment: its endpoint."""
+    start_operator(namespace, state_dir=state)
+    ready_model(kube, namespace, "tiny-v1", v1)
+    kube.create(spec)
+    return str(serving_stable(kube, namespace, "tiny-v1")["endpoint"])
+
+
 def test_clients_that_keep_cookies_still_give_the_canary_its_share(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    start_operator(namespace, state_dir=state)
-    ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
-    kube_layer.create(deployment(namespace, steps=STEPS))
-    endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
+    endpoint = serve_v1(
+        kube_layer,
+        namespace,
+        start_operator,
+        artifacts["v1"],
+        state,
+        deployment(namespace, steps=STEPS),
+    )
     clients = [CookieClient(endpoint), CookieClient(endpoint)]
     try:
         ready_model(kube_layer, namespace, "tiny-v2", artifacts["good"])
@@ -127,10 +141,14 @@ def test_clients_that_keep_cookies_still_give_the_canary_its_share(
 def test_a_canary_that_answers_differently_is_reported_not_rolled_back(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    start_operator(namespace, state_dir=state)
-    ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
-    kube_layer.create(deployment(namespace, steps=STEPS))
-    endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
+    endpoint = serve_v1(
+        kube_layer,
+        namespace,
+        start_operator,
+        artifacts["v1"],
+        state,
+        deployment(namespace, steps=STEPS),
+    )
     client = CookieClient(endpoint)
     seen: list[dict[str, Any]] = []
 
@@ -155,12 +173,9 @@ def test_a_canary_that_answers_differently_is_reported_not_rolled_back(
 def test_a_shadow_phase_judges_mirrored_answers_before_any_user_traffic(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    start_operator(namespace, state_dir=state)
-    ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
     spec = deployment(namespace, steps=[{"weight": 50, "pauseSeconds": 2}])
     spec["spec"]["rollout"].update(shadow=True, shadowSeconds=3)
-    kube_layer.create(spec)
-    endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
+    endpoint = serve_v1(kube_layer, namespace, start_operator, artifacts["v1"], state, spec)
     client = CookieClient(endpoint)
     shadowed: list[dict[str, Any]] = []
 
@@ -205,16 +220,13 @@ def label(endpoint: str, http: httpx.Client, count: int) -> int:
 def test_a_feedback_gate_judges_before_the_canary_is_promoted(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    start_operator(namespace, state_dir=state)
-    ready_model(kube_layer, namespace, "tiny-v1", artifacts["v1"])
     spec = deployment(
         namespace,
         steps=[{"weight": 50, "pauseSeconds": 2}],
         minFeedbackAccuracy=0.72,
         minFeedback=30,
     )
-    kube_layer.create(spec)
-    endpoint = serving_stable(kube_layer, namespace, "tiny-v1")["endpoint"]
+    endpoint = serve_v1(kube_layer, namespace, start_operator, artifacts["v1"], state, spec)
     traffic = CookieClient(endpoint)  # unlabelled requests: the other gates get sure
     with traffic_stopped(traffic), httpx.Client(timeout=30) as http:
         ready_model(kube_layer, namespace, "tiny-v2", artifacts["good"])
