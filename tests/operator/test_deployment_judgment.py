@@ -92,26 +92,25 @@ def requests_by(endpoint: str) -> dict[tuple[str, str], float]:
 
 
 def serve_v1(
-    kube: Kube, namespace: str, start_operator: Any, v1: Path, state: Path, spec: dict[str, Any]
+    kube: Kube,
+    namespace: str,
+    start_operator: Any,
+    v1: Path,
+    state: Path,
+    spec: dict[str, Any] | None = None,
 ) -> str:
-    """An operator, tiny-v1 Ready and served by ``spec``'s deployment: its endpoint."""
+    """An operator, tiny-v1 Ready and served by ``spec``'s deployment (two steps by
+    default): its endpoint."""
     start_operator(namespace, state_dir=state)
     ready_model(kube, namespace, "tiny-v1", v1)
-    kube.create(spec)
+    kube.create(spec or deployment(namespace, steps=STEPS))
     return str(serving_stable(kube, namespace, "tiny-v1")["endpoint"])
 
 
 def test_clients_that_keep_cookies_still_give_the_canary_its_share(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    endpoint = serve_v1(
-        kube_layer,
-        namespace,
-        start_operator,
-        artifacts["v1"],
-        state,
-        deployment(namespace, steps=STEPS),
-    )
+    endpoint = serve_v1(kube_layer, namespace, start_operator, artifacts["v1"], state)
     clients = [CookieClient(endpoint), CookieClient(endpoint)]
     try:
         ready_model(kube_layer, namespace, "tiny-v2", artifacts["good"])
@@ -141,14 +140,7 @@ def test_clients_that_keep_cookies_still_give_the_canary_its_share(
 def test_a_canary_that_answers_differently_is_reported_not_rolled_back(
     kube_layer: Kube, namespace: str, start_operator: Any, artifacts: dict[str, Path], state: Path
 ) -> None:
-    endpoint = serve_v1(
-        kube_layer,
-        namespace,
-        start_operator,
-        artifacts["v1"],
-        state,
-        deployment(namespace, steps=STEPS),
-    )
+    endpoint = serve_v1(kube_layer, namespace, start_operator, artifacts["v1"], state)
     client = CookieClient(endpoint)
     seen: list[dict[str, Any]] = []
 

@@ -134,3 +134,22 @@ def test_how_many_more_a_gate_needs() -> None:
     assert needed is not None and 60 <= needed <= 200
     assert stats.rate(0, 126 + needed, 0.001).upper <= 0.05
     assert stats.more_needed(stats.rate(5, 100, 0.01), 0.05, 100) is None  # on the bound
+
+
+def test_js_distance_matches_scipy() -> None:
+    import random
+
+    from scipy.spatial.distance import jensenshannon
+
+    assert stats.js_distance({"a": 5, "b": 5}, {"b": 1, "a": 1}) == 0
+    assert stats.js_distance({"a": 1}, {"b": 1}) == pytest.approx(1.0)
+    rng = random.Random(7)
+    for _ in range(50):
+        labels = ["a", "b", "c", "d"][: rng.randint(1, 4)]
+        p = {k: rng.choice([0, rng.random() * 100]) for k in labels}
+        q = {k: rng.random() * 100 for k in labels}
+        p[labels[0]] += 1  # at least one count on each side
+        expected = jensenshannon([p[k] for k in labels], [q[k] for k in labels], base=2)
+        assert stats.js_distance(p, q) == pytest.approx(float(expected), abs=1e-9)
+    with pytest.raises(ValueError, match="at least one count"):
+        stats.js_distance({}, {"a": 1})

@@ -22,7 +22,7 @@ from bertops.api import deployment as api
 from bertops.api.results import ChallengeDetails
 from bertops.api.steps import ChallengeStep
 from bertops.operator.config import OperatorConfig
-from bertops.operator.deployment.monitor_chain import RetrainChain
+from bertops.operator.deployment.monitor_chain import dataset_of, trained_on
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef, short, step_name
 from bertops.operator.rollout.challenge import verdict
@@ -41,29 +41,18 @@ class OfflineChallenge:
         self.kube = kube
         self.runtime = runtime
         self.config = config
-        self.chain = RetrainChain(kube, config, None)  # the dataset lookups
 
-    def plan(
-        self,
-        ref: ObjectRef,
-        spec: api.BertDeploymentSpec,
-        status: api.BertDeploymentStatus,
-        models: dict[str, dict[str, Any]],
-        *,
-        may_start: bool = True,
-    ) -> StepRequest | None:
-        """Move ``status.challenge`` along; the step to start, if any (only when
-        ``may_start``: one step per reconcile)."""
+    def collect(
+        self, ref: ObjectRef, spec: api.BertDeploymentSpec, status: api.BertDeploymentStatus
+    ) -> None:
+        """Read a finished evaluation step into ``status.challenge`` (phase, message,
+        scores) and remove the step; a vanished one is started again."""
         challenge = status.challenge
-        if challenge is None or challenge.phase != "Running":
-            return None
-        if challenge.step is None:
-            if not may_start:
-                return None
-            return self._start(ref, spec, status, challenge, models)
+        if challenge is None or challenge.phase != "Running" or challenge.step is None:
+            return
         observed = self.runtime.observe(ref.namespace, challenge.step, ref.uid)
         if observed.phase == StepPhase.RUNNING:
-            return None
+            return
         details = observed.result.details if observed.result is not None else None
         if observed.phase == StepPhase.SUCCEEDED and isinstance(details, ChallengeDetails):
             found = verdict(details.sets or [], spec.rollout.analysis)
@@ -76,17 +65,27 @@ class OfflineChallenge:
             )
         elif observed.phase == StepPhase.ABSENT:
             status.challenge = challenge.model_copy(update={"step": None})  # start again
+            return
         else:
             why = (observed.result.message if observed.result else "") or observed.message
             self._fail(status, challenge, f"evaluation step {challenge.step} failed: {why}")
-        if status.challenge is not None and status.challenge.phase != "Running":
-            self.runtime.remove(ref.namespace, challenge.step)
-        return None
+        self.runtime.remove(ref.namespace, challenge.step)
+
+    def start(
+        self,
+        ref: ObjectRef,
+        status: api.BertDeploymentStatus,
+        models: dict[str, dict[str, Any]],
+    ) -> StepRequest | None:
+        """The evaluation step the rollout asked for and nobody started yet, if any."""
+        challenge = status.challenge
+        if challenge is None or challenge.phase != "Running" or challenge.step is not None:
+            return None
+        return self._start(ref, status, challenge, models)
 
     def _start(
         self,
         ref: ObjectRef,
-        spec: api.BertDeploymentSpec,
         status: api.BertDeploymentStatus,
         challenge: api.ChallengeStatus,
         models: dict[str, dict[str, Any]],
@@ -97,7 +96,9 @@ class OfflineChallenge:
         if stable is None or candidate is None or not stable_uri or not candidate_uri:
             self._fail(status, challenge, "a model of the pair has no verified artifact")
             return None
-        test_uri, problem = self.chain.dataset_of(ref.namespace, stable)
+        test_uri, problem = dataset_of(
+            self.kube, ref.namespace, stable, "the offline evaluation needs its test split"
+        )
         if test_uri is None:
             self._fail(status, challenge, f"no test split for {challenge.stable}: {problem}")
             return None
@@ -125,9 +126,7 @@ class OfflineChallenge:
 
     def _holdout(self, namespace: str, candidate: dict[str, Any]) -> str | None:
         """The held-back feedback of the dataset the candidate was trained on."""
-        lineage = (candidate.get("status") or {}).get("lineage") or {}
-        name = lineage.get("dataset")
-        body = self.kube.get("BertDataset", namespace, name) if name else None
+        _, body = trained_on(self.kube, namespace, candidate)
         status = (body or {}).get("status") or {}
         return str(status["holdoutUri"]) if status.get("holdoutUri") else None
 

@@ -32,7 +32,7 @@ from bertops.api.meta import ConditionStatus, find_condition
 from bertops.api.results import DriftDetails, ReferenceDetails
 from bertops.api.steps import DriftStep, ReferenceStep, StepSpec
 from bertops.operator.config import OperatorConfig
-from bertops.operator.deployment.monitor_chain import RetrainChain
+from bertops.operator.deployment.monitor_chain import RetrainChain, dataset_of
 from bertops.operator.deployment.monitor_steps import (
     MonitorPlan,
     min_rows,
@@ -289,7 +289,9 @@ class DriftMonitor:
         drift.reference_model = drift.reference_uri = drift.reference_rows = None
         drift.score = drift.drifted = drift.signals = None
         status.drift_display = "-"
-        dataset_uri, problem = self.chain.dataset_of(ref.namespace, model)
+        dataset_uri, problem = dataset_of(
+            self.kube, ref.namespace, model, "drift monitoring needs its validation split"
+        )
         if dataset_uri is None:
             drift.next_check = now + timedelta(seconds=spec.drift.interval_seconds)
             self._drifted(

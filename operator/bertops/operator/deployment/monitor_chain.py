@@ -67,26 +67,6 @@ class RetrainChain:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def dataset_of(self, namespace: str, model: dict[str, Any]) -> tuple[str | None, str]:
-        """The prepared dataset a model was trained on (for its reference sample)."""
-        lineage = (model.get("status") or {}).get("lineage") or {}
-        spec = model.get("spec") or {}
-        name = (
-            lineage.get("dataset")
-            or (spec.get("evaluationDatasetRef") or {}).get("name")
-            or ((spec.get("compression") or {}).get("datasetRef") or {}).get("name")
-        )
-        if not name:
-            return None, (
-                f"BertModel {model['metadata']['name']} names no dataset (no lineage, no "
-                "evaluationDatasetRef): drift monitoring needs its validation split"
-            )
-        body = self.kube.get("BertDataset", namespace, name)
-        uri = ((body or {}).get("status") or {}).get("artifactUri")
-        if not uri:
-            return None, f"BertDataset {name} is missing or not prepared"
-        return str(uri), ""
-
     def _source_training(
         self, namespace: str, spec: api.BertDeploymentSpec, stable: dict[str, Any] | None
     ) -> tuple[training_api.BertTraining | None, str]:
@@ -371,6 +351,38 @@ def _note(
             now=now,
             generation=ref.generation,
         )
+
+
+def trained_on(
+    kube: Kube, namespace: str, model: dict[str, Any]
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The name and body of the BertDataset a model was trained on (its lineage, else
+    the dataset it was evaluated or compressed with); (None, None) when it names none."""
+    lineage = (model.get("status") or {}).get("lineage") or {}
+    spec = model.get("spec") or {}
+    name = (
+        lineage.get("dataset")
+        or (spec.get("evaluationDatasetRef") or {}).get("name")
+        or ((spec.get("compression") or {}).get("datasetRef") or {}).get("name")
+    )
+    return (str(name), kube.get("BertDataset", namespace, name)) if name else (None, None)
+
+
+def dataset_of(
+    kube: Kube, namespace: str, model: dict[str, Any], needed_for: str
+) -> tuple[str | None, str]:
+    """The artifact URI of the prepared dataset a model was trained on, or a sentence
+    saying why there is none (``needed_for`` ends it)."""
+    name, body = trained_on(kube, namespace, model)
+    if name is None:
+        return None, (
+            f"BertModel {model['metadata']['name']} names no dataset (no lineage, no "
+            f"evaluationDatasetRef): {needed_for}"
+        )
+    uri = ((body or {}).get("status") or {}).get("artifactUri")
+    if not uri:
+        return None, f"BertDataset {name} is missing or not prepared"
+    return str(uri), ""
 
 
 def _training_ref(model: dict[str, Any] | None) -> str | None:

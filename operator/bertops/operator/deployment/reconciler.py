@@ -190,7 +190,7 @@ class DeploymentReconciler:
         # The offline evaluation is read first (the retrain chain then sees where it
         # stands) and started last (one step per reconcile: a drift check goes first).
         if self.challenge is not None:
-            self.challenge.plan(ref, obj.spec, status, models, may_start=False)
+            self.challenge.collect(ref, obj.spec, status)
         if self.monitor is None:
             monitored = MonitorPlan()
         else:
@@ -204,7 +204,7 @@ class DeploymentReconciler:
                     self._monitor_due[(ref.namespace, ref.name)] = time.monotonic() + wait
         plan.start = monitored.start
         if self.challenge is not None and plan.start is None:
-            plan.start = self.challenge.plan(ref, obj.spec, status, models)
+            plan.start = self.challenge.start(ref, status, models)
         plan.create += monitored.create
         plan.events += monitored.events
         wire = status.to_wire()

@@ -38,6 +38,8 @@ from statistics import NormalDist
 import numpy as np
 from scipy.stats import binomtest, chi2_contingency
 
+from bertops.operator.rollout.metrics import histogram_quantile
+
 RESAMPLES = 1000
 SEED = 20261207  # fixed: the same counts always give the same interval
 
@@ -184,8 +186,12 @@ def _resample(rng: np.random.Generator, counts: np.ndarray) -> np.ndarray:
 
 
 def _percentiles(estimate: float, values: np.ndarray, alpha: float) -> Interval:
+    """The percentile interval, widened to hold the estimate (a resample of a one-bucket
+    histogram can differ from it in the last bit)."""
     lower, upper = np.quantile(values, [alpha, 1 - alpha])
-    return Interval(estimate, float(lower), float(upper), 1 - 2 * alpha)
+    return Interval(
+        estimate, min(float(lower), estimate), max(float(upper), estimate), 1 - 2 * alpha
+    )
 
 
 Buckets = Sequence[tuple[float, float]]  # (upper bound in seconds, cumulative count)
@@ -200,7 +206,8 @@ def _bucket_counts(buckets: Buckets) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _quantiles(bounds: np.ndarray, draws: np.ndarray, q: float) -> np.ndarray:
-    """Prometheus' histogram_quantile for each row of per-bucket counts: linear
+    """:func:`~bertops.operator.rollout.metrics.histogram_quantile` (Prometheus' rule, the
+    estimate's one home) for each row of resampled per-bucket counts at once: linear
     interpolation inside the bucket that holds the rank; the highest finite bound when
     the rank falls in +Inf."""
     cumulative = draws.cumsum(axis=1)
@@ -225,8 +232,7 @@ def quantile_interval(buckets: Buckets, q: float, alpha: float) -> Interval | No
         return None
     rng = np.random.default_rng(SEED)
     values = _quantiles(bounds, _resample(rng, counts), q)
-    estimate = float(_quantiles(bounds, counts[None, :], q)[0])
-    return _percentiles(estimate, values, alpha)
+    return _percentiles(histogram_quantile(q, buckets) or 0.0, values, alpha)
 
 
 def quantile_ratio_interval(
@@ -241,8 +247,8 @@ def quantile_ratio_interval(
     rng = np.random.default_rng(SEED)
     top = _quantiles(bounds_c, _resample(rng, counts_c), q)
     bottom = np.maximum(_quantiles(bounds_s, _resample(rng, counts_s), q), floor)
-    estimate = float(_quantiles(bounds_c, counts_c[None, :], q)[0]) / max(
-        float(_quantiles(bounds_s, counts_s[None, :], q)[0]), floor, 1e-12
+    estimate = (histogram_quantile(q, canary) or 0.0) / max(
+        histogram_quantile(q, stable) or 0.0, floor, 1e-12
     )
     return _percentiles(estimate, top / np.maximum(bottom, 1e-12), alpha)
 

@@ -319,9 +319,10 @@ class Gateway:
             texts = request_texts(request.url.path, body, request.headers.get(binary.HEADER))
             if texts is not None and len(texts) != len(labels):
                 texts = None
-        served = Served(variant, backend, labels, time.monotonic(), texts=texts)
-        served.expects_pair = paired
-        self.served.add(request_id, served)
+        self.served.add(
+            request_id,
+            Served(variant, backend, labels, time.monotonic(), texts=texts, expects_pair=paired),
+        )
 
     def _reveal(self, variant: str, backend: Backend) -> dict[str, str]:
         """Headers naming the variant and model version, only when configured: they tell
