@@ -45,7 +45,9 @@ def test_cni_network_is_a_bridge_without_masquerade(layout: configs.NodeLayout) 
 def test_kubelet_runs_on_this_machine_and_logs_into_the_node_folder(
     layout: configs.NodeLayout,
 ) -> None:
-    config = yaml.safe_load(configs.kubelet_config(layout, layout.root / "resolv.conf"))
+    config = yaml.safe_load(
+        configs.kubelet_config(layout, layout.root / "resolv.conf", layout.root / "ca.crt")
+    )
     assert (config["failCgroupV1"], config["failSwapOn"], config["cgroupDriver"]) == (
         False,
         False,

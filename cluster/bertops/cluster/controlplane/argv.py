@@ -1,6 +1,10 @@
 """The command lines of an embedded cluster's etcd and kube-apiserver: etcd serving TLS
 only to clients holding a certificate from its own CA, kube-apiserver on loopback with
-RBAC and a static admin token. Pure; called by
+RBAC and static tokens. With a node, kube-apiserver also authorizes kubelets by the Node
+authorizer (and NodeRestriction admission), advertises the node relay's address as the
+``kubernetes`` Service's endpoint, and reaches kubelets through the node's egress relay
+(an HTTP CONNECT proxy on a unix socket, :mod:`bertops.cluster.node.forwarder`) with its
+own client certificate. Pure; called by
 :meth:`bertops.cluster.controlplane.cluster.Cluster.up` and unit-tested in
 tests/cluster/test_private_files.py."""
 
@@ -14,6 +18,8 @@ if TYPE_CHECKING:
 
 # Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
 SERVICE_SUBNET = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address: the `kubernetes` Service's
+EGRESS_SELECTOR_FILE = "egress-selector.yaml"  # in the cluster's folder, with a node
 ETCD_CLIENT = "apiserver-etcd-client"  # as certs.ETCD_CLIENT, without importing cryptography
 
 
@@ -57,19 +63,42 @@ def apiserver_argv(
         f"--etcd-keyfile={etcd_client}.key",
         f"--etcd-prefix=/registry-{state.name}",
         "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
         f"--secure-port={api_port}",
         f"--cert-dir={pki}",
         f"--tls-cert-file={pki / 'server.crt'}",
         f"--tls-private-key-file={pki / 'server.key'}",
         f"--token-auth-file={directory / 'tokens.csv'}",
-        "--authorization-mode=RBAC",
+        *(_node_flags(directory) if state.node else _no_node_flags()),
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_SUBNET}",
-        # Without a node no controller-manager creates service accounts, and no pod needs one.
-        *([] if state.node else ["--disable-admission-plugins=ServiceAccount"]),
         "--allow-privileged=true",
         "--v=1",
+    ]
+
+
+def _no_node_flags() -> list[str]:
+    return [
+        "--advertise-address=127.0.0.1",
+        "--authorization-mode=RBAC",
+        # Without a node no controller-manager creates service accounts, and no pod needs one.
+        "--disable-admission-plugins=ServiceAccount",
+    ]
+
+
+def _node_flags(directory: Path) -> list[str]:
+    from bertops.cluster.node.configs import NODE_IP
+
+    pki = directory / "pki"
+    return [
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        # Pods reach the API server at the `kubernetes` Service, whose endpoint is this
+        # address: the node's relay listens on it inside the node's network namespace.
+        f"--advertise-address={NODE_IP}",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--egress-selector-config-file={directory / EGRESS_SELECTOR_FILE}",
     ]

@@ -1,7 +1,9 @@
 """Certificates and keys for an embedded cluster.
 
-``generate`` writes the API server's PKI: a CA, a serving certificate for
-127.0.0.1/localhost signed by it, and the service-account signing key pair.
+``generate`` writes the API server's PKI: a CA, a serving certificate signed by it for
+127.0.0.1/localhost and for the names pods use (the ``kubernetes`` Service's address and
+DNS names, the address a node's relay advertises), the client certificate the API server
+presents to a kubelet, and the service-account signing key pair.
 ``generate_etcd`` writes a separate etcd PKI under ``etcd/``: its own CA (as kubeadm
 does, so etcd trusts only certificates issued for talking to it), a serving certificate,
 a peer certificate and the one client certificate kube-apiserver presents. Neither CA
@@ -27,6 +29,19 @@ from bertops.cluster.controlplane.files import private_dir, write_private
 
 ETCD_CLIENT = "apiserver-etcd-client"
 """Basename of kube-apiserver's etcd client certificate and key, in ``etcd/``."""
+KUBELET_CLIENT = "apiserver-kubelet-client"
+"""Basename of the certificate and key kube-apiserver presents to kubelets."""
+KUBELET_CLIENT_NAME = "kube-apiserver-kubelet-client"  # its common name (the RBAC user)
+# What in-cluster clients dial: kubernetes.default.svc and its longer forms.
+_SERVICE_NAMES = [
+    x509.DNSName(name)
+    for name in (
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    )
+]
 
 _VALIDITY = dt.timedelta(days=365)
 _LOOPBACK = [
@@ -108,16 +123,19 @@ def _issue(
     return _cert_pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key)
 
 
-def generate(directory: Path) -> None:
-    """Write ca.crt, server.crt/key and sa.key/pub into directory."""
+def generate(directory: Path, in_cluster_ips: tuple[str, ...] = ()) -> None:
+    """Write ca.crt, server.crt/key, the kubelet client's .crt/.key and sa.key/pub into
+    directory. ``in_cluster_ips``: the addresses pods reach the API server at (the
+    ``kubernetes`` Service's, the advertised one), added to the serving certificate."""
     private_dir(directory)
     ca = _ca("bertops-embedded-ca")
+    ips = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in in_cluster_ips]
     server_crt, server_key = _issue(
-        ca,
-        "kube-apiserver",
-        [_SERVER],
-        [*_LOOPBACK, x509.DNSName("kubernetes.default.svc")],
+        ca, "kube-apiserver", [_SERVER], [*_LOOPBACK, *_SERVICE_NAMES, *ips]
     )
+    kubelet_crt, kubelet_key = _issue(ca, KUBELET_CLIENT_NAME, [_CLIENT])
+    write_private(directory / f"{KUBELET_CLIENT}.crt", kubelet_crt)
+    write_private(directory / f"{KUBELET_CLIENT}.key", kubelet_key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write_private(directory / "server.crt", server_crt)
     write_private(directory / "server.key", server_key)

@@ -48,6 +48,9 @@ from bertops.cluster.teardown import Teardown
 Progress = Callable[[str], None]
 
 
+NODE_TOKENS_FILE = "node-tokens.json"
+
+
 class ClusterError(RuntimeError):
     """The control plane could not be started or reached; the message says why."""
 
@@ -159,7 +162,7 @@ class Cluster:
         self.down(quiet=True)
         binaries = binaries or ensure_binaries(self.progress)
         started = time.monotonic()
-        token = self._write_secrets()
+        token = self._write_secrets(node)
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         state = ClusterState(
             name=self.name,
@@ -203,26 +206,46 @@ class Cluster:
             self.down(quiet=True)
             raise
 
-    def _write_secrets(self) -> str:
+    def _write_secrets(self, node: bool = False) -> str:
         """Create the private folder, both PKIs and the token where missing, and (re)write
         tokens.csv; return the admin token. ca.crt is written last by both generators, so
-        its presence means the set is complete."""
+        its presence means the set is complete; a set from before the kubelet client
+        certificate existed is made again. With a node, each node component gets a token
+        of its own (:mod:`bertops.cluster.node.identity`), and the API server's egress
+        configuration names the node's relay."""
         # Imported here: cryptography comes with the operator extra, and `cluster status`,
         # `down`, `env` and `build` work in a core install without it.
         from bertops.cluster.controlplane import certs
+        from bertops.cluster.controlplane.argv import EGRESS_SELECTOR_FILE, KUBERNETES_SERVICE_IP
+        from bertops.cluster.node import configs, identity
 
         private_dir(self.directory)
         pki = private_dir(self.directory / "pki")
-        if not (pki / "ca.crt").exists():
-            certs.generate(pki)
+        if not (pki / "ca.crt").exists() or not (pki / f"{certs.KUBELET_CLIENT}.crt").exists():
+            certs.generate(pki, (KUBERNETES_SERVICE_IP, configs.NODE_IP))
         if not (pki / "etcd" / "ca.crt").exists():
             certs.generate_etcd(pki / "etcd")
         token_file = self.directory / "token"
         if not token_file.exists():
             write_private(token_file, secrets.token_hex(24))
         token = self.token()
-        write_private(self.directory / "tokens.csv", f'{token},bertops-admin,1,"system:masters"\n')
+        lines = f'{token},bertops-admin,1,"system:masters"\n'
+        if node:
+            tokens = self.node_tokens() or identity.new_tokens()
+            write_private(self.directory / NODE_TOKENS_FILE, json.dumps(tokens, indent=2))
+            lines += identity.token_lines(tokens, self.name)
+            layout = configs.NodeLayout(self.directory, self.name)
+            write_private(
+                self.directory / EGRESS_SELECTOR_FILE,
+                configs.egress_selector_config(layout.egress_socket),
+            )
+        write_private(self.directory / "tokens.csv", lines)
         return token
+
+    def node_tokens(self) -> dict[str, str]:
+        """The node components' tokens by component (empty before a node first started)."""
+        path = self.directory / NODE_TOKENS_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -67,6 +67,12 @@ class NodeLayout:
         return f"/bertops-{self.node_name}"
 
     @property
+    def egress_socket(self) -> Path:
+        """The relay's HTTP CONNECT socket, through which the API server reaches the
+        kubelet (logs, exec, port-forward) and pods (the proxy subresources)."""
+        return self.root / "egress.sock"
+
+    @property
     def api_server(self) -> str:
         return f"https://127.0.0.1:{NODE_API_PORT}"
 
@@ -166,10 +172,13 @@ def kubeconfig(server: str, ca_file: Path, token: str, user: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def kubelet_config(layout: NodeLayout, resolv_conf: Path) -> str:
+def kubelet_config(layout: NodeLayout, resolv_conf: Path, client_ca: Path) -> str:
     """The kubelet on this machine: cgroup v1 hybrid with the cgroupfs driver, swap
-    tolerated, its API only on the namespace's loopback, pod logs in the node's folder,
-    disk eviction relaxed for a shared development disk."""
+    tolerated, its API only on the node's address inside the namespace, pod logs in the
+    node's folder, disk eviction relaxed for a shared development disk. Its API
+    authenticates as on kubeadm's nodes: client certificates from the cluster CA (the
+    API server's) and bearer tokens through a TokenReview, each request authorized by a
+    SubjectAccessReview; nobody is anonymous."""
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -182,8 +191,12 @@ def kubelet_config(layout: NodeLayout, resolv_conf: Path) -> str:
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
         "readOnlyPort": 0,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
-        "authorization": {"mode": "AlwaysAllow"},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True, "cacheTTL": "30s"},
+            "x509": {"clientCAFile": str(client_ca)},
+        },
+        "authorization": {"mode": "Webhook"},
         "clusterDNS": [CLUSTER_DNS],
         "clusterDomain": CLUSTER_DOMAIN,
         "resolvConf": str(resolv_conf),
@@ -241,6 +254,26 @@ def corefile(kubeconfig_path: Path) -> str:
         f"    loop\n"
         f"}}\n"
     )
+
+
+def egress_selector_config(socket: Path) -> str:
+    """kube-apiserver's EgressSelectorConfiguration: everything bound for the cluster
+    network (kubelets, pods, Services) goes through an HTTP CONNECT proxy on ``socket``,
+    the node's relay, which dials it from inside the node's network namespace."""
+    config = {
+        "apiVersion": "apiserver.k8s.io/v1beta1",
+        "kind": "EgressSelectorConfiguration",
+        "egressSelections": [
+            {
+                "name": "cluster",
+                "connection": {
+                    "proxyProtocol": "HTTPConnect",
+                    "transport": {"uds": {"udsName": str(socket)}},
+                },
+            }
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def resolv_conf() -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from bertops.cluster.controlplane.argv import SERVICE_SUBNET
 from bertops.cluster.controlplane.files import private_dir, write_private
 from bertops.cluster.controlplane.processes import alive, spawn, terminate
-from bertops.cluster.node import cleanup, configs, netns, store
+from bertops.cluster.node import cleanup, configs, identity, netns, store
 from bertops.cluster.teardown import Teardown
 
 Progress = Callable[[str], None]
@@ -75,6 +75,12 @@ class Node:
     def _state_file(self) -> Path:
         return self.layout.root / "node.json"
 
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The cluster's admin kubeconfig: for the set-up and checks only, never a
+        component's credential."""
+        return self.cluster_dir / "kubeconfig"
+
     def state(self) -> NodeState:
         if not self._state_file.exists():
             return NodeState(node_name=self.cluster_name)
@@ -92,9 +98,10 @@ class Node:
     # -- start -----------------------------------------------------------------------------
 
     def write_files(
-        self, api_port: int, token: str, containerd_root: Path | None = None
+        self, api_port: int, tokens: dict[str, str], containerd_root: Path | None = None
     ) -> dict[str, Path]:
-        """Every configuration file the node's processes read; their paths by name."""
+        """Every configuration file the node's processes read; their paths by name. Each
+        component has a kubeconfig with its own token (:mod:`.identity`)."""
         layout = self.layout
         for folder in (
             layout.root,
@@ -113,29 +120,33 @@ class Node:
             "kube-proxy": layout.root / "kube-proxy.yaml",
             "corefile": layout.root / "Corefile",
             "resolv": layout.root / "resolv.conf",
-            "node-kubeconfig": layout.root / "node.kubeconfig",
-            "host-kubeconfig": layout.root / "host.kubeconfig",
+            **{
+                f"{name}.kubeconfig": layout.root / f"{name}.kubeconfig"
+                for name in identity.COMPONENTS
+            },
         }
         write_private(files["containerd"], configs.containerd_config(layout, containerd_root))
         write_private(files["cni"], configs.cni_conflist(layout))
         write_private(files["resolv"], configs.resolv_conf())
-        write_private(files["kubelet"], configs.kubelet_config(layout, files["resolv"]))
-        write_private(files["kube-proxy"], configs.kube_proxy_config(files["node-kubeconfig"]))
-        write_private(files["corefile"], configs.corefile(files["node-kubeconfig"]))
+        write_private(files["kubelet"], configs.kubelet_config(layout, files["resolv"], ca))
         write_private(
-            files["node-kubeconfig"], configs.kubeconfig(layout.api_server, ca, token, "node")
+            files["kube-proxy"], configs.kube_proxy_config(files["kube-proxy.kubeconfig"])
         )
-        write_private(
-            files["host-kubeconfig"],
-            configs.kubeconfig(f"https://127.0.0.1:{api_port}", ca, token, "controllers"),
-        )
+        write_private(files["corefile"], configs.corefile(files["coredns.kubeconfig"]))
+        for name in identity.COMPONENTS:
+            # The controllers run beside the API server; the rest reach it by the relay.
+            host_side = name in ("kube-controller-manager", "kube-scheduler")
+            server = f"https://127.0.0.1:{api_port}" if host_side else layout.api_server
+            write_private(
+                files[f"{name}.kubeconfig"], configs.kubeconfig(server, ca, tokens[name], name)
+            )
         return files
 
     def up(
         self,
         binaries: Any,
         api_port: int,
-        token: str,
+        tokens: dict[str, str],
         load_images: Callable[[Path], None],
         timeout: float = 120.0,
     ) -> NodeState:
@@ -154,7 +165,7 @@ class Node:
         shared = store.claim(self.cluster_dir)
         if shared is None:
             self.progress("the shared image store is in use by another node: using its own")
-        files = self.write_files(api_port, token, shared)
+        files = self.write_files(api_port, tokens, shared)
         netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS], SERVICE_SUBNET)
         state = NodeState(
             node_name=self.cluster_name,
@@ -163,18 +174,8 @@ class Node:
             image_store=str(shared or ""),
         )
         try:
-            self._start(
-                state,
-                "forwarder",
-                [
-                    sys.executable,
-                    "-m",
-                    "bertops.cluster.node.forwarder",
-                    f"--netns={self.netns}",
-                    f"--listen-port={configs.NODE_API_PORT}",
-                    f"--target-port={api_port}",
-                ],
-            )
+            self._start(state, "forwarder", self._forwarder_argv(api_port))
+            apply_bootstrap_rbac(self.admin_kubeconfig)
             self._start(
                 state, "containerd", ["containerd", f"--config={files['containerd']}"], inside=True
             )
@@ -194,18 +195,32 @@ class Node:
         )
         return state
 
+    def _forwarder_argv(self, api_port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bertops.cluster.node.forwarder",
+            f"--netns={self.netns}",
+            f"--listen=127.0.0.1:{configs.NODE_API_PORT}",
+            f"--listen={configs.NODE_IP}:{api_port}",
+            f"--target-port={api_port}",
+            f"--egress-socket={self.layout.egress_socket}",
+            f"--allow={configs.NODE_IP}/32",
+            f"--allow={configs.POD_SUBNET}",
+        ]
+
     def _start_controllers(self, state: NodeState, binaries: Any, files: dict[str, Path]) -> None:
         pki = self.cluster_dir / "pki"
-        kubeconfig = f"--kubeconfig={files['host-kubeconfig']}"
         self._start(
             state,
             "kube-controller-manager",
             [
                 str(binaries.kube_controller_manager),
-                kubeconfig,
+                f"--kubeconfig={files['kube-controller-manager.kubeconfig']}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
-                "--use-service-account-credentials=false",
+                # Each controller acts as its own service account with its bootstrap role.
+                "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--secure-port=0",
                 "--controllers=*",
@@ -218,7 +233,7 @@ class Node:
             "kube-scheduler",
             [
                 str(binaries.kube_scheduler),
-                kubeconfig,
+                f"--kubeconfig={files['kube-scheduler.kubeconfig']}",
                 "--leader-elect=false",
                 "--secure-port=0",
                 "--v=1",
@@ -234,7 +249,7 @@ class Node:
             [
                 str(binaries.kubelet),
                 f"--config={files['kubelet']}",
-                f"--kubeconfig={files['node-kubeconfig']}",
+                f"--kubeconfig={files['kubelet.kubeconfig']}",
                 f"--root-dir={layout.kubelet_dir}",
                 f"--cert-dir={layout.kubelet_dir / 'pki'}",
                 f"--hostname-override={self.cluster_name}",
@@ -287,8 +302,7 @@ class Node:
         """The Node object's Ready condition is True."""
         from kubernetes import client, config
 
-        kubeconfig = str(self.layout.root / "host.kubeconfig")
-        with config.new_client_from_config(kubeconfig) as api_client:
+        with config.new_client_from_config(str(self.admin_kubeconfig)) as api_client:
             try:
                 node = client.CoreV1Api(api_client).read_node(self.cluster_name)
             except client.ApiException:
@@ -345,6 +359,26 @@ class Node:
             return False
         terminate(pid, _binary(name), timeout)  # type: ignore[arg-type]
         return True
+
+
+def apply_bootstrap_rbac(admin_kubeconfig: Path) -> None:
+    """Create the node's grants the API server does not bootstrap (an existing one is
+    kept): CoreDNS's reads and the API server's access to the kubelet."""
+    from kubernetes import client, config
+
+    with config.new_client_from_config(str(admin_kubeconfig)) as api_client:
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        for obj in identity.bootstrap_rbac():
+            create: Callable[[Any], Any] = (
+                rbac.create_cluster_role
+                if obj["kind"] == "ClusterRole"
+                else rbac.create_cluster_role_binding
+            )
+            try:
+                create(obj)
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
 
 
 def _unmount_everything(root: Path) -> list[Path]:

@@ -28,4 +28,4 @@ def start_node(cluster: Cluster) -> NodeState:
         import_images(str(socket), "k8s.io", say=cluster.progress)
 
     node = Node(cluster.directory, cluster.name, cluster.progress)
-    return node.up(binaries, api_port, cluster.token(), load_images)
+    return node.up(binaries, api_port, cluster.node_tokens(), load_images)
