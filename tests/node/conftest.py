@@ -42,7 +42,7 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
     reason = node_prerequisites()
     if reason:
         pytest.skip(reason)
-    from bertops.cluster.controlplane import Cluster
+    from bertops.cluster.controlplane import Cluster, ClusterError
 
     reuse = os.environ.get("BERTOPS_E2E_HOME")
     if reuse:
@@ -69,7 +69,13 @@ def node_cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator
     handle = Cluster(f"node-{os.getpid()}", progress=lines.append)
     started = time.monotonic()
     try:
-        handle.up(node=True)
+        try:
+            handle.up(node=True)
+        except ClusterError as error:
+            # As the session's cluster fixture does: a kube-apiserver that died with an
+            # empty log during one CI start is retried once, and the first error is shown.
+            say_to_terminal(request, f"[tests/node] first node start failed: {error}")
+            handle.up(node=True)
     except BaseException:
         print("\n".join(lines))
         os.environ["BERTOPS_HOME"] = str(bertops_home)

@@ -159,10 +159,7 @@ class Monitoring:
 
     def _wait_ready(self, pid: int, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        # Our own child: poll() it, since /proc/<pid>/cmdline can read empty for a moment
-        # right after exec, which alive() would take for "gone".
-        proc = _CHILDREN.get(pid)
-        while time.monotonic() < deadline and (proc.poll() is None if proc else alive(pid, BINARY)):
+        while time.monotonic() < deadline and alive(pid, BINARY):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
                     if r.status == 200:

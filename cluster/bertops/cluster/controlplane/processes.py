@@ -31,6 +31,13 @@ def alive(pid: int | None, binary_name: str) -> bool:
     """True when pid runs binary_name (guards against a recycled pid)."""
     if not pid:
         return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        # Our own unreaped child cannot have a recycled pid. Its /proc/PID/cmdline is
+        # briefly empty: Popen returns once exec has closed the error pipe, before the
+        # kernel has set up the new program's arguments. Reading it then made a starting
+        # kube-apiserver look dead on a busy machine.
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         status = Path(f"/proc/{pid}/stat").read_text().split()[2]
