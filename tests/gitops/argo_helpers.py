@@ -5,70 +5,36 @@ controllers the embedded control plane lacks (the PV binder, the operator)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tests.gitops.render import GITOPS, ROOT
+from bertops.cluster import gitops_repo
+from bertops.cluster.gitops_repo import LocalRepo
 
 APP_PATH = "gitops/apps/sentiment/overlays/dev"
 NAMESPACE = "bertops-demo"
 
 
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
 def make_repo(where: Path) -> Path:
     """A Git repository with this checkout's gitops/ and crds/ (YAML) on branch main."""
-    repo = where / "bertops-gitops"
-    shutil.copytree(GITOPS, repo / "gitops")
-    (repo / "crds").mkdir()
-    for path in (ROOT / "crds").glob("*.yaml"):
-        shutil.copy(path, repo / "crds" / path.name)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "test@bertops.invalid")
-    git(repo, "config", "user.name", "bertops test")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "bertops gitops")
-    return repo
+    return LocalRepo.create(where).path
 
 
 def commit(
     repo: Path, relative: str, change: Callable[[dict[str, Any]], None], message: str
 ) -> str:
-    path = repo / relative
-    doc = yaml.safe_load(path.read_text())
-    change(doc)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git(repo, "commit", "-q", "-am", message)
-    return git(repo, "rev-parse", "HEAD")
+    return LocalRepo(repo).edit(relative, change, message)
 
 
 def project(repo_url: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((GITOPS / "argocd/project/appproject.yaml").read_text())
-    doc["spec"]["sourceRepos"] = [repo_url]
-    # The embedded cluster is registered by name (bertops.cluster.argocd.run.CLUSTER_NAME).
-    doc["spec"]["destinations"].append({"name": "embedded", "namespace": NAMESPACE})
-    doc["metadata"].pop("finalizers", None)
-    return doc
+    return gitops_repo.project(repo_url, [NAMESPACE])
 
 
 def application(repo_url: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((GITOPS / "argocd/apps/sentiment.yaml").read_text())
-    doc["spec"]["source"].update(repoURL=repo_url, targetRevision="main", path=APP_PATH)
-    doc["spec"]["destination"] = {"name": "embedded", "namespace": NAMESPACE}
-    return doc
+    return gitops_repo.application("sentiment", repo_url, APP_PATH, NAMESPACE)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float, log: Callable[[], str]) -> Any:

@@ -121,24 +121,38 @@ def deployment(
 
 
 class SteadyClient:
-    """POST /predict to the gateway in a loop (loopback only, bounded), each request with
-    its own sticky key so both variants get their share; counts answers by status."""
+    """POST /predict to the gateway in a loop (loopback, or a Service address inside a
+    node's network namespace when ``netns`` names it; bounded), each request with its own
+    sticky key so both variants get their share; counts answers by status and by the
+    model that gave them."""
 
-    def __init__(self, endpoint: str, max_requests: int = 20000, pause: float = 0.01) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        max_requests: int = 20000,
+        pause: float = 0.01,
+        netns: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.max_requests = max_requests
         self.pause = pause
+        self.netns = netns
         self.statuses: Counter[int] = Counter()
+        self.models: Counter[str] = Counter()
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steady-client", daemon=True)
 
     def start(self) -> SteadyClient:
-        assert self.endpoint.startswith("http://127.0.0.1:"), self.endpoint
+        assert self.netns or self.endpoint.startswith("http://127.0.0.1:"), self.endpoint
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        if self.netns:
+            from bertops.cluster.node.netns import move_this_thread
+
+            move_this_thread(self.netns)
         with httpx.Client(timeout=30) as client:
             for i in range(self.max_requests):
                 if self._stop.is_set():
@@ -150,7 +164,9 @@ class SteadyClient:
                         headers={"x-bertops-key": uuid.uuid4().hex},
                     )
                     self.statuses[answer.status_code] += 1
-                    if answer.status_code != 200:
+                    if answer.status_code == 200:
+                        self.models[answer.json().get("model", "")] += 1
+                    else:
                         self.failures.append(f"{answer.status_code}: {answer.text[:200]}")
                 except httpx.HTTPError as error:
                     self.statuses[0] += 1

@@ -99,6 +99,11 @@ def test_server_pods_are_pinned_probed_and_restricted() -> None:
     mounts = {v["name"]: v for v in container["volumeMounts"]}
     assert mounts["artifacts"]["readOnly"] is True  # models are never written by servers
     assert mounts["predictions"]["subPath"] == "ml/deployments/sentiment/predictions"
+    # The folder is made as the pod's user first: a subPath the kubelet makes is root's.
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["mkdir", "-p", "/store/ml/deployments/sentiment/predictions"]
+    assert init["volumeMounts"] == [{"name": "predictions", "mountPath": "/store"}]
+    assert init["securityContext"] == container_security_context()
     assert container["resources"]["requests"] == {"cpu": "2500m", "memory": "1Gi"}
     assert server["spec"]["replicas"] == 2
     assert server["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -232,6 +237,8 @@ def test_gateway_keeps_labelled_feedback_only_while_retraining_wants_it() -> Non
     mounts = {v["name"]: v for v in container["volumeMounts"]}
     assert mounts["feedback"]["subPath"] == "ml/deployments/sentiment/feedback"
     assert mounts["feedback"].get("readOnly") is not True
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["mkdir", "-p", "/store/ml/deployments/sentiment/feedback"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["feedback"]["persistentVolumeClaim"] == {"claimName": "bertops-artifacts"}
 

@@ -234,6 +234,9 @@ def main(
         # a few hundred objects that is most of the log and a real share of the CPU. The
         # reconcilers log each meaningful transition themselves; kopf's warnings stay.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # httpx logs every request at INFO: the rollout analysis scrapes each gateway's
+        # /metrics every few seconds, which buried the reconcilers' lines in `kubectl logs`.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides: dict[str, object] = {}
     if artifact_root:
         overrides["artifact_root"] = artifact_root

@@ -2,9 +2,11 @@
 the cluster DNS's addresses on its loopback, and deleted again by `down`. Processes run
 inside it through `nsenter --net` (only the network namespace: the kubelet and containerd
 must share the machine's mount namespace so each sees the other's mounts). A Python
-process can open a socket inside it (:func:`inside`) and use it from outside.
+process can open a socket inside it (:func:`inside`) and use it from outside, or run
+work on a thread that lives inside it (:func:`call_inside`).
 
-Called by :class:`bertops.cluster.node.node.Node` and :mod:`.forwarder`.
+Called by :class:`bertops.cluster.node.node.Node`, :mod:`.forwarder`, the node demo's
+traffic (:mod:`bertops.cluster.demo_traffic`) and tests/node.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import contextlib
 import ctypes
 import os
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def netns_name(node_name: str) -> str:
@@ -84,6 +89,40 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+def move_this_thread(name: str) -> None:
+    """Move the calling thread into the namespace for good: for a thread made only to
+    talk to Services and pods (a demo's or test's traffic), never the main thread."""
+    target = os.open(netns_path(name), os.O_RDONLY)
+    try:
+        _setns(target)
+    finally:
+        os.close(target)
+
+
+def call_inside(name: str, work: Callable[[], T], timeout: float = 3600) -> T:
+    """Run work on a new thread moved into the namespace and return its result (or raise
+    its exception). Threads that work starts are in the namespace too (a new thread
+    shares its creator's namespaces), and so are the sockets they open: how a demo or a
+    test talks to Service addresses, which exist only inside."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            move_this_thread(name)
+            outcome["value"] = work()
+        except BaseException as error:  # handed back to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=f"in-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"work inside network namespace {name} still running after {timeout}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["value"])
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from bertops.api import deployment as api
+from bertops.api.meta import Resources
 from bertops.api.results import ChallengeDetails
 from bertops.api.steps import ChallengeStep
 from bertops.operator.config import OperatorConfig
@@ -74,6 +75,7 @@ class OfflineChallenge:
     def start(
         self,
         ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
         status: api.BertDeploymentStatus,
         models: dict[str, dict[str, Any]],
     ) -> StepRequest | None:
@@ -81,11 +83,12 @@ class OfflineChallenge:
         challenge = status.challenge
         if challenge is None or challenge.phase != "Running" or challenge.step is not None:
             return None
-        return self._start(ref, status, challenge, models)
+        return self._start(ref, spec.serving.resources, status, challenge, models)
 
     def _start(
         self,
         ref: ObjectRef,
+        resources: Resources,
         status: api.BertDeploymentStatus,
         challenge: api.ChallengeStatus,
         models: dict[str, dict[str, Any]],
@@ -119,8 +122,9 @@ class OfflineChallenge:
             name=name,
             namespace=ref.namespace,
             spec=step,
-            cpu="1",
-            memory="2Gi",
+            # Both models score the test split as a server replica would: its resources.
+            cpu=resources.cpu,
+            memory=resources.memory,
             owner=ref.owner_reference(),
         )
 

@@ -270,7 +270,7 @@ class DriftMonitor:
                 ref.namespace, "deployments", ref.name, "drift", f"check-{serial}"
             ),
         )
-        self._start(ref, drift, serial, check, out)
+        self._start(ref, spec, drift, serial, check, out)
         drift.next_check = now + timedelta(seconds=spec.drift.interval_seconds)
 
     def _start_reference(
@@ -315,7 +315,7 @@ class DriftMonitor:
             output_uri=wanted,
             model_name=stable,
         )
-        self._start(ref, drift, serial, step, out)
+        self._start(ref, spec, drift, serial, step, out)
         self._drifted(
             ref,
             status,
@@ -327,15 +327,23 @@ class DriftMonitor:
         )
 
     def _start(
-        self, ref: ObjectRef, drift: api.DriftStatus, serial: int, step: StepSpec, out: MonitorPlan
+        self,
+        ref: ObjectRef,
+        spec: api.BertDeploymentSpec,
+        drift: api.DriftStatus,
+        serial: int,
+        step: StepSpec,
+        out: MonitorPlan,
     ) -> None:
         drift.serial, drift.step = serial, step.name
+        # The check runs the model over a window of inputs, as a server replica does, so it
+        # asks for what the user gave a replica (and fits where the servers fit).
         out.start = StepRequest(
             name=step.name,
             namespace=ref.namespace,
             spec=step,
-            cpu="1",
-            memory="2Gi",
+            cpu=spec.serving.resources.cpu,
+            memory=spec.serving.resources.memory,
             owner=ref.owner_reference(),
         )
 

@@ -204,7 +204,7 @@ class DeploymentReconciler:
                     self._monitor_due[(ref.namespace, ref.name)] = time.monotonic() + wait
         plan.start = monitored.start
         if self.challenge is not None and plan.start is None:
-            plan.start = self.challenge.start(ref, status, models)
+            plan.start = self.challenge.start(ref, obj.spec, status, models)
         plan.create += monitored.create
         plan.events += monitored.events
         wire = status.to_wire()

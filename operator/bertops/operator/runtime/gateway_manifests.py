@@ -18,7 +18,7 @@ from typing import Any
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime.manifests import container_security_context
+from bertops.operator.runtime.manifests import container_security_context, folder_init_container
 from bertops.operator.runtime.serving import (
     FEEDBACK,
     GATEWAY_PORT,
@@ -78,6 +78,7 @@ def gateway_deployment(
         {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    init: list[dict[str, Any]] = []
     if keeps_feedback(spec):
         # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;
         # only this deployment's feedback folder of the artifact PVC is mounted.
@@ -85,12 +86,12 @@ def gateway_deployment(
         container["env"] = [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         ]
+        subpath = deployment_subpath(owner.namespace, owner.name, FEEDBACK)
         container["volumeMounts"].append(
-            {
-                "name": "feedback",
-                "mountPath": FEEDBACK_MOUNT,
-                "subPath": deployment_subpath(owner.namespace, owner.name, FEEDBACK),
-            }
+            {"name": "feedback", "mountPath": FEEDBACK_MOUNT, "subPath": subpath}
+        )
+        init.append(
+            folder_init_container("feedback", subpath, config.image, config.image_pull_policy)
         )
         volumes.append(
             {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
@@ -111,7 +112,7 @@ def gateway_deployment(
         "spec": {
             "replicas": config.gateway_replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": template_meta, "spec": pod_spec([container], volumes)},
+            "template": {"metadata": template_meta, "spec": pod_spec([container], volumes, init)},
         },
     }
 

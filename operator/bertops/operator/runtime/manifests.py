@@ -161,6 +161,24 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
+def folder_init_container(
+    volume: str, subpath: str, image: str, pull_policy: str
+) -> dict[str, Any]:
+    """An init container that makes ``subpath`` of a volume, as the pod's user, before
+    the main container mounts it. Without it the kubelet makes a missing subPath folder
+    itself, owned by root, and the non-root server or gateway cannot write its log there
+    (the operator's own mount of the store is read-only, so it cannot make it either)."""
+    return {
+        "name": "make-folder",
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["mkdir", "-p", f"/store/{subpath}"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": volume, "mountPath": "/store"}],
+    }
+
+
 def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
     """The Job running the step: non-root, read-only root filesystem, spec from the
     ConfigMap, artifacts on the shared volume, result via the termination message."""

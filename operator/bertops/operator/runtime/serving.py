@@ -27,7 +27,11 @@ from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes, Sticky
 from bertops.operator.config import OperatorConfig
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime.manifests import container_security_context, pod_security_context
+from bertops.operator.runtime.manifests import (
+    container_security_context,
+    folder_init_container,
+    pod_security_context,
+)
 
 SERVER_PORT = 8080
 GATEWAY_PORT = 8000
@@ -195,8 +199,12 @@ def _server_container(
     }
 
 
-def pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+def pod_spec(
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    init_containers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # serving never talks to the API server
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
@@ -204,6 +212,9 @@ def pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) ->
         "volumes": volumes,
         "terminationGracePeriodSeconds": 45,  # > the servers' 30 s drain
     }
+    if init_containers:
+        spec["initContainers"] = init_containers
+    return spec
 
 
 def server_deployment(
@@ -225,16 +236,22 @@ def server_deployment(
         )
     # Only the predictions of this deployment are writable, under its own folder.
     container = _server_container(spec, model, config)
+    init: list[dict[str, Any]] = []
     for mount in container["volumeMounts"]:
         if mount["name"] == "predictions":
             mount["subPath"] = deployment_subpath(owner.namespace, owner.name, PREDICTIONS)
+            init.append(
+                folder_init_container(
+                    "predictions", mount["subPath"], config.image, config.image_pull_policy
+                )
+            )
     body: dict[str, Any] = {
         "selector": {"matchLabels": labels},
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
         },
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec([container], volumes)},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec([container], volumes, init)},
     }
     if spec.serving.autoscaling is None:
         body["replicas"] = spec.serving.replicas  # with an HPA, the HPA owns the count
