@@ -22,7 +22,8 @@ SYSTEM_PACKAGES := containerd runc containernetworking-plugins iptables conntrac
 stage = @echo "==> $(1)" >&2
 
 .PHONY: dev deps controlplane images node argo-workflows argocd system-packages \
-	demo-setup test-setup demo demo-down test test-fast lint crds argo-template clean
+	demo-setup demo-node-setup test-setup demo demo-down demo-node demo-node-down test \
+	test-fast lint crds argo-template clean
 
 dev: test-setup
 
@@ -92,6 +93,9 @@ system-packages:
 # What the demo needs: the venv and the control plane (no node, images or Argo).
 demo-setup: deps controlplane
 
+# What the node demo needs: the node, its images and Argo CD (root, Debian packages).
+demo-node-setup: system-packages deps controlplane node images argocd
+
 # What the whole test suite needs.
 test-setup: system-packages deps controlplane node images argo-workflows argocd
 
@@ -101,6 +105,14 @@ demo: demo-setup
 
 demo-down:
 	$(BIN)/bertops cluster down --name demo
+
+demo-node: demo-node-setup
+	$(call stage,demo-node: from Git to pods, the closed loop on the real node (about 15 min))
+	$(BIN)/bertops demo --node
+
+demo-node-down:
+	$(BIN)/bertops cluster argocd down --name demo-node
+	$(BIN)/bertops cluster down --name demo-node --purge
 
 # Two xdist workers: a serial run leaves one core idle while tests wait on subprocesses,
 # servers and pods (tests/conftest.py groups the tests; TEST_WORKERS=0 runs serially).

@@ -96,7 +96,7 @@ def test_the_stage_sends_requests_through_the_endpoint(
             "conditions": [ready("True", "Serving")],
         }
     }
-    monkeypatch.setattr(demo_deploy, "rollout_status", lambda cluster: "(exit code 0)")
+    monkeypatch.setattr(demo_deploy, "rollout_status", lambda cluster, namespace: "(exit code 0)")
     said: list[str] = []
     code = demo_deploy.run_stage(
         None,  # type: ignore[arg-type]  # only rollout_status (replaced) uses the cluster

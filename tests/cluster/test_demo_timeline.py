@@ -230,3 +230,21 @@ def test_the_judgment_shows_in_the_timeline() -> None:
             demo_timeline.changes(demo_timeline.facts(old, []), demo_timeline.facts(new, []))
             == expected
         )
+
+
+def test_a_side_state_ends_every_line_and_its_change_is_a_line() -> None:
+    """The node demo follows the Argo CD Applications beside the four kinds."""
+    kubectl = FakeKubectl()
+    side = ["argocd: sentiment OutOfSync"]
+    timeline = demo_timeline.Timeline(
+        kubectl, "sentiment", say=lambda _: None, clock=lambda: 0.0, start=0.0,
+        side=lambda: side[0],
+    )  # fmt: skip
+    assert timeline.poll() == ["00:00 argocd: sentiment OutOfSync"]
+    assert timeline.poll() == []  # nothing changed: no line
+    kubectl.deployment = _deployment(stableModel="v1")
+    side[0] = "argocd: sentiment Synced"
+    assert timeline.poll() == [
+        "00:00 stable model v1  | argocd: sentiment Synced",
+        "00:00 argocd: sentiment Synced",
+    ]

@@ -297,3 +297,21 @@ def test_objects_pass_server_side_dry_run(kube_layer: Kube, namespace: str) -> N
                 assert pod["containers"][0]["readinessProbe"]["httpGet"]["port"] == "http"
         assert {o["kind"] for o in found} >= {"Deployment", "Service", "ConfigMap"}
     assert kube_layer.read("apps/v1", "Deployment", namespace, "sentiment-gateway") is None
+
+
+def pod(ip: str | None, ready: str) -> dict[str, Any]:
+    return {"status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def test_the_analysis_scrapes_each_ready_gateway_pod_not_the_service() -> None:
+    """Each replica counts on its own: through the Service the sums jumped between them."""
+    from bertops.operator.deployment.cluster import metrics_urls
+
+    service = "http://sentiment-gateway.ml.svc:8000/metrics"
+    pods = [pod("10.4.0.9", "True"), pod("10.4.0.7", "True"), pod("10.4.0.8", "False")]
+    assert metrics_urls([*pods, pod(None, "True")], service) == (
+        "http://10.4.0.7:8000/metrics",
+        "http://10.4.0.9:8000/metrics",
+    )
+    assert metrics_urls([pod("10.4.0.8", "False")], service) == (service,)
+    assert metrics_urls([], service) == (service,)

@@ -203,8 +203,20 @@ def demo(
     per_label: int = typer.Option(300, help="Tweets per label in the demo corpus."),
     epochs: int = typer.Option(2, help="Fine-tuning epochs."),
     replicas: int = typer.Option(2, help="torch.distributed ranks for the fine-tune."),
+    node: bool = typer.Option(
+        False,
+        "--node",
+        help="From Git to pods: Argo CD syncs the operator and the app into the embedded "
+        "cluster's real node, and the operator pod runs everything (needs root, the images "
+        "and Argo CD: `make demo-node` sets them up).",
+    ),
 ) -> None:
     """The whole loop on this machine: control plane, operator, examples, kubectl get."""
+    if node:
+        _require("demo --node", "operator")
+        from bertops.cluster import demo_node
+
+        raise typer.Exit(demo_node.run(per_label=per_label, epochs=epochs))
     _require("demo", "operator", "trainer")
     from bertops.cluster import demo as demo_module
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from bertops.cluster import demo_deploy, demo_loop
+from bertops.cluster import demo_deploy, demo_loop, demo_traffic
 from bertops.cluster.controlplane import Cluster
 from bertops.cluster.demo_data import DemoData, write_datasets
-from bertops.cluster.demo_timeline import Timeline
+from bertops.cluster.demo_timeline import Kubectl, Timeline
 from bertops.cluster.extras import compression_available
 
 # A compressed variant that ends with one of these is refused, not broken: the demo says
@@ -94,13 +94,34 @@ def kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def ready(cluster: Cluster, kind: str, name: str, type_: str) -> tuple[str, str, str]:
-    text = kubectl(cluster, "get", kind, name, "-o", "json", "--ignore-not-found")
+def ready(kubectl: Kubectl, kind: str, name: str, type_: str) -> tuple[str, str, str]:
+    text = kubectl("get", kind, name, "-o", "json", "--ignore-not-found")
     body = json.loads(text) if text.strip() else {}
     for condition in (body.get("status") or {}).get("conditions") or []:
         if condition["type"] == type_:
             return condition["status"], condition["reason"], condition.get("message", "")
     return "", "", ""
+
+
+def models_settled(
+    kubectl: Kubectl, wanted: list[tuple[str, str]], failed: list[tuple[str, str, str]]
+) -> bool:
+    """The trained model (``wanted[0]``) is Ready (or failed), and each compressed variant
+    reached its outcome: a variant its quality gate refused is a result, not a failure.
+    ``failed`` is filled with what failed. Also used by the node demo."""
+    states = [ready(kubectl, kind, name, "Ready") for kind, name in wanted]
+    failed[:] = [s for s in states[:1] if s[0] == "False"]
+    training = ready(kubectl, "berttraining", "sentiment-minilm-v1", "Succeeded")
+    if training[0] == "False" and training[1] != "WaitingForDataset":
+        failed.append(training)
+    variants_done = all(s[0] == "True" or s[1] in FINAL_REFUSALS for s in states[1:])
+    return bool(failed) or (states[0][0] == "True" and variants_done)
+
+
+def wanted_models(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The trained model first, then the BertModels the manifests declare."""
+    wanted = [("bertmodel", d["metadata"]["name"]) for d in docs if d["kind"] == "BertModel"]
+    return [("bertmodel", "sentiment-minilm-v1"), *wanted]
 
 
 def run(per_label: int = 300, epochs: int = 2, replicas: int = 2, timeout: float = 1800) -> int:
@@ -195,23 +216,14 @@ def _stages(
     say("4/9 kubectl apply -f gitops/examples/sentiment (data path and demo timings set)")
     print(kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs)), end="")
     say("5/9 timeline: prepare -> fine-tune MiniLM-L6 (DDP, 2 ranks) -> register (-> compress)")
-    wanted = [("bertmodel", d["metadata"]["name"]) for d in docs if d["kind"] == "BertModel"]
-    wanted.insert(0, ("bertmodel", "sentiment-minilm-v1"))
+    wanted = wanted_models(docs)
     timeline = Timeline(
         run_kubectl, demo_loop.NAME, say=lambda line: print(f"  {line}", flush=True)
     )
     failed: list[tuple[str, str, str]] = []
 
     def settled() -> bool:
-        """The trained model is Ready (or failed), and each compressed variant reached
-        its outcome: a variant its quality gate refused is a result, not a failure."""
-        states = [ready(cluster, kind, name, "Ready") for kind, name in wanted]
-        failed[:] = [s for s in states[:1] if s[0] == "False"]
-        training = ready(cluster, "berttraining", "sentiment-minilm-v1", "Succeeded")
-        if training[0] == "False" and training[1] != "WaitingForDataset":
-            failed.append(training)
-        variants_done = all(s[0] == "True" or s[1] in FINAL_REFUSALS for s in states[1:])
-        return bool(failed) or (states[0][0] == "True" and variants_done)
+        return models_settled(run_kubectl, wanted, failed)
 
     if not timeline.watch(settled, timeout=timeout - (time.monotonic() - started)):
         say(f"timed out after {timeout:.0f}s")
@@ -220,15 +232,15 @@ def _stages(
         say(f"a step failed: {failed[0][1]}: {failed[0][2]}")
         return 1
     for kind, name in wanted[1:]:
-        state = ready(cluster, kind, name, "Ready")
+        state = ready(run_kubectl, kind, name, "Ready")
         if state[1] in FINAL_REFUSALS:
             say(f"(the quality gate refused {name}, as it should: {state[2]})")
     print("\n$ kubectl get bertops\n" + kubectl(cluster, "get", "bertops"))
     deployed = demo_deploy.run_stage(cluster, run_kubectl, say, operator_log)
     if deployed != 0:
         return deployed
-    endpoint = demo_loop.status(run_kubectl)["endpoint"]
-    loop = demo_loop.run_loop(run_kubectl, endpoint, data, home, say, started, timeline)
+    gateway = demo_traffic.Gateway(demo_loop.status(run_kubectl)["endpoint"])
+    loop = demo_loop.run_loop(run_kubectl, gateway, data, home, say, started, timeline)
     # The promotion's evidence: the offline evaluation and each gate's interval.
     print(f"\n$ bertops rollout status sentiment\n{demo_deploy.rollout_status(cluster)}")
     print("\n$ kubectl get bertops\n" + kubectl(cluster, "get", "bertops"))

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from bertops.cluster.controlplane import Cluster
+from bertops.cluster.demo_traffic import Gateway
 
 NAME = "sentiment"
 EXAMPLES = (
@@ -98,11 +99,11 @@ def ask(endpoint: str, stable: str, say: Callable[[str], None]) -> int:
     return failed
 
 
-def rollout_status(cluster: Cluster) -> str:
+def rollout_status(cluster: Cluster, namespace: str = "default") -> str:
     """``bertops rollout status`` as a user would run it (a process: the demo does not
     import the CLI). Its exit code is 2 while a canary (the compressed model) rolls out."""
     result = subprocess.run(
-        [sys.executable, "-m", "bertops.cli.main", "rollout", "status", NAME, "-n", "default"],
+        [sys.executable, "-m", "bertops.cli.main", "rollout", "status", NAME, "-n", namespace],
         capture_output=True,
         text=True,
         check=False,
@@ -116,10 +117,14 @@ def run_stage(
     cluster: Cluster,
     kubectl: Kubectl,
     say: Callable[[str], None],
-    operator_log: Path,
+    operator_log: Path | str,
     timeout: float = 300,
+    gateway_of: Callable[[dict[str, Any]], Gateway] | None = None,
+    namespace: str = "default",
 ) -> int:
-    """Stage 6 of the demo; 0 when the deployment served every request."""
+    """Stage 6 of the demo; 0 when the deployment served every request. ``gateway_of``
+    turns the deployment's status into where requests go (the node demo: the gateway
+    Service's address inside the node's namespace); by default status.endpoint."""
     started = time.monotonic()
     say(f"6/9 deploying: waiting for BertDeployment {NAME} to serve (Ready, STABLE, endpoint)")
     body, why = wait_serving(kubectl, timeout)
@@ -130,12 +135,13 @@ def run_stage(
     status = body["status"]
     serving = time.monotonic() - started
     say(f"serving {status['stableModel']} at {status['endpoint']} after {serving:.0f}s")
+    gateway = gateway_of(body) if gateway_of else Gateway(status["endpoint"])
     try:
-        failed = ask(status["endpoint"], status["stableModel"], say)
+        failed = gateway.run(lambda: ask(gateway.endpoint, status["stableModel"], say))
     except httpx.HTTPError as error:
         say(f"the gateway at {status['endpoint']} did not answer: {error}")
         failed = len(EXAMPLES) + 1
-    print(f"\n$ bertops rollout status {NAME}\n{rollout_status(cluster)}")
+    print(f"\n$ bertops rollout status {NAME}\n{rollout_status(cluster, namespace)}")
     print("\n$ kubectl get bertdeployment\n" + kubectl("get", "bertdeployment"))
     say(f"the deploy stage took {time.monotonic() - started:.0f}s")
     return 1 if failed else 0

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertops.cluster import demo_report, demo_traffic
+from bertops.cluster import demo_report
 from bertops.cluster.demo_data import DemoData, read_labelled
 from bertops.cluster.demo_timeline import Kubectl, Timeline
-from bertops.cluster.demo_traffic import Record
+from bertops.cluster.demo_traffic import Gateway, Record
 
 NAME = "sentiment"
 
@@ -62,7 +62,7 @@ class Background:
 
     def __init__(
         self,
-        endpoint: str,
+        gateway: Gateway,
         stream: tuple[list[str], list[str]],
         held_out: tuple[list[str], list[str]],
         judging: Callable[[], bool],
@@ -78,8 +78,8 @@ class Background:
                 texts, labels = held_out if judging() else stream
                 chunk = [texts[(start + i) % len(texts)] for i in range(40)]
                 truth = [labels[(start + i) % len(labels)] for i in range(40)]
-                self.records += demo_traffic.send(
-                    endpoint, chunk, truth, feedback=True, phase=phase, rate=8, concurrency=2
+                self.records += gateway.send(
+                    chunk, truth, feedback=True, phase=phase, rate=8, concurrency=2
                 )
 
         self._thread = threading.Thread(target=run, name="demo-traffic", daemon=True)
@@ -91,38 +91,40 @@ class Background:
         return self.records
 
 
-def evaluate(endpoint: str, data: DemoData, phase: str) -> tuple[list[Record], float]:
+def evaluate(gateway: Gateway, data: DemoData, phase: str) -> tuple[list[Record], float]:
     """The shifted evaluation set through the gateway (no feedback): accuracy of what
     answers now."""
     texts, labels = read_labelled(data.shifted_eval)
-    records = demo_traffic.send(endpoint, texts, labels, feedback=False, phase=phase, rate=20)
+    records = gateway.send(texts, labels, feedback=False, phase=phase, rate=20)
     judged = [r.correct for r in records if r.correct is not None]
     return records, (sum(judged) / len(judged) if judged else float("nan"))
 
 
 def run_loop(
     kubectl: Kubectl,
-    endpoint: str,
+    gateway: Gateway,
     data: DemoData,
     home: Path,
     say: Callable[[str], None],
     started: float,
     timeline: Timeline,
     timeout: float = 1500,
+    local_path: Callable[[str], Path] = Path,
 ) -> LoopResult:
     """Stages 7-9 (``timeline``: the one the earlier stages printed); the report is
-    written whatever happens, so a failed run shows why."""
+    written whatever happens, so a failed run shows why. ``local_path`` maps an artifact
+    URI to where this machine sees it (the node demo's URIs are paths inside pods)."""
     result = LoopResult()
     try:
-        _stages(kubectl, endpoint, data, say, timeline, result, timeout)
+        _stages(kubectl, gateway, data, say, timeline, result, timeout)
     finally:
-        result.report = _report(home, timeline, result, started, say)
+        result.report = _report(home, timeline, result, started, say, local_path)
     return result
 
 
 def _stages(
     kubectl: Kubectl,
-    endpoint: str,
+    gateway: Gateway,
     data: DemoData,
     say: Callable[[str], None],
     timeline: Timeline,
@@ -132,7 +134,7 @@ def _stages(
     stable = status(kubectl).get("stableModel")
     say(f"7/9 normal traffic: 150 airline tweets through the gateway ({stable} serves)")
     texts, labels = read_labelled(data.in_domain_stream)
-    result.records += demo_traffic.send(endpoint, texts, labels, feedback=False, phase="normal")
+    result.records += gateway.send(texts, labels, feedback=False, phase="normal")
     checked = status(kubectl).get("drift", {}).get("lastCheck")
     timeline.watch(
         lambda: status(kubectl).get("drift", {}).get("lastCheck") not in (None, checked),
@@ -141,19 +143,19 @@ def _stages(
     say(f"   drift check on normal traffic: {drifted(kubectl).get('message', '?')}")
 
     say("8/9 shifted traffic: technology tweets, each answer labelled by POST /feedback")
-    before, accuracy = evaluate(endpoint, data, "eval-before")
+    before, accuracy = evaluate(gateway, data, "eval-before")
     result.records += before
     result.accuracy[f"before: {stable}"] = accuracy
     say(f"   accuracy of {stable} on the shifted evaluation set: {accuracy:.3f}")
     texts, labels = read_labelled(data.shifted_stream)
-    shifted = demo_traffic.send(endpoint, texts, labels, feedback=True, phase="shifted", rate=15)
+    shifted = gateway.send(texts, labels, feedback=True, phase="shifted", rate=15)
     result.records += shifted
     accepted = sum(r.feedback == "accepted" for r in shifted)
     say(f"   {len(shifted)} shifted requests, {accepted} feedback labels accepted")
 
     say("9/9 watching the operator: drift -> retraining -> canary -> promotion")
     background = Background(
-        endpoint,
+        gateway,
         (texts, labels),
         read_labelled(data.shifted_eval),
         lambda: bool(status(kubectl).get("canaryModel")),
@@ -167,7 +169,7 @@ def _stages(
         result.failure = f"no retrained model was promoted within {timeout:.0f}s"
         return
     new = status(kubectl).get("stableModel")
-    after, accuracy = evaluate(endpoint, data, "eval-after")
+    after, accuracy = evaluate(gateway, data, "eval-after")
     result.records += after
     result.accuracy[f"after: {new}"] = accuracy
     say(f"   accuracy of {new} on the shifted evaluation set: {accuracy:.3f}")
@@ -189,12 +191,13 @@ def _report(
     result: LoopResult,
     started: float,
     say: Callable[[str], None],
+    local_path: Callable[[str], Path],
 ) -> Path:
     histories = {}
     for body in json.loads(timeline.kubectl("get", "bertmodels", "-o", "json")).get("items", []):
         uri = (body.get("status") or {}).get("artifactUri")
-        if uri and Path(uri).is_dir() and (body.get("spec") or {}).get("trainingRef"):
-            history = demo_report.training_history(Path(uri))
+        if uri and local_path(uri).is_dir() and (body.get("spec") or {}).get("trainingRef"):
+            history = demo_report.training_history(local_path(uri))
             if history:
                 histories[body["metadata"]["name"]] = history
     threshold = (deployment(timeline.kubectl).get("spec") or {}).get("drift", {}).get("threshold")

@@ -199,6 +199,10 @@ class Timeline:
     # "trainingLoss/<name>" (t, loss) from status.progress; t in seconds since start.
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     last: dict[str, Any] | None = None
+    # Something else to follow (the node demo: the Argo CD Applications' state), read on
+    # each poll: a change of it is a line of its own, and every line ends with it.
+    side: Callable[[], str] | None = None
+    last_side: str = ""
 
     def _get(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         text = self.kubectl("get", "bertdeployment", self.name, "-o", "json", "--ignore-not-found")
@@ -233,7 +237,14 @@ class Timeline:
         t = self.clock() - self.start
         now = facts(deployment, objects)
         self._record_series(t, deployment, objects)
-        new = [f"{elapsed(t)} {line}" for line in changes(self.last, now)]
+        side = self.side() if self.side else ""
+        new = [
+            f"{elapsed(t)} {line}" + (f"  | {side}" if side else "")
+            for line in changes(self.last, now)
+        ]
+        if side != self.last_side:
+            new.append(f"{elapsed(t)} {side}")
+            self.last_side = side
         self.last = now
         for line in new:
             self.say(line)

@@ -11,7 +11,10 @@ comes from the ``x-bertops-variant`` header when the gateway exposes it; otherwi
 caller maps the answering model to a variant.
 
 Bounded on purpose: loopback endpoints only (the demo's own gateway, never someone
-else's service), at most ``MAX_RATE`` requests a second and ``MAX_CONCURRENCY`` in flight.
+else's service), or with :class:`Gateway` ``netns``, a Service or pod address of the
+embedded node, sent from a thread inside the node's network namespace (the only place
+those addresses exist); at most ``MAX_RATE`` requests a second and ``MAX_CONCURRENCY``
+in flight.
 """
 
 from __future__ import annotations
@@ -22,16 +25,22 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+
+from bertops.cluster.controlplane.argv import SERVICE_SUBNET
+from bertops.cluster.node.configs import POD_SUBNET
+from bertops.cluster.node.netns import call_inside
 
 MAX_RATE = 50.0
 MAX_CONCURRENCY = 16
 REQUEST_ID_HEADER = "x-request-id"
 VARIANT_HEADER = "x-bertops-variant"
 MODEL_HEADER = "x-bertops-model"
+NODE_NETWORKS = (SERVICE_SUBNET, POD_SUBNET)
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,19 +65,45 @@ class Record:
         return asdict(self)
 
 
-def check_loopback(endpoint: str) -> str:
-    """The endpoint without a trailing slash, or ValueError when it is not on loopback."""
+def check_loopback(endpoint: str, in_node: bool = False) -> str:
+    """The endpoint without a trailing slash, or ValueError when it is not on loopback
+    (with ``in_node``: not a Service or pod address of the embedded node)."""
     parts = urlsplit(endpoint)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
         raise ValueError(f"{endpoint!r} is not an http(s) URL")
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        loopback = host == "localhost"
+        address = None
+    loopback = address.is_loopback if address else host == "localhost"
+    if in_node and address and any(address in ipaddress.ip_network(n) for n in NODE_NETWORKS):
+        return endpoint.rstrip("/")
     if not loopback:
-        raise ValueError(f"the demo sends traffic only to loopback, not {host}")
+        where = "loopback or the node's Service and pod addresses" if in_node else "loopback"
+        raise ValueError(f"the demo sends traffic only to {where}, not {host}")
     return endpoint.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Where the demo's traffic goes: a gateway on loopback (``make demo``), or the
+    gateway Service's address sent from inside the node's network namespace ``netns``
+    (``make demo-node``)."""
+
+    endpoint: str
+    netns: str | None = None
+
+    def run(self, work: Callable[[], T]) -> T:
+        """work() where this gateway's address can be reached."""
+        return work() if self.netns is None else call_inside(self.netns, work)
+
+    def send(
+        self, texts: Sequence[str], labels: Sequence[str] | None = None, **options: Any
+    ) -> list[Record]:
+        """:func:`send` to this gateway."""
+        in_node = self.netns is not None
+        return self.run(lambda: send(self.endpoint, texts, labels, in_node=in_node, **options))
 
 
 def _answer(record: Record, response: httpx.Response) -> None:
@@ -182,12 +217,13 @@ def send(
     timeout: float = 30.0,
     clock: Callable[[], float] = time.time,
     transport: httpx.AsyncBaseTransport | None = None,
+    in_node: bool = False,
 ) -> list[Record]:
     """Send each text as one ``/predict`` request (paced at ``rate`` a second, at most
     ``concurrency`` in flight) and, with ``labels`` and ``feedback``, post each true
     label back. One :class:`Record` per text, in the order given. Runs its own event
     loop: call it from synchronous code (the demo's stages)."""
-    base = check_loopback(endpoint)
+    base = check_loopback(endpoint, in_node)
     if labels is not None and len(labels) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     if not 0 < rate <= MAX_RATE:

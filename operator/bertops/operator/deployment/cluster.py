@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from typing import Any
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
@@ -83,13 +84,22 @@ class ClusterServing:
         serving_now = gateway and stable_up
         endpoint = _endpoint(owner) if serving_now else None
         return Served(
-            endpoint, table if serving_now else None, settled, (_endpoint(owner) + "/metrics",)
+            endpoint, table if serving_now else None, settled, self._gateway_metrics(owner)
         )
 
     def observe(self, owner: ObjectRef) -> Served:
         table = self._routes_in_force(owner)
         endpoint = _endpoint(owner)
-        return Served(endpoint if table else None, table, True, (endpoint + "/metrics",))
+        return Served(endpoint if table else None, table, True, self._gateway_metrics(owner))
+
+    def _gateway_metrics(self, owner: ObjectRef) -> tuple[str, ...]:
+        """Each ready gateway pod's /metrics, for the analysis to sum. Through the Service
+        every scrape would land on one replica or another, each with its own counters: the
+        sums jumped back and forth and a canary step never saw its traffic add up."""
+        labels = serving.object_labels(owner, "gateway")
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        pods = self.kube.list_resources("v1", "Pod", owner.namespace, selector)
+        return metrics_urls(pods, _endpoint(owner) + "/metrics")
 
     def _available(self, name: str, namespace: str) -> bool:
         found = self.kube.read("apps/v1", "Deployment", namespace, name)
@@ -125,6 +135,22 @@ class ClusterServing:
 
     def cleanup(self, namespace: str, name: str, uid: str) -> list[str]:
         return []  # owner references: the garbage collector removes every child
+
+
+def metrics_urls(pods: list[dict[str, Any]], fallback: str) -> tuple[str, ...]:
+    """/metrics of each ready pod with an address, in a stable order; ``fallback`` (the
+    Service) while there is none."""
+    urls = sorted(
+        f"http://{ip}:{serving.GATEWAY_PORT}/metrics"
+        for pod in pods
+        if (ip := (pod.get("status") or {}).get("podIP")) and _pod_ready(pod)
+    )
+    return tuple(urls) or (fallback,)
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _endpoint(owner: ObjectRef) -> str:
