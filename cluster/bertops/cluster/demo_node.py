@@ -129,19 +129,19 @@ def run(per_label: int = 300, epochs: int = 2, timeout: float = 1800) -> int:
     cluster = Cluster(NAME, progress=say)
     home = cluster.directory / "demo"
     argo = ArgoCD(kubeconfig=cluster.kubeconfig, directory=cluster.directory / "argocd")
-    say("1/10 a fresh embedded cluster with its real node (kubelet, containerd, kube-proxy)")
+    say("1/9 a fresh embedded cluster with its real node (kubelet, containerd, kube-proxy)")
     argo.down()
     cluster.down(purge=True, quiet=True)
     cluster.up(node=True)
     phases.done("cluster")
     artifacts, data = prepare_artifacts(home, per_label)
-    say(f"2/10 wrote {3 * per_label} labelled airline tweets to {artifacts / APP_NS / 'data'}")
-    say("3/10 starting Argo CD (repo-server, application controller) beside the cluster")
+    say(f"2/9 wrote {3 * per_label} labelled airline tweets to {artifacts / APP_NS / 'data'}")
+    say("3/9 starting Argo CD (repo-server, application controller) beside the cluster")
     argo.up()
     repo = LocalRepo.create(home / "git")
     demo_node_app.write(repo, artifacts, epochs)
     revision = repo.commit("node overlays: the operator and the sentiment app")
-    say(f"4/10 Git: {repo.path} at {revision[:7]}; creating Applications {', '.join(APPS)}")
+    say(f"4/9 Git: {repo.path} at {revision[:7]}; creating Applications {', '.join(APPS)}")
     admin = kubectl_for(cluster, "argocd")
     admin("apply", "-f", "-", stdin=demo_node_app.argocd_objects(repo.url))
     phases.done("argocd")
@@ -175,7 +175,7 @@ def _stages(
 ) -> int:
     started = phases.started
     say(
-        "5/10 timeline: Argo CD syncs -> the operator pod: prepare -> DDP training (2 pods) "
+        "5/9 timeline: Argo CD syncs -> the operator pod: prepare -> DDP training (2 pods) "
         "-> register -> compress"
     )
     wanted = wanted_models(demo_node_app.example_docs())
@@ -261,13 +261,16 @@ class LeaderFault:
 def git_change(repo: LocalRepo, kubectl: Kubectl, admin: Kubectl, timeline: Timeline) -> bool:
     """Commit a change to the app (two server replicas): Argo CD syncs it, the operator
     pod scales the stable model's server. The timeline shows both."""
-    say("10/10 a change through Git: spec.serving.replicas 1 -> 2 in the app overlay")
+    say("and then a change through Git: spec.serving.replicas 1 -> 2 in the app overlay")
     revision = repo.edit(
         demo_node_app.APP_KUSTOMIZATION,
         demo_node_app.set_replicas(2),
         "sentiment: two server replicas",
     )
     say(f"   committed {revision[:7]}; Argo CD syncs it, the operator pod scales the server")
+    # What a Git host's webhook does on a push: ask for a refresh now rather than at the
+    # next poll of the repository.
+    admin("annotate", "application", "bertops-sentiment", "argocd.argoproj.io/refresh=normal")
 
     def acted() -> bool:
         state = app_states(admin).get("bertops-sentiment", {})
