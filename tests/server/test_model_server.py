@@ -145,6 +145,18 @@ BAD_REQUESTS = [
         "unknown outputs",
     ),
     (
+        # One request, the whole tensor once per repeat: refused, never amplified.
+        "/v2/models/tiny-v1/infer",
+        json.dumps(
+            {
+                "inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "outputs": [{"name": "probabilities"}] * 90,
+            }
+        ).encode(),
+        400,
+        "outputs named more than once: ['probabilities']",
+    ),
+    (
         "/v2/models/nope/infer",
         json.dumps(
             {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}

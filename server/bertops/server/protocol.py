@@ -238,6 +238,10 @@ def _requested_outputs(document: dict[str, Any]) -> tuple[tuple[str, ...], froze
     ):
         raise ProtocolError(400, 'outputs must be a list of {"name": ...} objects')
     outputs = tuple(o["name"] for o in requested)
+    repeated = sorted({o for o in outputs if outputs.count(o) > 1})
+    if repeated:
+        # Each repeat would add the whole tensor again: a small request, a huge answer.
+        raise ProtocolError(400, f"outputs named more than once: {_clip(repr(repeated))}")
     unknown = [o for o in outputs if o not in OUTPUT_NAMES]
     if unknown:
         raise ProtocolError(
