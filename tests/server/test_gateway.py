@@ -328,6 +328,9 @@ def test_feedback_scores_each_variant(
         )
         assert again.json() == {"accepted": 0, "duplicates": 1}
         assert client.post("/feedback", content=b"{oops").status_code == 400
+        # Deep nesting is bad input too (it was a 500: a RecursionError in the parser).
+        deep = client.post("/feedback", content=b"[" * 100_000 + b"]" * 100_000)
+        assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
         assert client.post("/feedback", json={"label": "x"}).status_code == 400
     assert metric(gateway, "bertops_gateway_feedback_accuracy", variant="stable") == 1.0
     assert metric(gateway, "bertops_gateway_feedback_accuracy", variant="canary") == 0.0

@@ -262,6 +262,8 @@ class FeedbackDesk:
         except BodyTooLargeError as error:
             self.metrics.feedback_rejected.labels("too_large").inc()
             return too_large(error)
+        except RecursionError:
+            return self._reject(400, "invalid", "invalid feedback: JSON nested too deeply")
         except (ValueError, TypeError) as error:
             return self._reject(400, "invalid", f"invalid feedback: {error}")
         served = {request_id: self.store.get(request_id) for request_id, _, _ in found}
