@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from bertops.cli import rollout_view as view
 from bertops.cli.rollout import rollout_app
-from bertops.cli.rollout_client import counts_or_reason, new_value
+from bertops.cli.rollout_client import counts_or_reason, in_cluster_service, new_value
 from bertops.operator.rollout.actions import parse_action
 from bertops.server.gateway.metrics import GatewayMetrics
 from tests.cli.rollout_states import STATES
@@ -152,3 +152,20 @@ def test_without_the_kubernetes_client_rollout_gives_the_install_hint() -> None:
     result = bertops_without("kubernetes", "rollout", "status", "sentiment")
     assert result.returncode == 2, result.stderr
     assert "pip install 'bertops[operator]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "service"),
+    [
+        ("http://web-gateway.ml.svc:8000", ("ml", "web-gateway", 8000)),
+        ("http://web-gateway.ml.svc.cluster.local:8000/", ("ml", "web-gateway", 8000)),
+        ("http://web-gateway.ml.svc", ("ml", "web-gateway", 80)),
+        ("http://127.0.0.1:8000", None),
+        ("http://web-gateway.ml.example.com:8000", None),
+        ("http://web-gateway:8000", None),
+    ],
+)
+def test_in_cluster_service_names_are_read_through_the_api_servers_proxy(
+    endpoint: str, service: tuple[str, str, int] | None
+) -> None:
+    assert in_cluster_service(endpoint) == service

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,15 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
     custom = client.CustomObjectsApi(node_kube)
     models = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "bertmodels")["items"]
     assert {"tiny-v1", "web-retrain-1"} <= {m["metadata"]["name"] for m in models}
+    # From outside the cluster, as a user runs it: the gateway's in-cluster name does not
+    # resolve here, so its counts come through the API server's Service proxy.
+    shown = subprocess.run(
+        [sys.executable, "-m", "bertops.cli.main", "rollout", "status", "web", "-n", NS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ, KUBECONFIG=str(node_cluster.kubeconfig), COLUMNS="160"),
+    )
+    assert "Traffic through the gateway" in shown.stdout, shown.stdout + shown.stderr
+    assert "web-retrain-1" in shown.stdout and "unavailable" not in shown.stdout

@@ -109,15 +109,15 @@ def status(
         document = {"phase": result.phase, "code": result.code, "message": result.message}
         typer.echo(json.dumps({**document, "status": body.get("status") or {}}, indent=2))
         raise typer.Exit(result.code)
-    observations, why = _counts(body) if counts else (None, "not read (--no-counts)")
+    observations, why = _counts(body, client) if counts else (None, "not read (--no-counts)")
     console.print(view.render(body, result, observations, why))
     raise typer.Exit(result.code)
 
 
-def _counts(body: dict[str, Any]) -> tuple[Any, str | None]:
+def _counts(body: dict[str, Any], client: RolloutClient) -> tuple[Any, str | None]:
     from bertops.cli.rollout_client import counts_or_reason
 
-    return counts_or_reason(body)
+    return counts_or_reason(body, client.kube)
 
 
 def _watch(client: RolloutClient, name: str, timeout: float, counts: bool) -> int:
@@ -131,7 +131,9 @@ def _watch(client: RolloutClient, name: str, timeout: float, counts: bool) -> in
     result = view.verdict(body)
     with Live(view.render(body, result), console=console, refresh_per_second=4) as live:
         while True:
-            observations, why = _counts(body) if counts else (None, "not read (--no-counts)")
+            observations, why = (
+                _counts(body, client) if counts else (None, "not read (--no-counts)")
+            )
             live.update(view.render(body, result, observations, why))
             if result.final or time.monotonic() >= deadline:
                 break

@@ -1,7 +1,9 @@
 """The read/patch layer of ``bertops rollout``: read a BertDeployment, write the manual
 action annotation (a merge patch of ``metadata.annotations`` only: never the spec, so
 ``metadata.generation`` stays and Argo CD sees nothing to sync), find whether the
-operator applied it, and read the per-variant counts from the gateway's ``/metrics``.
+operator applied it, and read the per-variant counts from the gateway's ``/metrics``
+(through the API server's Service proxy when the gateway's in-cluster name does not
+resolve here).
 
 Reads go through :class:`bertops.operator.kube.Kube` (the operator's own layer, so both
 parse the same objects); only the annotation patch is written here. Used by
@@ -12,9 +14,11 @@ only when a command runs.
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 import urllib3.exceptions
@@ -118,34 +122,77 @@ class RolloutClient:
         return Handled(value, refusal)
 
 
-def read_counts(endpoint: str | None, stable: str | None, canary: str | None) -> Observations:
-    """Per-variant counts from the gateway's /metrics (raises httpx/ValueError errors)."""
+def in_cluster_service(endpoint: str) -> tuple[str, str, int] | None:
+    """(namespace, Service name, port) of an in-cluster Service URL such as the one the
+    operator writes in status.endpoint (``http://<svc>.<ns>.svc:8000``); None otherwise."""
+    parts = urlsplit(endpoint)
+    labels = (parts.hostname or "").split(".")
+    if len(labels) >= 3 and labels[2] == "svc" and labels[3:] in ([], ["cluster", "local"]):
+        return labels[1], labels[0], parts.port or 80
+    return None
+
+
+def _resolvable(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True
+
+
+def _metrics_text(endpoint: str, kube: Kube | None) -> str:
+    """The gateway's /metrics: directly, or, when the endpoint is a Service name this
+    machine cannot resolve (kubectl outside the cluster), through the API server's
+    Service proxy, as ``kubectl get --raw`` would reach it."""
+    service = in_cluster_service(endpoint)
+    if kube is not None and service and not _resolvable(urlsplit(endpoint).hostname or ""):
+        namespace, name, port = service
+        # With _preload_content=False the client hands back the urllib3 response.
+        response: Any = kube.core.connect_get_namespaced_service_proxy_with_path(
+            f"{name}:{port}",
+            namespace,
+            "metrics",
+            _preload_content=False,
+            _request_timeout=METRICS_TIMEOUT,
+        )
+        content = response.read(METRICS_MAX_BYTES + 1)
+        if len(content) > METRICS_MAX_BYTES:
+            raise ValueError(f"{name}'s /metrics answered more than {METRICS_MAX_BYTES} bytes")
+        return bytes(content).decode("utf-8", "replace")
+    url = endpoint.rstrip("/") + "/metrics"
+    with httpx.stream("GET", url, timeout=METRICS_TIMEOUT) as answer:
+        answer.raise_for_status()
+        received = b""
+        for chunk in answer.iter_bytes():
+            received += chunk
+            if len(received) > METRICS_MAX_BYTES:
+                raise ValueError(f"{url} answered more than {METRICS_MAX_BYTES} bytes")
+    return received.decode("utf-8", "replace")
+
+
+def read_counts(
+    endpoint: str | None, stable: str | None, canary: str | None, kube: Kube | None = None
+) -> Observations:
+    """Per-variant counts from the gateway's /metrics (raises httpx, API and ValueError
+    errors)."""
     if not endpoint:
         raise ValueError("no gateway endpoint in status yet")
-    url = endpoint.rstrip("/") + "/metrics"
-    with httpx.stream("GET", url, timeout=METRICS_TIMEOUT) as response:
-        response.raise_for_status()
-        content = b""
-        for chunk in response.iter_bytes():
-            content += chunk
-            if len(content) > METRICS_MAX_BYTES:
-                raise ValueError(f"{url} answered more than {METRICS_MAX_BYTES} bytes")
-    return observations_for(parse_gateway(content.decode("utf-8", "replace")), stable, canary)
+    return observations_for(parse_gateway(_metrics_text(endpoint, kube)), stable, canary)
 
 
 def counts_or_reason(
-    body: dict[str, Any],
+    body: dict[str, Any], kube: Kube | None = None
 ) -> tuple[Observations | None, str | None]:
     """The counts for status' view, or why there are none (never raises)."""
     status = body.get("status") or {}
     try:
         return (
             read_counts(
-                status.get("endpoint"), status.get("stableModel"), status.get("canaryModel")
+                status.get("endpoint"), status.get("stableModel"), status.get("canaryModel"), kube
             ),
             None,
         )
-    except (httpx.HTTPError, ValueError) as error:
+    except (httpx.HTTPError, ValueError, *API_ERRORS) as error:
         return None, f"gateway metrics unavailable ({type(error).__name__}: {error})"
 
 
