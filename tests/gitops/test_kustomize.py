@@ -6,6 +6,7 @@ server (CRDs and namespaces applied first, for real)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bertops.operator.uris import METADATA_ADDRESSES, http_host_problem
 from tests.gitops.render import GITOPS, apply, by_kind, kubectl_run, kustomizations, one, render
 
 DIRS = kustomizations()
@@ -127,6 +129,17 @@ def test_app_has_step_identity_and_network_policies() -> None:
     assert steps["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert steps["spec"]["ingress"] == []
     assert "29500" not in yaml.safe_dump(steps)
+    # Egress excludes what the URI check refuses: every metadata address, all link-local.
+    peers = [peer for rule in steps["spec"]["egress"] for peer in rule["to"]]
+    blocks = [peer["ipBlock"] for peer in peers if "ipBlock" in peer]
+    blocks = [b for b in blocks if b["cidr"] in ("0.0.0.0/0", "::/0")]
+    excluded = [ipaddress.ip_network(cidr) for b in blocks for cidr in b["except"]]
+    for address in (*METADATA_ADDRESSES, ipaddress.ip_address("169.254.170.2")):
+        assert any(address in network for network in excluded), address
+        host = f"[{address}]" if address.version == 6 else str(address)
+        assert http_host_problem(f"https://{host}/x", allow_loopback=False), address
+    for link_local in ("169.254.0.0/16", "fe80::/10"):
+        assert ipaddress.ip_network(link_local) in excluded
     # Argo-run ranks (engine: argo) are not selected by the operator's per-step policy.
     argo = one(docs, "NetworkPolicy", "bertops-argo-ddp")["spec"]
     assert argo["podSelector"]["matchExpressions"] == [
