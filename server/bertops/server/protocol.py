@@ -29,7 +29,7 @@ MAX_REQUEST_ID_CHARS = 256
 # Visible ASCII, inner spaces allowed: an id is echoed in a response header (Latin-1, no
 # CR/LF or other control characters, no leading/trailing blanks, which HTTP strips) and
 # written to the prediction log (valid UTF-8, so no lone surrogates).
-_REQUEST_ID = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+REQUEST_ID = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 # A lone surrogate decodes from JSON ("\ud800") but is no text: the tokenizer cannot
 # encode it and fails the whole batch it rides in.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -80,7 +80,7 @@ def check_request_id(value: object, what: str = "id") -> str | None:
         return None
     if not isinstance(value, str):
         raise ProtocolError(400, f"{what} must be a string, got {type(value).__name__}")
-    if len(value) > MAX_REQUEST_ID_CHARS or not _REQUEST_ID.fullmatch(value):
+    if len(value) > MAX_REQUEST_ID_CHARS or not REQUEST_ID.fullmatch(value):
         raise ProtocolError(
             400,
             f"{what} must be 1-{MAX_REQUEST_ID_CHARS} printable ASCII characters "

@@ -59,11 +59,13 @@ from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
 from bertops.server.gateway.pairs import PER_LABEL, Pair, score_pair
 from bertops.server.jsonlog import JsonLinesLog
+from bertops.server.protocol import REQUEST_ID
 
 # What one remembered answer costs beyond its strings: the dict slot, the dataclass, the
 # tuple and set, measured roughly with sys.getsizeof on CPython 3.11.
 ENTRY_OVERHEAD = 400
 MAX_LABEL_CHARS = 256
+MAX_FEEDBACK_ID_CHARS = 128  # the gateway issues 32 hex digits; a client id may be longer
 
 
 @dataclass
@@ -205,8 +207,16 @@ def entries(item: object) -> list[Entry]:
     if not isinstance(item, dict):
         raise TypeError("each feedback item must be an object")
     request_id = item.get("requestId", item.get("request_id"))
-    if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
-        raise TypeError("requestId (a string of at most 128 characters) is required")
+    # The gateway's ids are printable ASCII: anything else is refused here, before an
+    # answer could echo it (a lone surrogate in a 404's requestIds made the encoder fail).
+    if (
+        not isinstance(request_id, str)
+        or len(request_id) > MAX_FEEDBACK_ID_CHARS
+        or not REQUEST_ID.fullmatch(request_id)
+    ):
+        raise TypeError(
+            f"requestId (1-{MAX_FEEDBACK_ID_CHARS} printable ASCII characters) is required"
+        )
     if "labels" in item:
         labels = item["labels"]
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
