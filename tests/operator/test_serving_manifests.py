@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.limits import request_body_limit
 from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.local import LocalServing
@@ -159,6 +160,12 @@ def test_routes_configmap_points_the_gateway_at_the_servers() -> None:
         "/etc/bertops/routes/routes.json",
         "--port",
         "8000",
+        # What the servers take (64 texts of 5000 characters by default), and how many
+        # such bodies it holds at once.
+        "--max-body-bytes",
+        str(request_body_limit(64, 5000)),
+        "--limit-concurrency",
+        "32",
     ]
     assert "--admin-token" not in container["command"]
     assert pod["volumes"][0] == {"name": "routes", "configMap": {"name": "sentiment-routes"}}

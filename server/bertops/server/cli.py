@@ -198,8 +198,17 @@ def gateway(
     feedback_max_bytes: int = typer.Option(
         64 << 20, min=1 << 16, help="Memory for remembered answers; the oldest go first."
     ),
-    max_body_bytes: int = typer.Option(
-        16 << 20, min=1024, help="Largest proxied request body (413 above it)."
+    max_body_bytes: int | None = typer.Option(
+        None,
+        min=1024,
+        help="Largest proxied request body (413 above it; default: what a server with the "
+        "default limits accepts); the operator passes what the deployment's servers accept.",
+    ),
+    limit_concurrency: int = typer.Option(
+        32,
+        min=1,
+        help="Connections and requests served at once (503 past it): with --max-body-bytes, "
+        "bounds the memory bodies take.",
     ),
     expose_headers: bool = typer.Option(
         False, help="Name the variant and model version in response headers."
@@ -211,6 +220,7 @@ def gateway(
     """Route between stable and canary servers, mirror to a shadow, take feedback."""
     from pydantic import ValidationError
 
+    from bertops.server.gateway import bodies
     from bertops.server.gateway.admin import serve_gateway
     from bertops.server.gateway.app import Gateway
     from bertops.server.gateway.routes import RouteSource
@@ -233,7 +243,7 @@ def gateway(
         feedback_window_seconds=feedback_window_seconds,
         feedback_max_bytes=feedback_max_bytes,
         expose_headers=expose_headers,
-        max_body_bytes=max_body_bytes,
+        max_body_bytes=max_body_bytes or bodies.MAX_PROXY_BODY_BYTES,
     )
     serve_gateway(
         gateway.app,
@@ -243,4 +253,5 @@ def gateway(
         admin_port=admin_port,
         graceful_seconds=graceful_seconds,
         access_log=access_log,
+        limit_concurrency=limit_concurrency,
     )

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bertops.api.limits import DEFAULT_MAX_BODY_BYTES, request_body_limit
 from bertops.server import binary
 from bertops.server.model import Prediction
 
 OUTPUT_NAMES = ("label", "score", "probabilities")
 
 
-DEFAULT_MAX_BODY_BYTES = 4 << 20
 """Absolute ceiling of a request body, whatever max texts x max chars would allow."""
 
 MAX_REQUEST_ID_CHARS = 256
@@ -51,11 +51,8 @@ class Limits:
 
     @property
     def max_body_bytes(self) -> int:
-        # UTF-8 is at most 4 bytes a character, JSON escaping up to 6 (\uXXXX); plus room
-        # for the envelope. Anything longer cannot be a valid request. The ceiling keeps
-        # the product sane: at the CRD maxima it would be about 24 GB.
-        needed = self.max_texts * (self.max_chars * 6 + 64) + 64 * 1024
-        return min(needed, self.max_body_ceiling)
+        """Anything longer cannot be a valid request."""
+        return request_body_limit(self.max_texts, self.max_chars, self.max_body_ceiling)
 
 
 def parse_json(body: bytes) -> Any:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bertops.api.deployment import BertDeploymentSpec
+from bertops.api.deployment import BertDeploymentSpec, Serving
+from bertops.api.limits import GATEWAY_CONCURRENCY, request_body_limit
 from bertops.api.routes import Routes
 from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime.manifests import container_security_context, folder_init_container
@@ -55,12 +56,20 @@ def gateway_deployment(
     owner: ObjectRef, config: ServingConfig, spec: BertDeploymentSpec | None = None
 ) -> dict[str, Any]:
     labels = object_labels(owner, "gateway")
+    serving = spec.serving if spec is not None else Serving()
+    body_limit = request_body_limit(serving.max_texts_per_request, serving.max_chars)
     container: dict[str, Any] = {
         "name": "gateway",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
         # No --admin-token: on Kubernetes routes change through the mounted ConfigMap.
-        "command": [*GATEWAY_COMMAND, "--port", str(GATEWAY_PORT)],
+        # Never buffer more than the servers take, nor more bodies at once than fit.
+        "command": [
+            *GATEWAY_COMMAND,
+            *("--port", str(GATEWAY_PORT)),
+            *("--max-body-bytes", str(body_limit)),
+            *("--limit-concurrency", str(GATEWAY_CONCURRENCY)),
+        ],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
         "readinessProbe": http_probe("/readyz", "http", 5, 3),
         "livenessProbe": http_probe("/healthz", "http", 10, 3),

@@ -26,7 +26,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bertops.api.routes import Routes
-from bertops.server.gateway.bodies import MAX_ADMIN_BYTES, BodyTooLargeError, read_body, too_large
+from bertops.server.gateway.bodies import (
+    MAX_ADMIN_BYTES,
+    BodyTimeoutError,
+    BodyTooLargeError,
+    read_body,
+    too_large,
+    too_slow,
+)
 from bertops.server.gateway.routes import parse_routes
 
 ADMIN_HOST = "127.0.0.1"
@@ -54,6 +61,9 @@ def admin_app(
             except BodyTooLargeError as error:
                 on_rejected()
                 return too_large(error)
+            except BodyTimeoutError as error:
+                on_rejected()
+                return too_slow(error)
             except (ValueError, ValidationError) as error:
                 on_rejected()
                 return JSONResponse({"error": f"invalid routes: {error}"}, status_code=400)
@@ -73,8 +83,15 @@ class _Listener(uvicorn.Server):
 
 
 def listener(
-    app: Any, host: str, port: int, graceful_seconds: int, access_log: bool
+    app: Any,
+    host: str,
+    port: int,
+    graceful_seconds: int,
+    access_log: bool,
+    limit_concurrency: int | None = None,
 ) -> uvicorn.Server:
+    # limit_concurrency: past it uvicorn answers 503 at once, so the bodies held at one
+    # time (each up to --max-body-bytes) stay within the container's memory.
     config = uvicorn.Config(
         app,
         host=host,
@@ -85,6 +102,7 @@ def listener(
         timeout_graceful_shutdown=graceful_seconds,
         log_level="info",
         server_header=False,
+        limit_concurrency=limit_concurrency,
     )
     return _Listener(config)
 
@@ -118,10 +136,11 @@ def serve_gateway(
     admin_port: int,
     graceful_seconds: int,
     access_log: bool,
+    limit_concurrency: int | None = None,
 ) -> None:
     """Run the public listener and, when given, the admin app on loopback, until a
     SIGTERM/SIGINT stops both (each drains its in-flight requests)."""
-    servers = [listener(public, host, port, graceful_seconds, access_log)]
+    servers = [listener(public, host, port, graceful_seconds, access_log, limit_concurrency)]
     if admin is not None:
         servers.append(listener(admin, ADMIN_HOST, admin_port, graceful_seconds, access_log))
     # uvicorn's loop (uvloop when installed), as Server.run would pick it.

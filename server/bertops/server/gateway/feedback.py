@@ -50,10 +50,12 @@ from starlette.responses import JSONResponse, Response
 from bertops.api.routes import Backend, Routes
 from bertops.server.gateway.bodies import (
     MAX_FEEDBACK_BYTES,
+    BodyTimeoutError,
     BodyTooLargeError,
     read_answer,
     read_body,
     too_large,
+    too_slow,
 )
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
@@ -272,6 +274,9 @@ class FeedbackDesk:
         except BodyTooLargeError as error:
             self.metrics.feedback_rejected.labels("too_large").inc()
             return too_large(error)
+        except BodyTimeoutError as error:
+            self.metrics.feedback_rejected.labels("too_slow").inc()
+            return too_slow(error)
         except RecursionError:
             return self._reject(400, "invalid", "invalid feedback: JSON nested too deeply")
         except (ValueError, TypeError) as error:
