@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -145,6 +146,21 @@ def app_state(node_kube: Any, name: str) -> dict[str, Any]:
     }
 
 
+def feedback_on_fresh_connections(endpoint: str, rounds: int) -> list[int]:
+    """Predict then feedback, each on its own connection; the feedback statuses."""
+    statuses = []
+    for i in range(rounds):
+        answer = httpx.post(endpoint + "/predict", json={"texts": [f"fresh {i}"]}, timeout=30)
+        answer.raise_for_status()
+        fed = httpx.post(
+            endpoint + "/feedback",
+            json={"requestId": answer.headers["x-request-id"], "label": "neutral"},
+            timeout=30,
+        )
+        statuses.append(fed.status_code)
+    return statuses
+
+
 def user_generations(kube: Kube) -> dict[str, int]:
     return {
         kind: (kube.get(kind, NS, name) or {})["metadata"]["generation"]
@@ -205,6 +221,9 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
     endpoint = f"http://{service.spec.cluster_ip}:8000"
     assert ready["endpoint"] == f"http://web-gateway.{NS}.svc:8000"
 
+    # Two gateway replicas, each taking feedback only for its own answers: a client that
+    # opens a new connection for every call still reaches the one that answered.
+    assert call_inside(netns, lambda: feedback_on_fresh_connections(endpoint, 12)) == [200] * 12
     assert call_inside(netns, lambda: send_shifted(endpoint, 70)) == 70
     drifted = wait_for(
         lambda: (

@@ -322,3 +322,13 @@ def test_the_analysis_scrapes_each_ready_gateway_pod_not_the_service() -> None:
     )
     assert metrics_urls([pod("10.4.0.8", "False")], service) == (service,)
     assert metrics_urls([], service) == (service,)
+
+
+def test_a_clients_feedback_reaches_the_gateway_replica_that_answered_it() -> None:
+    """Each gateway replica keeps its own answers: the Service keeps a client on one."""
+    service = next(
+        o
+        for o in by_kind(objects(owner(), spec()), "Service")
+        if o["metadata"]["name"] == "sentiment-gateway"
+    )
+    assert service["spec"]["sessionAffinity"] == "ClientIP"

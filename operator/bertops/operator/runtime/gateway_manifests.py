@@ -127,6 +127,12 @@ def gateway_deployment(
 
 
 def gateway_service(owner: ObjectRef) -> dict[str, Any]:
-    return cluster_service(
+    service = cluster_service(
         owner, gateway_name(owner.name), object_labels(owner, "gateway"), GATEWAY_PORT
     )
+    # Each replica takes feedback only for the answers it gave: a client's connections
+    # stay on one replica (kube-proxy, per client address), or its /feedback could land on
+    # the other and get 404. Behind an ingress the address is the ingress pod's: still one
+    # replica per path through it.
+    service["spec"]["sessionAffinity"] = "ClientIP"
+    return service
