@@ -212,7 +212,12 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
         what="two operator pods running, one holding the Lease",
     )
     ready = wait_for(
-        lambda: (s := status()).get("drift", {}).get("referenceModel") == "tiny-v1" and s,
+        # The reference sample can be ready before the gateway is: wait for both.
+        lambda: (
+            (s := status()).get("drift", {}).get("referenceModel") == "tiny-v1"
+            and s.get("endpoint")
+            and s
+        ),
         timeout=600,
         what="tiny-v1 serving in pods with its reference sample",
     )
