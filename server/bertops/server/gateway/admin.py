@@ -26,14 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bertops.api.routes import Routes
-from bertops.server.gateway.bodies import (
-    MAX_ADMIN_BYTES,
-    BodyTimeoutError,
-    BodyTooLargeError,
-    read_body,
-    too_large,
-    too_slow,
-)
+from bertops.server.gateway.bodies import MAX_ADMIN_BYTES, BodyRefusedError, read_body
 from bertops.server.gateway.routes import parse_routes
 
 ADMIN_HOST = "127.0.0.1"
@@ -58,12 +51,9 @@ def admin_app(
         if request.method == "PUT":
             try:
                 routes = parse_routes(await read_body(request, MAX_ADMIN_BYTES))
-            except BodyTooLargeError as error:
+            except BodyRefusedError as error:
                 on_rejected()
-                return too_large(error)
-            except BodyTimeoutError as error:
-                on_rejected()
-                return too_slow(error)
+                return error.response()
             except (ValueError, ValidationError) as error:
                 on_rejected()
                 return JSONResponse({"error": f"invalid routes: {error}"}, status_code=400)

@@ -224,10 +224,8 @@ class Gateway:
         backend = routes.backend(variant)
         try:
             body = await bodies.read_body(request, self.max_body_bytes)
-        except bodies.BodyTooLargeError as error:
-            return bodies.too_large(error)
-        except bodies.BodyTimeoutError as error:
-            return bodies.too_slow(error)
+        except bodies.BodyRefusedError as error:
+            return error.response()
         request_id = uuid.uuid4().hex  # always ours: feedback trusts only ids we issued
         path = request.url.path
         endpoint = "inference" if is_inference(request.method, path) else "other"

@@ -28,26 +28,34 @@ MAX_FEEDBACK_BYTES = 1 << 20
 MAX_ADMIN_BYTES = 1 << 20
 
 
-class BodyTooLargeError(Exception):
+class BodyRefusedError(Exception):
+    """A request body the gateway will not take; :meth:`response` answers the client."""
+
+    status = 400
+    reason = "refused"  # the feedback_rejected metric's label
+
+    def response(self) -> JSONResponse:
+        # Connection: close, because the rest of the body was not read.
+        return JSONResponse(
+            {"error": str(self)}, status_code=self.status, headers={"connection": "close"}
+        )
+
+
+class BodyTooLargeError(BodyRefusedError):
+    status, reason = 413, "too_large"
+
     def __init__(self, limit: int, declared: int | None = None) -> None:
         self.limit = limit
         what = f"of {declared} bytes " if declared is not None else ""
         super().__init__(f"body {what}exceeds the limit of {limit} bytes")
 
 
-def too_large(error: BodyTooLargeError) -> JSONResponse:
-    # Connection: close, because the rest of the body was not read.
-    return JSONResponse({"error": str(error)}, status_code=413, headers={"connection": "close"})
+class BodyTimeoutError(BodyRefusedError):
+    status, reason = 408, "too_slow"
 
-
-class BodyTimeoutError(Exception):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"the request body did not arrive within {seconds:g} s")
-
-
-def too_slow(error: BodyTimeoutError) -> JSONResponse:
-    return JSONResponse({"error": str(error)}, status_code=408, headers={"connection": "close"})
 
 
 async def read_body(request: Request, limit: int, seconds: float = BODY_READ_SECONDS) -> bytes:

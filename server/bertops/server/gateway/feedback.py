@@ -50,12 +50,10 @@ from starlette.responses import JSONResponse, Response
 from bertops.api.routes import Backend, Routes
 from bertops.server.gateway.bodies import (
     MAX_FEEDBACK_BYTES,
-    BodyTimeoutError,
+    BodyRefusedError,
     BodyTooLargeError,
     read_answer,
     read_body,
-    too_large,
-    too_slow,
 )
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
@@ -271,12 +269,9 @@ class FeedbackDesk:
             document = json.loads(await read_body(request, MAX_FEEDBACK_BYTES))
             items = document if isinstance(document, list) else [document]
             found = [entry for item in items for entry in entries(item)]
-        except BodyTooLargeError as error:
-            self.metrics.feedback_rejected.labels("too_large").inc()
-            return too_large(error)
-        except BodyTimeoutError as error:
-            self.metrics.feedback_rejected.labels("too_slow").inc()
-            return too_slow(error)
+        except BodyRefusedError as error:
+            self.metrics.feedback_rejected.labels(error.reason).inc()
+            return error.response()
         except RecursionError:
             return self._reject(400, "invalid", "invalid feedback: JSON nested too deeply")
         except (ValueError, TypeError) as error:

@@ -72,7 +72,7 @@ class GatewayMetrics:
         )
         self.feedback_rejected = Counter(
             "bertops_gateway_feedback_rejected",
-            "Feedback refused: unknown_id, invalid_label, invalid, too_large, duplicate.",
+            "Feedback refused: unknown_id, invalid_label, invalid, too_large, too_slow, duplicate.",
             ["reason"],
             registry=r,
         )
