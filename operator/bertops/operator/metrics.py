@@ -4,6 +4,7 @@ explicit registry so tests get a fresh one. Served by ``bertops operator --metri
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -81,6 +82,20 @@ class OperatorMetrics:
     def observe_reconcile(self, kind: str, outcome: str, seconds: float) -> None:
         self.reconciles.labels(kind=kind, outcome=outcome).inc()
         self.duration.labels(kind=kind).observe(seconds)
+
+    def export_drift(
+        self, namespace: str, name: str, score: float | None, drifted: bool | None
+    ) -> None:
+        """A deployment's last drift check: its score (when it has one) and verdict."""
+        if score is not None:
+            self.drift_score.labels(namespace, name).set(score)
+        self.drift_detected.labels(namespace, name).set(1 if drifted else 0)
+
+    def forget_drift(self, namespace: str, name: str) -> None:
+        """A deleted deployment's drift gauges go too."""
+        for gauge in (self.drift_score, self.drift_detected):
+            with contextlib.suppress(KeyError):  # never exported for this deployment
+                gauge.remove(namespace, name)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Callable[[], None]:
         """Serve /metrics in a thread; returns the function that stops it.

@@ -21,7 +21,6 @@ its chain are :mod:`bertops.operator.rollout.retrain`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -377,12 +376,9 @@ class DriftMonitor:
         return len(out.events) > before
 
     def _export(self, ref: ObjectRef, status: api.BertDeploymentStatus) -> None:
-        if self.metrics is None or status.drift is None:
-            return
-        labels = (ref.namespace, ref.name)
-        if status.drift.score is not None:
-            self.metrics.drift_score.labels(*labels).set(status.drift.score)
-        self.metrics.drift_detected.labels(*labels).set(1 if status.drift.drifted else 0)
+        if self.metrics is not None and status.drift is not None:
+            drift = status.drift
+            self.metrics.export_drift(ref.namespace, ref.name, drift.score, drift.drifted)
 
     def wait_seconds(self, status: api.BertDeploymentStatus, poll: float) -> float | None:
         """When monitoring needs the next look: every poll while a step or a retraining
@@ -399,8 +395,5 @@ class DriftMonitor:
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted deployment's gauges go too."""
-        if self.metrics is None:
-            return
-        for gauge in (self.metrics.drift_score, self.metrics.drift_detected):
-            with contextlib.suppress(KeyError):  # never exported for this deployment
-                gauge.remove(namespace, name)
+        if self.metrics is not None:
+            self.metrics.forget_drift(namespace, name)
