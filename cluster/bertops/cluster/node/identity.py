@@ -9,14 +9,17 @@ The two grants Kubernetes does not bootstrap are here as objects: CoreDNS's read
 (kubeadm's ``kube-apiserver-kubelet-client`` binding to ``system:kubelet-api-admin``),
 which the kubelet checks with a SubjectAccessReview since its authorization is Webhook.
 
-Pure: called by :class:`bertops.cluster.controlplane.cluster.Cluster` (the token file)
-and :class:`bertops.cluster.node.node.Node` (kubeconfigs and the bootstrap RBAC);
-unit-tested in tests/cluster/test_node_configs.py.
+Pure but for :func:`apply_bootstrap_rbac` (which creates those grants): called by
+:class:`bertops.cluster.controlplane.cluster.Cluster` (the token file) and
+:class:`bertops.cluster.node.node.Node` (kubeconfigs and the bootstrap RBAC);
+unit-tested in tests/cluster/test_node_configs.py, applied in tests/node.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns")
@@ -85,3 +88,23 @@ def _binding(name: str, role: str, user: str) -> dict[str, Any]:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
+
+
+def apply_bootstrap_rbac(admin_kubeconfig: Path) -> None:
+    """Create the node's grants the API server does not bootstrap (an existing one is
+    kept): CoreDNS's reads and the API server's access to the kubelet."""
+    from kubernetes import client, config
+
+    with config.new_client_from_config(str(admin_kubeconfig)) as api_client:
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        for obj in bootstrap_rbac():
+            create: Callable[[Any], Any] = (
+                rbac.create_cluster_role
+                if obj["kind"] == "ClusterRole"
+                else rbac.create_cluster_role_binding
+            )
+            try:
+                create(obj)
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise

@@ -175,7 +175,7 @@ class Node:
         )
         try:
             self._start(state, "forwarder", self._forwarder_argv(api_port))
-            apply_bootstrap_rbac(self.admin_kubeconfig)
+            identity.apply_bootstrap_rbac(self.admin_kubeconfig)
             self._start(
                 state, "containerd", ["containerd", f"--config={files['containerd']}"], inside=True
             )
@@ -359,26 +359,6 @@ class Node:
             return False
         terminate(pid, _binary(name), timeout)  # type: ignore[arg-type]
         return True
-
-
-def apply_bootstrap_rbac(admin_kubeconfig: Path) -> None:
-    """Create the node's grants the API server does not bootstrap (an existing one is
-    kept): CoreDNS's reads and the API server's access to the kubelet."""
-    from kubernetes import client, config
-
-    with config.new_client_from_config(str(admin_kubeconfig)) as api_client:
-        rbac = client.RbacAuthorizationV1Api(api_client)
-        for obj in identity.bootstrap_rbac():
-            create: Callable[[Any], Any] = (
-                rbac.create_cluster_role
-                if obj["kind"] == "ClusterRole"
-                else rbac.create_cluster_role_binding
-            )
-            try:
-                create(obj)
-            except client.ApiException as error:
-                if error.status != 409:
-                    raise
 
 
 def _unmount_everything(root: Path) -> list[Path]:
