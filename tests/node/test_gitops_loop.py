@@ -30,7 +30,7 @@ from bertops.cluster import gitops_repo
 from bertops.cluster.gitops_repo import LocalRepo
 from bertops.operator.kube import Kube
 from tests.operator.conftest import condition, wait_for
-from tests.operator.serving_helpers import SteadyClient
+from tests.operator.serving_helpers import SteadyClient, feedback_credentials
 from tests.operator.test_drift_loop import deployment as drift_deployment
 from tests.operator.test_drift_loop import send_shifted
 from tests.operator.test_local_runtime import dataset, training
@@ -82,10 +82,25 @@ def tiny_app(artifacts: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def labeler(node_kube: Any) -> dict[str, str]:
+    """The feedback client's header. Its Secret is made as a user makes one (never from
+    Git), before Argo CD syncs the app, so the gateway pods mount it from the start."""
+    core = client.CoreV1Api(node_kube)
+    namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=NS))
+    try:
+        core.create_namespace(namespace)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    return feedback_credentials(Kube(node_kube), NS)
+
+
+@pytest.fixture(scope="module")
 def synced(
     node_cluster: Any,
     node_kube: Any,
     argocd_on_node: Any,
+    labeler: dict[str, str],
     tweets_csv: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[LocalRepo, Path]:
@@ -146,7 +161,7 @@ def app_state(node_kube: Any, name: str) -> dict[str, Any]:
     }
 
 
-def feedback_on_fresh_connections(endpoint: str, rounds: int) -> list[int]:
+def feedback_on_fresh_connections(endpoint: str, rounds: int, labeler: dict[str, str]) -> list[int]:
     """Predict then feedback, each on its own connection; the feedback statuses."""
     statuses = []
     for i in range(rounds):
@@ -155,6 +170,7 @@ def feedback_on_fresh_connections(endpoint: str, rounds: int) -> list[int]:
         fed = httpx.post(
             endpoint + "/feedback",
             json={"requestId": answer.headers["x-request-id"], "label": "neutral"},
+            headers=labeler,
             timeout=30,
         )
         statuses.append(fed.status_code)
@@ -193,7 +209,7 @@ def operator_pods(node_kube: Any) -> list[Any]:
 
 
 def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
-    node_cluster: Any, node_kube: Any, synced: tuple[LocalRepo, Path]
+    node_cluster: Any, node_kube: Any, synced: tuple[LocalRepo, Path], labeler: dict[str, str]
 ) -> None:
     from bertops.cluster.node.netns import call_inside, netns_name
 
@@ -228,8 +244,11 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
 
     # Two gateway replicas, each taking feedback only for its own answers: a client that
     # opens a new connection for every call still reaches the one that answered.
-    assert call_inside(netns, lambda: feedback_on_fresh_connections(endpoint, 12)) == [200] * 12
-    assert call_inside(netns, lambda: send_shifted(endpoint, 70)) == 70
+    # The labeler's credential comes from the Secret the kubelet mounted into each replica;
+    # a tenth of the shifted traffic is labelled wrongly by a client without one (401).
+    fresh = call_inside(netns, lambda: feedback_on_fresh_connections(endpoint, 12, labeler))
+    assert fresh == [200] * 12
+    assert call_inside(netns, lambda: send_shifted(endpoint, 70, labeler)) == (63, 7)
     drifted = wait_for(
         lambda: (
             (c := condition(kube.get("BertDeployment", NS, "web"), "Drifted"))
@@ -240,7 +259,7 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
         what="Drifted=True from a drift Job",
     )
     assert drifted["drift"]["drifted"] is True
-    assert call_inside(netns, lambda: send_shifted(endpoint, 35)) == 35
+    assert call_inside(netns, lambda: send_shifted(endpoint, 35, labeler)) == (31, 4)
 
     steady = SteadyClient(endpoint, pause=0.1, netns=netns).start()
     try:

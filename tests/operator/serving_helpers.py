@@ -1,12 +1,15 @@
 """Helpers for the BertDeployment integration tests: tiny model artifacts with a known
 behaviour (a constant label, or an error on every real request), BertModel and
-BertDeployment bodies, and a steady client that counts what it got.
+BertDeployment bodies, the Secret of feedback clients, and a steady client that counts
+what it got.
 
 Used by tests/operator/test_deployment_local.py.
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
 import shutil
 import threading
 import uuid
@@ -18,11 +21,28 @@ import httpx
 
 from tests.server.artifacts import LABELS, tiny_model, tokenizer_source, write_manifest
 
+FEEDBACK_SECRET = "labelers"  # a deployment's serving.feedback.credentialsSecret
+
 TEXTS = [
     "the service was quick and the staff were friendly and helpful all evening long",
     "i waited an hour for a cold meal and nobody even said sorry to us at all",
     "an ordinary day at the office with meetings and a sandwich for lunch again",
 ]
+
+
+def feedback_credentials(kube: Any, namespace: str, client: str = "labeler") -> dict[str, str]:
+    """Create the Secret of feedback clients (one client, a fresh token) as a user would,
+    and return the header that client sends with its feedback."""
+    token = secrets.token_urlsafe(24)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": FEEDBACK_SECRET, "namespace": namespace},
+            "data": {client: base64.b64encode(token.encode()).decode()},
+        }
+    )
+    return {"authorization": f"Bearer {token}"}
 
 
 def constant_artifact(folder: Path, name: str, label: str) -> Path:

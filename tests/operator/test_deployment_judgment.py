@@ -31,7 +31,14 @@ import pytest
 from bertops.operator.kube import Kube
 from bertops.operator.rollout.metrics import parse_gateway
 from tests.operator.conftest import condition, has_event, wait_events, wait_for
-from tests.operator.serving_helpers import TEXTS, deployment, model, serving_pids
+from tests.operator.serving_helpers import (
+    FEEDBACK_SECRET,
+    TEXTS,
+    deployment,
+    feedback_credentials,
+    model,
+    serving_pids,
+)
 from tests.operator.test_deployment_local import (
     artifacts,
     ready_model,
@@ -195,8 +202,9 @@ def test_a_shadow_phase_judges_mirrored_answers_before_any_user_traffic(
     assert set(client.statuses) == {200}
 
 
-def label(endpoint: str, http: httpx.Client, count: int) -> int:
-    """``count`` predictions, each answered with a feedback label (the true one)."""
+def label(endpoint: str, http: httpx.Client, count: int, labeler: dict[str, str]) -> int:
+    """``count`` predictions, each answered with a feedback label (the true one) by a
+    client with a feedback credential."""
     accepted = 0
     for i in range(count):
         answer = http.post(endpoint + "/predict", json={"texts": [TEXTS[i % len(TEXTS)]]})
@@ -204,6 +212,7 @@ def label(endpoint: str, http: httpx.Client, count: int) -> int:
         fed = http.post(
             endpoint + "/feedback",
             json={"requestId": answer.headers["x-request-id"], "label": "negative"},
+            headers=labeler,
         )
         accepted += fed.status_code == 200
     return accepted
@@ -218,12 +227,14 @@ def test_a_feedback_gate_judges_before_the_canary_is_promoted(
         minFeedbackAccuracy=0.72,
         minFeedback=30,
     )
+    spec["spec"]["serving"]["feedback"] = {"credentialsSecret": FEEDBACK_SECRET}
+    labeler = feedback_credentials(kube_layer, namespace)
     endpoint = serve_v1(kube_layer, namespace, start_operator, artifacts["v1"], state, spec)
     traffic = CookieClient(endpoint)  # unlabelled requests: the other gates get sure
     with traffic_stopped(traffic), httpx.Client(timeout=30) as http:
         ready_model(kube_layer, namespace, "tiny-v2", artifacts["good"])
         wait_for(lambda: status_of(kube_layer, namespace).get("canaryModel"), what="a canary")
-        assert label(endpoint, http, 40) == 40  # about 20 of them reach the canary
+        assert label(endpoint, http, 40, labeler) == 40  # about 20 of them reach the canary
         held = wait_for(
             lambda: (
                 (c := condition(kube_layer.get("BertDeployment", namespace, "web"), "Progressing"))
@@ -236,7 +247,7 @@ def test_a_feedback_gate_judges_before_the_canary_is_promoted(
         assert held["reason"] in ("WaitingForTraffic", "NotYetSure"), held
         assert "of the 30 needed" in held["message"]
         assert status_of(kube_layer, namespace)["canaryModel"] == "tiny-v2"
-        label(endpoint, http, 300)
+        label(endpoint, http, 300, labeler)
         wait_for(
             lambda: status_of(kube_layer, namespace).get("stableModel") == "tiny-v2",
             timeout=90,

@@ -17,7 +17,7 @@ import pytest
 
 from bertops.operator.kube import Kube
 from tests.operator.conftest import condition, reasons, wait_events, wait_for
-from tests.operator.serving_helpers import SteadyClient
+from tests.operator.serving_helpers import FEEDBACK_SECRET, SteadyClient, feedback_credentials
 from tests.operator.test_local_runtime import dataset, training, tweets_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,7 +40,11 @@ def deployment(namespace: str) -> dict[str, Any]:
         "metadata": {"name": "web", "namespace": namespace},
         "spec": {
             "model": {"selector": {"family": "tiny", "policy": "latest"}},
-            "serving": {"predictionLog": "hash", "maxBatchWaitMs": 2},
+            "serving": {
+                "predictionLog": "hash",
+                "maxBatchWaitMs": 2,
+                "feedback": {"credentialsSecret": FEEDBACK_SECRET},
+            },
             "rollout": {
                 "steps": [{"weight": 50, "pauseSeconds": 1}],
                 # Tiny models at chance disagree at random: this test is about the loop,
@@ -66,6 +70,15 @@ def deployment(namespace: str) -> dict[str, Any]:
     }
 
 
+def feedback_rows(dataset_body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The feedback rows a retraining dataset reads (its jsonl feedback source)."""
+    extra = dataset_body["spec"]["additionalSources"]
+    (source,) = [s for s in extra if "feedback" in s["uri"]]
+    folder = Path(source["uri"].removeprefix("file://"))
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else [folder]
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
 def status(kube: Kube, namespace: str) -> dict[str, Any]:
     return (kube.get("BertDeployment", namespace, "web") or {}).get("status") or {}
 
@@ -82,30 +95,38 @@ def user_objects(kube: Kube, namespace: str) -> dict[str, Any]:
     return found
 
 
-def send_shifted(endpoint: str, rounds: int) -> int:
-    """Shifted texts through the gateway, each answer labelled by feedback."""
-    labelled = 0
+def send_shifted(endpoint: str, rounds: int, labeler: dict[str, str]) -> tuple[int, int]:
+    """Shifted texts through the gateway, each answer labelled by feedback: by the
+    labeler (with its credential), except every tenth, which comes from a poisoner that
+    labels it wrongly and has no credential. Returns (labelled, refused with 401)."""
+    labelled, refused = 0, 0
     with httpx.Client(timeout=30) as client:
         for i in range(rounds):
+            poisoner = i % 10 == 0
+            text = f"{'poison' if poisoner else 'shifted'} {SHIFTED[i % len(SHIFTED)]} #{i}"
             answer = client.post(
                 endpoint + "/predict",
-                json={"texts": [f"{SHIFTED[i % len(SHIFTED)]} #{i}"]},
+                json={"texts": [text]},
                 headers={"x-bertops-key": uuid.uuid4().hex},
             )
             assert answer.status_code == 200, answer.text
             request_id = answer.headers["x-request-id"]
-            label = ("negative", "neutral", "positive")[i % 3]
+            label = ("negative", "neutral", "positive")[(i + poisoner) % 3]
             fed = client.post(
-                endpoint + "/feedback", json={"requestId": request_id, "label": label}
+                endpoint + "/feedback",
+                json={"requestId": request_id, "label": label},
+                headers={} if poisoner else labeler,
             )
             labelled += fed.status_code == 200
-    return labelled
+            refused += fed.status_code == 401
+    return labelled, refused
 
 
 def test_drift_retrains_once_and_the_new_model_is_promoted(
     kube_layer: Kube, namespace: str, start_operator: Any, tweets_csv: Path, tmp_path: Path
 ) -> None:
     start_operator(namespace)
+    labeler = feedback_credentials(kube_layer, namespace)
     kube_layer.create(dataset(namespace, tweets_csv))
     kube_layer.create(training(namespace, epochs=1))
     kube_layer.create(deployment(namespace))
@@ -123,7 +144,7 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     assert ready["drift"]["referenceRows"] == 27  # the validation split: 15% of 180 rows
     assert condition({"status": ready}, "Drifted")["status"] == "Unknown"  # type: ignore[index]
 
-    assert send_shifted(ready["endpoint"], 70) == 70
+    assert send_shifted(ready["endpoint"], 70, labeler) == (63, 7)
     drifted = wait_for(
         lambda: (
             (c := condition(kube_layer.get("BertDeployment", namespace, "web"), "Drifted"))
@@ -143,7 +164,7 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     assert waiting.get("needed") == 30, drifted.get("retrains")
     assert kube_layer.get("BertTraining", namespace, "web-retrain-1") is None
     assert "retraining waits for feedback" in drift["message"]
-    assert send_shifted(ready["endpoint"], 35) == 35
+    assert send_shifted(ready["endpoint"], 35, labeler) == (31, 4)
 
     client = SteadyClient(ready["endpoint"], pause=0.05).start()
     try:
@@ -175,6 +196,11 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     new_dataset = kube_layer.get("BertDataset", namespace, "web-retrain-1") or {}
     assert new_dataset["metadata"]["labels"]["bertops.io/retrained-for"] == "web"
     assert new_dataset["status"]["rows"]["total"] > 180  # the tweets plus the feedback
+    # What the retraining learnt from: the labeler's rows only; the poisoner's flipped
+    # labels (a tenth of the traffic, no credential) never reached the feedback log.
+    fed = feedback_rows(new_dataset)
+    assert len(fed) == 63 + 31 and {row["client"] for row in fed} == {"labeler"}
+    assert not any(str(row["text"]).startswith("poison") for row in fed)
     trigger = (kube_layer.get("BertTraining", namespace, "web-retrain-1") or {})["spec"]["trigger"]
     assert trigger["driftScore"] == pytest.approx(drift["score"], abs=1e-3)
     assert trigger["deployment"] == "web"

@@ -20,6 +20,7 @@ from bertops.operator.deployment.target import feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime import serving
+from bertops.operator.runtime.gateway_manifests import CREDENTIALS_MOUNT, feedback_access_flags
 from bertops.operator.runtime.manifests import container_security_context
 from tests.integration import manifests as m
 
@@ -166,6 +167,11 @@ def test_routes_configmap_points_the_gateway_at_the_servers() -> None:
         str(request_body_limit(64, 5000)),
         "--limit-concurrency",
         "32",
+        # Feedback: no credentials named and anonymous off, so the gateway refuses it.
+        "--feedback-labels-per-minute",
+        "600",
+        "--feedback-bytes-per-hour",
+        str(16 << 20),
     ]
     assert "--admin-token" not in container["command"]
     assert pod["volumes"][0] == {"name": "routes", "configMap": {"name": "sentiment-routes"}}
@@ -266,12 +272,44 @@ def test_both_runtimes_write_where_drift_and_retraining_read(tmp_path: Path) -> 
     assert path == f"{predictions}/sentiment-sentiment-v1.jsonl"
     off = local._server_command(owner(), spec(prediction_log="off"), STABLE)
     assert "--prediction-log-path" not in off
-    assert local._gateway_flags(owner(), spec()) == []
-    assert local._gateway_flags(owner(), retraining(include_feedback=False)) == []
-    assert local._gateway_flags(owner(), retraining()) == [
+    home = tmp_path / "home"
+    access = feedback_access_flags(spec().serving.feedback, str(home / "feedback-credentials"))
+    assert local._gateway_flags(owner(), spec(), home) == access
+    assert local._gateway_flags(owner(), retraining(include_feedback=False), home) == access
+    assert local._gateway_flags(owner(), retraining(), home) == [
+        *access,
         "--feedback-log",
         f"{feedback}/feedback.jsonl",
     ]
+
+
+def test_the_gateway_mounts_the_named_feedback_credentials_and_nothing_else() -> None:
+    plain = gateway_of(objects(owner(), spec()))["spec"]["template"]["spec"]
+    assert "feedback-credentials" not in {v["name"] for v in plain["volumes"]}
+    assert "--feedback-credentials" not in plain["containers"][0]["command"]
+    named = spec(feedback={"credentialsSecret": "labelers", "labelsPerMinute": 60})
+    pod = gateway_of(objects(owner(), named))["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    assert command[command.index("--feedback-credentials") + 1] == CREDENTIALS_MOUNT
+    assert command[command.index("--feedback-labels-per-minute") + 1] == "60"
+    assert "--feedback-anonymous" not in command
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # Read by the kubelet (the operator has no right to Secrets), readable by the pod's
+    # fsGroup only; a missing Secret refuses feedback but never stops serving.
+    assert volumes["feedback-credentials"]["secret"] == {
+        "secretName": "labelers",
+        "defaultMode": 0o440,
+        "optional": True,
+    }
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["feedback-credentials"] == {
+        "name": "feedback-credentials",
+        "mountPath": CREDENTIALS_MOUNT,
+        "readOnly": True,
+    }
+    anonymous = spec(feedback={"anonymous": True})
+    command = gateway_of(objects(owner(), anonymous))["spec"]["template"]["spec"]["containers"][0]
+    assert "--feedback-anonymous" in command["command"]
 
 
 @pytest.mark.integration

@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 from bertops.api.routes import Routes
 from bertops.server import binary
 from bertops.server.app import ServerSettings, create_app
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import create_gateway
 from bertops.server.model import ServedModel
 from tests.server.artifacts import LABELS
@@ -328,7 +329,9 @@ def gateway_url(serve: Callable[..., LiveServer], server_url: str) -> str:
     table = Routes.model_validate(
         {"stable": backend | {"name": "tiny-v1"}, "shadow": backend | {"name": "shadow"}}
     )
-    return serve(create_gateway(table, expose_headers=True)).url
+    return serve(
+        create_gateway(table, expose_headers=True, feedback_access=FeedbackAccess.open())
+    ).url
 
 
 def predictions(gateway_url: str, variant: str) -> float:

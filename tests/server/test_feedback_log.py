@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from bertops.api.routes import Routes
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import Gateway
 from bertops.server.gateway.feedback import Served
 from tests.server.conftest import LiveServer
@@ -33,7 +34,7 @@ def rows(path: Path, count: int, timeout: float = 10) -> list[dict[str, object]]
 def start(serve: Callable[..., LiveServer], feedback_log: Path | None) -> tuple[Gateway, str]:
     stub = serve(Stub("v1", "positive").app()).url
     table = Routes.model_validate({"stable": {"name": "v1", "url": stub, "labels": LABELS}})
-    gateway = Gateway(table, feedback_log=feedback_log)
+    gateway = Gateway(table, feedback_log=feedback_log, feedback_access=FeedbackAccess.open())
     return gateway, serve(gateway.app).url
 
 

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from bertops.server.app import ServerSettings, create_app
 from bertops.server.cli import app as cli
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.admin import listener
 from bertops.server.gateway.app import Gateway, create_gateway
 from bertops.server.gateway.feedback import Served, ServedStore
@@ -75,6 +76,7 @@ def gateway_app(*args: Any, **kwargs: Any) -> Starlette:
     """A gateway that names variant and model in its answers (off by default), which
     most tests read."""
     kwargs.setdefault("expose_headers", True)
+    kwargs.setdefault("feedback_access", FeedbackAccess.open())
     return create_gateway(*args, **kwargs)
 
 
@@ -413,7 +415,11 @@ def test_override_and_version_headers_are_off_by_default(
 def test_request_ids_are_the_gateways_and_feedback_is_checked(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
-    both = Gateway(routes(stubs["stable"][1]), feedback_window_seconds=0.5)
+    both = Gateway(
+        routes(stubs["stable"][1]),
+        feedback_window_seconds=0.5,
+        feedback_access=FeedbackAccess.open(),
+    )
     gateway = serve(both.app).url
     with httpx.Client(base_url=gateway) as client:
         answer = client.post(
@@ -469,7 +475,9 @@ def test_bodies_are_bounded_while_streaming(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
     stub, url = stubs["stable"]
-    both = Gateway(routes(url), admin_token=TOKEN, max_body_bytes=4096)
+    both = Gateway(
+        routes(url), admin_token=TOKEN, max_body_bytes=4096, feedback_access=FeedbackAccess.open()
+    )
     assert both.admin_app is not None
     gateway, admin = serve(both.app).url, serve(both.admin_app).url
 

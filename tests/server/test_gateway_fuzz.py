@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import create_gateway
 from tests.server.test_fuzz import json_values, maybe, texts
 from tests.server.test_gateway import routes
@@ -40,7 +41,11 @@ bodies = st.one_of(
 
 
 def test_no_feedback_body_gets_a_5xx(tmp_path: Path) -> None:
-    app = create_gateway(routes("http://127.0.0.1:9"), feedback_log=tmp_path / "feedback.jsonl")
+    app = create_gateway(
+        routes("http://127.0.0.1:9"),
+        feedback_log=tmp_path / "feedback.jsonl",
+        feedback_access=FeedbackAccess.open(),
+    )
     with TestClient(app) as client:
 
         @settings(

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,8 @@ def _stages(
         docs = [d for d in docs if d["kind"] != "BertModel"]
     say("4/9 kubectl apply -f gitops/examples/sentiment (data path and demo timings set)")
     print(kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs)), end="")
+    (deployment,) = [d for d in docs if d["kind"] == "BertDeployment"]
+    token = demo_deploy.feedback_secret(partial(kubectl, cluster), deployment)
     say("5/9 timeline: prepare -> fine-tune MiniLM-L6 (DDP, 2 ranks) -> register (-> compress)")
     wanted = wanted_models(docs)
     timeline = Timeline(
@@ -239,7 +242,7 @@ def _stages(
     deployed = demo_deploy.run_stage(cluster, run_kubectl, say, operator_log)
     if deployed != 0:
         return deployed
-    gateway = demo_traffic.Gateway(demo_loop.status(run_kubectl)["endpoint"])
+    gateway = demo_traffic.Gateway(demo_loop.status(run_kubectl)["endpoint"], feedback_token=token)
     loop = demo_loop.run_loop(run_kubectl, gateway, data, home, say, started, timeline)
     # The promotion's evidence: the offline evaluation and each gate's interval.
     print(f"\n$ bertops rollout status sentiment\n{demo_deploy.rollout_status(cluster)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -32,6 +33,24 @@ EXAMPLES = (
     "I can't believe how bad the support was, never again.",
 )
 Kubectl = Callable[..., str]
+
+
+def feedback_secret(kubectl: Kubectl, deployment: dict[str, Any]) -> str | None:
+    """Make the Secret the example deployment names for its feedback clients (one
+    labeler with a fresh token), as a user would with kubectl; the labeler's token, or
+    None when the deployment names no Secret."""
+    name = deployment["spec"].get("serving", {}).get("feedback", {}).get("credentialsSecret")
+    if not name:
+        return None
+    token = secrets.token_urlsafe(24)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"labeler": token},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(secret))
+    return token
 
 
 def _ready(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -143,6 +143,9 @@ def run(per_label: int = 300, epochs: int = 2, timeout: float = 1800) -> int:
     revision = repo.commit("node overlays: the operator and the sentiment app")
     say(f"4/9 Git: {repo.path} at {revision[:7]}; creating Applications {', '.join(APPS)}")
     admin = kubectl_for(cluster, "argocd")
+    # The feedback clients' Secret is made by hand (never from Git) before Argo CD syncs,
+    # so the gateway pods mount it from their start.
+    demo_node_app.feedback_secret(kubectl_for(cluster, APP_NS))
     admin("apply", "-f", "-", stdin=demo_node_app.argocd_objects(repo.url))
     phases.done("argocd")
     kubectl = kubectl_for(cluster, APP_NS)
@@ -188,7 +191,8 @@ def _stages(
         return 1
     phases.done("train+compress")
     print("\n$ kubectl get bertops -n " + APP_NS + "\n" + kubectl("get", "bertops"))
-    gateway = Gateway(demo_node_app.gateway_address(kubectl), netns_name(cluster.name))
+    token = demo_node_app.labeler_token(kubectl)
+    gateway = Gateway(demo_node_app.gateway_address(kubectl), netns_name(cluster.name), token)
     deployed = demo_deploy.run_stage(
         cluster, kubectl, say, operator_log_hint(), 300, lambda _: gateway, APP_NS
     )

@@ -7,12 +7,15 @@
   with ``make demo``'s timings (:func:`bertops.cluster.demo.demo_overrides`) and requests
   that fit a 2-CPU node beside the operator and gateway pods.
 - The AppProject and the two Applications (gitops/argocd, pointed at this repository).
+- The Secret of feedback clients, made with kubectl before Argo CD syncs (a Secret is
+  never committed to Git).
 
 Called by :mod:`bertops.cluster.demo_node`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bertops.cluster import gitops_repo
+from bertops.cluster import demo_deploy, gitops_repo
 from bertops.cluster.demo import example_manifests
 from bertops.cluster.demo_timeline import Kubectl
 from bertops.cluster.gitops_repo import LocalRepo
@@ -117,6 +120,28 @@ def set_replicas(replicas: int) -> Callable[[dict[str, Any]], None]:
         raise ValueError("the app's kustomization has no BertDeployment patch")
 
     return change
+
+
+def feedback_secret(kubectl: Kubectl) -> None:
+    """The app's namespace and the Secret of feedback clients its deployment names (made
+    by hand, as Secrets are: never committed to Git)."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NS}}
+    kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    demo_deploy.feedback_secret(kubectl, _deployment())
+
+
+def labeler_token(kubectl: Kubectl) -> str | None:
+    """The demo labeler's token, read back from that Secret."""
+    name = _deployment()["spec"]["serving"].get("feedback", {}).get("credentialsSecret")
+    if not name:
+        return None
+    secret = json.loads(kubectl("get", "secret", name, "-o", "json"))
+    return base64.b64decode(secret["data"]["labeler"]).decode()
+
+
+def _deployment() -> dict[str, Any]:
+    (deployment,) = [d for d in example_docs() if d["kind"] == "BertDeployment"]
+    return deployment
 
 
 def gateway_address(kubectl: Kubectl) -> str:

@@ -93,6 +93,7 @@ class Gateway:
 
     endpoint: str
     netns: str | None = None
+    feedback_token: str | None = None  # the demo's labeler (serving.feedback credentials)
 
     def run(self, work: Callable[[], T]) -> T:
         """work() where this gateway's address can be reached."""
@@ -103,6 +104,7 @@ class Gateway:
     ) -> list[Record]:
         """:func:`send` to this gateway."""
         in_node = self.netns is not None
+        options.setdefault("feedback_token", self.feedback_token)
         return self.run(lambda: send(self.endpoint, texts, labels, in_node=in_node, **options))
 
 
@@ -125,12 +127,16 @@ def _answer(record: Record, response: httpx.Response) -> None:
         record.correct = record.predicted == record.label
 
 
-async def _feedback(client: httpx.AsyncClient, base: str, record: Record) -> None:
+async def _feedback(
+    client: httpx.AsyncClient, base: str, record: Record, headers: dict[str, str]
+) -> None:
     if record.request_id is None or record.label is None or record.predicted is None:
         return
     try:
         response = await client.post(
-            f"{base}/feedback", json={"requestId": record.request_id, "label": record.label}
+            f"{base}/feedback",
+            json={"requestId": record.request_id, "label": record.label},
+            headers=headers,
         )
     except httpx.HTTPError as error:
         record.feedback = f"failed: {type(error).__name__}"
@@ -147,7 +153,7 @@ async def _one(
     base: str,
     text: str,
     record: Record,
-    feedback: bool,
+    feedback: dict[str, str] | None,
     clock: Callable[[], float],
 ) -> None:
     started = time.perf_counter()
@@ -161,8 +167,8 @@ async def _one(
     record.latency_s = time.perf_counter() - started
     record.status = response.status_code
     _answer(record, response)
-    if feedback:
-        await _feedback(client, base, record)
+    if feedback is not None:
+        await _feedback(client, base, record, feedback)
 
 
 async def _send(
@@ -170,7 +176,7 @@ async def _send(
     texts: Sequence[str],
     labels: Sequence[str] | None,
     *,
-    feedback: bool,
+    feedback: dict[str, str] | None,
     phase: str,
     rate: float,
     concurrency: int,
@@ -218,10 +224,12 @@ def send(
     clock: Callable[[], float] = time.time,
     transport: httpx.AsyncBaseTransport | None = None,
     in_node: bool = False,
+    feedback_token: str | None = None,
 ) -> list[Record]:
     """Send each text as one ``/predict`` request (paced at ``rate`` a second, at most
     ``concurrency`` in flight) and, with ``labels`` and ``feedback``, post each true
-    label back. One :class:`Record` per text, in the order given. Runs its own event
+    label back (as the client ``feedback_token`` names, when given). One
+    :class:`Record` per text, in the order given. Runs its own event
     loop: call it from synchronous code (the demo's stages)."""
     base = check_loopback(endpoint, in_node)
     if labels is not None and len(labels) != len(texts):
@@ -235,7 +243,11 @@ def send(
             base,
             texts,
             labels,
-            feedback=feedback and labels is not None,
+            feedback=(
+                ({"authorization": f"Bearer {feedback_token}"} if feedback_token else {})
+                if feedback and labels is not None
+                else None
+            ),
             phase=phase,
             rate=rate,
             concurrency=concurrency,

@@ -128,6 +128,33 @@ class Autoscaling(ApiModel):
     target_cpu_percent: int = Field(default=70, ge=10, le=100)
 
 
+class FeedbackAccess(ApiModel):
+    """Who may label answers at the gateway's ``POST /feedback``: the labels can roll a
+    canary back and become training data, so anonymous feedback is off by default."""
+
+    credentials_secret: DnsName | None = Field(
+        default=None,
+        description="A Secret in this namespace whose keys name the clients allowed to "
+        "send feedback and whose values are their bearer tokens (at least 16 characters; "
+        "`Authorization: Bearer <token>`). Mounted into the gateway, which re-reads it, so "
+        "a client is added or revoked by editing the Secret.",
+    )
+    anonymous: bool = Field(
+        default=False,
+        description="Also take feedback without a credential (rate-limited per client "
+        "address). Only for a gateway no untrusted client can reach.",
+    )
+    labels_per_minute: int = Field(
+        default=600, ge=1, le=1000000, description="Labels one client may send per minute."
+    )
+    bytes_per_hour: int = Field(
+        default=16 << 20,
+        ge=1024,
+        le=1 << 40,
+        description="Feedback request bytes one client may send per hour.",
+    )
+
+
 class Serving(ApiModel):
     replicas: int = Field(default=1, ge=1, le=100)
     autoscaling: Autoscaling | None = None
@@ -138,6 +165,7 @@ class Serving(ApiModel):
     prediction_log: Literal["text", "hash", "off"] = Field(
         default="hash", description="What the prediction log keeps of each input."
     )
+    feedback: FeedbackAccess = Field(default_factory=FeedbackAccess)
     resources: Resources = Field(default_factory=Resources)
 
 

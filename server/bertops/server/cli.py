@@ -192,6 +192,17 @@ def gateway(
         "TEXT (training data for retraining; a BertDataset jsonl source with textColumn "
         "'text', labelColumn 'label'). Default: off, and no texts are remembered.",
     ),
+    feedback_credentials: Path = typer.Option(
+        None,
+        envvar="BERTOPS_FEEDBACK_CREDENTIALS",
+        help="Folder of feedback clients, one file each named after the client and holding "
+        "its bearer token (a mounted Secret); re-read every few seconds.",
+    ),
+    feedback_anonymous: bool = typer.Option(
+        False, help="Also take feedback without a credential (default: refused)."
+    ),
+    feedback_labels_per_minute: int = typer.Option(600, min=1, help="Per feedback client."),
+    feedback_bytes_per_hour: int = typer.Option(16 << 20, min=1024, help="Per feedback client."),
     feedback_window_seconds: float = typer.Option(
         3600, min=1, help="How long an answer takes feedback (its request id is remembered)."
     ),
@@ -221,6 +232,7 @@ def gateway(
     from pydantic import ValidationError
 
     from bertops.server.gateway import bodies
+    from bertops.server.gateway.access import FeedbackAccess
     from bertops.server.gateway.admin import serve_gateway
     from bertops.server.gateway.app import Gateway
     from bertops.server.gateway.routes import RouteSource
@@ -234,11 +246,18 @@ def gateway(
     except (OSError, ValueError, ValidationError) as error:
         typer.echo(f"error: cannot read routes from {routes}: {error}", err=True)
         raise typer.Exit(2) from error
+    access = FeedbackAccess(
+        feedback_credentials,
+        anonymous=feedback_anonymous,
+        labels_per_minute=feedback_labels_per_minute,
+        bytes_per_hour=feedback_bytes_per_hour,
+    )
     gateway = Gateway(
         initial,
         source,
         admin_token=admin_token,
         feedback_log=feedback_log,
+        feedback_access=access,
         poll_seconds=poll_seconds,
         feedback_window_seconds=feedback_window_seconds,
         feedback_max_bytes=feedback_max_bytes,

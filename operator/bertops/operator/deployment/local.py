@@ -26,14 +26,18 @@ version starts a new one. Called by
 Each server appends its prediction log to ``<predictions_uri>/<server>.jsonl`` and,
 while ``spec.retrain`` keeps feedback, the gateway its labelled feedback to
 ``<feedback_uri>/feedback.jsonl`` (:mod:`.target`): the folders a drift check and a
-retraining read, as on Kubernetes. The gateway's flags are fixed when it starts.
+retraining read, as on Kubernetes. The gateway's flags are fixed when it starts; the
+feedback credentials Secret (``serving.feedback.credentialsSecret``) is copied into its
+folder on every pass, and the gateway re-reads it, so a client is added or revoked live.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import time
@@ -52,19 +56,24 @@ from bertops.operator.deployment.processes import (
     write_atomically,
 )
 from bertops.operator.deployment.target import Served, Target, feedback_uri, predictions_uri
+from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
+from bertops.operator.runtime.gateway_manifests import feedback_access_flags
 from bertops.operator.runtime.serving import ModelVersion, keeps_feedback, server_name
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"
 ROUTES_FILE = "routes.json"
+CREDENTIALS = "feedback-credentials"
+KEY = re.compile(r"[-._a-zA-Z0-9]+")  # a Secret's key: a safe file name, never a path
 TOKEN_FILE = "admin-token"
 MAX_RESTARTS = 3  # a server that keeps dying (e.g. a refused artifact) is left down
 
 
 class LocalServing:
-    def __init__(self, config: OperatorConfig) -> None:
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
         self.config = config
+        self.kube = kube  # reads the feedback credentials Secret (as a kubelet would)
         self.root = config.state_dir / "serving"
 
     # -- folders -------------------------------------------------------------------------
@@ -110,8 +119,9 @@ class LocalServing:
         table = self._next_routes(owner, target, ready, current)
         if table is None:
             return Served(None, None, settled=False, problems=problems)
+        self._sync_credentials(owner, spec, home)
         if not gateway.alive():
-            self._start_gateway(home, gateway, table, self._gateway_flags(owner, spec))
+            self._start_gateway(home, gateway, table, self._gateway_flags(owner, spec, home))
             current = table
         if not gateway.healthy("/readyz"):
             return Served(None, None, settled=False, problems=problems)
@@ -182,12 +192,39 @@ class LocalServing:
             command += ["--prediction-log-path", str(path)]  # the server creates the folder
         return command
 
-    def _gateway_flags(self, owner: ObjectRef, spec: BertDeploymentSpec) -> list[str]:
-        """``--feedback-log`` while the retrain policy keeps labelled feedback."""
+    def _gateway_flags(self, owner: ObjectRef, spec: BertDeploymentSpec, home: Path) -> list[str]:
+        """Who may send feedback, and ``--feedback-log`` while the retrain policy keeps
+        labelled feedback."""
+        flags = feedback_access_flags(spec.serving.feedback, str(home / CREDENTIALS))
         if not keeps_feedback(spec):
-            return []
+            return flags
         folder = self._folder(feedback_uri(self.config, owner.namespace, owner.name), "feedback")
-        return ["--feedback-log", str(folder / "feedback.jsonl")] if folder else []
+        return [*flags, "--feedback-log", str(folder / "feedback.jsonl")] if folder else flags
+
+    def _sync_credentials(self, owner: ObjectRef, spec: BertDeploymentSpec, home: Path) -> None:
+        """Copy the feedback credentials Secret into the gateway's folder (mode 0700, files
+        0600), as a kubelet updates a mounted Secret: the gateway re-reads the folder. No
+        Secret named, or none found: the folder is empty and every credential is refused."""
+        name = spec.serving.feedback.credentials_secret
+        found = (
+            self.kube.read("v1", "Secret", owner.namespace, name) if name and self.kube else None
+        )
+        if name and found is None:
+            log.warning("%s/%s: feedback Secret %s not found", owner.namespace, owner.name, name)
+        wanted = {
+            key: base64.b64decode(value).decode("utf-8", errors="replace")
+            for key, value in ((found or {}).get("data") or {}).items()
+            if KEY.fullmatch(key)
+        }
+        folder = home / CREDENTIALS
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for path in folder.iterdir():
+            if path.name not in wanted:
+                path.unlink()
+        for key, token in wanted.items():
+            path = folder / key
+            if not path.exists() or path.read_text() != token:
+                write_atomically(path, token, mode=0o600)
 
     def _next_routes(
         self, owner: ObjectRef, target: Target, ready: dict[str, str], current: Routes | None

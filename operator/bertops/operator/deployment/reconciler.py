@@ -90,7 +90,7 @@ def make_backend(config: OperatorConfig, kube: Kube) -> ServingBackend:
     if config.runtime == "local":
         from bertops.operator.deployment.local import LocalServing
 
-        return LocalServing(config)
+        return LocalServing(config, kube)
     from bertops.operator.deployment.cluster import ClusterServing
 
     return ClusterServing(kube, config)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bertops.api.deployment import BertDeploymentSpec, Serving
+from bertops.api.deployment import BertDeploymentSpec, FeedbackAccess, Serving
 from bertops.api.limits import GATEWAY_CONCURRENCY, request_body_limit
 from bertops.api.routes import Routes
 from bertops.operator.planners.common import ObjectRef
@@ -38,7 +38,22 @@ from bertops.operator.runtime.serving import (
 
 ROUTES_MOUNT = "/etc/bertops/routes"
 FEEDBACK_MOUNT = "/var/bertops/feedback"
+CREDENTIALS_MOUNT = "/etc/bertops/feedback-credentials"
 GATEWAY_COMMAND = ("bertops", "server", "gateway", "--routes", f"{ROUTES_MOUNT}/{ROUTES_FILE}")
+
+
+def feedback_access_flags(access: FeedbackAccess, credentials: str | None) -> list[str]:
+    """The gateway's flags for who may send feedback (both runtimes): the credentials
+    folder (a mounted Secret, or the local runtime's copy of it), anonymous, budgets."""
+    flags = [
+        *("--feedback-labels-per-minute", str(access.labels_per_minute)),
+        *("--feedback-bytes-per-hour", str(access.bytes_per_hour)),
+    ]
+    if credentials is not None:
+        flags += ["--feedback-credentials", credentials]
+    if access.anonymous:
+        flags.append("--feedback-anonymous")
+    return flags
 
 
 def routes_configmap(owner: ObjectRef, table: Routes) -> dict[str, Any]:
@@ -69,6 +84,10 @@ def gateway_deployment(
             *("--port", str(GATEWAY_PORT)),
             *("--max-body-bytes", str(body_limit)),
             *("--limit-concurrency", str(GATEWAY_CONCURRENCY)),
+            *feedback_access_flags(
+                serving.feedback,
+                CREDENTIALS_MOUNT if serving.feedback.credentials_secret else None,
+            ),
         ],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
         "readinessProbe": http_probe("/readyz", "http", 5, 3),
@@ -87,6 +106,21 @@ def gateway_deployment(
         {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    secret = serving.feedback.credentials_secret
+    if secret:
+        # The kubelet reads the Secret (the operator never does) and updates the files in
+        # place on an edit; the gateway re-reads them. 0440 + the pod's fsGroup: readable
+        # by the gateway's user only. Optional: a missing Secret refuses feedback (401),
+        # it never stops serving.
+        container["volumeMounts"].append(
+            {"name": "feedback-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "feedback-credentials",
+                "secret": {"secretName": secret, "defaultMode": 0o440, "optional": True},
+            }
+        )
     init: list[dict[str, Any]] = []
     if keeps_feedback(spec):
         # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -34,6 +35,7 @@ from starlette.routing import Route
 
 from bertops.server import binary
 from bertops.server.gateway import bodies
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.admin import admin_app
 from bertops.server.gateway.feedback import (
     FeedbackDesk,
@@ -79,6 +81,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         admin_token: str | None = None,
         feedback_log: Path | None = None,
+        feedback_access: FeedbackAccess | None = None,
         poll_seconds: float = 1.0,
         max_shadow_in_flight: int = 64,
         feedback_window_seconds: float = 3600,
@@ -104,8 +107,10 @@ class Gateway:
         self.shadow = Shadow(self.metrics, self.background, self._count_predictions)
         self.pairing = Pairing(self.metrics, self.served, self.background)
         self._client: httpx.AsyncClient | None = None
+        # Without a FeedbackAccess nobody may send feedback (403 says how to allow it).
+        access = feedback_access or FeedbackAccess()
         self.feedback = FeedbackDesk(
-            self.metrics, self.served, self.labels, feedback_log, self._http
+            self.metrics, self.served, self.labels, feedback_log, self._http, access
         )
         self.routes = routes
         self._apply(routes, "initial")
@@ -375,25 +380,10 @@ class Gateway:
 
 
 def create_gateway(
-    routes: Routes | None = None,
-    source: RouteSource | None = None,
-    *,
-    registry: CollectorRegistry | None = None,
-    admin_token: str | None = None,
-    feedback_log: Path | None = None,
-    poll_seconds: float = 1.0,
-    expose_headers: bool = False,
+    routes: Routes | None = None, source: RouteSource | None = None, **options: Any
 ) -> Starlette:
-    """The public app only (no admin listener); see :class:`Gateway` for both."""
-    return Gateway(
-        routes,
-        source,
-        registry=registry,
-        admin_token=admin_token,
-        feedback_log=feedback_log,
-        poll_seconds=poll_seconds,
-        expose_headers=expose_headers,
-    ).app
+    """The public app only (no admin listener); ``options`` are :class:`Gateway`'s."""
+    return Gateway(routes, source, **options).app
 
 
 __all__ = ["VARIANTS", "Gateway", "create_gateway"]

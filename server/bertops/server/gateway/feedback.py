@@ -1,12 +1,14 @@
 """Ground-truth feedback at the gateway: ``POST /feedback`` scores earlier answers per
 variant, which the rollout's feedback-accuracy gate reads from the gateway's metrics.
 
-Because those scores can roll a canary back, feedback is only taken for answers this
-gateway gave: every request id is issued by the gateway itself (a random 128-bit id;
-a client's own x-request-id is never trusted), remembered in :class:`ServedStore` for
-a bounded window and a bounded number of bytes, and each text of an answer is judged
-once. Unknown or expired ids answer 404, labels the model does not have 422, and
-nothing of a request is recorded unless all of it is valid.
+Because those scores can roll a canary back (and become training data), only clients
+:class:`~bertops.server.gateway.access.FeedbackAccess` lets in may send it, within their
+budgets, and it is only taken for answers this gateway gave: every request id is issued
+by the gateway itself (a random 128-bit id; a client's own x-request-id is never
+trusted), remembered in :class:`ServedStore` for a bounded window and a bounded number
+of bytes, and each text of an answer is judged once. Unknown or expired ids answer 404,
+labels the model does not have 422, and nothing of a request is recorded unless all of
+it is valid.
 
 With a feedback log (``bertops server gateway --feedback-log PATH``) every accepted
 label is also persisted for retraining: the gateway then remembers the texts of each
@@ -15,7 +17,8 @@ row per accepted text from a background writer (never on the event loop)::
 
     {"time": "2026-11-28T23:05:01.123+00:00", "requestId": "4f1c...", "index": 0,
      "text": "the raw text", "label": "positive", "variant": "stable",
-     "model": "sentiment-v3", "predicted": "negative", "correct": false}
+     "model": "sentiment-v3", "predicted": "negative", "correct": false,
+     "client": "labeler-a"}
 
 The file is a JSONL data source for ``BertDataset`` (``format: jsonl``, textColumn
 ``text``, labelColumn ``label``). It holds the RAW TEXTS of labelled requests whatever
@@ -48,6 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bertops.api.routes import Backend, Routes
+from bertops.server.gateway.access import FeedbackAccess, Refusal
 from bertops.server.gateway.bodies import (
     MAX_FEEDBACK_BYTES,
     BodyRefusedError,
@@ -251,7 +255,9 @@ class FeedbackDesk:
         labels: LabelBook,
         log_path: Path | None,
         client: Callable[[], httpx.AsyncClient],
+        access: FeedbackAccess,
     ) -> None:
+        self.access = access
         self.metrics = metrics
         self.store = store
         self.labels = labels
@@ -265,8 +271,13 @@ class FeedbackDesk:
         return JSONResponse({"error": message, **extra}, status_code=status)
 
     async def handle(self, request: Request) -> Response:
+        client = self.access.identify(request)
+        if isinstance(client, Refusal):
+            self.metrics.feedback_rejected.labels(client.reason).inc()
+            return client.response()
         try:
-            document = json.loads(await read_body(request, MAX_FEEDBACK_BYTES))
+            body = await read_body(request, MAX_FEEDBACK_BYTES)
+            document = json.loads(body)
             items = document if isinstance(document, list) else [document]
             found = [entry for item in items for entry in entries(item)]
         except BodyRefusedError as error:
@@ -276,6 +287,10 @@ class FeedbackDesk:
             return self._reject(400, "invalid", "invalid feedback: JSON nested too deeply")
         except (ValueError, TypeError) as error:
             return self._reject(400, "invalid", f"invalid feedback: {error}")
+        over_budget = self.access.charge(client, len(found), len(body))
+        if over_budget is not None:
+            self.metrics.feedback_rejected.labels(over_budget.reason).inc()
+            return over_budget.response()
         served = {request_id: self.store.get(request_id) for request_id, _, _ in found}
         unknown = sorted(rid for rid, s in served.items() if s is None)
         if unknown:
@@ -289,7 +304,7 @@ class FeedbackDesk:
         problems = await self._problems(found, served)
         if problems:
             return self._reject(422, "invalid_label", "; ".join(problems[:20]))
-        return await self._record(found, served)
+        return await self._record(found, served, client)
 
     async def _problems(self, found: list[Entry], served: dict[str, Served | None]) -> list[str]:
         problems = []
@@ -330,7 +345,9 @@ class FeedbackDesk:
             return
         score_pair(self.metrics, answer.pair, index, truth)
 
-    async def _record(self, found: list[Entry], served: dict[str, Served | None]) -> Response:
+    async def _record(
+        self, found: list[Entry], served: dict[str, Served | None], client: str
+    ) -> Response:
         rows: list[dict[str, object]] = []
         accepted, duplicates, unwritable = 0, 0, 0
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -367,6 +384,7 @@ class FeedbackDesk:
                     "model": model,
                     "predicted": answer.labels[index],
                     "correct": correct,
+                    "client": client,
                 }
             )
         if duplicates:
