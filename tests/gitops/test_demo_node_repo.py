@@ -41,7 +41,8 @@ def test_the_demo_repository_renders_the_app_sized_for_the_node(tmp_path: Path) 
             TYPES[doc["kind"]].model_validate(doc)
             assert doc["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
     volume = one(docs, "PersistentVolume", f"bertops-artifacts-{namespace}")
-    assert volume["spec"]["hostPath"]["path"] == str(artifacts)
+    # The namespace's own folder of the store, never the whole store.
+    assert volume["spec"]["hostPath"]["path"] == str(artifacts / namespace)
     claim = one(docs, "PersistentVolumeClaim", "bertops-artifacts")
     assert claim["spec"]["volumeName"] == f"bertops-artifacts-{namespace}"
     dataset = one(docs, "BertDataset", "sentiment-tweets")

@@ -162,6 +162,24 @@ def test_app_has_step_identity_and_network_policies() -> None:
             assert "SkipDryRunOnMissingResource=true" in notes["argocd.argoproj.io/sync-options"]
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_a_tenants_volume_is_its_own_folder_of_the_store(overlay: str) -> None:
+    """An app namespace's PersistentVolume is ``<export>/<namespace>``, bound only to that
+    namespace's claim: its pods cannot reach another tenant's files. The operator's is
+    the whole export, read-only."""
+    docs = render(GITOPS / f"apps/sentiment/overlays/{overlay}")
+    claim = one(docs, "PersistentVolumeClaim", "bertops-artifacts")
+    (volume,) = by_kind(docs, "PersistentVolume")
+    tenant = claim["metadata"]["namespace"]
+    assert volume["spec"]["claimRef"] == {"namespace": tenant, "name": "bertops-artifacts"}
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
+    source = volume["spec"].get("hostPath") or volume["spec"]["nfs"]
+    operator = render(GITOPS / f"operator/overlays/{overlay}")
+    (store,) = by_kind(operator, "PersistentVolume")
+    whole = (store["spec"].get("hostPath") or store["spec"]["nfs"])["path"]
+    assert source["path"] == f"{whole}/{tenant}"
+
+
 def test_no_secrets_in_git() -> None:
     for directory in DIRS:
         assert not by_kind(render(directory), "Secret"), directory

@@ -50,13 +50,16 @@ def node_namespace(node_kube: Any) -> Iterator[str]:
 
 @pytest.fixture
 def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
-    """A folder the steps' pods and the operator see at the same path: a hostPath
-    PersistentVolume bound to the namespace's `bertops-artifacts` claim."""
+    """The artifact store's root, as the operator sees it. The namespace's
+    `bertops-artifacts` claim binds a hostPath PersistentVolume of its own folder of the
+    store, ``<root>/<namespace>`` (as gitops/tenant says), which its pods mount at that
+    same path."""
     root = tmp_path / "artifacts"
-    root.mkdir()
+    tenant = root / node_namespace
+    tenant.mkdir(parents=True)
     for folder in (tmp_path, root):
         folder.chmod(0o755)
-    os.chown(root, STEP_UID, STEP_UID)
+    os.chown(tenant, STEP_UID, STEP_UID)
     core = client.CoreV1Api(node_kube)
     volume = f"artifacts-{node_namespace}"
     core.create_persistent_volume(
@@ -67,7 +70,7 @@ def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
                 "accessModes": ["ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
-                "hostPath": {"path": str(root), "type": "Directory"},
+                "hostPath": {"path": str(tenant), "type": "Directory"},
             },
         }
     )
@@ -95,7 +98,7 @@ def node_operator(
         runtime="kubernetes",
         artifact_root=str(artifacts),
         artifact_mount=str(artifacts),
-        allowed_uri_prefixes=(str(artifacts),),
+        allowed_uri_prefixes=(),  # the namespace's own part of the store, nothing else
         state_dir=tmp_path / "state",
         poll_seconds=1.0,
         step_retry_base_seconds=1.0,
@@ -109,8 +112,8 @@ def node_operator(
         operator.stop()
 
 
-def shared_csv(tweets_csv: Path, artifacts: Path) -> Path:
-    data = artifacts / "data"
+def shared_csv(tweets_csv: Path, artifacts: Path, namespace: str) -> Path:
+    data = artifacts / namespace / "data"
     data.mkdir(exist_ok=True)
     target = data / "tweets.csv"
     target.write_bytes(tweets_csv.read_bytes())
@@ -148,7 +151,7 @@ def test_dataset_distributed_training_and_compression_run_in_real_pods(
 ) -> None:
     kube = Kube(node_kube)
     ns = node_namespace
-    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=1, replicas=2)
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts, ns), epochs=1, replicas=2)
     kube.create(
         {
             "apiVersion": "bertops.io/v1alpha1",
@@ -215,7 +218,7 @@ def test_a_step_that_exits_2_fails_its_job_at_once(
 ) -> None:
     kube = Kube(node_kube)
     ns = node_namespace
-    kube.create(dataset(ns, shared_csv(tweets_csv, artifacts), labelColumn="no-such-column"))
+    kube.create(dataset(ns, shared_csv(tweets_csv, artifacts, ns), labelColumn="no-such-column"))
     found = wait_for(
         lambda: (
             (c := condition(kube.get("BertDataset", ns, "tweets"), "Ready"))
@@ -242,7 +245,7 @@ def test_deleting_a_training_collects_its_job_and_pods(
 ) -> None:
     kube = Kube(node_kube)
     ns = node_namespace
-    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=50)
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts, ns), epochs=50)
     wait_for(
         lambda: any(
             "train" in p.metadata.name and p.status.phase == "Running" for p in pods(node_kube, ns)
@@ -291,7 +294,7 @@ def test_a_killed_training_pod_is_retried_and_resumes_from_its_checkpoint(
 ) -> None:
     kube = Kube(node_kube)
     ns = node_namespace
-    start_training(kube, ns, shared_csv(tweets_csv, artifacts), epochs=6)
+    start_training(kube, ns, shared_csv(tweets_csv, artifacts, ns), epochs=6)
     checkpoints = artifacts / ns / "models" / "tiny" / "g1.ckpt"
     wait_for(
         lambda: checkpoints.is_dir() and any(checkpoints.glob("epoch-*")),

@@ -131,7 +131,7 @@ def test_step_template(kind: str) -> None:
     ]
     assert container["securityContext"] == manifests.container_security_context()
     assert container["volumeMounts"] == [
-        {"name": "artifacts", "mountPath": "/artifacts"},
+        {"name": "artifacts", "mountPath": "/artifacts/team-a"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     variables = env(container)

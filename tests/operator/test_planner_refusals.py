@@ -65,12 +65,12 @@ def test_token_classification_is_refused_before_a_step_starts() -> None:
 
 def test_evaluating_a_token_classification_model_is_refused() -> None:
     obj = b.model(
-        artifactUri="/store/ext", evaluationDatasetRef={"name": "d"}, task="tokenClassification"
+        artifactUri="/store/ns/ext", evaluationDatasetRef={"name": "d"}, task="tokenClassification"
     )
     plan = model_planner.plan(
         b.ref("BertModel", "m"),
         obj,
-        model_planner.ModelWorld(dataset_uri="/store/d"),
+        model_planner.ModelWorld(dataset_uri="/store/ns/d"),
         config=b.CONFIG,
         now=b.NOW,
     )
@@ -96,7 +96,7 @@ def test_dataset_uri_outside_the_allowlist_is_refused(path: str, value: Any, fie
     ("sources", "field"),
     [
         ([{"uri": TOKEN}], "spec.additionalSources[0].uri"),
-        ([{"uri": "/store/f.jsonl"}, {"uri": "/store/../etc/x"}], "spec.additionalSources[1]"),
+        ([{"uri": "/store/ns/f.jsonl"}, {"uri": "/store/../etc/x"}], "spec.additionalSources[1]"),
         ([{"uri": "http://metadata.google.internal/x.csv"}], "spec.additionalSources[0].uri"),
     ],
 )
@@ -109,7 +109,7 @@ def test_additional_source_outside_the_allowlist_is_refused(
 
 def test_additional_sources_inside_the_allowlist_start_the_step() -> None:
     secret = {"credentialsSecretRef": {"name": "fb-creds"}}
-    sources = [{"uri": "/store/feedback.jsonl"}, {"uri": "s3://team/fb.csv", **secret}]
+    sources = [{"uri": "/store/ns/feedback.jsonl"}, {"uri": "s3://team/fb.csv", **secret}]
     plan = plan_dataset("additionalSources", sources, config=KUBE)
     assert plan.start is not None and plan.start.env_secrets == ("fb-creds",)
 
@@ -166,7 +166,7 @@ def test_a_foreign_model_of_that_name_refuses_the_run_up_front() -> None:
 
 
 def test_a_foreign_model_appearing_during_the_run_is_never_adopted() -> None:
-    trained = b.succeeded("train", artifacts={"model": "/store/m"}, details={"modelName": "run"})
+    trained = b.succeeded("train", artifacts={"model": "/store/ns/m"}, details={"modelName": "run"})
     plan = plan_training(b.training(), trained, model_exists=True, model_foreign=True)
     refused(plan, "Succeeded", FOREIGN)
     assert "modelName" not in plan.status

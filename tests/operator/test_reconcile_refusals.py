@@ -113,8 +113,11 @@ def test_an_artifact_outside_the_allowlist_is_never_read(monkeypatch: Any) -> No
         raise AssertionError(f"read {uri}")
 
     monkeypatch.setattr(reconcile, "read_model_artifact", no_reading)
-    info = reconciler(FakeKube())._read_artifact("/root/.kube")
-    assert info is not None and "outside the artifact root" in info.problems[0]
+    info = reconciler(FakeKube())._read_artifact("/root/.kube", "ns")
+    assert (
+        info is not None
+        and "outside this namespace's part of the artifact store" in info.problems[0]
+    )
 
 
 def test_engine_argo_picks_the_argo_runtime_and_reports_it_missing_slowly() -> None:

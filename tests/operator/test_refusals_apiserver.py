@@ -1,9 +1,11 @@
 """The real operator on the real API server refuses, before any step starts: a task it
-does not support, a URI outside its allowlist (the control plane's own kubeconfig), and a
-BertModel name already taken by a user's object, which it never adopts."""
+does not support, a URI outside its allowlist (the control plane's own kubeconfig, another
+namespace's part of the artifact store), and a BertModel name already taken by a user's
+object, which it never adopts."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,11 @@ import pytest
 from bertops.operator.kube import Kube
 from tests.integration import manifests as m
 from tests.operator.conftest import condition, has_event, wait_events, wait_for
+from tests.operator.test_local_runtime import dataset
 
 pytestmark = pytest.mark.integration
+__all__ = ["tweets_csv"]
+from tests.operator.test_local_runtime import tweets_csv  # noqa: E402  (module fixture)
 
 
 def put(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +62,42 @@ def test_a_dataset_may_not_read_the_control_planes_kubeconfig(
     found = refused(kube_layer, "BertDataset", namespace, "stolen", "Ready", "InvalidSpec")
     assert found["message"].startswith("spec.source.uri") and "allowlist" in found["message"]
     no_steps(tmp_path)
+
+
+def test_a_namespace_can_neither_read_nor_write_another_namespaces_tree(
+    kube_layer: Kube, namespace: str, start_operator: Any, tmp_path: Path, tweets_csv: Path
+) -> None:
+    """The local runtime's steps run as the operator's user, so the allowlist is the
+    boundary: of the artifact store only ``<root>/<namespace>`` may be named."""
+    start_operator(namespace, allowed_uri_prefixes=())  # no operator-wide extras
+    root = tmp_path / "artifacts"
+    other = root / "other-team" / "deployments" / "web" / "feedback"
+    other.mkdir(parents=True)
+    (other / "feedback.jsonl").write_text('{"text": "the other team\'s raw text", "label": "x"}\n')
+    own = root / namespace / "data" / "tweets.csv"
+    own.parent.mkdir(parents=True)
+    shutil.copy(tweets_csv, own)
+    kube_layer.create(
+        dataset(namespace, other / "feedback.jsonl", "steal", format="jsonl", labelColumn="label")
+    )
+    spill = dataset(namespace, own, "spill")
+    spill["spec"]["outputUri"] = str(root / "other-team" / "datasets" / "spill")
+    kube_layer.create(spill)
+    kube_layer.create(dataset(namespace, own))  # its own data: prepared as usual
+    steal = refused(kube_layer, "BertDataset", namespace, "steal", "Ready", "InvalidSpec")
+    assert steal["message"].startswith("spec.source.uri")
+    assert f"({root}/{namespace})" in steal["message"]  # the part it may name
+    written = refused(kube_layer, "BertDataset", namespace, "spill", "Ready", "InvalidSpec")
+    assert written["message"].startswith("spec.outputUri")
+    wait_for(
+        lambda: (
+            (c := condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready"))
+            and c["status"] == "True"
+        ),
+        timeout=180,
+        what="the namespace's own dataset prepared",
+    )
+    assert sorted(p.name for p in (root / "other-team").iterdir()) == ["deployments"]
 
 
 def test_a_users_model_of_that_name_is_never_adopted(

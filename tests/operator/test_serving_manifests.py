@@ -100,10 +100,14 @@ def test_server_pods_are_pinned_probed_and_restricted() -> None:
     assert pod["automountServiceAccountToken"] is False
     mounts = {v["name"]: v for v in container["volumeMounts"]}
     assert mounts["artifacts"]["readOnly"] is True  # models are never written by servers
-    assert mounts["predictions"]["subPath"] == "ml/deployments/sentiment/predictions"
+    # The namespace's PVC is its own folder of the store, mounted where the operator sees
+    # that folder: the model URI resolves, and no other namespace's file is there.
+    assert mounts["artifacts"]["mountPath"] == "/artifacts/ml"
+    assert STABLE.artifact_uri.startswith(mounts["artifacts"]["mountPath"] + "/")
+    assert mounts["predictions"]["subPath"] == "deployments/sentiment/predictions"
     # The folder is made as the pod's user first: a subPath the kubelet makes is root's.
     (init,) = pod["initContainers"]
-    assert init["command"] == ["mkdir", "-p", "/store/ml/deployments/sentiment/predictions"]
+    assert init["command"] == ["mkdir", "-p", "/store/deployments/sentiment/predictions"]
     assert init["volumeMounts"] == [{"name": "predictions", "mountPath": "/store"}]
     assert init["securityContext"] == container_security_context()
     assert container["resources"]["requests"] == {"cpu": "2500m", "memory": "1Gi"}
@@ -248,10 +252,10 @@ def test_gateway_keeps_labelled_feedback_only_while_retraining_wants_it() -> Non
         container["env"]
     )
     mounts = {v["name"]: v for v in container["volumeMounts"]}
-    assert mounts["feedback"]["subPath"] == "ml/deployments/sentiment/feedback"
+    assert mounts["feedback"]["subPath"] == "deployments/sentiment/feedback"
     assert mounts["feedback"].get("readOnly") is not True
     (init,) = pod["initContainers"]
-    assert init["command"] == ["mkdir", "-p", "/store/ml/deployments/sentiment/feedback"]
+    assert init["command"] == ["mkdir", "-p", "/store/deployments/sentiment/feedback"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["feedback"]["persistentVolumeClaim"] == {"claimName": "bertops-artifacts"}
 
@@ -262,9 +266,10 @@ def test_both_runtimes_write_where_drift_and_retraining_read(tmp_path: Path) -> 
     feedback = feedback_uri(config, "ml", "sentiment")
     assert predictions == f"{tmp_path}/store/ml/deployments/sentiment/predictions"
     assert feedback == f"{tmp_path}/store/ml/deployments/sentiment/feedback"
-    # The kubernetes subPaths are the same folders below the artifact PVC (the root).
-    assert serving.deployment_subpath("ml", "sentiment", serving.PREDICTIONS) == (
-        predictions.removeprefix(f"{tmp_path}/store/")
+    # The kubernetes subPaths are the same folders below the namespace's artifact PVC
+    # (its folder of the store).
+    assert serving.deployment_subpath("sentiment", serving.PREDICTIONS) == (
+        predictions.removeprefix(f"{tmp_path}/store/ml/")
     )
     local = LocalServing(config)
     command = local._server_command(owner(), spec(), STABLE)

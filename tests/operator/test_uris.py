@@ -28,12 +28,31 @@ ALLOWED = [
 
 REFUSED = [
     # A local step runs as the operator: its kubeconfig, token and keys are off limits.
-    ("/root/.bertops/clusters/demo/kubeconfig", "outside the artifact root"),
-    ("/root/.bertops/clusters/demo/pki/token.csv", "outside the artifact root"),
-    ("/var/run/secrets/kubernetes.io/serviceaccount/token", "outside the artifact root"),
-    ("/store/../root/.kube/config", "outside the artifact root"),
-    ("/data/team-ab/x.csv", "outside the artifact root"),  # a prefix is a folder
-    ("file:///etc/passwd", "outside the artifact root"),
+    (
+        "/root/.bertops/clusters/demo/kubeconfig",
+        "outside this namespace's part of the artifact store",
+    ),
+    (
+        "/root/.bertops/clusters/demo/pki/token.csv",
+        "outside this namespace's part of the artifact store",
+    ),
+    (
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "outside this namespace's part of the artifact store",
+    ),
+    ("/store/../root/.kube/config", "outside this namespace's part of the artifact store"),
+    (
+        "/data/team-ab/x.csv",
+        "outside this namespace's part of the artifact store",
+    ),  # a prefix is a folder
+    # Another tenant's tree: its raw feedback texts, its models, a write into its data.
+    ("/store/other/deployments/web/feedback", "outside"),
+    ("/store/other/models/m/g1", "outside"),
+    ("file:///store/other/datasets/d/g1", "outside"),
+    ("/store/ns/../other/data/x.csv", "outside"),
+    ("/store", "outside"),  # the root itself holds every tenant
+    ("/store/nsx/data.csv", "outside"),  # a namespace is a folder, not a prefix
+    ("file:///etc/passwd", "outside this namespace's part of the artifact store"),
     ("data/x.csv", "must be an absolute path"),
     ("simplecache::s3://team-a/x", "chained fsspec URLs"),
     ("ftp://example.com/x.csv", "uses scheme 'ftp'"),
@@ -60,12 +79,12 @@ REFUSED = [
 
 @pytest.mark.parametrize("uri", ALLOWED)
 def test_allowed(uri: str) -> None:
-    assert uri_problem(uri, CONFIG) is None
+    assert uri_problem(uri, CONFIG, "ns") is None
 
 
 @pytest.mark.parametrize(("uri", "why"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_refused(uri: str, why: str) -> None:
-    problem = uri_problem(uri, CONFIG)
+    problem = uri_problem(uri, CONFIG, "ns")
     assert problem is not None and why in problem
 
 
@@ -76,6 +95,6 @@ def test_loopback_and_http_when_the_operator_allows_them() -> None:
         allowed_uri_schemes=("http", "https"),
         allow_loopback_http=True,
     )
-    assert uri_problem("http://127.0.0.1:9000/d.csv", config) is None
+    assert uri_problem("http://127.0.0.1:9000/d.csv", config, "ns") is None
     # Metadata stays refused whatever else is allowed.
-    assert uri_problem("http://169.254.169.254/", config) is not None
+    assert uri_problem("http://169.254.169.254/", config, "ns") is not None

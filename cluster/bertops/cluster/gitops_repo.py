@@ -98,7 +98,9 @@ def node_overlay(target: str, artifacts: Path) -> dict[str, Any]:
 
 
 def artifact_volume(namespace: str, artifacts: Path) -> dict[str, Any]:
-    """The hostPath PersistentVolume a namespace's ``bertops-artifacts`` claim binds."""
+    """The hostPath PersistentVolume a namespace's ``bertops-artifacts`` claim binds: the
+    namespace's own folder of the store (``<artifacts>/<namespace>``), never the whole
+    store, so a pod of this namespace cannot reach another namespace's files."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -112,7 +114,7 @@ def artifact_volume(namespace: str, artifacts: Path) -> dict[str, Any]:
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "",
             "claimRef": {"namespace": namespace, "name": "bertops-artifacts"},
-            "hostPath": {"path": str(artifacts), "type": "Directory"},
+            "hostPath": {"path": str(artifacts / namespace), "type": "Directory"},
         },
     }
 

@@ -177,10 +177,10 @@ class Reconciler:
     def _parse(self, model: Any, body: dict[str, Any]) -> Any:
         return parse(model, body)
 
-    def _read_artifact(self, uri: str) -> ArtifactInfo | None:
-        """Read and verify a model artifact, unless the URI allowlist refuses it (the
-        operator never reads what a step could not)."""
-        problem = uri_problem(uri, self.config)
+    def _read_artifact(self, uri: str, namespace: str) -> ArtifactInfo | None:
+        """Read and verify a model artifact, unless the URI allowlist refuses it for the
+        object's namespace (the operator never reads what a step could not)."""
+        problem = uri_problem(uri, self.config, namespace)
         if problem:
             return ArtifactInfo(uri, problems=[f"the artifact URI {problem}"])
         return read_model_artifact(uri)
@@ -243,7 +243,9 @@ class Reconciler:
                 training = self._parse(training_api.BertTraining, training_body)
                 world["training"] = training
                 if training.status.artifact_uri:
-                    world["artifact"] = self._read_artifact(training.status.artifact_uri)
+                    world["artifact"] = self._read_artifact(
+                        training.status.artifact_uri, ref.namespace
+                    )
         else:
             code = "cmp" if spec.compression is not None else "eval"
             step = current_step(ref, code, obj.status)
@@ -275,7 +277,7 @@ class Reconciler:
             elif spec.artifact_uri and spec.evaluation_dataset_ref is None:
                 uri = spec.artifact_uri
             if uri:
-                world["artifact"] = self._read_artifact(uri)
+                world["artifact"] = self._read_artifact(uri, ref.namespace)
         return model_planner.plan(
             ref, obj, model_planner.ModelWorld(**world), config=self.config, now=self.clock()
         )

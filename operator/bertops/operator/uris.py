@@ -4,9 +4,11 @@ starts and before the operator itself reads an artifact.
 A local step runs as the operator's user, so a dataset whose ``source.uri`` is the
 control plane's token file or kubeconfig would copy it into an artifact; on Kubernetes an
 ``http(s)`` URI could reach the cloud's instance metadata service and its credentials.
-So: a path (or ``file://``) must lie under the artifact root or an explicitly allowed
-prefix; a remote URI needs an allowed scheme (or an allowed prefix), and an http(s) host
-may not be a metadata endpoint, link-local, unspecified or (unless allowed) loopback.
+So: a path (or ``file://``) must lie under the namespace's own part of the artifact
+store, ``<root>/<namespace>`` (tenants never name each other's data, models or
+feedback), or an explicitly allowed prefix (the operator's, shared by every namespace);
+a remote URI needs an allowed scheme (or an allowed prefix), and an http(s) host may not
+be a metadata endpoint, link-local, unspecified or (unless allowed) loopback.
 
 Pure functions of :class:`~bertops.operator.config.OperatorConfig`, called by the planners
 and the reconciler. Host checks are syntactic: a DNS name that resolves to a metadata
@@ -89,12 +91,20 @@ def http_host_problem(uri: str, allow_loopback: bool) -> str | None:
     return None
 
 
-def uri_problem(uri: str, config: OperatorConfig) -> str | None:
-    """Why this URI may not be used, or None when the allowlist permits it."""
+def tenant_root(config: OperatorConfig, namespace: str) -> str:
+    """The part of the artifact store a namespace's objects may name: ``<root>/<ns>``."""
+    return config.artifact_uri(namespace)
+
+
+def uri_problem(uri: str, config: OperatorConfig, namespace: str) -> str | None:
+    """Why an object in ``namespace`` may not use this URI, or None when the allowlist
+    permits it: of the artifact store only the namespace's own tree, ``<root>/<ns>``
+    (another tenant's data, models and feedback are out of reach), plus the operator's
+    explicitly allowed prefixes and schemes."""
     if "::" in _IPV6_HOST.sub("", uri):
         return "chained fsspec URLs (a::b) are not allowed"
     target = _normalized(uri)
-    prefixes = (config.artifact_root, *config.allowed_uri_prefixes)
+    prefixes = (tenant_root(config, namespace), *config.allowed_uri_prefixes)
     scheme_match = _SCHEME.match(target)
     if scheme_match is None:
         if not target.startswith("/"):
@@ -102,7 +112,10 @@ def uri_problem(uri: str, config: OperatorConfig) -> str | None:
         if any(_under(target, _normalized(p)) for p in prefixes if p.startswith(("/", "file:"))):
             return None
         allowed = ", ".join(p for p in prefixes if p.startswith(("/", "file:")))
-        return f"is outside the artifact root and the allowed prefixes ({allowed})"
+        return (
+            f"is outside this namespace's part of the artifact store and the allowed "
+            f"prefixes ({allowed})"
+        )
     scheme = scheme_match.group(1).lower()
     if scheme in ("http", "https"):
         problem = http_host_problem(target, config.allow_loopback_http)
@@ -123,13 +136,13 @@ def looks_like_uri(value: str) -> bool:
     return "/" in value or _SCHEME.match(value) is not None
 
 
-def refusals(named: dict[str, str | None], config: OperatorConfig) -> list[str]:
+def refusals(named: dict[str, str | None], config: OperatorConfig, namespace: str) -> list[str]:
     """One message per refused URI, each naming the spec field it came from."""
     found = []
     for field_path, uri in named.items():
         if uri is None:
             continue
-        problem = uri_problem(uri, config)
+        problem = uri_problem(uri, config, namespace)
         if problem:
             found.append(f"{field_path} {uri!r} {problem}")
     return found

@@ -75,7 +75,7 @@ from bertops.operator.engines.argo_models import (
     WorkflowSpec,
 )
 from bertops.operator.runtime.base import StepRequest
-from bertops.operator.runtime.manifests import MASTER_PORT, SPEC_MOUNT
+from bertops.operator.runtime.manifests import MASTER_PORT, SPEC_MOUNT, tenant_mount
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "pipeline"
@@ -161,7 +161,9 @@ def _container(step: StepRequest, config: OperatorConfig) -> Container:
         resources=_resources(step),
         security_context=container_security_context(),
         volume_mounts=[
-            VolumeMount(name="artifacts", mount_path=config.artifact_mount),
+            VolumeMount(
+                name="artifacts", mount_path=tenant_mount(config.artifact_mount, step.namespace)
+            ),
             VolumeMount(name="tmp", mount_path="/tmp"),
         ],
     )

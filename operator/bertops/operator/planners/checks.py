@@ -39,8 +39,8 @@ def _source_uris(prefix: str, source: ModelSource | None) -> dict[str, str | Non
     return {f"{prefix}.path": source.path, f"{prefix}.tokenizer": tokenizer}
 
 
-def _check_uris(named: dict[str, str | None], config: OperatorConfig) -> None:
-    refused = refusals(named, config)
+def _check_uris(named: dict[str, str | None], config: OperatorConfig, namespace: str) -> None:
+    refused = refusals(named, config, namespace)
     if refused:
         raise SpecError(
             training_api.REASON_INVALID_SPEC,
@@ -83,7 +83,9 @@ def dataset_secret_names(spec: dataset_api.BertDatasetSpec) -> tuple[str, ...]:
     return secret_names(spec.source, *(spec.additional_sources or ()), spec.tokenizer.base_model)
 
 
-def check_dataset(spec: dataset_api.BertDatasetSpec, config: OperatorConfig) -> None:
+def check_dataset(
+    spec: dataset_api.BertDatasetSpec, config: OperatorConfig, namespace: str
+) -> None:
     base = spec.tokenizer.base_model
     # Every additional source is read by the same step as spec.source, so each one is
     # held to the same allowlist (a retraining appends feedback sources here).
@@ -99,27 +101,31 @@ def check_dataset(spec: dataset_api.BertDatasetSpec, config: OperatorConfig) -> 
             **_source_uris("spec.tokenizer.baseModel", base),
         },
         config,
+        namespace,
     )
     _check_secrets(dataset_secret_names(spec), config)
 
 
-def check_training(spec: training_api.BertTrainingSpec, config: OperatorConfig) -> None:
+def check_training(
+    spec: training_api.BertTrainingSpec, config: OperatorConfig, namespace: str
+) -> None:
     _check_task(spec.task)
     # engine 'argo' needs no check here: the reconciler runs it with the Argo runtime,
     # which reports missing Argo CRDs in the condition itself.
     _check_uris(
         {"spec.outputUri": spec.output_uri, **_source_uris("spec.baseModel", spec.base_model)},
         config,
+        namespace,
     )
     _check_secrets(secret_names(spec.base_model), config)
 
 
-def check_model(spec: model_api.BertModelSpec, config: OperatorConfig) -> None:
+def check_model(spec: model_api.BertModelSpec, config: OperatorConfig, namespace: str) -> None:
     """For the BertModels that run a step (compression, evaluation) or whose artifact the
     operator reads (artifactUri)."""
     if spec.compression is not None or spec.evaluation_dataset_ref is not None:
         _check_task(spec.task)
-    _check_uris({"spec.artifactUri": spec.artifact_uri}, config)
+    _check_uris({"spec.artifactUri": spec.artifact_uri}, config, namespace)
 
 
 def unknown_fields(result: StepResult | None) -> list[Event]:

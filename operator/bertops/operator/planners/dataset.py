@@ -142,7 +142,7 @@ def _start(
     """Start the given attempt of this generation's prepare step (unless the spec is
     refused: URIs outside the allowlist, a Secret the runtime cannot pass)."""
     try:
-        checks.check_dataset(obj.spec, config)
+        checks.check_dataset(obj.spec, config, ref.namespace)
     except checks.SpecError as error:
         transition(
             status.conditions,

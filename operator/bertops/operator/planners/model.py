@@ -365,7 +365,9 @@ def plan(
             planning.from_training(spec.training_ref.name)
             return planning.finish()
         if world.step.phase == StepPhase.ABSENT:
-            checks.check_model(spec, config)  # before a step starts or an artifact is read
+            checks.check_model(
+                spec, config, ref.namespace
+            )  # before a step starts or an artifact is read
         if spec.compression is not None or spec.evaluation_dataset_ref is not None:
             planning.with_step()
         elif spec.artifact_uri is not None:

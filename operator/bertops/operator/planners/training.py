@@ -198,7 +198,7 @@ def _refusal(
 ) -> checks.SpecError | None:
     """Why this run may not start at all (checked before any step starts), or None."""
     try:
-        checks.check_training(spec, config)
+        checks.check_training(spec, config, ref.namespace)
     except checks.SpecError as error:
         return error
     return _name_conflict(ref, spec) if model_foreign else None

@@ -129,7 +129,7 @@ def gateway_deployment(
         container["env"] = [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         ]
-        subpath = deployment_subpath(owner.namespace, owner.name, FEEDBACK)
+        subpath = deployment_subpath(owner.name, FEEDBACK)
         container["volumeMounts"].append(
             {"name": "feedback", "mountPath": FEEDBACK_MOUNT, "subPath": subpath}
         )

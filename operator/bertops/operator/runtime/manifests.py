@@ -38,6 +38,14 @@ def _metadata(request: StepRequest, name: str) -> dict[str, Any]:
     return meta
 
 
+def tenant_mount(artifact_mount: str, namespace: str) -> str:
+    """Where a pod of ``namespace`` mounts its namespace's artifact PVC: that PVC's
+    volume is the namespace's own folder of the store (gitops/tenant), so its paths are
+    the ones the operator sees below the whole store (``<mount>/<namespace>/...``) and
+    nothing of another namespace is there to read or write."""
+    return f"{artifact_mount.rstrip('/')}/{namespace}"
+
+
 def spec_configmap(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
     spec = request.spec.model_copy(update={"result_uri": _result_uri(request, config)})
     return {
@@ -49,7 +57,9 @@ def spec_configmap(request: StepRequest, config: OperatorConfig) -> dict[str, An
 
 
 def _result_uri(request: StepRequest, config: OperatorConfig) -> str:
-    return f"{config.artifact_mount}/{request.namespace}/steps/{request.name}/result.json"
+    return (
+        f"{tenant_mount(config.artifact_mount, request.namespace)}/steps/{request.name}/result.json"
+    )
 
 
 def headless_service(request: StepRequest) -> dict[str, Any]:
@@ -195,7 +205,13 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
-            {"name": "artifacts", "mountPath": config.artifact_mount},
+            # The namespace's own PVC, whose volume is its folder of the store: a step
+            # sees its namespace's data and models at the paths the operator sees, and
+            # nothing of another namespace.
+            {
+                "name": "artifacts",
+                "mountPath": tenant_mount(config.artifact_mount, request.namespace),
+            },
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }

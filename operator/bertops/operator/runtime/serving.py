@@ -1,11 +1,10 @@
-"""Pure builders of the Kubernetes objects that serve a BertDeployment (dask-kubernetes
-style): one model-server Deployment + Service per model version in play (stable, and
-the canary during a rollout), optionally a HorizontalPodAutoscaler (autoscaling/v2) per
-server and PodDisruptionBudgets (policy/v1), and the routes table of the gateway in
-front of them. Every object carries an owner reference to the BertDeployment, so
-deleting it deletes them all. Also the names, labels, ports and pod template that the
-gateway's objects (:mod:`bertops.operator.runtime.gateway_manifests`) share, and
-:func:`children`, which lists every serving object, gateway included.
+"""Pure builders of the Kubernetes objects that serve a BertDeployment: one model-server
+Deployment + Service per model version in play (stable, and the canary during a rollout),
+optionally an HPA per server and PodDisruptionBudgets, and the gateway's routes table.
+Every object is owned by the BertDeployment, so deleting it deletes them all. Also the
+names, labels, ports and pod template that the gateway's objects
+(:mod:`bertops.operator.runtime.gateway_manifests`) share, and :func:`children`, which
+lists every serving object, gateway included.
 
 Servers are named after the model version, not the role: promoting a canary only
 rewrites the routes (the canary's pods become stable's without a restart), and the old
@@ -31,6 +30,7 @@ from bertops.operator.runtime.manifests import (
     container_security_context,
     folder_init_container,
     pod_security_context,
+    tenant_mount,
 )
 
 SERVER_PORT = 8080
@@ -80,13 +80,13 @@ def deployment_parts(name: str, kind: str) -> tuple[str, str, str]:
     """Where a deployment's ``kind`` files (:data:`PREDICTIONS`, :data:`FEEDBACK`) live
     below its namespace's folder of the artifact store: the same parts give the PVC
     subPath here and the URI in :func:`bertops.operator.deployment.target.predictions_uri`
-    (the artifact PVC is the artifact root), so both runtimes write where a drift check
-    and a retraining read."""
+    (a namespace's artifact PVC is its own folder, ``<root>/<namespace>``), so both
+    runtimes write where a drift check and a retraining read."""
     return ("deployments", name, kind)
 
 
-def deployment_subpath(namespace: str, name: str, kind: str) -> str:
-    return "/".join((namespace, *deployment_parts(name, kind)))
+def deployment_subpath(name: str, kind: str) -> str:  # in its namespace's artifact PVC
+    return "/".join(deployment_parts(name, kind))
 
 
 def object_name(*parts: str) -> str:
@@ -149,7 +149,7 @@ def _threads(cpu: str) -> int:
 
 
 def _server_container(
-    spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig
+    spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig, namespace: str
 ) -> dict[str, Any]:
     serving = spec.serving
     command = [
@@ -166,7 +166,11 @@ def _server_container(
         "--threads", str(_threads(serving.resources.cpu)),
     ]  # fmt: skip
     mounts = [
-        {"name": "artifacts", "mountPath": config.artifact_mount, "readOnly": True},
+        {
+            "name": "artifacts",
+            "mountPath": tenant_mount(config.artifact_mount, namespace),
+            "readOnly": True,
+        },
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if serving.prediction_log != "off":
@@ -235,11 +239,11 @@ def server_deployment(
             {"name": "predictions", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
         )
     # Only the predictions of this deployment are writable, under its own folder.
-    container = _server_container(spec, model, config)
+    container = _server_container(spec, model, config, owner.namespace)
     init: list[dict[str, Any]] = []
     for mount in container["volumeMounts"]:
         if mount["name"] == "predictions":
-            mount["subPath"] = deployment_subpath(owner.namespace, owner.name, PREDICTIONS)
+            mount["subPath"] = deployment_subpath(owner.name, PREDICTIONS)
             init.append(
                 folder_init_container(
                     "predictions", mount["subPath"], config.image, config.image_pull_policy

@@ -1,0 +1,125 @@
+"""Tenants on the real node cannot reach each other's files: a BertDataset in namespace A
+that names B's raw feedback, or writes into B's tree, is refused before any pod starts;
+and a pod with the very template the operator gives A's steps, told to read B's feedback
+and write into B's tree, finds neither (its volume is A's own folder of the store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from bertops.operator.kube import Kube
+from tests.node.test_node_e2e import STEP_UID, shared_csv
+from tests.operator.conftest import RunningOperator, condition, wait_for
+from tests.operator.test_local_runtime import dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
+__all__ = ["artifacts", "node_namespace", "node_operator", "tweets_csv"]
+from tests.node.test_node_e2e import artifacts, node_namespace, node_operator  # noqa: E402
+from tests.operator.test_local_runtime import tweets_csv  # noqa: E402
+
+OTHER = "other-team"
+RAW = "a raw text only the other team may read"
+
+# Run in the step image by a pod made from the operator's own step pod template.
+PROBE = """
+import json, os, sys
+root, ns, other = sys.argv[1:4]
+found = {"root": sorted(os.listdir(root))}
+try:
+    found["read"] = open(f"{root}/{other}/deployments/web/feedback/feedback.jsonl").read()
+except OSError as error:
+    found["read"] = type(error).__name__
+try:
+    os.makedirs(f"{root}/{other}/datasets/spill")
+    found["write"] = "written"
+except OSError as error:
+    found["write"] = type(error).__name__
+open(f"{root}/{ns}/probe.txt", "w").write("own tree is writable")
+open("/dev/termination-log", "w").write(json.dumps(found))
+"""
+
+
+def plant_other_tenant(artifacts: Path) -> Path:
+    feedback = artifacts / OTHER / "deployments" / "web" / "feedback"
+    feedback.mkdir(parents=True)
+    (feedback / "feedback.jsonl").write_text(json.dumps({"text": RAW, "label": "positive"}) + "\n")
+    for path in [artifacts / OTHER, *(artifacts / OTHER).rglob("*")]:
+        os.chown(path, STEP_UID, STEP_UID)  # readable by the steps' user, were it reachable
+    return feedback / "feedback.jsonl"
+
+
+def refused(kube: Kube, ns: str, name: str) -> str:
+    found = wait_for(
+        lambda: (
+            (c := condition(kube.get("BertDataset", ns, name), "Ready"))
+            and c["reason"] == "InvalidSpec"
+            and c
+        ),
+        timeout=120,
+        what=f"BertDataset {name} refused",
+    )
+    return str(found["message"])
+
+
+def probe_pod(node_kube: Any, ns: str, artifacts: Path) -> dict[str, Any]:
+    """The template of the operator's prepare Job in ``ns``, with the probe as command."""
+    batch, core = client.BatchV1Api(node_kube), client.CoreV1Api(node_kube)
+    job = wait_for(
+        lambda: next(iter(batch.list_namespaced_job(ns).items), None),
+        timeout=120,
+        what="the operator's prepare Job",
+    )
+    template = client.ApiClient().sanitize_for_serialization(job.spec.template)
+    container = template["spec"]["containers"][0]
+    container["command"] = ["python", "-c", PROBE, str(artifacts), ns, OTHER]
+    template["spec"]["restartPolicy"] = "Never"
+    name = f"probe-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": template["spec"]})
+    pod = wait_for(
+        lambda: (
+            (p := core.read_namespaced_pod(name, ns)).status.phase in ("Succeeded", "Failed") and p
+        ),
+        timeout=300,
+        what="the probe pod finished",
+    )
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert pod.status.phase == "Succeeded", terminated.message
+    return dict(json.loads(terminated.message))
+
+
+def test_a_tenant_can_neither_name_nor_reach_another_tenants_files(
+    node_kube: Any,
+    node_namespace: str,
+    node_operator: RunningOperator,
+    artifacts: Path,
+    tweets_csv: Path,
+) -> None:
+    kube, ns = Kube(node_kube), node_namespace
+    stolen = plant_other_tenant(artifacts)
+    own = shared_csv(tweets_csv, artifacts, ns)
+    kube.create(
+        dataset(ns, stolen, name="steal", format="jsonl", textColumn="text", labelColumn="label")
+    )
+    spill = dataset(ns, own, name="spill")
+    spill["spec"]["outputUri"] = str(artifacts / OTHER / "datasets" / "spill")
+    kube.create(spill)
+    kube.create(dataset(ns, own))  # A's own data: prepared in a pod, as usual
+    assert "outside this namespace's part of the artifact store" in refused(kube, ns, "steal")
+    assert "spec.outputUri" in refused(kube, ns, "spill")
+
+    found = probe_pod(node_kube, ns, artifacts)
+    assert found["root"] == [ns]  # the pod sees its own namespace's folder, nothing else
+    assert found["read"] == "FileNotFoundError"  # B's raw feedback is not there to read
+    assert found["write"] in ("OSError", "PermissionError")  # read-only root filesystem
+    assert (artifacts / ns / "probe.txt").read_text() == "own tree is writable"
+    assert not (artifacts / OTHER / "datasets").exists()
+    assert RAW in stolen.read_text()
+    jobs = [j.metadata.name for j in client.BatchV1Api(node_kube).list_namespaced_job(ns).items]
+    assert not [name for name in jobs if "steal" in name or "spill" in name], jobs
