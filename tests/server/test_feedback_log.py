@@ -15,7 +15,7 @@ import httpx
 from bertops.api.routes import Routes
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import Gateway
-from bertops.server.gateway.feedback import Served
+from bertops.server.gateway.served import Served
 from tests.server.conftest import LiveServer
 from tests.server.helpers import Stub
 
@@ -93,4 +93,5 @@ def test_remembered_texts_count_in_the_memory_budget() -> None:
     backend = Backend(name="v1", url="http://x")
     without = Served("stable", backend, ("positive",), 0.0)
     with_text = Served("stable", backend, ("positive",), 0.0, texts=("x" * 10_000,))
-    assert with_text.cost - without.cost >= 10_000
+    assert with_text.text_cost - without.text_cost >= 10_000
+    assert with_text.cost == without.cost  # the texts have a budget of their own

@@ -31,8 +31,8 @@ from bertops.server.cli import app as cli
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.admin import listener
 from bertops.server.gateway.app import Gateway, create_gateway
-from bertops.server.gateway.feedback import Served, ServedStore
 from bertops.server.gateway.routes import Backend, Routes, RouteSource, bucket, choose_variant
+from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.model import ServedModel
 from tests.server.conftest import LiveServer, wait_ready
 from tests.server.helpers import Stub, fire, metric
@@ -469,6 +469,24 @@ def test_served_store_is_bounded_in_bytes_and_time() -> None:
     assert store.get("huge") is None and store.get("id-099") is not None
     now[0] = 61
     assert store.get("id-099") is None and store.bytes == 0 and len(store) == 0
+
+
+def test_large_answers_cost_their_texts_never_other_answers_ids() -> None:
+    """A flood of maximum-size requests (64 texts of 5000 characters) used to push every
+    remembered id out, so genuine feedback got 404: texts now have a budget of their own."""
+    now = [0.0]
+    store = ServedStore(4 << 20, 60, clock=lambda: now[0], max_text_bytes=1 << 20)
+    backend = Backend(name="v1", url="http://x")
+    genuine = Served("stable", backend, ("positive",), now[0], texts=("a genuine text",))
+    store.add("genuine", genuine)
+    for i in range(300):  # about 100 MB of texts against a 1 MiB text budget
+        texts = tuple(f"{i:04d}" + "x" * 4996 for _ in range(64))
+        store.add(f"flood-{i}", Served("stable", backend, ("positive",) * 64, now[0], texts=texts))
+        assert store.text_bytes <= store.max_text_bytes
+    assert store.get("genuine") is genuine and genuine.texts is None  # kept; its row is gone
+    assert len(store) == 301 and store.answer_bytes <= store.max_bytes
+    kept = [i for i in range(300) if store.get(f"flood-{i}").texts]  # type: ignore[union-attr]
+    assert kept and kept == list(range(300 - len(kept), 300))  # the newest keep theirs
 
 
 def test_bodies_are_bounded_while_streaming(

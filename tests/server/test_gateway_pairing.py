@@ -21,8 +21,9 @@ from starlette.routing import Route
 
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import Gateway
-from bertops.server.gateway.feedback import Pair, Served, ServedStore
+from bertops.server.gateway.pairs import Pair
 from bertops.server.gateway.routes import Backend, Routes
+from bertops.server.gateway.served import Served, ServedStore
 from tests.server.conftest import LiveServer
 from tests.server.helpers import metric
 

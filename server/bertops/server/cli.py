@@ -207,7 +207,10 @@ def gateway(
         3600, min=1, help="How long an answer takes feedback (its request id is remembered)."
     ),
     feedback_max_bytes: int = typer.Option(
-        64 << 20, min=1 << 16, help="Memory for remembered answers; the oldest go first."
+        64 << 20,
+        min=1 << 16,
+        help="Memory for remembered answers (the oldest go first), and as much again for "
+        "their texts (a feedback log's rows; the oldest answers lose theirs first).",
     ),
     max_body_bytes: int | None = typer.Option(
         None,

@@ -7,8 +7,9 @@ writer thread turns them into lines (:meth:`JsonLinesLog.line`, given by the sub
 and appends them; when the queue is full records are dropped and counted. A record that
 cannot be written (not serialisable, a full disk) is dropped and counted too: the
 writer thread never dies of one. Files rotate by size (``name``, ``name.1``, ``name.2``,
-...) unless ``max_bytes`` is None. ``close`` (at shutdown) writes everything queued and
-flushes, and returns within its timeout even when the writer is stuck.
+...; a subclass may name them otherwise) unless ``max_bytes`` is None. ``close`` (at
+shutdown) writes everything queued and flushes, and returns within its timeout even
+when the writer is stuck.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class JsonLinesLog(Generic[T]):
                 self.dropped,
             )
 
+    def rotate(self) -> None:
+        """Move the full file aside (on the writer thread); see :func:`rotate`."""
+        rotate(self.path, self.backups)
+
     def line(self, record: T) -> str:
         """One record as its JSON line (ending in a newline); runs on the writer thread."""
         raise NotImplementedError
@@ -165,7 +170,7 @@ class JsonLinesLog(Generic[T]):
             self._size = self.path.stat().st_size
         if self.max_bytes is not None and self._size and self._size + encoded > self.max_bytes:
             self._close_file()
-            rotate(self.path, self.backups)
+            self.rotate()
             self._handle = self.path.open("a", encoding="utf-8")
             self._size = 0
         self._handle.write(text)

@@ -8,6 +8,10 @@ writer that never blocks a request, rotating files by size: ``<id>.jsonl``, ``.1
 ``.2``, ...). Read by the drift check (``bertops.server.monitor``) with
 :func:`read_window`. Several server replicas write separate files into one folder
 (``<artifact root>/<namespace>/deployments/<name>/predictions/<server or pod>.jsonl``).
+Files of writers that are gone (replaced pods, retired model versions) are deleted once
+unwritten for :data:`RETENTION_SECONDS` (:func:`sweep_stale`, run when a server starts
+and when it rotates), so the folder holds about ``(backups + 1) * max_bytes`` per live
+writer.
 
 The line format (the contract the drift check reads; UTF-8, one JSON object a line)::
 
@@ -59,6 +63,33 @@ READ_CHUNK = 64 << 10
 _LOG_FILE = re.compile(r".+\.jsonl(\.\d+)?")
 
 
+RETENTION_SECONDS = 72 * 3600
+"""A prediction log file nobody appended to for this long (a replaced pod's, a retired
+model version's) is deleted by the next server of the folder that starts or rotates."""
+
+
+def sweep_stale(folder: Path, retention_seconds: float) -> int:
+    """Delete the prediction log files in ``folder`` last written before the retention
+    (each live writer appends to its own file, so its mtime stays fresh); the count."""
+    horizon = datetime.now(UTC).timestamp() - retention_seconds
+    removed = 0
+    for path in folder.iterdir() if folder.is_dir() else ():
+        try:
+            if _LOG_FILE.fullmatch(path.name) and path.stat().st_mtime < horizon:
+                path.unlink()
+                removed += 1
+        except OSError as error:  # another replica removed it first, or no right to
+            log.debug("cannot remove stale prediction log %s: %s", path, error)
+    if removed:
+        log.info(
+            "removed %d prediction log file(s) in %s unwritten for %.0f h",
+            removed,
+            folder,
+            retention_seconds / 3600,
+        )
+    return removed
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
     time: float
@@ -90,6 +121,7 @@ class PredictionLog(JsonLinesLog[PredictionRecord]):
         backups: int = 5,
         queue_size: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
+        retention_seconds: float = RETENTION_SECONDS,
     ) -> None:
         if privacy == "off":
             raise ValueError("privacy 'off' means no prediction log; do not create one")
@@ -97,6 +129,12 @@ class PredictionLog(JsonLinesLog[PredictionRecord]):
         super().__init__(
             path, max_bytes=max_bytes, backups=backups, queue_size=queue_size, on_drop=on_drop
         )
+        self.retention_seconds = retention_seconds
+        self.removed = sweep_stale(path.parent, retention_seconds)
+
+    def rotate(self) -> None:
+        super().rotate()
+        self.removed += sweep_stale(self.path.parent, self.retention_seconds)
 
     def line(self, record: PredictionRecord) -> str:
         # Runs on the writer thread: hashing, descriptors and rounding cost no request.

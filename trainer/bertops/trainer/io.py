@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import IO
 
 import pandas as pd
 from fsspec.core import url_to_fs
@@ -164,8 +165,42 @@ def _empty(source: DataSource, why: str) -> RawData:
     return RawData(frame, source.format, 0, notes=[f"optional source {source.uri}: {why}"])
 
 
+def _read_jsonl(handle: IO[bytes], source: DataSource, where: str) -> RawData:
+    """A JSONL file line by line, keeping only the text, label and time fields: a large
+    feedback log is never held whole (nor every field of each row) in memory."""
+    wanted = tuple(dict.fromkeys((source.text_column, source.label_column, source.time_column)))
+    columns: dict[str, list[object]] = {name: [] for name in wanted}
+    present: set[str] = set()
+    first_keys: list[str] = []
+    rows, bad = 0, 0
+    for number, raw in enumerate(handle, start=1):
+        text, replaced = decode(raw, source, f"{where} line {number}")
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BadInputError(f"{where} is not valid jsonl: line {number}: {error}") from error
+        if not isinstance(record, dict):
+            raise BadInputError(f"{where}: every JSONL line must be a JSON object")
+        first_keys = first_keys or list(record)
+        present.update(name for name in wanted if name in record)
+        for name in wanted:
+            columns[name].append(record.get(name))
+        rows, bad = rows + 1, bad + replaced
+    if not rows:  # e.g. a feedback log created before any label arrived
+        return RawData(_empty(source, "").frame, "jsonl", 0)
+    if source.text_column not in present or source.label_column not in present:
+        frame = pd.DataFrame(columns=first_keys)  # _columns names what is missing
+    else:
+        frame = pd.DataFrame({name: columns[name] for name in wanted if name in present})
+    return RawData(_columns(frame, source, where), "jsonl", rows, bad)
+
+
 def _read_file(fs: object, path: str, source: DataSource, fmt: str, where: str) -> RawData:
     with fs.open(path, "rb", compression="infer") as handle:  # type: ignore[attr-defined]
+        if fmt == "jsonl":
+            return _read_jsonl(handle, source, where)
         data = handle.read()
     if fmt == "parquet":
         try:
@@ -175,17 +210,9 @@ def _read_file(fs: object, path: str, source: DataSource, fmt: str, where: str) 
         return RawData(_columns(frame, source, where), fmt, len(frame))
     text, bad = decode(data, source, where)
     try:
-        if fmt == "csv":
-            sep = "\t" if PurePosixPath(path).suffix.lower() == ".tsv" else ","
-            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if not records:  # e.g. a feedback log created before any label arrived
-                return RawData(_empty(source, "").frame, fmt, 0)
-            if not all(isinstance(r, dict) for r in records):
-                raise BadInputError(f"{where}: every JSONL line must be a JSON object")
-            frame = pd.DataFrame.from_records(records)
-    except (pd.errors.ParserError, json.JSONDecodeError) as error:
+        sep = "\t" if PurePosixPath(path).suffix.lower() == ".tsv" else ","
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as error:
         raise BadInputError(f"{where} is not valid {fmt}: {error}") from error
     except pd.errors.EmptyDataError as error:
         raise BadInputError(f"{where} is empty") from error

@@ -37,13 +37,7 @@ from bertops.server import binary
 from bertops.server.gateway import bodies
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.admin import admin_app
-from bertops.server.gateway.feedback import (
-    FeedbackDesk,
-    FeedbackLog,
-    LabelBook,
-    Served,
-    ServedStore,
-)
+from bertops.server.gateway.feedback import FeedbackDesk, FeedbackLog, LabelBook
 from bertops.server.gateway.inference import (
     answer_labels,
     backend_path,
@@ -54,6 +48,7 @@ from bertops.server.gateway.inference import (
 from bertops.server.gateway.metrics import GatewayMetrics
 from bertops.server.gateway.pairing import Pairing
 from bertops.server.gateway.routes import VARIANTS, Backend, Routes, RouteSource, Variant, choose
+from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.gateway.shadow import VARIANT_HEADER, Background, Call, Shadow
 
 log = logging.getLogger(__name__)
@@ -99,7 +94,10 @@ class Gateway:
         self.poll_seconds = poll_seconds
         self.expose_headers = expose_headers
         self.max_body_bytes = max_body_bytes
-        self.served = ServedStore(feedback_max_bytes, feedback_window_seconds)
+        # Answers and their texts have a budget each (see gateway.served).
+        self.served = ServedStore(
+            feedback_max_bytes, feedback_window_seconds, max_text_bytes=feedback_max_bytes
+        )
         self.metrics.remembered.set_function(lambda: self.served.bytes)
         self.labels = LabelBook()
         # Shadow and pair calls share one pool and one cap (max_shadow_in_flight).

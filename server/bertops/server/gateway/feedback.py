@@ -5,10 +5,10 @@ Because those scores can roll a canary back (and become training data), only cli
 :class:`~bertops.server.gateway.access.FeedbackAccess` lets in may send it, within their
 budgets, and it is only taken for answers this gateway gave: every request id is issued
 by the gateway itself (a random 128-bit id; a client's own x-request-id is never
-trusted), remembered in :class:`ServedStore` for a bounded window and a bounded number
-of bytes, and each text of an answer is judged once. Unknown or expired ids answer 404,
-labels the model does not have 422, and nothing of a request is recorded unless all of
-it is valid.
+trusted), remembered in :class:`~bertops.server.gateway.served.ServedStore` for a
+bounded window and a bounded number of bytes, and each text of an answer is judged
+once. Unknown or expired ids answer 404, labels the model does not have 422, and nothing
+of a request is recorded unless all of it is valid.
 
 With a feedback log (``bertops server gateway --feedback-log PATH``) every accepted
 label is also persisted for retraining: the gateway then remembers the texts of each
@@ -22,8 +22,9 @@ row per accepted text from a background writer (never on the event loop)::
 
 The file is a JSONL data source for ``BertDataset`` (``format: jsonl``, textColumn
 ``text``, labelColumn ``label``). It holds the RAW TEXTS of labelled requests whatever
-the prediction log's privacy setting: they are training data by intent. It is never
-rotated (rotation would delete training data); feedback arrives at human pace.
+the prediction log's privacy setting: they are training data by intent. It rotates into
+``*.jsonl`` segments the retraining still reads, and the oldest beyond a cap are deleted
+(:class:`FeedbackLog`).
 
 Where a candidate also answered the same texts (the canary with ``routes.compare``, or
 the shadow; see :mod:`~bertops.server.gateway.pairing`), its :class:`Pair` is attached
@@ -37,11 +38,7 @@ inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,109 +58,13 @@ from bertops.server.gateway.bodies import (
 )
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
-from bertops.server.gateway.pairs import PER_LABEL, Pair, score_pair
+from bertops.server.gateway.pairs import score_pair
+from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.jsonlog import JsonLinesLog
 from bertops.server.protocol import REQUEST_ID
 
-# What one remembered answer costs beyond its strings: the dict slot, the dataclass, the
-# tuple and set, measured roughly with sys.getsizeof on CPython 3.11.
-ENTRY_OVERHEAD = 400
 MAX_LABEL_CHARS = 256
 MAX_FEEDBACK_ID_CHARS = 128  # the gateway issues 32 hex digits; a client id may be longer
-
-
-@dataclass
-class Served:
-    """What the gateway remembers of an answered request, to score feedback on it."""
-
-    variant: str
-    backend: Backend
-    labels: tuple[str, ...]  # the predicted label of each text, in order
-    at: float  # monotonic seconds
-    judged: set[int] = field(default_factory=set)  # texts that already got feedback
-    texts: tuple[str, ...] | None = None  # kept only for a feedback log
-    pair: Pair | None = None  # set by ServedStore.attach when a paired answer arrives
-    # Feedback that came before the paired answer (a client labelling at once beats the
-    # background call): scored on both models when the pair arrives.
-    early: dict[int, str] = field(default_factory=dict)
-    expects_pair: bool = False  # a pair call or a shadow mirror was started for it
-
-    @property
-    def cost(self) -> int:
-        labels = sum(PER_LABEL + len(label) for label in self.labels)
-        # getsizeof is O(1) and counts a wide (non-Latin-1) string's real width.
-        texts = sum(sys.getsizeof(text) for text in self.texts) if self.texts else 0
-        pair = self.pair.cost if self.pair is not None else 0
-        early = sum(PER_LABEL + len(label) for label in self.early.values())
-        return ENTRY_OVERHEAD + labels + texts + pair + early
-
-
-class ServedStore:
-    """Request id -> :class:`Served`, oldest first out, bounded by an approximate byte
-    budget (not only a count: one answer may hold thousands of labels) and by age."""
-
-    def __init__(
-        self,
-        max_bytes: int = 64 << 20,
-        window_seconds: float = 3600,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_bytes = max_bytes
-        self.window_seconds = window_seconds
-        self.clock = clock
-        self.bytes = 0
-        self._entries: OrderedDict[str, Served] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _cost(self, request_id: str, served: Served) -> int:
-        return served.cost + len(request_id)
-
-    def _pop_oldest(self) -> None:
-        request_id, served = self._entries.popitem(last=False)
-        self.bytes -= self._cost(request_id, served)
-
-    def expire(self) -> None:
-        horizon = self.clock() - self.window_seconds
-        while self._entries and next(iter(self._entries.values())).at < horizon:
-            self._pop_oldest()
-
-    def add(self, request_id: str, served: Served) -> None:
-        cost = self._cost(request_id, served)
-        if cost > self.max_bytes:
-            return  # larger than the whole budget: cannot be remembered
-        self.expire()
-        self._entries[request_id] = served
-        self.bytes += cost
-        while self.bytes > self.max_bytes:
-            self._pop_oldest()
-
-    def get(self, request_id: str) -> Served | None:
-        self.expire()
-        return self._entries.get(request_id)
-
-    def attach(self, request_id: str, pair: Pair) -> dict[int, str] | None:
-        """Remember ``pair`` with the request's answer (the budget counts it) and hand
-        back the feedback that came before it, to be scored on both models now; None
-        when the answer is no longer remembered."""
-        served = self.get(request_id)
-        if served is None:
-            return None
-        early, served.early = served.early, {}
-        self._update(request_id, served, lambda: setattr(served, "pair", pair))
-        return early
-
-    def keep_early(self, request_id: str, served: Served, index: int, truth: str) -> None:
-        """Keep a feedback label until the request's paired answer arrives."""
-        self._update(request_id, served, lambda: served.early.__setitem__(index, truth))
-
-    def _update(self, request_id: str, served: Served, change: Callable[[], object]) -> None:
-        before = self._cost(request_id, served)
-        change()
-        self.bytes += self._cost(request_id, served) - before
-        while self.bytes > self.max_bytes:
-            self._pop_oldest()
 
 
 class LabelBook:
@@ -233,12 +134,34 @@ def entries(item: object) -> list[Entry]:
 
 
 class FeedbackLog(JsonLinesLog[dict[str, object]]):
-    """The labelled-feedback file (rows as in the module docstring), never rotated."""
+    """The labelled-feedback file (rows as in the module docstring). Past ``max_bytes`` it
+    is moved aside as ``<stem>.<UTC time>.jsonl`` (still a ``*.jsonl`` file of the folder a
+    retraining reads) and at most ``segments`` such files are kept, the oldest deleted
+    first: a writer's training data is bounded by ``(segments + 1) * max_bytes``."""
 
     what = "feedback log"
 
-    def __init__(self, path: Path, on_drop: Callable[[int], None] | None = None) -> None:
-        super().__init__(path, max_bytes=None, queue_size=10_000, on_drop=on_drop)
+    def __init__(
+        self,
+        path: Path,
+        on_drop: Callable[[int], None] | None = None,
+        *,
+        max_bytes: int = 64 << 20,
+        segments: int = 15,
+    ) -> None:
+        super().__init__(
+            path, max_bytes=max_bytes, backups=segments, queue_size=10_000, on_drop=on_drop
+        )
+
+    def segments(self) -> list[Path]:
+        """This writer's moved-aside files, oldest first (the UTC times sort by name)."""
+        return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"))
+
+    def rotate(self) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        self.path.rename(self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}"))
+        for old in self.segments()[: -self.backups]:
+            old.unlink(missing_ok=True)
 
     def line(self, record: dict[str, object]) -> str:
         return json.dumps(record, ensure_ascii=False) + "\n"

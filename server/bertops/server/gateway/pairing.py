@@ -24,10 +24,10 @@ import httpx
 
 from bertops.api.routes import Backend
 from bertops.server.gateway.bodies import BodyTooLargeError
-from bertops.server.gateway.feedback import ServedStore
 from bertops.server.gateway.inference import predicted
 from bertops.server.gateway.metrics import GatewayMetrics
 from bertops.server.gateway.pairs import Pair, score_pair
+from bertops.server.gateway.served import ServedStore
 from bertops.server.gateway.shadow import Background, Call
 
 # The variant header a pair call carries to stable, so stable's prediction log can tell
