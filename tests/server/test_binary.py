@@ -370,3 +370,40 @@ def test_gateway_feedback_knows_labels_of_binary_answers(gateway_url: str) -> No
     accepted = httpx.post(gateway_url + "/feedback", json=feedback)
     assert accepted.json() == {"accepted": 2, "duplicates": 0}, accepted.text
     assert metric(gateway_url, "bertops_gateway_feedback_total", outcome="correct") == 2
+
+
+def test_one_request_id_the_gateways(
+    serve: Callable[..., LiveServer], tiny_artifact: Path, tmp_path: Path
+) -> None:
+    """The gateway's x-request-id is the request's one id: the server logs it and feedback
+    takes it. A client's OIP ``id`` is only its correlation id, echoed in the body."""
+    log = tmp_path / "predictions.jsonl"
+    settings = ServerSettings(prediction_log="hash", prediction_log_path=log)
+    server = serve(create_app(ServedModel(str(tiny_artifact), threads=1), settings)).url
+    wait_ready(server)
+    table = Routes.model_validate(
+        {"stable": {"name": "tiny-v1", "url": server, "model": "tiny-v1"}}
+    )
+    gateway = serve(create_gateway(table, feedback_access=FeedbackAccess.open())).url
+    request = {
+        "id": "client-correlation-7",
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great"]}],
+    }
+    answer = httpx.post(gateway + "/v2/models/tiny-v1/infer", json=request)
+    assert answer.status_code == 200, answer.text
+    ours = answer.headers["x-request-id"]
+    assert answer.json()["id"] == "client-correlation-7" and ours != "client-correlation-7"
+    label = answer.json()["outputs"][0]["data"][0]
+    theirs = httpx.post(
+        gateway + "/feedback", json={"requestId": "client-correlation-7", "label": label}
+    )
+    assert theirs.status_code == 404
+    assert (
+        httpx.post(gateway + "/feedback", json={"requestId": ours, "label": label}).status_code
+        == 200
+    )
+    deadline = time.monotonic() + 10
+    while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = log.read_text().splitlines()
+    assert json.loads(line)["requestId"] == ours  # what a drift check and feedback join on

@@ -273,11 +273,12 @@ class ModelServer:
             result = await self._run(parsed.texts)
         except ProtocolError as error:
             return self._error(error, request_id)
-        # The OIP request id, when given, is what the client will quote in feedback.
-        logged_id = parsed.id or request_id
-        self._record(parsed.texts, result, logged_id, started, request)
+        # One request id: x-request-id (behind the gateway, the one it issued and takes
+        # feedback for) is logged and answered; the OIP body's "id" is only the client's
+        # correlation id, echoed in the body as the protocol says.
+        self._record(parsed.texts, result, request_id, started, request)
         body = infer_response(self.name, self.version, parsed, request_id, result.results)
-        headers = {REQUEST_ID_HEADER: logged_id}
+        headers = {REQUEST_ID_HEADER: request_id}
         if not parsed.binary_outputs:
             return JSONResponse(body, headers=headers)
         content, length = binary.encode_outputs(body, parsed.binary_outputs)
