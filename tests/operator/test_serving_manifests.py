@@ -171,6 +171,9 @@ def test_routes_configmap_points_the_gateway_at_the_servers() -> None:
         str(request_body_limit(64, 5000)),
         "--limit-concurrency",
         "32",
+        # Its counters name the canary: on a listener of their own, not the public port.
+        "--metrics-port",
+        "9091",
         # Feedback: no credentials named and anonymous off, so the gateway refuses it.
         "--feedback-labels-per-minute",
         "600",
@@ -178,6 +181,16 @@ def test_routes_configmap_points_the_gateway_at_the_servers() -> None:
         str(16 << 20),
     ]
     assert "--admin-token" not in container["command"]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8000},
+        {"name": "metrics", "containerPort": 9091},
+    ]
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9091"
+    (service,) = [
+        o for o in by_kind(found, "Service") if o["metadata"]["name"] == "sentiment-gateway"
+    ]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000, 9091]
     assert pod["volumes"][0] == {"name": "routes", "configMap": {"name": "sentiment-routes"}}
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -357,11 +370,12 @@ def test_the_analysis_scrapes_each_ready_gateway_pod_not_the_service() -> None:
     """Each replica counts on its own: through the Service the sums jumped between them."""
     from bertops.operator.deployment.cluster import metrics_urls
 
-    service = "http://sentiment-gateway.ml.svc:8000/metrics"
+    service = "http://sentiment-gateway.ml.svc:9091/metrics"
     pods = [pod("10.4.0.9", "True"), pod("10.4.0.7", "True"), pod("10.4.0.8", "False")]
+    # The metrics listener of each pod, never the public port (it does not serve them).
     assert metrics_urls([*pods, pod(None, "True")], service) == (
-        "http://10.4.0.7:8000/metrics",
-        "http://10.4.0.9:8000/metrics",
+        "http://10.4.0.7:9091/metrics",
+        "http://10.4.0.9:9091/metrics",
     )
     assert metrics_urls([pod("10.4.0.8", "False")], service) == (service,)
     assert metrics_urls([], service) == (service,)

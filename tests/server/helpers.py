@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ def samples(text: str, name: str, **labels: str) -> list[float]:
 
 
 def metric(url: str, name: str, **labels: str) -> float:
-    return sum(samples(httpx.get(url + "/metrics").text, name, **labels))
+    # A gateway's counters are on its metrics listener (conftest.GatewayUrl).
+    source = getattr(url, "metrics", url)
+    return sum(samples(httpx.get(source + "/metrics").text, name, **labels))
 
 
 @dataclass
@@ -117,3 +119,18 @@ class Stub:
                 Route("/v2/models/{name}/infer", infer, methods=["POST"]),
             ]
         )
+
+
+class GatewayUrl(str):
+    """A gateway's public URL, knowing its metrics listener's (``metrics``)."""
+
+    metrics: str
+
+
+def serve_gateway(serve: Callable[..., Any], gateway: Any) -> GatewayUrl:
+    """Start a Gateway's public app and its metrics app, each on a loopback port of its
+    own (as ``bertops server gateway --metrics-port`` runs them); the public URL, with
+    ``.metrics`` the metrics listener's (which :func:`metric` reads)."""
+    url = GatewayUrl(serve(gateway.app).url)
+    url.metrics = serve(gateway.metrics_app).url
+    return url

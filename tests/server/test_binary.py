@@ -26,11 +26,11 @@ from bertops.api.routes import Routes
 from bertops.server import binary
 from bertops.server.app import ServerSettings, create_app
 from bertops.server.gateway.access import FeedbackAccess
-from bertops.server.gateway.app import create_gateway
+from bertops.server.gateway.app import Gateway, create_gateway
 from bertops.server.model import ServedModel
 from tests.server.artifacts import LABELS
 from tests.server.conftest import LiveServer, wait_ready
-from tests.server.helpers import metric
+from tests.server.helpers import metric, serve_gateway
 
 TEXTS = ["great movie", "terrible, awful", "日本語 🙂", ""]
 
@@ -329,9 +329,9 @@ def gateway_url(serve: Callable[..., LiveServer], server_url: str) -> str:
     table = Routes.model_validate(
         {"stable": backend | {"name": "tiny-v1"}, "shadow": backend | {"name": "shadow"}}
     )
-    return serve(
-        create_gateway(table, expose_headers=True, feedback_access=FeedbackAccess.open())
-    ).url
+    return serve_gateway(
+        serve, Gateway(table, expose_headers=True, feedback_access=FeedbackAccess.open())
+    )
 
 
 def predictions(gateway_url: str, variant: str) -> float:

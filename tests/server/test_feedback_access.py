@@ -19,7 +19,7 @@ from bertops.api.routes import Routes
 from bertops.server.gateway.access import FeedbackAccess, read_credentials
 from bertops.server.gateway.app import Gateway
 from tests.server.conftest import LiveServer
-from tests.server.helpers import Stub
+from tests.server.helpers import Stub, serve_gateway
 from tests.server.test_feedback_log import rows
 
 LABELS = ["positive", "negative", "neutral"]
@@ -39,7 +39,7 @@ def credentials(folder: Path, **clients: str) -> Path:
 def start(serve: Callable[..., LiveServer], access: FeedbackAccess, log: Path | None = None) -> str:
     stub = serve(Stub("v1", "positive").app()).url
     table = Routes.model_validate({"stable": {"name": "v1", "url": stub, "labels": LABELS}})
-    return serve(Gateway(table, feedback_access=access, feedback_log=log).app).url
+    return serve_gateway(serve, Gateway(table, feedback_access=access, feedback_log=log))
 
 
 def answer(client: httpx.Client, text: str = "great food") -> str:
@@ -58,7 +58,7 @@ def test_feedback_is_off_unless_a_credential_or_anonymous_is_configured(
     url = start(serve, FeedbackAccess())
     with httpx.Client(base_url=url) as client:
         refused = client.post("/feedback", json={"requestId": answer(client), "label": "positive"})
-        metrics = client.get("/metrics").text
+        metrics = httpx.get(url.metrics + "/metrics").text
     assert refused.status_code == 403
     assert "credentialsSecret" in refused.json()["error"]
     assert 'bertops_gateway_feedback_rejected_total{reason="forbidden"} 1.0' in metrics
@@ -123,7 +123,7 @@ def test_each_client_has_a_label_rate_and_a_byte_budget(
         assert client.post("/feedback", json=padded, headers=carol).status_code == 200
         over = client.post("/feedback", json=padded | {"requestId": ids[7]}, headers=carol)
         assert over.status_code == 429 and "4096 bytes per hour" in over.json()["error"]
-        metrics = client.get("/metrics").text
+        metrics = httpx.get(url.metrics + "/metrics").text
     assert 'bertops_gateway_feedback_rejected_total{reason="rate_limited"} 2.0' in metrics
 
 
@@ -169,7 +169,7 @@ def test_a_client_sending_flipped_labels_without_a_credential_teaches_nothing(
                 "/feedback", json={"requestId": rid, "label": label}, headers=headers
             )
             codes[who].append(sent.status_code)
-        metrics = client.get("/metrics").text
+        metrics = httpx.get(url.metrics + "/metrics").text
     assert set(codes["poisoner"]) == {401} and len(codes["poisoner"]) == requests // 10
     assert set(codes["honest"]) == {200}
     rows(log, len(codes["honest"]))  # the writer is a background thread

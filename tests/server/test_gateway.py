@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from starlette.applications import Starlette
 from typer.testing import CliRunner
 
 from bertops.server.app import ServerSettings, create_app
@@ -35,7 +34,7 @@ from bertops.server.gateway.routes import Backend, Routes, RouteSource, bucket, 
 from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.model import ServedModel
 from tests.server.conftest import LiveServer, wait_ready
-from tests.server.helpers import Stub, fire, metric
+from tests.server.helpers import Stub, fire, metric, serve_gateway
 
 TOKEN = "s3cret"
 FORCE = "x-bertops-variant"
@@ -72,12 +71,12 @@ def predict(key: str | None = None, **headers: str) -> dict[str, object]:
     return {"path": "/predict", "json": {"texts": ["hello"]}, "headers": headers}
 
 
-def gateway_app(*args: Any, **kwargs: Any) -> Starlette:
+def gateway_app(*args: Any, **kwargs: Any) -> Gateway:
     """A gateway that names variant and model in its answers (off by default), which
-    most tests read."""
+    most tests read; start it with :func:`serve_gateway`."""
     kwargs.setdefault("expose_headers", True)
     kwargs.setdefault("feedback_access", FeedbackAccess.open())
-    return create_gateway(*args, **kwargs)
+    return Gateway(*args, **kwargs)
 
 
 @pytest.fixture
@@ -112,9 +111,10 @@ def test_choose_variant_is_weighted_sticky_and_monotone() -> None:
 def test_weights_90_10_over_2000_requests(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
-    gateway = serve(
-        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 10, sticky={"mode": "header"}))
-    ).url
+    gateway = serve_gateway(
+        serve,
+        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 10, sticky={"mode": "header"})),
+    )
     results = fire(gateway, [predict(f"user-{i}") for i in range(2000)], concurrency=32)
     assert {r.status for r in results} == {200}
     variants = Counter(r.headers["x-bertops-variant"] for r in results)
@@ -137,9 +137,10 @@ def test_weights_90_10_over_2000_requests(
 def test_sticky_keys_cookies_and_override(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
-    gateway = serve(
-        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50, sticky={"mode": "cookie"}))
-    ).url
+    gateway = serve_gateway(
+        serve,
+        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50, sticky={"mode": "cookie"})),
+    )
     specs = [predict(f"user-{i % 40}") for i in range(160)]
     results = fire(gateway, specs, concurrency=8)
     seen: dict[str, set[str]] = {}
@@ -174,7 +175,7 @@ def test_route_change_under_load_loses_no_request(
     routes_file.write_text(yaml.safe_dump(routes(stable, canary, 10).to_wire()))
     both = Gateway(source=RouteSource(str(routes_file)), admin_token=TOKEN, poll_seconds=0.05)
     assert both.admin_app is not None
-    gateway, admin = serve(both.app).url, serve(both.admin_app).url
+    gateway, admin = serve_gateway(serve, both), serve(both.admin_app).url
     stop = threading.Event()
     changes = 0
 
@@ -243,8 +244,8 @@ def test_shadow_does_not_change_the_answer_or_latency(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
 ) -> None:
     shadow_stub, shadow_url = stubs["shadow"]
-    plain = serve(gateway_app(routes(stubs["stable"][1]))).url
-    mirrored = serve(gateway_app(routes(stubs["stable"][1], shadow=shadow_url))).url
+    plain = serve_gateway(serve, gateway_app(routes(stubs["stable"][1])))
+    mirrored = serve_gateway(serve, gateway_app(routes(stubs["stable"][1], shadow=shadow_url)))
 
     def timed(url: str) -> tuple[list[object], list[float]]:
         with httpx.Client(base_url=url) as client:
@@ -284,7 +285,7 @@ def test_backend_down_is_a_clear_503_and_an_error_for_its_variant(
     dead = LiveServer(Stub("gone", "x").app())  # bound, never started, then closed
     dead_url = dead.url
     dead.sock.close()
-    gateway = serve(gateway_app(routes(stubs["stable"][1], dead_url, 50))).url
+    gateway = serve_gateway(serve, gateway_app(routes(stubs["stable"][1], dead_url, 50)))
     down = httpx.post(
         gateway + "/predict", json={"texts": ["x"]}, headers={"x-bertops-variant": "canary"}
     )
@@ -307,9 +308,10 @@ def test_feedback_scores_each_variant(
     serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]], tmp_path: Path
 ) -> None:
     feedback_log = tmp_path / "feedback.jsonl"
-    gateway = serve(
-        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50), feedback_log=feedback_log)
-    ).url
+    gateway = serve_gateway(
+        serve,
+        gateway_app(routes(stubs["stable"][1], stubs["canary"][1], 50), feedback_log=feedback_log),
+    )
     with httpx.Client(base_url=gateway) as client:
         ids = {}
         for variant in ("stable", "canary"):
@@ -361,7 +363,7 @@ def test_gateway_in_front_of_a_real_model_server(
     table = Routes.model_validate(
         {"stable": {"name": "tiny-v1", "url": server.url, "model": "tiny-v1"}}
     )
-    gateway = serve(gateway_app(table)).url
+    gateway = serve_gateway(serve, gateway_app(table))
     answer = httpx.post(
         gateway + "/v2/models/sentiment/infer",
         json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["so good"]}]},
@@ -420,7 +422,7 @@ def test_request_ids_are_the_gateways_and_feedback_is_checked(
         feedback_window_seconds=0.5,
         feedback_access=FeedbackAccess.open(),
     )
-    gateway = serve(both.app).url
+    gateway = serve_gateway(serve, both)
     with httpx.Client(base_url=gateway) as client:
         answer = client.post(
             "/predict", json={"texts": ["a", "b"]}, headers={"x-request-id": "chosen-by-client"}
@@ -497,7 +499,7 @@ def test_bodies_are_bounded_while_streaming(
         routes(url), admin_token=TOKEN, max_body_bytes=4096, feedback_access=FeedbackAccess.open()
     )
     assert both.admin_app is not None
-    gateway, admin = serve(both.app).url, serve(both.admin_app).url
+    gateway, admin = serve_gateway(serve, both), serve(both.admin_app).url
 
     def chunked(total: int) -> Iterator[bytes]:  # no Content-Length: read as a stream
         for _ in range(total // 1024):
@@ -573,3 +575,18 @@ def test_cli_gateway_serves_admin_on_loopback_and_stops_on_sigterm(
             process.kill()
             process.wait()
         log.close()
+
+
+def test_metrics_are_on_their_own_listener(
+    serve: Callable[..., LiveServer], stubs: dict[str, tuple[Stub, str]]
+) -> None:
+    """The counters name the canary and its model: the public port does not serve them
+    (nor proxies a model server's), only the metrics listener does."""
+    stub, url = stubs["stable"]
+    gateway = serve_gateway(serve, gateway_app(routes(url)))
+    assert httpx.post(gateway + "/predict", json={"texts": ["x"]}).status_code == 200
+    public = httpx.get(gateway + "/metrics")
+    assert public.status_code == 404 and "metrics port" in public.json()["error"]
+    assert len(stub.seen) == 1  # the prediction only: /metrics was not proxied
+    assert metric(gateway, "bertops_gateway_requests_total", variant="stable") == 1
+    assert httpx.get(gateway.metrics + "/predict").status_code == 404

@@ -25,7 +25,7 @@ from bertops.server.gateway.pairs import Pair
 from bertops.server.gateway.routes import Backend, Routes
 from bertops.server.gateway.served import Served, ServedStore
 from tests.server.conftest import LiveServer
-from tests.server.helpers import metric
+from tests.server.helpers import metric, serve_gateway
 
 LABELS = ["positive", "negative", "neutral"]
 FORCE = "x-bertops-variant"
@@ -116,9 +116,9 @@ def test_compare_pairs_canary_answers_with_stable(serve: Callable[..., LiveServe
     routes = table(
         serve(stable.app()).url, canary=serve(canary.app()).url, canaryWeight=50, compare=True
     )
-    gateway = serve(
-        Gateway(routes, expose_headers=True, feedback_access=FeedbackAccess.open()).app
-    ).url
+    gateway = serve_gateway(
+        serve, Gateway(routes, expose_headers=True, feedback_access=FeedbackAccess.open())
+    )
     with httpx.Client(base_url=gateway) as client:
         answers = ask(client, 40)
         by_variant: dict[str, list[str]] = {"stable": [], "canary": []}
@@ -156,9 +156,9 @@ def test_pair_calls_never_delay_callers_and_are_dropped_over_the_cap(
     stable = Judge("v1", STABLE, delay=2.0)
     canary = serve(Judge("v2", CANDIDATE).app()).url
     routes = table(serve(stable.app()).url, canary=canary, canaryWeight=100, compare=True)
-    gateway = serve(
-        Gateway(routes, max_shadow_in_flight=1, feedback_access=FeedbackAccess.open()).app
-    ).url
+    gateway = serve_gateway(
+        serve, Gateway(routes, max_shadow_in_flight=1, feedback_access=FeedbackAccess.open())
+    )
     with httpx.Client(base_url=gateway) as client:
         started = time.perf_counter()
         rid = ask(client, 3)[0].headers["x-request-id"]
@@ -185,7 +185,7 @@ def test_shadow_answers_are_paired_with_stable(serve: Callable[..., LiveServer])
         canaryWeight=0,
         overrideHeader=FORCE,
     )
-    gateway = serve(Gateway(routes, feedback_access=FeedbackAccess.open()).app).url
+    gateway = serve_gateway(serve, Gateway(routes, feedback_access=FeedbackAccess.open()))
     with httpx.Client(base_url=gateway) as client:
         ids = [a.headers["x-request-id"] for a in ask(client, 10)]
         # Mirrored too, but the canary answered it: no stable answer to pair with.
@@ -229,7 +229,7 @@ def test_no_pair_calls_without_compare(serve: Callable[..., LiveServer], compare
     stable = Judge("v1", STABLE)
     canary = serve(Judge("v2", CANDIDATE).app()).url
     routes = table(serve(stable.app()).url, canary=canary, canaryWeight=100, compare=compare)
-    gateway = serve(Gateway(routes, feedback_access=FeedbackAccess.open()).app).url
+    gateway = serve_gateway(serve, Gateway(routes, feedback_access=FeedbackAccess.open()))
     with httpx.Client(base_url=gateway) as client:
         ask(client, 3)
     if compare:
@@ -249,7 +249,7 @@ def test_feedback_before_the_pair_answer_is_scored_when_it_arrives(
     routes = table(
         serve(stable.app()).url, canary=serve(canary.app()).url, canaryWeight=100, compare=True
     )
-    gateway = serve(Gateway(routes, feedback_access=FeedbackAccess.open()).app).url
+    gateway = serve_gateway(serve, Gateway(routes, feedback_access=FeedbackAccess.open()))
     with httpx.Client(base_url=gateway) as client:
         ids = [a.headers["x-request-id"] for a in ask(client, 5)]
         accepted = client.post(

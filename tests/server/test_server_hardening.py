@@ -91,9 +91,12 @@ def test_text_and_ids_that_are_not_valid_text_get_400(
 def test_a_bad_request_id_header_gets_400_and_a_good_one_is_echoed(client: TestClient) -> None:
     refused = client.post("/predict", json={"texts": ["hi"]}, headers={"x-request-id": b"caf\xe9"})
     assert refused.status_code == 400 and "x-request-id must be" in refused.json()["error"]
+    answer = client.post("/predict", json={"texts": ["hi"]}, headers={"x-request-id": "req-7"})
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-7"
+    # The OIP body's id is the client's correlation id: echoed in the body, not the id.
     answer = post_raw(client, INFER, infer_body(["hi"], id="order 42/a"))
-    assert answer.status_code == 200
-    assert answer.headers["x-request-id"] == "order 42/a" and answer.json()["id"] == "order 42/a"
+    assert answer.status_code == 200 and answer.json()["id"] == "order 42/a"
+    assert answer.headers["x-request-id"] != "order 42/a"
 
 
 @pytest.mark.parametrize(

@@ -185,11 +185,11 @@ def counts_or_reason(
 ) -> tuple[Observations | None, str | None]:
     """The counts for status' view, or why there are none (never raises)."""
     status = body.get("status") or {}
+    # The gateway's metrics listener; a status from before it had one names the endpoint.
+    metrics = status.get("metricsEndpoint") or status.get("endpoint")
     try:
         return (
-            read_counts(
-                status.get("endpoint"), status.get("stableModel"), status.get("canaryModel"), kube
-            ),
+            read_counts(metrics, status.get("stableModel"), status.get("canaryModel"), kube),
             None,
         )
     except (httpx.HTTPError, ValueError, *API_ERRORS) as error:

@@ -53,6 +53,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "onnxruntime",
         "onnx",
         "fsspec",
+        "limits",
     ),
     "ui": ("kubernetes", "starlette", "uvicorn"),
 }

@@ -139,6 +139,11 @@ class BertDeploymentStatus(StatusBase):
     rollout_step: int | None = None
     step_started_at: datetime | None = None
     endpoint: str | None = None
+    metrics_endpoint: str | None = Field(
+        default=None,
+        description="The gateway's /metrics listener (apart from endpoint: the counters "
+        "name the canary). Read by Prometheus, the rollout analysis and `bertops rollout`.",
+    )
     drift: DriftStatus | None = None
     drift_display: str | None = Field(default=None, description="e.g. 0.12 for the column.")
     retrains: RetrainStatus | None = None

@@ -185,6 +185,9 @@ def gateway(
     admin_port: int = typer.Option(
         8001, help="Port of the admin endpoint, always on 127.0.0.1 (with --admin-token)."
     ),
+    metrics_port: int = typer.Option(
+        9091, help="Port of /metrics (names the canary: keep it from clients)."
+    ),
     feedback_log: Path = typer.Option(
         None,
         envvar="BERTOPS_FEEDBACK_LOG",
@@ -276,4 +279,6 @@ def gateway(
         graceful_seconds=graceful_seconds,
         access_log=access_log,
         limit_concurrency=limit_concurrency,
+        metrics=gateway.metrics_app,
+        metrics_port=metrics_port,
     )

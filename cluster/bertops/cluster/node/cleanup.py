@@ -134,8 +134,9 @@ def _stale_socket(path: Path) -> bool:
 
 def remove_machine_leftovers(node_root: Path, network: str, created: list[str]) -> list[Path]:
     """Remove what this node left in the machine paths: its container log links, its
-    network's CNI results, shim sockets nobody listens on; then each machine path the
-    node created, when nothing else is in it. The paths removed."""
+    network's and its sandboxes' loopback CNI results, shim and device-plugin sockets
+    nobody listens on; then each machine path the node created, when nothing else is in
+    it. The paths removed."""
     removed: list[Path] = []
     logs = Path("/var/log/containers")
     for link in logs.glob("*.log") if logs.is_dir() else []:
@@ -144,14 +145,22 @@ def remove_machine_leftovers(node_root: Path, network: str, created: list[str]) 
                 link.unlink()
                 removed.append(link)
     results = Path("/var/lib/cni/results")
-    for entry in results.glob(f"{network}-*") if results.is_dir() else []:
-        entry.unlink(missing_ok=True)
-        removed.append(entry)
-    shims = Path("/run/containerd/s")
-    for entry in shims.iterdir() if shims.is_dir() else []:
-        if entry.is_socket() and _stale_socket(entry):
+    # The pod network's results, and the loopback plugin's of this node's sandboxes
+    # (named by the container ids whose task folders the node's containerd keeps).
+    tasks = node_root / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
+    sandboxes = {p.name for p in tasks.iterdir()} if tasks.is_dir() else set()
+    loopbacks = [f"cni-loopback-{sandbox}-lo" for sandbox in sandboxes]
+    found = [*results.glob(f"{network}-*"), *(results / name for name in loopbacks)]
+    for entry in found if results.is_dir() else []:
+        if entry.exists():
             entry.unlink(missing_ok=True)
             removed.append(entry)
+    # Sockets nobody listens on: containerd's shims, the kubelet's device-plugin socket.
+    for folder in (Path("/run/containerd/s"), Path("/var/lib/kubelet/device-plugins")):
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            if entry.is_socket() and _stale_socket(entry):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
     for top in map(Path, created):
         if not top.is_dir():
             continue

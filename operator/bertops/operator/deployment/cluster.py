@@ -28,6 +28,7 @@ from bertops.operator.deployment.target import Served, Target
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
 from bertops.operator.runtime import serving
+from bertops.operator.runtime.gateway_manifests import METRICS_PORT
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 120.0  # kubelet ConfigMap sync (up to ~60 s) + gateway poll + drain
@@ -84,13 +85,23 @@ class ClusterServing:
         serving_now = gateway and stable_up
         endpoint = _endpoint(owner) if serving_now else None
         return Served(
-            endpoint, table if serving_now else None, settled, self._gateway_metrics(owner)
+            endpoint,
+            table if serving_now else None,
+            settled,
+            self._gateway_metrics(owner),
+            metrics_endpoint=metrics_endpoint(owner) if serving_now else None,
         )
 
     def observe(self, owner: ObjectRef) -> Served:
         table = self._routes_in_force(owner)
-        endpoint = _endpoint(owner)
-        return Served(endpoint if table else None, table, True, self._gateway_metrics(owner))
+        served = table is not None
+        return Served(
+            _endpoint(owner) if served else None,
+            table,
+            True,
+            self._gateway_metrics(owner),
+            metrics_endpoint=metrics_endpoint(owner) if served else None,
+        )
 
     def _gateway_metrics(self, owner: ObjectRef) -> tuple[str, ...]:
         """Each ready gateway pod's /metrics, for the analysis to sum. Through the Service
@@ -99,7 +110,7 @@ class ClusterServing:
         labels = serving.object_labels(owner, "gateway")
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         pods = self.kube.list_resources("v1", "Pod", owner.namespace, selector)
-        return metrics_urls(pods, _endpoint(owner) + "/metrics")
+        return metrics_urls(pods, metrics_endpoint(owner) + "/metrics")
 
     def _available(self, name: str, namespace: str) -> bool:
         found = self.kube.read("apps/v1", "Deployment", namespace, name)
@@ -141,7 +152,7 @@ def metrics_urls(pods: list[dict[str, Any]], fallback: str) -> tuple[str, ...]:
     """/metrics of each ready pod with an address, in a stable order; ``fallback`` (the
     Service) while there is none."""
     urls = sorted(
-        f"http://{ip}:{serving.GATEWAY_PORT}/metrics"
+        f"http://{ip}:{METRICS_PORT}/metrics"
         for pod in pods
         if (ip := (pod.get("status") or {}).get("podIP")) and _pod_ready(pod)
     )
@@ -156,3 +167,9 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 def _endpoint(owner: ObjectRef) -> str:
     host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
     return f"http://{host}:{serving.GATEWAY_PORT}"
+
+
+def metrics_endpoint(owner: ObjectRef) -> str:
+    """The gateway Service's metrics port (Prometheus, `bertops rollout status`)."""
+    host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
+    return f"http://{host}:{METRICS_PORT}"

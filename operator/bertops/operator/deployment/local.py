@@ -131,7 +131,8 @@ class LocalServing:
             current = table
         drained = self._drain(home, current, target)
         settled = drained and all(m.name in ready for m in target.models) and not problems
-        return Served(gateway.url(), current, settled, (gateway.url() + "/metrics",), problems)
+        metrics = gateway.url("metrics")
+        return Served(gateway.url(), current, settled, (metrics + "/metrics",), problems, metrics)
 
     def observe(self, owner: ObjectRef) -> Served:
         home = self.root / owner.namespace / owner.name
@@ -139,7 +140,8 @@ class LocalServing:
         if not gateway.alive():
             return Served(None, None, settled=False)
         routes = self._routes_in_force(home)
-        return Served(gateway.url(), routes, True, (gateway.url() + "/metrics",))
+        metrics = gateway.url("metrics")
+        return Served(gateway.url(), routes, True, (metrics + "/metrics",), [], metrics)
 
     def _keep_running(self, process: ServingProcess, command: list[str]) -> str | None:
         """Start (or restart a dead) process; a problem once it died too often."""
@@ -257,19 +259,22 @@ class LocalServing:
         self, home: Path, gateway: ServingProcess, table: Routes, flags: list[str]
     ) -> None:
         token = secrets.token_urlsafe(24)
-        port, admin = free_port(), free_port()
+        port, admin, metrics = free_port(), free_port(), free_port()
         command = [
             *executable(self.config.serve_command), "gateway",
             "--routes", str(home / ROUTES_FILE),
             "--host", "127.0.0.1", "--port", str(port),
             "--admin-port", str(admin),
+            "--metrics-port", str(metrics),
             "--poll-seconds", "1",
             *flags,
         ]  # fmt: skip
         self._write_routes(home, table)
         # The token goes by environment (not argv, which every user can read in ps).
         gateway.start(
-            command, {"http": port, "admin": admin}, {"BERTOPS_GATEWAY_ADMIN_TOKEN": token}
+            command,
+            {"http": port, "admin": admin, "metrics": metrics},
+            {"BERTOPS_GATEWAY_ADMIN_TOKEN": token},
         )
         write_atomically(gateway.folder / TOKEN_FILE, token, mode=0o600)
 

@@ -164,6 +164,7 @@ class DeploymentReconciler:
         status = decision.status.model_copy(
             update={
                 "endpoint": served.endpoint or obj.status.endpoint,
+                "metrics_endpoint": served.metrics_endpoint or obj.status.metrics_endpoint,
                 "observed_generation": ref.generation,
             }
         )

@@ -46,6 +46,7 @@ class Served:
     settled: bool
     metrics_urls: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
+    metrics_endpoint: str | None = None  # the gateway's metrics listener (status, the CLI)
 
 
 def predictions_uri(config: OperatorConfig, namespace: str, name: str) -> str:

@@ -39,6 +39,8 @@ from bertops.operator.runtime.serving import (
 ROUTES_MOUNT = "/etc/bertops/routes"
 FEEDBACK_MOUNT = "/var/bertops/feedback"
 CREDENTIALS_MOUNT = "/etc/bertops/feedback-credentials"
+# The gateway's /metrics listen here, apart from the public port: they name the canary.
+METRICS_PORT = 9091
 GATEWAY_COMMAND = ("bertops", "server", "gateway", "--routes", f"{ROUTES_MOUNT}/{ROUTES_FILE}")
 
 
@@ -84,12 +86,16 @@ def gateway_deployment(
             *("--port", str(GATEWAY_PORT)),
             *("--max-body-bytes", str(body_limit)),
             *("--limit-concurrency", str(GATEWAY_CONCURRENCY)),
+            *("--metrics-port", str(METRICS_PORT)),
             *feedback_access_flags(
                 serving.feedback,
                 CREDENTIALS_MOUNT if serving.feedback.credentials_secret else None,
             ),
         ],
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "ports": [
+            {"name": "http", "containerPort": GATEWAY_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         "readinessProbe": http_probe("/readyz", "http", 5, 3),
         "livenessProbe": http_probe("/healthz", "http", 10, 3),
         "resources": {
@@ -144,7 +150,7 @@ def gateway_deployment(
         # For a cluster's Prometheus; the rollout analysis reads these series.
         "annotations": {
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(GATEWAY_PORT),
+            "prometheus.io/port": str(METRICS_PORT),
             "prometheus.io/path": "/metrics",
         },
     }
@@ -169,4 +175,9 @@ def gateway_service(owner: ObjectRef) -> dict[str, Any]:
     # the other and get 404. Behind an ingress the address is the ingress pod's: still one
     # replica per path through it.
     service["spec"]["sessionAffinity"] = "ClientIP"
+    # For Prometheus and `bertops rollout status` through the API server's Service proxy;
+    # the tenant's NetworkPolicy opens it only to the operator and monitoring namespaces.
+    service["spec"]["ports"].append(
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}
+    )
     return service

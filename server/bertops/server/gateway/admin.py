@@ -127,10 +127,15 @@ def serve_gateway(
     graceful_seconds: int,
     access_log: bool,
     limit_concurrency: int | None = None,
+    metrics: Any | None = None,
+    metrics_port: int = 9091,
 ) -> None:
-    """Run the public listener and, when given, the admin app on loopback, until a
-    SIGTERM/SIGINT stops both (each drains its in-flight requests)."""
+    """Run the public listener, the metrics app on ``metrics_port`` (same address), and,
+    when given, the admin app on loopback, until a SIGTERM/SIGINT stops them all (each
+    drains its in-flight requests)."""
     servers = [listener(public, host, port, graceful_seconds, access_log, limit_concurrency)]
+    if metrics is not None:
+        servers.append(listener(metrics, host, metrics_port, graceful_seconds, False, 4))
     if admin is not None:
         servers.append(listener(admin, ADMIN_HOST, admin_port, graceful_seconds, access_log))
     # uvicorn's loop (uvloop when installed), as Server.run would pick it.

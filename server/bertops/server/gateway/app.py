@@ -2,14 +2,14 @@
 to the stable or canary model server (by weight, sticky by a key as the routes' sticky
 mode says, forced by a header only when the routes name one), mirrors inferences to an
 optional shadow, pairs a candidate's answers with stable's (see
-:mod:`~bertops.server.gateway.pairing`), accepts ground-truth feedback and exposes
-per-variant metrics; the admin one (its own loopback port, see
+:mod:`~bertops.server.gateway.pairing`) and accepts ground-truth feedback; the metrics
+one serves the per-variant metrics on a port of its own; the admin one (loopback, see
 :mod:`~bertops.server.gateway.admin`) swaps the routes at run time.
 
 Built by :class:`Gateway` / :func:`create_gateway` (called by ``bertops server gateway``
-and the tests). Public paths: ``/healthz``, ``/readyz``, ``/metrics``, ``POST /feedback``;
-everything else is proxied. Each request takes one snapshot of the routes, so a change
-never affects a request already in flight. Every request id is issued here (feedback is
+and the tests). Public paths: ``/healthz``, ``/readyz``, ``POST /feedback``; everything
+else but ``/metrics`` is proxied. Each request takes one snapshot of the routes, so a
+change never affects a request already in flight. Every request id is issued here (feedback is
 only taken for those, see :mod:`~bertops.server.gateway.feedback`). Response headers
 naming the variant and model are off unless ``expose_headers`` is set.
 """
@@ -113,6 +113,11 @@ class Gateway:
         self.routes = routes
         self._apply(routes, "initial")
         self.app = self._build()
+        # Its own listener (--metrics-port): the counters name the canary and its model,
+        # which a client could use to aim at it; only Prometheus and the operator read them.
+        self.metrics_app = Starlette(
+            routes=[Route("/metrics", self.metrics_endpoint, methods=["GET"])]
+        )
         self.admin_app = (
             admin_app(
                 admin_token,
@@ -205,7 +210,7 @@ class Gateway:
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.healthz, methods=["GET"]),
-                Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+                Route("/metrics", self.metrics_elsewhere, methods=["GET"]),
                 Route("/feedback", self.feedback.handle, methods=["POST"]),
                 Route("/{path:path}", self.proxy, methods=methods),
             ],
@@ -217,6 +222,10 @@ class Gateway:
 
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def metrics_elsewhere(self, _request: Request) -> Response:
+        # Not proxied either: a model server's /metrics is no more public than ours.
+        return JSONResponse({"error": "not found (metrics are on the metrics port)"}, 404)
 
     # -- proxy -------------------------------------------------------------------------
 
