@@ -186,13 +186,6 @@ def set_condition(
     return changed
 
 
-def remove_condition(conditions: list[Condition], type_: str) -> bool:
-    """Drop a condition; return whether it was there."""
-    before = len(conditions)
-    conditions[:] = [c for c in conditions if c.type != type_]
-    return len(conditions) != before
-
-
 def utcnow() -> datetime:
     """The clock the operator passes in; tests pass a fixed time instead."""
     return datetime.now(UTC).replace(microsecond=0)

@@ -18,8 +18,6 @@ import torch.distributed as dist
 
 from bertops.trainer.errors import BadInputError, TransientError
 
-ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
-
 
 def env_rank() -> int:
     """This process's rank from the env (0 when not distributed); cheap, no torch init."""

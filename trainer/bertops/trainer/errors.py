@@ -11,7 +11,6 @@ from __future__ import annotations
 from bertops.api.artifacts import ArtifactError
 from bertops.api.steps import ExitCode
 
-REASON_SUCCEEDED = "Succeeded"
 REASON_INVALID_INPUT = "InvalidInput"  # permanent: bad data, bad spec, missing file
 REASON_TRANSIENT = "TransientError"  # retry may help: storage, lost peer, OOM
 REASON_STEP_FAILED = "StepFailed"  # a bug; same constant as the api's REASON_STEP_FAILED

@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -226,14 +225,3 @@ class Catalog:
         core = client.CoreV1Api(self.api_client)
         kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
         return str(self._call(core.read_namespaced_pod_log, pod, self.namespace, **kwargs))
-
-    def watch_versions(self, kind: str, name: str, every: float = 1.0) -> Iterator[dict[str, Any]]:
-        """The object each time its resourceVersion changes (polling; for ``--follow``)."""
-        seen = None
-        while True:
-            body = self.get(kind, name)
-            version = body["metadata"].get("resourceVersion")
-            if version != seen:
-                seen = version
-                yield body
-            time.sleep(every)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -375,9 +374,3 @@ def _unmount_everything(root: Path) -> list[Path]:
 def _binary(name: str) -> str:
     """What /proc/<pid>/cmdline shows first for each part (nsenter execs the command)."""
     return Path(sys.executable).name if name == "forwarder" else name
-
-
-def port_open_inside(namespace: str, port: int) -> bool:
-    with netns.inside(namespace), socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0

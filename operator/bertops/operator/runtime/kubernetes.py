@@ -154,13 +154,6 @@ def read_termination(
     return TerminationReading(problem=problems[0], output=output)
 
 
-def termination_result(
-    pods: list[dict[str, Any]], step: str, kind: str | None = None
-) -> StepResult | None:
-    """The StepResult of step ``step`` in its containers' termination messages, if any."""
-    return read_termination(pods, step, kind).result
-
-
 def failed_exit_code(job: dict[str, Any], pods: list[dict[str, Any]]) -> int | None:
     """The exit code a failed Job's step ended with: the first non-zero one among its
     pods; when the pods are gone, a PodFailurePolicy failure means exit 2 (the only
