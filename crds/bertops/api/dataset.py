@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from bertops.api.meta import (
+    API_VERSION,
     ApiModel,
     LocalObjectReference,
     Rule,
@@ -209,7 +210,7 @@ class BertDataset(ApiModel):
 
     model_config = {"extra": "ignore"}
 
-    api_version: str = "bertops.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: Literal["BertDataset"] = "BertDataset"
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: BertDatasetSpec

@@ -26,6 +26,7 @@ from bertops.api.deployment_status import (
     RolloutRecord,
 )
 from bertops.api.meta import (
+    API_VERSION,
     ApiModel,
     DnsName,
     LocalObjectReference,
@@ -355,7 +356,7 @@ class BertDeploymentSpec(ApiModel):
 class BertDeployment(ApiModel):
     model_config = {"extra": "ignore"}
 
-    api_version: str = "bertops.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: Literal["BertDeployment"] = "BertDeployment"
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: BertDeploymentSpec

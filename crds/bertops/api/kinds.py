@@ -13,13 +13,23 @@ from pydantic import BaseModel
 
 from bertops.api.dataset import BertDatasetSpec, BertDatasetStatus
 from bertops.api.deployment import BertDeploymentSpec, BertDeploymentStatus
+from bertops.api.meta import API_VERSION, GROUP, VERSION
 from bertops.api.model import BertModelSpec, BertModelStatus
 from bertops.api.training import BertTrainingSpec, BertTrainingStatus
 
-GROUP = "bertops.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "bertops"
+# GROUP, VERSION and API_VERSION live in bertops.api.meta (the kind modules import them
+# from there); this registry is where everyone else reads them.
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "GROUP",
+    "KINDS",
+    "VERSION",
+    "KindInfo",
+    "PrinterColumn",
+    "kind_info",
+]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
+# The API group and version of the four kinds (re-exported by bertops.api.kinds).
+GROUP = "bertops.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """RFC 1123 label (at most 63 characters, no dots): what our references accept as a name,
 stricter than the DNS subdomain most Kubernetes kinds allow as an object name."""

@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic.alias_generators import to_snake
 
 from bertops.api.meta import (
+    API_VERSION,
     ApiModel,
     DnsName,
     LocalObjectReference,
@@ -257,7 +258,7 @@ class BertModelStatus(StatusBase):
 class BertModel(ApiModel):
     model_config = {"extra": "ignore"}
 
-    api_version: str = "bertops.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: Literal["BertModel"] = "BertModel"
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: BertModelSpec

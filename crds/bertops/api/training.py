@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from bertops.api.meta import (
+    API_VERSION,
     ApiModel,
     DnsName,
     LocalObjectReference,
@@ -148,7 +149,7 @@ class BertTrainingStatus(StatusBase):
 class BertTraining(ApiModel):
     model_config = {"extra": "ignore"}
 
-    api_version: str = "bertops.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: Literal["BertTraining"] = "BertTraining"
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: BertTrainingSpec

@@ -24,6 +24,7 @@ from typing import Any
 
 from bertops.api import dataset as dataset_api
 from bertops.api import training as training_api
+from bertops.api.kinds import API_VERSION
 from bertops.api.meta import LocalObjectReference
 from bertops.operator.planners.common import ObjectRef
 
@@ -104,7 +105,7 @@ def dataset_manifest(
     spec.additional_sources = sources[-8:] or None
     spec.output_uri = None  # the operator's store: a new revision, never over the original
     return {
-        "apiVersion": "bertops.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "BertDataset",
         "metadata": _metadata(name, owner, why, {}),
         "spec": spec.to_wire(),
@@ -138,7 +139,7 @@ def training_manifest(
     )
     labels = {"bertops.io/family": family} if re.fullmatch(r"[a-z0-9.-]{1,63}", family) else {}
     return {
-        "apiVersion": "bertops.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "BertTraining",
         "metadata": _metadata(name, owner, why, labels),
         "spec": spec.to_wire(),

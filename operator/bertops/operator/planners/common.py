@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bertops.api.kinds import API_VERSION
 from bertops.api.meta import Condition, ConditionStatus, find_condition, set_condition
 from bertops.api.steps import ExitCode
 from bertops.operator.config import OperatorConfig
@@ -61,7 +62,7 @@ class ObjectRef:
     generation: int
     uid: str
     kind: str
-    api_version: str = "bertops.io/v1alpha1"
+    api_version: str = API_VERSION
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ObjectRef:
@@ -72,7 +73,7 @@ class ObjectRef:
             generation=int(meta.get("generation", 1)),
             uid=meta.get("uid", ""),
             kind=body["kind"],
-            api_version=body.get("apiVersion", "bertops.io/v1alpha1"),
+            api_version=body.get("apiVersion", API_VERSION),
         )
 
     def owner_reference(self, controller: bool = True) -> dict[str, Any]:

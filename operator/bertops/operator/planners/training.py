@@ -13,6 +13,7 @@ from typing import Any
 
 from bertops.api import dataset as dataset_api
 from bertops.api import training as api
+from bertops.api.kinds import API_VERSION
 from bertops.api.meta import ConditionStatus, find_condition, is_true
 from bertops.api.steps import ExitCode, StepResult, TrainDetails, TrainStep
 from bertops.operator.config import OperatorConfig
@@ -73,7 +74,7 @@ def model_manifest(ref: ObjectRef, spec: api.BertTrainingSpec) -> dict[str, Any]
         if trigger.share_with_family:
             labels[api.SHARED_WITH_FAMILY_LABEL] = "true"
     return {
-        "apiVersion": "bertops.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "BertModel",
         "metadata": {
             "name": model_name(ref, spec),
