@@ -6,6 +6,7 @@ leaving a target whose last file its other files do not match), plus reading inp
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,11 +117,34 @@ def test_a_failed_rename_puts_the_old_folder_back(
     assert hidden(tmp_path) == []
 
 
-def test_fsync_path_flushes_files_and_folders(tmp_path: Path) -> None:
+def test_fsync_path_flushes_files_and_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file and folder of a tree is flushed, files before the folder holding them
+    (a rename is durable only once its folder is), and no descriptor is left open."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "g").write_text("y")
     (tmp_path / "f").write_text("x")
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    open_before = len(os.listdir("/proc/self/fd"))
     publish.fsync_path(tmp_path / "f")
     publish.fsync_path(tmp_path)
+    assert flushed == [str(tmp_path / "f"), str(tmp_path)]
+    flushed.clear()
     publish.fsync_tree(tmp_path)
+    assert sorted(flushed) == sorted(
+        str(p) for p in (tmp_path / "sub" / "g", tmp_path / "sub", tmp_path / "f", tmp_path)
+    )
+    assert flushed.index(str(tmp_path / "sub" / "g")) < flushed.index(str(tmp_path / "sub"))
+    assert flushed[-1] == str(tmp_path)  # the top folder last
+    assert len(os.listdir("/proc/self/fd")) == open_before
 
 
 # -- remote (memory://) --------------------------------------------------------------------
