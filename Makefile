@@ -132,6 +132,8 @@ lint: deps
 	$(BIN)/mypy
 	# The component import rules ([tool.importlinter] in pyproject.toml).
 	$(BIN)/lint-imports
+	# No module over 400 lines, no function over 80; the exceptions and why: tests/sizes.py.
+	$(BIN)/python -m tests.sizes
 	$(BIN)/bertops crds generate --check
 	$(BIN)/python -m bertops.operator.engines.argo_template --check
 

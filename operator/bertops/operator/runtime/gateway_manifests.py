@@ -112,39 +112,8 @@ def gateway_deployment(
         {"name": "routes", "configMap": {"name": routes_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    secret = serving.feedback.credentials_secret
-    if secret:
-        # The kubelet reads the Secret (the operator never does) and updates the files in
-        # place on an edit; the gateway re-reads them. 0440 + the pod's fsGroup: readable
-        # by the gateway's user only. Optional: a missing Secret refuses feedback (401),
-        # it never stops serving.
-        container["volumeMounts"].append(
-            {"name": "feedback-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}
-        )
-        volumes.append(
-            {
-                "name": "feedback-credentials",
-                "secret": {"secretName": secret, "defaultMode": 0o440, "optional": True},
-            }
-        )
-    init: list[dict[str, Any]] = []
-    if keeps_feedback(spec):
-        # One file per replica ($(POD_NAME), expanded by the kubelet): no two writers;
-        # only this deployment's feedback folder of the artifact PVC is mounted.
-        container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
-        container["env"] = [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-        ]
-        subpath = deployment_subpath(owner.name, FEEDBACK)
-        container["volumeMounts"].append(
-            {"name": "feedback", "mountPath": FEEDBACK_MOUNT, "subPath": subpath}
-        )
-        init.append(
-            folder_init_container("feedback", subpath, config.image, config.image_pull_policy)
-        )
-        volumes.append(
-            {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
-        )
+    _mount_credentials(container, volumes, serving.feedback.credentials_secret)
+    init = _mount_feedback_log(container, volumes, owner, config) if keeps_feedback(spec) else []
     template_meta = {
         "labels": labels,
         # For a cluster's Prometheus; the rollout analysis reads these series.
@@ -164,6 +133,49 @@ def gateway_deployment(
             "template": {"metadata": template_meta, "spec": pod_spec([container], volumes, init)},
         },
     }
+
+
+def _mount_credentials(
+    container: dict[str, Any], volumes: list[dict[str, Any]], secret: str | None
+) -> None:
+    """The feedback clients' Secret, when the spec names one. The kubelet reads it (the
+    operator never does) and updates the files in place on an edit; the gateway re-reads
+    them. 0440 + the pod's fsGroup: readable by the gateway's user only. Optional: a
+    missing Secret refuses feedback (401), it never stops serving."""
+    if not secret:
+        return
+    container["volumeMounts"].append(
+        {"name": "feedback-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}
+    )
+    volumes.append(
+        {
+            "name": "feedback-credentials",
+            "secret": {"secretName": secret, "defaultMode": 0o440, "optional": True},
+        }
+    )
+
+
+def _mount_feedback_log(
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    owner: ObjectRef,
+    config: ServingConfig,
+) -> list[dict[str, Any]]:
+    """``--feedback-log``: one file per replica ($(POD_NAME), expanded by the kubelet: no
+    two writers), only this deployment's feedback folder of the artifact PVC mounted; the
+    init container that makes the folder as the pod's user."""
+    container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
+    container["env"] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]
+    subpath = deployment_subpath(owner.name, FEEDBACK)
+    container["volumeMounts"].append(
+        {"name": "feedback", "mountPath": FEEDBACK_MOUNT, "subPath": subpath}
+    )
+    volumes.append(
+        {"name": "feedback", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
+    )
+    return [folder_init_container("feedback", subpath, config.image, config.image_pull_policy)]
 
 
 def gateway_service(owner: ObjectRef) -> dict[str, Any]:

@@ -321,8 +321,7 @@ def routes(
     )
 
 
-def keeps_feedback(spec: BertDeploymentSpec | None) -> bool:
-    """Whether the gateway persists labelled feedback for retraining."""
+def keeps_feedback(spec: BertDeploymentSpec | None) -> bool:  # for retraining
     return spec is not None and spec.retrain.enabled and spec.retrain.include_feedback
 
 
