@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from bertops.api import reasons
 from bertops.api.meta import (
     API_VERSION,
     ApiModel,
@@ -28,8 +29,8 @@ READY = "Ready"
 REASON_PREPARING = "Preparing"
 REASON_PREPARED = "Prepared"
 REASON_INVALID_DATA = "InvalidData"
-REASON_STEP_FAILED = "StepFailed"
-REASON_INVALID_SPEC = "InvalidSpec"
+REASON_STEP_FAILED = reasons.REASON_STEP_FAILED
+REASON_INVALID_SPEC = reasons.REASON_INVALID_SPEC
 
 
 NO_HOLDOUT_IN_TEXT_FOLDER = Rule(

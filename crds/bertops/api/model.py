@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic.alias_generators import to_snake
 
+from bertops.api import reasons
 from bertops.api.meta import (
     API_VERSION,
     ApiModel,
@@ -34,13 +35,13 @@ REASON_EVALUATING = "Evaluating"
 REASON_WAITING_FOR_PARENT = "WaitingForParent"
 REASON_WAITING_FOR_TRAINING = "WaitingForTraining"
 REASON_TRAINING_NOT_FOUND = "TrainingNotFound"
-REASON_DATASET_NOT_FOUND = "DatasetNotFound"
+REASON_DATASET_NOT_FOUND = reasons.REASON_DATASET_NOT_FOUND
 REASON_PARENT_NOT_FOUND = "ParentNotFound"
 REASON_GATE_FAILED = "QualityGateFailed"
 REASON_VERIFICATION_FAILED = "VerificationFailed"
-REASON_STEP_FAILED = "StepFailed"
-REASON_INVALID_SPEC = "InvalidSpec"
-REASON_UNSUPPORTED_TASK = "UnsupportedTask"
+REASON_STEP_FAILED = reasons.REASON_STEP_FAILED
+REASON_INVALID_SPEC = reasons.REASON_INVALID_SPEC
+REASON_UNSUPPORTED_TASK = reasons.REASON_UNSUPPORTED_TASK
 
 CompressionMethod = Literal["magnitudePrune", "headPrune", "quantize", "onnxExport", "distill"]
 

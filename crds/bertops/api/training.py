@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from bertops.api import reasons
 from bertops.api.meta import (
     API_VERSION,
     ApiModel,
@@ -29,12 +30,12 @@ from bertops.api.sources import ModelSource
 SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"
 REASON_WAITING_FOR_DATASET = "WaitingForDataset"
-REASON_DATASET_NOT_FOUND = "DatasetNotFound"
+REASON_DATASET_NOT_FOUND = reasons.REASON_DATASET_NOT_FOUND
 REASON_TRAINING = "Training"
 REASON_COMPLETED = "Completed"
-REASON_STEP_FAILED = "StepFailed"
-REASON_INVALID_SPEC = "InvalidSpec"
-REASON_UNSUPPORTED_TASK = "UnsupportedTask"
+REASON_STEP_FAILED = reasons.REASON_STEP_FAILED
+REASON_INVALID_SPEC = reasons.REASON_INVALID_SPEC
+REASON_UNSUPPORTED_TASK = reasons.REASON_UNSUPPORTED_TASK
 REASON_NAME_CONFLICT = "NameConflict"
 # On the BertModel a drift-triggered run registers (and on the objects the retraining
 # creates): the deployment it was retrained for, which alone selects it unless shared.

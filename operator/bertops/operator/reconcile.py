@@ -20,6 +20,7 @@ from typing import Any
 
 from bertops.api import dataset as dataset_api
 from bertops.api import model as model_api
+from bertops.api import reasons
 from bertops.api import training as training_api
 from bertops.api.meta import utcnow
 from bertops.operator.artifacts import read_model_artifact
@@ -152,7 +153,7 @@ class Reconciler:
                     plan = refused(
                         kind,
                         body,
-                        training_api.REASON_INVALID_SPEC,
+                        reasons.REASON_INVALID_SPEC,
                         f"the spec breaks the API rules: {error}",
                         self.clock(),
                     )

@@ -8,12 +8,13 @@ into a failed :class:`~bertops.api.steps.StepResult` with the matching
 
 from __future__ import annotations
 
+from bertops.api import reasons
 from bertops.api.artifacts import ArtifactError
 from bertops.api.steps import ExitCode
 
 REASON_INVALID_INPUT = "InvalidInput"  # permanent: bad data, bad spec, missing file
 REASON_TRANSIENT = "TransientError"  # retry may help: storage, lost peer, OOM
-REASON_STEP_FAILED = "StepFailed"  # a bug; same constant as the api's REASON_STEP_FAILED
+REASON_STEP_FAILED = reasons.REASON_STEP_FAILED  # a bug
 
 
 class StepError(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bertops.api import dataset as dataset_api
 from bertops.api import model as model_api
+from bertops.api import reasons
 from bertops.api import training as training_api
 from bertops.api.sources import ModelSource
 from bertops.api.steps import StepResult
@@ -43,7 +44,7 @@ def _check_uris(named: dict[str, str | None], config: OperatorConfig, namespace:
     refused = refusals(named, config, namespace)
     if refused:
         raise SpecError(
-            training_api.REASON_INVALID_SPEC,
+            reasons.REASON_INVALID_SPEC,
             "; ".join(refused) + " (the operator's URI allowlist: --allow-uri-prefix, "
             "--allow-uri-scheme)",
         )
@@ -62,7 +63,7 @@ def secret_names(*sources: object) -> tuple[str, ...]:
 def _check_secrets(names: tuple[str, ...], config: OperatorConfig) -> None:
     if names and config.runtime != "kubernetes":
         raise SpecError(
-            training_api.REASON_INVALID_SPEC,
+            reasons.REASON_INVALID_SPEC,
             f"credentialsSecretRef ({', '.join(names)}) needs the kubernetes runtime, which "
             "passes the Secret to the step pod as environment; with the local runtime give "
             "the operator process the credentials instead",
@@ -72,7 +73,7 @@ def _check_secrets(names: tuple[str, ...], config: OperatorConfig) -> None:
 def _check_task(task: str) -> None:
     if task not in training_api.SUPPORTED_TASKS:
         raise SpecError(
-            training_api.REASON_UNSUPPORTED_TASK,
+            reasons.REASON_UNSUPPORTED_TASK,
             f"task {task!r} is not supported by this operator version yet; "
             f"supported: {', '.join(training_api.SUPPORTED_TASKS)}",
         )
