@@ -35,7 +35,7 @@ from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
 from bertops.operator.planners.common import ObjectRef, Plan, current_step
 from bertops.operator.planners.model import ArtifactInfo
-from bertops.operator.refusal import InvalidObjectError, parse, refused
+from bertops.operator.refusal import InvalidObjectError, M, parse, refused
 from bertops.operator.runtime.base import (
     Runtime,
     RuntimeUnavailableError,
@@ -175,7 +175,7 @@ class Reconciler:
 
     # -- per kind: gather observations and plan ------------------------------------------------
 
-    def _parse(self, model: Any, body: dict[str, Any]) -> Any:
+    def _parse(self, model: type[M], body: dict[str, Any]) -> M:
         return parse(model, body)
 
     def _read_artifact(self, uri: str, namespace: str) -> ArtifactInfo | None:

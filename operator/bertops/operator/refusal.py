@@ -10,9 +10,9 @@ escapes into kopf's PermanentError. No I/O.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bertops.api import training as training_api
 from bertops.api.meta import Condition
@@ -33,7 +33,10 @@ class InvalidObjectError(Exception):
         super().__init__(problems)
 
 
-def parse(model: Any, body: dict[str, Any]) -> Any:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: dict[str, Any]) -> M:
     """``body`` as the API type ``model``; :class:`InvalidObjectError` when it breaks its rules."""
     try:
         return model.model_validate(body)

@@ -102,7 +102,7 @@ class DeploymentReconciler:
         kube: Kube,
         config: OperatorConfig,
         backend: ServingBackend,
-        parse: Callable[[Any, dict[str, Any]], Any],
+        parse: Callable[[type[api.BertDeployment], dict[str, Any]], api.BertDeployment],
         clock: Callable[[], datetime],
         metrics: OperatorMetrics | None = None,
         runtime: Runtime | None = None,
