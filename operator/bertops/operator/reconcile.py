@@ -84,6 +84,13 @@ class Reconciler:
             runtime,
             cache=self.cache,
         )
+        # One planner per kind (the kinds of bertops.api.kinds).
+        self._planners: dict[str, Callable[[dict[str, Any]], Plan]] = {
+            "BertDataset": self._plan_bertdataset,
+            "BertTraining": self._plan_berttraining,
+            "BertModel": self._plan_bertmodel,
+            "BertDeployment": self._plan_bertdeployment,
+        }
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -141,7 +148,7 @@ class Reconciler:
                     return Plan(), held[1] - time.monotonic()
                 delay: float | None
                 try:
-                    plan = getattr(self, f"_plan_{kind.lower()}")(body)
+                    plan = self._planners[kind](body)
                     self._apply(kind, body, plan)
                     self._unavailable.pop(key, None)
                     delay = next_look(
