@@ -243,69 +243,71 @@ class Reconciler:
     def _plan_bertmodel(self, body: dict[str, Any]) -> Plan:
         ref = ObjectRef.from_body(body)
         obj: model_api.BertModel = self._parse(model_api.BertModel, body)
-        spec = obj.spec
-        world: dict[str, Any] = {}
-        if spec.training_ref is not None:
-            training_body = self.read("BertTraining", ref.namespace, spec.training_ref.name)
-            if training_body:
-                training = self._parse(training_api.BertTraining, training_body)
-                world["training"] = training
-                if training.status.artifact_uri:
-                    world["artifact"] = self._read_artifact(
-                        training.status.artifact_uri, ref.namespace
-                    )
+        if obj.spec.training_ref is not None:
+            world = self._trained_world(ref, obj.spec.training_ref.name)
         else:
-            code = "cmp" if spec.compression is not None else "eval"
-            step = current_step(ref, code, obj.status)
-            observed = self._observe(
-                ref, step, "compress" if spec.compression is not None else "evaluate"
+            world = self._step_world(ref, obj)
+        return model_planner.plan(ref, obj, world, config=self.config, now=self.clock())
+
+    def _trained_world(self, ref: ObjectRef, training_name: str) -> model_planner.ModelWorld:
+        """A model of a training: the training and the artifact it published."""
+        training_body = self.read("BertTraining", ref.namespace, training_name)
+        if not training_body:
+            return model_planner.ModelWorld()
+        training = self._parse(training_api.BertTraining, training_body)
+        uri = training.status.artifact_uri
+        artifact = self._read_artifact(uri, ref.namespace) if uri else None
+        return model_planner.ModelWorld(training=training, artifact=artifact)
+
+    def _step_world(self, ref: ObjectRef, obj: model_api.BertModel) -> model_planner.ModelWorld:
+        """A model made or scored by a step of its own (compression, evaluation): the
+        step's observation, the parent, the dataset and the artifact to verify."""
+        spec = obj.spec
+        code = "cmp" if spec.compression is not None else "eval"
+        observed = self._observe(
+            ref,
+            current_step(ref, code, obj.status),
+            "compress" if spec.compression is not None else "evaluate",
+        )
+        parent = None
+        if spec.compression is not None:
+            parent_body = self.read("BertModel", ref.namespace, spec.compression.parent_ref.name)
+            parent = self._parse(model_api.BertModel, parent_body) if parent_body else None
+            dataset_name = (
+                spec.compression.dataset_ref.name
+                if spec.compression.dataset_ref
+                else (parent.status.lineage.dataset if parent and parent.status.lineage else None)
             )
-            world["step"] = observed
-            if spec.compression is not None:
-                parent_body = self.read(
-                    "BertModel", ref.namespace, spec.compression.parent_ref.name
-                )
-                parent = self._parse(model_api.BertModel, parent_body) if parent_body else None
-                world["parent"] = parent
-                dataset_name = (
-                    spec.compression.dataset_ref.name
-                    if spec.compression.dataset_ref
-                    else (
-                        parent.status.lineage.dataset if parent and parent.status.lineage else None
-                    )
-                )
-            else:
-                dataset_name = (
-                    spec.evaluation_dataset_ref.name if spec.evaluation_dataset_ref else None
-                )
-            world.update(self._dataset_uri(ref.namespace, dataset_name))
-            uri = None
-            if observed.phase == StepPhase.SUCCEEDED and observed.result is not None:
-                uri = observed.result.artifacts.get("model") or spec.artifact_uri
-            elif spec.artifact_uri and spec.evaluation_dataset_ref is None:
-                uri = spec.artifact_uri
-            if uri:
-                world["artifact"] = self._read_artifact(uri, ref.namespace)
-        return model_planner.plan(
-            ref, obj, model_planner.ModelWorld(**world), config=self.config, now=self.clock()
+        else:
+            dataset_name = spec.evaluation_dataset_ref.name if spec.evaluation_dataset_ref else None
+        dataset_uri, dataset_problem = self._dataset_uri(ref.namespace, dataset_name)
+        uri = None
+        if observed.phase == StepPhase.SUCCEEDED and observed.result is not None:
+            uri = observed.result.artifacts.get("model") or spec.artifact_uri
+        elif spec.artifact_uri and spec.evaluation_dataset_ref is None:
+            uri = spec.artifact_uri
+        return model_planner.ModelWorld(
+            parent=parent,
+            dataset_uri=dataset_uri,
+            dataset_problem=dataset_problem,
+            artifact=self._read_artifact(uri, ref.namespace) if uri else None,
+            step=observed,
         )
 
     def _plan_bertdeployment(self, body: dict[str, Any]) -> Plan:
         return self.deployments.plan(body)  # selects, decides and moves serving itself
 
-    def _dataset_uri(self, namespace: str, name: str | None) -> dict[str, Any]:
+    def _dataset_uri(self, namespace: str, name: str | None) -> tuple[str | None, str | None]:
+        """The prepared dataset's artifact URI, or why there is none."""
         if not name:
-            return {
-                "dataset_problem": "no dataset known: set compression.datasetRef "
-                "(or evaluationDatasetRef)"
-            }
+            return None, "no dataset known: set compression.datasetRef (or evaluationDatasetRef)"
         body = self.read("BertDataset", namespace, name)
         if body is None:
-            return {"dataset_problem": f"BertDataset {name!r} not found"}
+            return None, f"BertDataset {name!r} not found"
         status = body.get("status") or {}
         if not status.get("artifactUri"):
-            return {"dataset_problem": f"BertDataset {name!r} is not prepared yet"}
-        return {"dataset_uri": status["artifactUri"]}
+            return None, f"BertDataset {name!r} is not prepared yet"
+        return str(status["artifactUri"]), None
 
     # -- apply ----------------------------------------------------------------------------------
 
