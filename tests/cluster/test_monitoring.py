@@ -54,7 +54,7 @@ def _up(url: str) -> dict[str, float]:
 
 def test_prometheus_scrapes_and_the_analysis_reads_the_same_numbers(tmp_path: Path) -> None:
     from bertops.server.app import ServerSettings, create_app
-    from bertops.server.gateway.app import create_gateway
+    from bertops.server.gateway.app import Gateway
     from bertops.server.gateway.routes import Routes
     from bertops.server.model import ServedModel
 
@@ -74,8 +74,11 @@ def test_prometheus_scrapes_and_the_analysis_reads_the_same_numbers(tmp_path: Pa
                 "canaryWeight": 50,
             }
         )
-        gateway = LiveServer(create_gateway(table))
+        both = Gateway(table)
+        gateway = LiveServer(both.app)
         servers.append(gateway.start())
+        gateway_metrics = LiveServer(both.metrics_app)  # its own listener, as deployed
+        servers.append(gateway_metrics.start())
         operator_port = free_port()
         stop_operator_metrics = OperatorMetrics().serve(operator_port)
 
@@ -87,7 +90,7 @@ def test_prometheus_scrapes_and_the_analysis_reads_the_same_numbers(tmp_path: Pa
         # Targets arrive after the start, through file_sd, as the operator's would.
         write_targets(monitoring.directory, "bertops-operator", [f"127.0.0.1:{operator_port}"])
         write_targets(
-            monitoring.directory, "bertops-gateway", [gateway.url.removeprefix("http://")]
+            monitoring.directory, "bertops-gateway", [gateway_metrics.url.removeprefix("http://")]
         )
         targets = write_targets(monitoring.directory, "bertops-server", [server.url[7:]])
         assert stat.S_IMODE(targets.stat().st_mode) == 0o600
@@ -102,7 +105,7 @@ def test_prometheus_scrapes_and_the_analysis_reads_the_same_numbers(tmp_path: Pa
         ]
         assert {answer.status for answer in fire(gateway.url, requests, concurrency=4)} == {200}
 
-        direct = ScrapeSource((gateway.url + "/metrics",)).read()
+        direct = ScrapeSource((gateway_metrics.url + "/metrics",)).read()
         assert {key for key in direct} >= {("stable", "tiny-v1"), ("canary", "tiny-v2")}
         assert sum(o.requests for o in direct.values()) == 40
         source = PrometheusSource(url, {"job": "bertops-gateway"})

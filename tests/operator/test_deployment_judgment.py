@@ -47,6 +47,7 @@ from tests.operator.test_deployment_local import (
     status_of,
 )
 from tests.operator.test_local_runtime import dataset, tweets_csv
+from tests.server.helpers import GatewayUrl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 __all__ = ["artifacts", "state", "tweets_csv"]  # fixtures shared with their modules
@@ -92,9 +93,9 @@ def traffic_stopped(client: CookieClient) -> Iterator[CookieClient]:
         client.stop()
 
 
-def requests_by(endpoint: str) -> dict[tuple[str, str], float]:
-    """Inference requests per (variant, model), from the gateway's /metrics."""
-    found = parse_gateway(httpx.get(endpoint + "/metrics", timeout=10).text)
+def requests_by(endpoint: GatewayUrl) -> dict[tuple[str, str], float]:
+    """Inference requests per (variant, model), from the gateway's metrics listener."""
+    found = parse_gateway(httpx.get(endpoint.metrics + "/metrics", timeout=10).text)
     return {key: seen.requests for key, seen in found.items()}
 
 
@@ -105,13 +106,16 @@ def serve_v1(
     v1: Path,
     state: Path,
     spec: dict[str, Any] | None = None,
-) -> str:
+) -> GatewayUrl:
     """An operator, tiny-v1 Ready and served by ``spec``'s deployment (two steps by
-    default): its endpoint."""
+    default): its endpoint, knowing its metrics listener (status.metricsEndpoint)."""
     start_operator(namespace, state_dir=state)
     ready_model(kube, namespace, "tiny-v1", v1)
     kube.create(spec or deployment(namespace, steps=STEPS))
-    return str(serving_stable(kube, namespace, "tiny-v1")["endpoint"])
+    status = serving_stable(kube, namespace, "tiny-v1")
+    endpoint = GatewayUrl(status["endpoint"])
+    endpoint.metrics = status["metricsEndpoint"]
+    return endpoint
 
 
 def test_clients_that_keep_cookies_still_give_the_canary_its_share(
