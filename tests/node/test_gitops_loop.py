@@ -177,6 +177,20 @@ def feedback_on_fresh_connections(endpoint: str, rounds: int, labeler: dict[str,
     return statuses
 
 
+def pod_states(node_kube: Any) -> list[str]:
+    """Each pod of the app's namespace: phase, readiness and why a container waits."""
+    found = []
+    for pod in client.CoreV1Api(node_kube).list_namespaced_pod(NS).items:
+        waiting = [
+            f"{c.name}:{c.state.waiting.reason}"
+            for c in pod.status.container_statuses or []
+            if c.state and c.state.waiting
+        ]
+        ready = [c.ready for c in pod.status.container_statuses or []]
+        found.append(f"{pod.metadata.name} {pod.status.phase} ready={ready} {waiting}")
+    return found
+
+
 def user_generations(kube: Kube) -> dict[str, int]:
     return {
         kind: (kube.get(kind, NS, name) or {})["metadata"]["generation"]
@@ -227,16 +241,21 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
         timeout=300,
         what="two operator pods running, one holding the Lease",
     )
-    ready = wait_for(
-        # The reference sample can be ready before the gateway is: wait for both.
-        lambda: (
-            (s := status()).get("drift", {}).get("referenceModel") == "tiny-v1"
-            and s.get("endpoint")
-            and s
-        ),
-        timeout=600,
-        what="tiny-v1 serving in pods with its reference sample",
-    )
+    try:
+        ready = wait_for(
+            # The reference sample can be ready before the gateway is: wait for both.
+            lambda: (
+                (s := status()).get("drift", {}).get("referenceModel") == "tiny-v1"
+                and s.get("endpoint")
+                and s
+            ),
+            timeout=420,
+            what="tiny-v1 serving in pods with its reference sample",
+        )
+    except AssertionError as error:  # say what the node was doing
+        raise AssertionError(
+            f"{error}\npods: {pod_states(node_kube)}\nstatus: {status()}"
+        ) from None
     generations = user_generations(kube)
     service = client.CoreV1Api(node_kube).read_namespaced_service("web-gateway", NS)
     endpoint = f"http://{service.spec.cluster_ip}:8000"
