@@ -75,6 +75,8 @@ CASES = [
     ("BertModel", "Ready", "False", model.REASON_INVALID_SPEC, "Degraded"),
     ("BertModel", "Ready", "False", model.REASON_UNSUPPORTED_TASK, "Degraded"),
     ("BertModel", "Ready", "False", "ResultUnreadable", "Degraded"),
+    # Servers starting is work in progress (Argo CD used to show it Degraded).
+    ("BertDeployment", "Ready", "False", deployment.REASON_SERVERS_STARTING, "Progressing"),
 ]
 
 

@@ -11,7 +11,7 @@ local WORKING = {
   Preparing = true, Retrying = true, Training = true, WaitingForDataset = true,
   WaitingForTraining = true, WaitingForParent = true, Compressing = true,
   Evaluating = true, ParentNotFound = true, TrainingNotFound = true,
-  DatasetNotFound = true, NoModelSelected = true,
+  DatasetNotFound = true, NoModelSelected = true, ServersStarting = true,
 }
 local MAIN = {
   BertDataset = "Ready", BertTraining = "Succeeded", BertModel = "Ready",

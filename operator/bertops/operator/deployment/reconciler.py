@@ -60,7 +60,6 @@ from bertops.operator.runtime.base import Runtime
 from bertops.operator.runtime.serving import gateway_name
 
 log = logging.getLogger(__name__)
-REASON_STARTING = "ServersStarting"
 SETTLING_SECONDS = 1.0  # look again this soon while serving still moves
 MAX_LOOK_SECONDS = 30.0  # a settled deployment is still looked at this often
 OUTCOMES = {
@@ -231,7 +230,7 @@ class DeploymentReconciler:
             status.conditions,
             api.READY,
             False,
-            REASON_STARTING,
+            api.REASON_SERVERS_STARTING,
             "; ".join(served.problems) or f"starting the servers of {status.stable_model}",
             now=self.clock(),
             generation=generation,
