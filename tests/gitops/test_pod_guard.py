@@ -22,7 +22,7 @@ from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.steps import PrepareStep
 from bertops.operator.config import OperatorConfig
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime import manifests, serving
+from bertops.operator.runtime import manifests, serving, serving_objects
 from bertops.operator.runtime.base import StepRequest
 from tests.gitops.test_rbac import TEAM, forbidden
 from tests.integration import manifests as m
@@ -46,7 +46,7 @@ def step_objects() -> list[dict[str, Any]]:
     ]
 
 
-def serving_objects() -> list[dict[str, Any]]:
+def deployment_objects() -> list[dict[str, Any]]:
     owner = ObjectRef(name="guard", namespace=TEAM, generation=1, uid="u-1", kind="BertDeployment")
     spec = BertDeploymentSpec.model_validate(
         {
@@ -56,7 +56,7 @@ def serving_objects() -> list[dict[str, Any]]:
         }
     )
     table = serving.routes(owner, MODEL)
-    found = serving.children(
+    found = serving_objects.children(
         owner, spec, table, [MODEL], serving.ServingConfig.from_operator(CONFIG)
     )
     return [o for o in found if o["kind"] in ("ConfigMap", "Deployment")]
@@ -77,7 +77,7 @@ def create(api: client.ApiClient, body: dict[str, Any]) -> None:
 
 
 def test_everything_the_operator_builds_is_admitted(as_operator: client.ApiClient) -> None:
-    built = [*step_objects(), *serving_objects()]
+    built = [*step_objects(), *deployment_objects()]
     kinds = sorted({o["kind"] for o in built})
     assert kinds == ["ConfigMap", "Deployment", "Job", "NetworkPolicy"]
     gateway = next(o for o in built if o["metadata"]["name"] == "guard-gateway")

@@ -19,7 +19,7 @@ from bertops.operator.deployment.local import LocalServing
 from bertops.operator.deployment.target import feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime import serving
+from bertops.operator.runtime import serving, serving_objects
 from bertops.operator.runtime.gateway_manifests import CREDENTIALS_MOUNT, feedback_access_flags
 from bertops.operator.runtime.manifests import container_security_context
 from tests.integration import manifests as m
@@ -65,7 +65,7 @@ def objects(
     config: serving.ServingConfig | None = None,
 ) -> list[dict[str, Any]]:
     table = serving.routes(owner_ref, STABLE, CANARY, 10, revision="3")
-    return serving.children(
+    return serving_objects.children(
         owner_ref,
         deployment_spec,
         table,

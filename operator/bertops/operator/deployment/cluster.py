@@ -27,7 +27,7 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.target import Served, Target
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import ObjectRef
-from bertops.operator.runtime import serving
+from bertops.operator.runtime import serving, serving_objects
 from bertops.operator.runtime.gateway_manifests import METRICS_PORT
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ClusterServing:
             # The new stable is not ready yet: the stable in force keeps serving.
             table = table.model_copy(update={"stable": current.stable})
         models = target.models
-        for manifest in serving.children(owner, spec, table, models, self.serving):
+        for manifest in serving_objects.children(owner, spec, table, models, self.serving):
             self.kube.apply(manifest)
         keep = {m.name for m in models} | {table.stable.name}
         drained = self._drain(owner, {serving.server_name(owner.name, n) for n in keep})

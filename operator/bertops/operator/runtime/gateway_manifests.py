@@ -6,7 +6,7 @@ The gateway is never restarted for a route change: the ConfigMap volume is updat
 place and the gateway re-reads it. Names, labels, ports and the pod template it shares
 with the model servers come from :mod:`bertops.operator.runtime.serving`.
 
-No I/O: called by :func:`bertops.operator.runtime.serving.children`, which lists every
+No I/O: called by :func:`bertops.operator.runtime.serving_objects.children`, which lists every
 serving object in the order the BertDeployment reconciler applies them.
 """
 

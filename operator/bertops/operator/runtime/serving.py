@@ -3,8 +3,8 @@ Deployment + Service per model version in play (stable, and the canary during a 
 optionally an HPA per server and PodDisruptionBudgets, and the gateway's routes table.
 Every object is owned by the BertDeployment, so deleting it deletes them all. Also the
 names, labels, ports and pod template that the gateway's objects
-(:mod:`bertops.operator.runtime.gateway_manifests`) share, and :func:`children`, which
-lists every serving object, gateway included.
+(:mod:`bertops.operator.runtime.gateway_manifests`) share; every serving object in apply
+order is :mod:`bertops.operator.runtime.serving_objects`'s ``children``.
 
 Servers are named after the model version, not the role: promoting a canary only
 rewrites the routes (the canary's pods become stable's without a restart), and the old
@@ -363,38 +363,3 @@ def disruption_budget(
         "metadata": object_metadata(owner, name, labels),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
     }
-
-
-def children(
-    owner: ObjectRef,
-    spec: BertDeploymentSpec,
-    table: Routes,
-    models: list[ModelVersion],
-    config: ServingConfig,
-) -> list[dict[str, Any]]:
-    """Every object serving needs for these model versions, in the order to apply them:
-    servers before the routes that point at them, then the gateway, then the optional
-    autoscalers and disruption budgets."""
-    # Imported here: the gateway's builders use this module's names and helpers.
-    from bertops.operator.runtime import gateway_manifests
-
-    found: list[dict[str, Any]] = []
-    scaling = spec.serving.autoscaling
-    least = scaling.min_replicas if scaling else spec.serving.replicas
-    gateway = object_labels(owner, "gateway")
-    optional = [
-        disruption_budget(owner, gateway_name(owner.name), gateway, config.gateway_replicas)
-    ]
-    for model in models:
-        name, labels = (
-            server_name(owner.name, model.name),
-            object_labels(owner, "model-server", model.name),
-        )
-        found += [server_deployment(owner, spec, model, config), server_service(owner, model)]
-        optional += [autoscaler(owner, spec, model), disruption_budget(owner, name, labels, least)]
-    found.append(gateway_manifests.routes_configmap(owner, table))
-    found += [
-        gateway_manifests.gateway_deployment(owner, config, spec),
-        gateway_manifests.gateway_service(owner),
-    ]
-    return found + [x for x in optional if x is not None]
