@@ -201,7 +201,8 @@ class Cluster:
         from bertops.cluster.node.start import start_node
 
         try:
-            start_node(self)
+            api_port = int(self.state().server.rsplit(":", 1)[1])
+            start_node(self.directory, self.name, api_port, self.node_tokens(), self.progress)
         except BaseException:
             self.down(quiet=True)
             raise

@@ -7,25 +7,29 @@ Called by :meth:`bertops.cluster.controlplane.cluster.Cluster.up` with ``node=Tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bertops.cluster.node.node import Node, NodeState
 
-if TYPE_CHECKING:
-    from bertops.cluster.controlplane.cluster import Cluster
 
-
-def start_node(cluster: Cluster) -> NodeState:
-    """Start (or reuse) the node of a running cluster."""
+def start_node(
+    directory: Path,
+    name: str,
+    api_port: int,
+    tokens: dict[str, str],
+    progress: Callable[[str], None],
+) -> NodeState:
+    """Start (or reuse) the node of the running cluster in ``directory`` (its API server
+    on ``api_port``, the node components' ``tokens``). Takes plain values, not the
+    Cluster: the node package never refers back to the control plane's."""
     from bertops.cluster.images.load import import_images
     from bertops.cluster.node.build import ensure_node_binaries
 
-    binaries = ensure_node_binaries(cluster.progress)
-    api_port = int(cluster.state().server.rsplit(":", 1)[1])
+    binaries = ensure_node_binaries(progress)
 
     def load_images(socket: Path) -> None:
-        import_images(str(socket), "k8s.io", say=cluster.progress)
+        import_images(str(socket), "k8s.io", say=progress)
 
-    node = Node(cluster.directory, cluster.name, cluster.progress)
-    return node.up(binaries, api_port, cluster.node_tokens(), load_images)
+    node = Node(directory, name, progress)
+    return node.up(binaries, api_port, tokens, load_images)
