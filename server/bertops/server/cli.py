@@ -9,7 +9,6 @@ transformers at import time): the model is loaded after the server started liste
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,16 @@ def _run(
 ) -> Any:
     import uvicorn
 
-    # limit_concurrency: past it uvicorn answers 503 at once instead of queueing without
-    # bound; keep-alive: idle connections do not hold a slot for long.
-    config = uvicorn.Config(
+    from bertops.server.listen import uvicorn_config
+
+    config = uvicorn_config(
         asgi_app,
-        host=host,
-        port=port,
-        lifespan="on",
-        ws="none",
+        host,
+        port,
+        graceful_seconds=graceful_seconds,
         access_log=access_log,
-        timeout_graceful_shutdown=graceful_seconds,
         limit_concurrency=limit_concurrency,
-        timeout_keep_alive=math.ceil(keep_alive_seconds),
-        log_level="info",
+        keep_alive_seconds=keep_alive_seconds,
     )
     return uvicorn.Server(config)
 

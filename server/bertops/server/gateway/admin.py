@@ -28,6 +28,7 @@ from starlette.routing import Route
 from bertops.api.routes import Routes
 from bertops.server.gateway.bodies import MAX_ADMIN_BYTES, BodyRefusedError, read_body
 from bertops.server.gateway.routes import parse_routes
+from bertops.server.listen import uvicorn_config
 
 ADMIN_HOST = "127.0.0.1"
 
@@ -80,18 +81,13 @@ def listener(
     access_log: bool,
     limit_concurrency: int | None = None,
 ) -> uvicorn.Server:
-    # limit_concurrency: past it uvicorn answers 503 at once, so the bodies held at one
-    # time (each up to --max-body-bytes) stay within the container's memory.
-    config = uvicorn.Config(
+    # limit_concurrency bounds the bodies held at one time (each up to --max-body-bytes).
+    config = uvicorn_config(
         app,
-        host=host,
-        port=port,
-        lifespan="on",
-        ws="none",
+        host,
+        port,
+        graceful_seconds=graceful_seconds,
         access_log=access_log,
-        timeout_graceful_shutdown=graceful_seconds,
-        log_level="info",
-        server_header=False,
         limit_concurrency=limit_concurrency,
     )
     return _Listener(config)
