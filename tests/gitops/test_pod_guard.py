@@ -21,7 +21,7 @@ from bertops.api.dataset import BertDatasetSpec
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.steps import PrepareStep
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime import manifests, serving, serving_objects
 from bertops.operator.runtime.base import StepRequest
 from tests.gitops.test_rbac import TEAM, forbidden

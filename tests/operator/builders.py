@@ -12,7 +12,7 @@ from bertops.api import training as training_api
 from bertops.api.meta import Condition
 from bertops.api.steps import ProgressEvent, StepResult
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.base import StepObservation, StepPhase
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.reconciler import DeploymentReconciler
 from bertops.operator.deployment.target import Served, Target
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import Event, ObjectRef
+from bertops.operator.objects import Event, ObjectRef
 from bertops.operator.rollout.state import Decision
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

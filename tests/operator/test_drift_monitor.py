@@ -18,7 +18,7 @@ from bertops.api.steps import DriftStep, ReferenceStep
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor import DriftMonitor
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.base import StepObservation, StepPhase, StepRequest
 from tests.operator.builders import failed, running, succeeded
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bertops.operator.looks import next_look
-from bertops.operator.planners.common import Plan
+from bertops.operator.objects import Plan
 from tests.operator.builders import condition, dataset
 
 

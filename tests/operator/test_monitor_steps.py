@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from bertops.operator.deployment.monitor_steps import remove_superseded, superseded
-from bertops.operator.planners.common import ObjectRef, step_name
+from bertops.operator.objects import ObjectRef
+from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.base import StepPhase
 
 UID = "abcdef12-3456"

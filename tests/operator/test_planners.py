@@ -8,6 +8,7 @@ import pytest
 
 from bertops.api.artifacts import FileDigest, ModelManifest
 from bertops.api.meta import find_condition
+from bertops.operator.objects import ArtifactInfo
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
@@ -315,7 +316,7 @@ def test_model_from_training_verifies_manifest() -> None:
             "artifactUri": "/store/m",
         }
     )
-    info = model_planner.ArtifactInfo(uri="/store/m", manifest=manifest(), manifest_sha256="ff")
+    info = ArtifactInfo(uri="/store/m", manifest=manifest(), manifest_sha256="ff")
     plan = model_planner.plan(
         b.ref("BertModel", "m"),
         b.model(trainingRef={"name": "run"}),
@@ -335,7 +336,7 @@ def test_model_tampered_artifact_is_refused() -> None:
             "artifactUri": "/store/m",
         }
     )
-    info = model_planner.ArtifactInfo(
+    info = ArtifactInfo(
         uri="/store/m", manifest=manifest(), problems=["sha256 mismatch for model.safetensors"]
     )
     plan = model_planner.plan(

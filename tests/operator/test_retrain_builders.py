@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from bertops.api import dataset as dataset_api
 from bertops.api import training as training_api
 from bertops.operator.deployment import retrain
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 
 OWNER = ObjectRef(
     name="web", namespace="team", generation=3, uid="1234abcd-0000", kind="BertDeployment"

@@ -18,7 +18,7 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.local import LocalServing
 from bertops.operator.deployment.target import feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime import serving, serving_objects
 from bertops.operator.runtime.gateway_manifests import CREDENTIALS_MOUNT, feedback_access_flags
 from bertops.operator.runtime.manifests import container_security_context

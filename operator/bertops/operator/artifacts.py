@@ -10,7 +10,7 @@ Called by :mod:`bertops.operator.reconcile`.
 from __future__ import annotations
 
 from bertops.api.artifacts import check_model, local_path
-from bertops.operator.planners.model import ArtifactInfo
+from bertops.operator.objects import ArtifactInfo
 
 
 def read_model_artifact(uri: str) -> ArtifactInfo | None:

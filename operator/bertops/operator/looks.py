@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from bertops.api import dataset as dataset_api
 from bertops.api import model as model_api
 from bertops.api import training as training_api
+from bertops.operator.objects import ObjectRef, Plan
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
-from bertops.operator.planners.common import ObjectRef, Plan
 
 # Per kind: its API type and the planner's test for a final outcome of this generation
 # (then the poller stops looking; only a watch event brings it back).

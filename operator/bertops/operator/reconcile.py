@@ -30,11 +30,11 @@ from bertops.operator.deployment.reconciler import DeploymentReconciler, make_ba
 from bertops.operator.kube import Kube, NameConflictError, owner_uids
 from bertops.operator.looks import next_look
 from bertops.operator.metrics import OperatorMetrics
+from bertops.operator.objects import ArtifactInfo, ObjectRef, Plan
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
-from bertops.operator.planners.common import ObjectRef, Plan, current_step
-from bertops.operator.planners.model import ArtifactInfo
+from bertops.operator.planners.common import current_step
 from bertops.operator.refusal import InvalidObjectError, M, parse, refused
 from bertops.operator.runtime.base import (
     Runtime,

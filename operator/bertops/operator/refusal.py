@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from bertops.api import training as training_api
 from bertops.api.meta import Condition
-from bertops.operator.planners.common import ObjectRef, Plan, short, transition
+from bertops.operator.objects import ObjectRef, Plan
+from bertops.operator.planners.common import short, transition
 
 # The condition that carries each kind's outcome (InvalidSpec goes there).
 MAIN_CONDITION = {"BertTraining": training_api.SUCCEEDED}

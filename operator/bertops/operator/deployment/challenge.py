@@ -25,7 +25,8 @@ from bertops.api.steps import ChallengeStep
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.monitor_chain import dataset_of, trained_on
 from bertops.operator.kube import Kube
-from bertops.operator.planners.common import ObjectRef, short, step_name
+from bertops.operator.objects import ObjectRef
+from bertops.operator.planners.common import short, step_name
 from bertops.operator.rollout.challenge import verdict
 from bertops.operator.runtime.base import Runtime, StepPhase, StepRequest
 

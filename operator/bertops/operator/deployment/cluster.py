@@ -26,7 +26,7 @@ from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.target import Served, Target
 from bertops.operator.kube import Kube
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime import serving, serving_objects
 from bertops.operator.runtime.gateway_manifests import METRICS_PORT
 

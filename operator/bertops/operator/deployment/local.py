@@ -57,7 +57,7 @@ from bertops.operator.deployment.processes import (
 )
 from bertops.operator.deployment.target import Served, Target, feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.gateway_manifests import feedback_access_flags
 from bertops.operator.runtime.serving import ModelVersion, keeps_feedback, server_name
 

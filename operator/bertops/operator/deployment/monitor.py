@@ -41,7 +41,8 @@ from bertops.operator.deployment.monitor_steps import (
 from bertops.operator.deployment.target import predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import ObjectRef, short, step_name, transition
+from bertops.operator.objects import ObjectRef
+from bertops.operator.planners.common import short, step_name, transition
 from bertops.operator.runtime.base import Runtime, StepObservation, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import feedback_uri
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import Event, ObjectRef, short
+from bertops.operator.objects import Event, ObjectRef
+from bertops.operator.planners.common import short
 from bertops.operator.rollout.retrain import (
     ENDED,
     ChainView,

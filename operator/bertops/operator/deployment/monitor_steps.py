@@ -24,7 +24,8 @@ from typing import Any
 
 from bertops.api import deployment as api
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import Event, ObjectRef, step_name
+from bertops.operator.objects import Event, ObjectRef
+from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.base import Runtime, StepPhase, StepRequest
 
 log = logging.getLogger(__name__)

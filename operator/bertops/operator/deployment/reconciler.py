@@ -44,7 +44,7 @@ from bertops.operator.deployment.monitor_steps import MonitorPlan
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
-from bertops.operator.planners.common import ObjectRef, Plan
+from bertops.operator.objects import ObjectRef, Plan
 from bertops.operator.rollout import actions, selection
 from bertops.operator.rollout.conditions import VERDICT_RESULTS
 from bertops.operator.rollout.metrics import (

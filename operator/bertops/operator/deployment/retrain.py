@@ -26,7 +26,7 @@ from bertops.api import dataset as dataset_api
 from bertops.api import training as training_api
 from bertops.api.kinds import API_VERSION
 from bertops.api.meta import LocalObjectReference
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 
 RETRAINED_LABEL = training_api.RETRAINED_LABEL
 """Set to the deployment's name on every object a retraining creates (and, by the

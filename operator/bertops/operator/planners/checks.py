@@ -18,7 +18,7 @@ from bertops.api import training as training_api
 from bertops.api.sources import ModelSource
 from bertops.api.steps import StepResult
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import Event
+from bertops.operator.objects import Event
 from bertops.operator.uris import looks_like_uri, refusals
 
 REASON_UNKNOWN_RESULT_FIELDS = "UnknownResultFields"

@@ -1,5 +1,6 @@
-"""Plan and helpers shared by the per-kind planners: deterministic step names, events,
-condition transitions that also decide which Event to post, and the retry policy for
+"""Helpers shared by the per-kind planners (the values they return, :class:`Plan` and the
+rest, live in :mod:`bertops.operator.objects`): deterministic step names, condition
+transitions that also decide which Event to post, and the retry policy for
 failed steps (which attempt is current, whether and when to start the next one).
 
 Pure: no I/O, the clock is an argument. Used by :mod:`.dataset`, :mod:`.training`,
@@ -10,18 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from bertops.api.kinds import API_VERSION
 from bertops.api.meta import Condition, ConditionStatus, find_condition, set_condition
 from bertops.api.steps import ExitCode
 from bertops.operator.config import OperatorConfig
+from bertops.operator.objects import Event, ObjectRef
 from bertops.operator.runtime.base import (
     REASON_RESULT_UNREADABLE,
     StepObservation,
-    StepRequest,
     uid_tag,
 )
 
@@ -29,62 +29,6 @@ from bertops.operator.runtime.base import (
 # <job>-<index> (their hostnames, which ranks resolve), so leave room for "-NNNNN".
 MAX_STEP_NAME = 57
 REASON_RETRYING = "Retrying"
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass
-class Plan:
-    """What a reconcile should do; empty means the object is settled."""
-
-    status: dict[str, Any] | None = None  # the full new status (wire form), None: unchanged
-    start: StepRequest | None = None
-    stop: list[str] = field(default_factory=list)
-    create: list[dict[str, Any]] = field(default_factory=list)  # child manifests
-    events: list[Event] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.status or self.start or self.stop or self.create or self.events)
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """The identity fields a planner needs from metadata."""
-
-    name: str
-    namespace: str
-    generation: int
-    uid: str
-    kind: str
-    api_version: str = API_VERSION
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> ObjectRef:
-        meta = body["metadata"]
-        return cls(
-            name=meta["name"],
-            namespace=meta.get("namespace", "default"),
-            generation=int(meta.get("generation", 1)),
-            uid=meta.get("uid", ""),
-            kind=body["kind"],
-            api_version=body.get("apiVersion", API_VERSION),
-        )
-
-    def owner_reference(self, controller: bool = True) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": controller,
-            "blockOwnerDeletion": True,
-        }
 
 
 def step_name(object_name: str, step: str, generation: int, uid: str, attempt: int = 1) -> str:

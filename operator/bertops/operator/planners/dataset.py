@@ -8,11 +8,10 @@ from datetime import datetime
 from bertops.api import dataset as api
 from bertops.api.steps import ExitCode, PrepareDetails, PrepareStep, StepResult
 from bertops.operator.config import OperatorConfig
+from bertops.operator.objects import ObjectRef, Plan
 from bertops.operator.planners import checks
 from bertops.operator.planners.common import (
     REASON_RETRYING,
-    ObjectRef,
-    Plan,
     current_attempt,
     note_retry,
     plan_retry,

@@ -26,11 +26,10 @@ from bertops.api.steps import (
     StepResult,
 )
 from bertops.operator.config import OperatorConfig
+from bertops.operator.objects import ArtifactInfo, ObjectRef, Plan
 from bertops.operator.planners import checks
 from bertops.operator.planners.common import (
     REASON_RETRYING,
-    ObjectRef,
-    Plan,
     current_attempt,
     note_retry,
     plan_retry,
@@ -54,16 +53,6 @@ FINAL_REASONS = {
     REASON_RESULT_UNREADABLE,
 }
 UNKNOWN = ConditionStatus.UNKNOWN
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What the reconciler found at an artifact URI (read and verified outside)."""
-
-    uri: str
-    manifest: ModelManifest | None = None
-    manifest_sha256: str | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from bertops.api.kinds import API_VERSION
 from bertops.api.meta import ConditionStatus, find_condition, is_true
 from bertops.api.steps import ExitCode, StepResult, TrainDetails, TrainStep
 from bertops.operator.config import OperatorConfig
+from bertops.operator.objects import ObjectRef, Plan
 from bertops.operator.planners import checks
 from bertops.operator.planners.common import (
     REASON_RETRYING,
-    ObjectRef,
-    Plan,
     current_attempt,
     note_retry,
     plan_retry,

@@ -32,7 +32,7 @@ from typing import Literal
 
 from bertops.api import deployment as api
 from bertops.api.meta import ConditionStatus, find_condition
-from bertops.operator.planners.common import Event
+from bertops.operator.objects import Event
 from bertops.operator.rollout.actions import ANNOTATION, ManualAction, apply_action
 from bertops.operator.rollout.challenge import admitted
 from bertops.operator.rollout.conditions import gate_status, write_conditions

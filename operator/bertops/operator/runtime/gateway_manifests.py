@@ -18,7 +18,7 @@ from typing import Any
 from bertops.api.deployment import BertDeploymentSpec, FeedbackAccess, Serving
 from bertops.api.limits import GATEWAY_CONCURRENCY, request_body_limit
 from bertops.api.routes import Routes
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.manifests import container_security_context, folder_init_container
 from bertops.operator.runtime.serving import (
     FEEDBACK,

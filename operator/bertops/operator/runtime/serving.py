@@ -25,7 +25,7 @@ from typing import Any, Literal
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes, Sticky
 from bertops.operator.config import OperatorConfig
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.manifests import (
     container_security_context,
     folder_init_container,

@@ -14,7 +14,7 @@ from typing import Any
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
-from bertops.operator.planners.common import ObjectRef
+from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime import gateway_manifests
 from bertops.operator.runtime.serving import (
     ModelVersion,
