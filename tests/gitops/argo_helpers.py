@@ -5,7 +5,6 @@ controllers the embedded control plane lacks (the PV binder, the operator)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,17 +34,6 @@ def project(repo_url: str) -> dict[str, Any]:
 
 def application(repo_url: str) -> dict[str, Any]:
     return gitops_repo.application("sentiment", repo_url, APP_PATH, NAMESPACE)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float, log: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{log()}")
 
 
 def condition(

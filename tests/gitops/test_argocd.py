@@ -24,6 +24,7 @@ from kubernetes import client
 
 from bertops.api.kinds import GROUP, VERSION, kind_info
 from tests.gitops import argo_helpers as h
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARGO = ("argoproj.io", "v1alpha1")
@@ -97,7 +98,7 @@ class App:
         )
 
     def wait(self, what: str, check: Any, timeout: float = 120) -> Any:
-        return h.wait_for(check, what, timeout, self.log)
+        return wait_for(check, timeout, interval=1, what=what, log=self.log)
 
 
 def _claim_exists(core: client.CoreV1Api) -> bool:

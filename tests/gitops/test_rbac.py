@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from bertops.api.kinds import GROUP, VERSION
 from tests.gitops.render import GITOPS, apply, kubectl_run, one, render
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SYSTEM, TEAM = "bertops-system", "ml-team"
@@ -40,15 +41,6 @@ def sa_kubeconfig(admin: Path, token: str, target: Path) -> Path:
     target.write_text(yaml.safe_dump(conf))
     target.chmod(0o600)
     return target
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def meta(name: str) -> client.V1ObjectMeta:
@@ -159,11 +151,11 @@ def test_operator_reconciles_as_its_service_account(
         conditions = body.get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == "Ready"), None)
 
-    condition = wait_for(ready, "the operator's status on the dataset", timeout=90)
+    condition = wait_for(ready, what="the operator's status on the dataset", timeout=90)
     assert condition["reason"] == "Preparing", condition
     step = get(custom, "sentiment-tweets")["status"]["step"]
     batch, core = client.BatchV1Api(kube), client.CoreV1Api(kube)
-    job = wait_for(lambda: batch.read_namespaced_job(step, TEAM), f"Job {step}")
+    job = wait_for(lambda: batch.read_namespaced_job(step, TEAM), what=f"Job {step}")
     assert job.spec.template.spec.service_account_name == "bertops-step"
     assert job.metadata.owner_references[0].kind == "BertDataset"
     assert (core.read_namespaced_config_map(step, TEAM).data or {})["spec.json"]
@@ -179,7 +171,7 @@ def test_operator_reconciles_as_its_service_account(
         assert isinstance(body, dict)
         return body.get("status", {}).get("conditions")
 
-    wait_for(deployment_conditions, "the operator's status on the BertDeployment")
+    wait_for(deployment_conditions, what="the operator's status on the BertDeployment")
     time.sleep(2)  # a few more polls (Job and pod reads) as the ServiceAccount
     text = running_operator.read_text()
     assert "status=403" not in text and "Forbidden" not in text, text[-4000:]

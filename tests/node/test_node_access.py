@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.operator.conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OPERATOR_IMAGE = "ghcr.io/bertops/bertops-operator:0.1.0"  # has python and the client

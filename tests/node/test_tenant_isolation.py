@@ -16,8 +16,9 @@ from kubernetes import client
 
 from bertops.operator.kube import Kube
 from tests.node.test_node_e2e import STEP_UID, shared_csv
-from tests.operator.conftest import RunningOperator, condition, wait_for
+from tests.operator.conftest import RunningOperator, condition
 from tests.operator.test_local_runtime import dataset
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 __all__ = ["artifacts", "node_namespace", "node_operator", "tweets_csv"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
 from bertops.operator.runtime.local import recorded_alive, stop_recorded
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -123,23 +123,6 @@ def start_operator(
     # collected: collect now, so the warning fails this test and not a later one.
     gc.collect()
     assert not survivors, f"serving processes survived the test: {survivors}"
-
-
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = 60,
-    interval: float = 0.25,
-    what: str = "condition",
-) -> Any:
-    """Poll until predicate returns something truthy; fail with what we waited for."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def wait_events(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from bertops.operator.engines.argo_runtime import ArgoRuntime
 from bertops.operator.kube import Kube
 from bertops.operator.runtime.base import StepPhase
 from tests.operator.argo_helpers import CONFIG, example_workflows, needs_argo
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_argo]
 GROUP, VERSION = "argoproj.io", "v1alpha1"
@@ -72,18 +71,6 @@ def test_workflow_template_passes_server_side_dry_run(kube, namespace, argo_crds
         field_validation="Strict",
     )
     assert not differences(created["spec"], body["spec"])
-
-
-def wait_for(
-    what: str, probe: Callable[[], Any], timeout: float = 60.0, log: Path | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def pods(kube: Any, namespace: str, workflow: str) -> list[Any]:
@@ -175,7 +162,7 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
 
     # First the rendezvous (a resource template's pod); the ranks wait on it.
     (rendezvous,) = wait_for(
-        "the rendezvous pod", lambda: pods(kube, namespace, name), log=controller.log
+        lambda: pods(kube, namespace, name), what="the rendezvous pod", log=controller.log
     )
     assert (
         rendezvous.metadata.annotations["workflows.argoproj.io/node-name"] == f"{name}.rendezvous"
@@ -200,7 +187,7 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
         return found if len(found) == 3 else []
 
     by_rank = {}
-    for pod in wait_for("three train rank pods", ranks, log=controller.log):
+    for pod in wait_for(ranks, what="three train rank pods", log=controller.log):
         main = next(c for c in pod.spec.containers if c.name == "main")
         env = {e.name: e.value for e in main.env if e.value is not None}
         by_rank[env["RANK"]] = (pod, main, env)
@@ -227,7 +214,7 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
 
     ranks = [
         n
-        for n in wait_for("the rendezvous node Succeeded", nodes, log=controller.log)
+        for n in wait_for(nodes, what="the rendezvous node Succeeded", log=controller.log)
         if n["type"] == "Pod" and n.get("templateName") == "train"
     ]
     assert len(ranks) == 3 and {n["phase"] for n in ranks} == {"Pending"}
@@ -261,7 +248,7 @@ def test_runtime_runs_a_step_through_the_controller(kube, namespace, controller)
     assert runtime.observe(namespace, request.name, "someone-else").phase == StepPhase.ABSENT
 
     (pod,) = wait_for(
-        "the train pod", lambda: pods(kube, namespace, request.name), log=controller.log
+        lambda: pods(kube, namespace, request.name), what="the train pod", log=controller.log
     )
     done = StepResult(kind="train", name=request.name, succeeded=True, metrics={"accuracy": 0.75})
     outputs = {"parameters": [{"name": "result", "value": done.compact_json()}], "exitCode": "0"}
@@ -271,7 +258,7 @@ def test_runtime_runs_a_step_through_the_controller(kube, namespace, controller)
         found = runtime.observe(namespace, request.name, owner["uid"])
         return found if found.phase != StepPhase.RUNNING else None
 
-    observed = wait_for("the Workflow to finish", finished, log=controller.log)
+    observed = wait_for(finished, what="the Workflow to finish", log=controller.log)
     assert observed.phase == StepPhase.SUCCEEDED, observed
     assert observed.result is not None and observed.result.metrics == {"accuracy": 0.75}
     assert runtime.stop(namespace, request.name) is True
@@ -289,7 +276,9 @@ def test_controller_retries_per_exit_code(kube, namespace, controller, exit_code
     name = f"exit-{exit_code}"
     body = argo.to_dict(argo.workflow(name, namespace, [evaluate], config))
     custom(kube).create_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", body)
-    (first,) = wait_for("the step pod", lambda: pods(kube, namespace, name), log=controller.log)
+    (first,) = wait_for(
+        lambda: pods(kube, namespace, name), what="the step pod", log=controller.log
+    )
     act_as_kubelet_and_wait_container(
         kube, namespace, name, first, {"exitCode": str(exit_code)}, exit_code=exit_code
     )
@@ -303,4 +292,4 @@ def test_controller_retries_per_exit_code(kube, namespace, controller, exit_code
         )
         return found if workflow.get("status", {}).get("phase") == "Failed" else None
 
-    assert len(wait_for(f"{runs} run(s) of the step", settled, log=controller.log)) == runs
+    assert len(wait_for(settled, what=f"{runs} run(s) of the step", log=controller.log)) == runs

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition, reasons, wait_events, wait_for
+from tests.operator.conftest import condition, reasons, wait_events
 from tests.operator.serving_helpers import FEEDBACK_SECRET, SteadyClient, feedback_credentials
 from tests.operator.test_local_runtime import dataset, training, tweets_csv
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 __all__ = ["tweets_csv"]  # the module fixture, shared with test_local_runtime

@@ -20,8 +20,9 @@ from bertops.operator.runtime import manifests
 from bertops.operator.runtime.base import StepConflictError, StepPhase, StepRequest
 from bertops.operator.runtime.kubernetes import KubernetesRuntime
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, has_event, wait_events, wait_for
+from tests.operator.conftest import has_event, wait_events
 from tests.operator.test_kubernetes_runtime import IMAGE, act_as_kubelet, job_status, now
+from tests.waiting import wait_for, wait_reason
 
 pytestmark = pytest.mark.integration
 SETTINGS: dict[str, Any] = {
@@ -36,17 +37,6 @@ SETTINGS: dict[str, Any] = {
 def create_dataset(kube: Kube, namespace: str, name: str) -> str:
     body = kube.create({**m.dataset(), "metadata": {"name": name, "namespace": namespace}})
     return str(body["metadata"]["uid"])
-
-
-def wait_reason(kube: Kube, namespace: str, name: str, reason: str) -> dict[str, Any]:
-    return wait_for(  # type: ignore[no-any-return]
-        lambda: (
-            (found := condition(kube.get("BertDataset", namespace, name), "Ready"))
-            and found["reason"] == reason
-            and found
-        ),
-        what=f"Ready reason {reason}",
-    )
 
 
 def wait_job(kube: Kube, namespace: str, name: str) -> dict[str, Any]:

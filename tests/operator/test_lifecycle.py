@@ -24,7 +24,8 @@ from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.local import LocalRuntime, process_start_time
 from tests.operator import fake_step
-from tests.operator.conftest import condition, wait_events, wait_for
+from tests.operator.conftest import condition, wait_events
+from tests.waiting import wait_for, wait_reason
 
 pytestmark = pytest.mark.integration
 FAST = {
@@ -54,14 +55,6 @@ def script(tmp_path: Path, name: str, exits: list[int], sleep: float = 0) -> str
 
 def ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     return condition(kube.get("BertDataset", namespace, name), "Ready")
-
-
-def wait_reason(kube: Kube, namespace: str, name: str, reason: str, timeout: float = 60) -> Any:
-    return wait_for(
-        lambda: (found := ready(kube, namespace, name)) and found["reason"] == reason and found,
-        timeout=timeout,
-        what=f"{name} Ready reason {reason}",
-    )
 
 
 def delete(kube: Kube, namespace: str, name: str) -> None:

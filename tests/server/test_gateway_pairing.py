@@ -68,7 +68,7 @@ def table(stable: str, **document: object) -> Routes:
     )
 
 
-def wait_for(gateway: str, name: str, wanted: float, **labels: str) -> None:
+def wait_metric(gateway: str, name: str, wanted: float, **labels: str) -> None:
     deadline = time.monotonic() + 30  # a bound for failing, not a speed requirement
     while metric(gateway, name, **labels) < wanted:
         assert time.monotonic() < deadline, f"{name} {labels} stayed below {wanted}"
@@ -126,7 +126,7 @@ def test_compare_pairs_canary_answers_with_stable(serve: Callable[..., LiveServe
             by_variant[answer.headers[FORCE]].append(answer.headers["x-request-id"])
         served, pairs = len(by_variant["stable"]), len(by_variant["canary"])
         assert served and pairs
-        wait_for(gateway, "bertops_gateway_pair_requests_total", pairs, outcome="ok")
+        wait_metric(gateway, "bertops_gateway_pair_requests_total", pairs, outcome="ok")
         # Every text of every canary answer, against stable's label on the same text.
         assert paired(gateway, "canary", "v2") == dict.fromkeys(
             zip(STABLE.values(), CANDIDATE.values(), strict=True), pairs
@@ -167,7 +167,7 @@ def test_pair_calls_never_delay_callers_and_are_dropped_over_the_cap(
         early = client.post("/feedback", json={"requestId": rid, "labels": TRUTH}).json()
         assert early == {"accepted": 4, "duplicates": 0}
     outcomes = {"ok": 1, "dropped": 2, "error": 0}  # one in flight at a time
-    wait_for(gateway, "bertops_gateway_pair_requests_total", 1, outcome="ok")
+    wait_metric(gateway, "bertops_gateway_pair_requests_total", 1, outcome="ok")
     for outcome, count in outcomes.items():
         assert metric(gateway, "bertops_gateway_pair_requests_total", outcome=outcome) == count
     assert metric(gateway, "bertops_gateway_paired_answers_total") == 4
@@ -190,7 +190,7 @@ def test_shadow_answers_are_paired_with_stable(serve: Callable[..., LiveServer])
         ids = [a.headers["x-request-id"] for a in ask(client, 10)]
         # Mirrored too, but the canary answered it: no stable answer to pair with.
         ask(client, 1, **{FORCE: "canary"})
-        wait_for(gateway, "bertops_gateway_shadow_requests_total", 11, outcome="ok")
+        wait_metric(gateway, "bertops_gateway_shadow_requests_total", 11, outcome="ok")
         assert paired(gateway, "shadow", "v3") == dict.fromkeys(
             zip(STABLE.values(), CANDIDATE.values(), strict=True), 10
         )
@@ -233,7 +233,7 @@ def test_no_pair_calls_without_compare(serve: Callable[..., LiveServer], compare
     with httpx.Client(base_url=gateway) as client:
         ask(client, 3)
     if compare:
-        wait_for(gateway, "bertops_gateway_pair_requests_total", 3, outcome="ok")
+        wait_metric(gateway, "bertops_gateway_pair_requests_total", 3, outcome="ok")
     else:
         time.sleep(0.2)  # time a pair call would have had to reach stable
     assert len(stable.seen) == (3 if compare else 0)
@@ -257,5 +257,5 @@ def test_feedback_before_the_pair_answer_is_scored_when_it_arrives(
         ).json()
         assert accepted["accepted"] == 5 * len(TEXTS)
         assert sum(paired_feedback(gateway, "canary", "v2").values()) == 0  # not yet
-        wait_for(gateway, "bertops_gateway_pair_requests_total", 5, outcome="ok")
+        wait_metric(gateway, "bertops_gateway_pair_requests_total", 5, outcome="ok")
     assert paired_feedback(gateway, "canary", "v2") == dict.fromkeys(OUTCOMES, 5)
