@@ -127,6 +127,9 @@ def running_pid(state: Path, namespace: str, name: str, uid: str) -> tuple[Path,
     return folder, int((folder / "pid").read_text().split()[0])
 
 
+FINALIZER = "bertops.io/finalizer"
+
+
 def test_deletion_is_never_blocked_for_ever(
     kube_layer: Kube,
     namespace: str,
@@ -158,11 +161,28 @@ def test_deletion_is_never_blocked_for_ever(
     monkeypatch.setattr(LocalRuntime, "cleanup", broken)
     stuck = kube_layer.create(dataset(namespace, "stuck", slow))["metadata"]["uid"]
     folder, pid = running_pid(state, namespace, "stuck", stuck)
+    # The poller can start the step before kopf has added its finalizer: delete only once
+    # it is there, so the deletion goes through the cleanup this case is about.
+    wait_for(
+        lambda: (
+            FINALIZER
+            in (kube_layer.get("BertDataset", namespace, "stuck") or {})
+            .get("metadata", {})
+            .get("finalizers", [])
+        ),
+        what="kopf's finalizer on the dataset",
+    )
     delete(kube_layer, namespace, "stuck")
     wait_for(lambda: kube_layer.get("BertDataset", namespace, "stuck") is None, what="deletion")
-    events = kube_layer.events_for(namespace, "stuck")
-    assert any(e["reason"] == "CleanupFailed" and "disk on fire" in e["message"] for e in events), (
-        events
+    # The Warning may be posted just after the finalizer went: wait for it, not read once.
+    wait_events(
+        kube_layer,
+        namespace,
+        "stuck",
+        lambda seen: any(
+            e["reason"] == "CleanupFailed" and "disk on fire" in e["message"] for e in seen
+        ),
+        "the CleanupFailed Warning",
     )
     assert runtime.stop(namespace, folder.name, timeout=5)
 
