@@ -29,11 +29,11 @@ from bertops.api.kinds import GROUP, VERSION
 from bertops.cluster import gitops_repo
 from bertops.cluster.gitops_repo import LocalRepo
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition
 from tests.operator.serving_helpers import SteadyClient, feedback_credentials
 from tests.operator.test_drift_loop import deployment as drift_deployment
 from tests.operator.test_drift_loop import send_shifted
 from tests.operator.test_local_runtime import dataset, training
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]

@@ -16,8 +16,9 @@ from kubernetes import client
 
 from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
-from tests.operator.conftest import RunningOperator, condition, delete_deployments
+from tests.operator.conftest import RunningOperator, delete_deployments
 from tests.operator.test_local_runtime import TINY, dataset, training
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]

@@ -16,9 +16,9 @@ from kubernetes import client
 
 from bertops.operator.kube import Kube
 from tests.node.test_node_e2e import STEP_UID, shared_csv
-from tests.operator.conftest import RunningOperator, condition
+from tests.operator.conftest import RunningOperator
 from tests.operator.test_local_runtime import dataset
-from tests.waiting import wait_for
+from tests.waiting import wait_for, wait_reason
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 __all__ = ["artifacts", "node_namespace", "node_operator", "tweets_csv"]
@@ -54,19 +54,6 @@ def plant_other_tenant(artifacts: Path) -> Path:
     for path in [artifacts / OTHER, *(artifacts / OTHER).rglob("*")]:
         os.chown(path, STEP_UID, STEP_UID)  # readable by the steps' user, were it reachable
     return feedback / "feedback.jsonl"
-
-
-def refused(kube: Kube, ns: str, name: str) -> str:
-    found = wait_for(
-        lambda: (
-            (c := condition(kube.get("BertDataset", ns, name), "Ready"))
-            and c["reason"] == "InvalidSpec"
-            and c
-        ),
-        timeout=120,
-        what=f"BertDataset {name} refused",
-    )
-    return str(found["message"])
 
 
 def probe_pod(node_kube: Any, ns: str, artifacts: Path) -> dict[str, Any]:
@@ -112,8 +99,9 @@ def test_a_tenant_can_neither_name_nor_reach_another_tenants_files(
     spill["spec"]["outputUri"] = str(artifacts / OTHER / "datasets" / "spill")
     kube.create(spill)
     kube.create(dataset(ns, own))  # A's own data: prepared in a pod, as usual
-    assert "outside this namespace's part of the artifact store" in refused(kube, ns, "steal")
-    assert "spec.outputUri" in refused(kube, ns, "spill")
+    steal = wait_reason(kube, ns, "steal", "InvalidSpec", timeout=120)
+    assert "outside this namespace's part of the artifact store" in steal["message"]
+    assert "spec.outputUri" in wait_reason(kube, ns, "spill", "InvalidSpec", timeout=120)["message"]
 
     found = probe_pod(node_kube, ns, artifacts)
     assert found["root"] == [ns]  # the pod sees its own namespace's folder, nothing else

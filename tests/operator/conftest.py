@@ -158,13 +158,6 @@ def reasons(events: list[dict[str, Any]]) -> set[str]:
     return {e["reason"] for e in events}
 
 
-def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for found in ((body or {}).get("status") or {}).get("conditions") or []:
-        if found["type"] == type_:
-            return found  # type: ignore[no-any-return]
-    return None
-
-
 @pytest.fixture(scope="session")
 def argo_crds(cluster):  # type: ignore[no-untyped-def]
     """Argo Workflows' full CRDs on the session's API server (installed once)."""

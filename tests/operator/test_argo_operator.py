@@ -17,12 +17,13 @@ from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
 from tests.operator import fake_step
 from tests.operator.argo_helpers import needs_argo
-from tests.operator.conftest import condition, has_event, wait_events
+from tests.operator.conftest import has_event, wait_events
 from tests.operator.test_argo_cluster import (
     _service_account,
     act_as_kubelet_and_wait_container,
     pods,
 )
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -30,7 +30,7 @@ import pytest
 
 from bertops.operator.kube import Kube
 from bertops.operator.rollout.metrics import parse_gateway
-from tests.operator.conftest import condition, has_event, wait_events
+from tests.operator.conftest import has_event, wait_events
 from tests.operator.serving_helpers import (
     FEEDBACK_SECRET,
     TEXTS,
@@ -48,6 +48,7 @@ from tests.operator.test_deployment_local import (
 )
 from tests.operator.test_local_runtime import dataset, tweets_csv
 from tests.server.helpers import GatewayUrl
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,9 +15,9 @@ import pytest
 from kubernetes import client
 
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition
 from tests.operator.serving_helpers import copy_artifact, deployment, model
 from tests.server.artifacts import write_tiny_artifact
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,7 @@ import pytest
 
 from bertops.operator.deployment.processes import free_port
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition, has_event, reasons, wait_events
+from tests.operator.conftest import has_event, reasons, wait_events
 from tests.operator.serving_helpers import (
     SteadyClient,
     constant_artifact,
@@ -27,6 +27,7 @@ from tests.operator.serving_helpers import (
     model,
     serving_pids,
 )
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from bertops.operator.kube import Kube
-from tests.operator.conftest import condition, reasons, wait_events
+from tests.operator.conftest import reasons, wait_events
 from tests.operator.serving_helpers import FEEDBACK_SECRET, SteadyClient, feedback_credentials
 from tests.operator.test_local_runtime import dataset, training, tweets_csv
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,8 @@ from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime import manifests
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, has_event, reasons, wait_events
+from tests.operator.conftest import has_event, reasons, wait_events
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration

