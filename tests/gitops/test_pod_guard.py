@@ -21,8 +21,9 @@ from bertops.api.dataset import BertDatasetSpec
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.steps import PrepareStep
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment import server_manifests, serving_objects
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime import manifests, serving, serving_objects
+from bertops.operator.runtime import manifests
 from bertops.operator.runtime.base import StepRequest
 from tests.gitops.test_rbac import TEAM, forbidden
 from tests.integration import manifests as m
@@ -32,7 +33,9 @@ __all__ = ["as_operator", "installed", "operator_kubeconfig"]
 from tests.gitops.test_rbac import as_operator, installed, operator_kubeconfig  # noqa: E402
 
 CONFIG = OperatorConfig(runtime="kubernetes")  # the images, claim and step identity shipped
-MODEL = serving.ModelVersion("tiny-v1", f"/artifacts/{TEAM}/models/v1", "a" * 64, ("a", "b"))
+MODEL = server_manifests.ModelVersion(
+    "tiny-v1", f"/artifacts/{TEAM}/models/v1", "a" * 64, ("a", "b")
+)
 
 
 def step_objects() -> list[dict[str, Any]]:
@@ -55,9 +58,9 @@ def deployment_objects() -> list[dict[str, Any]]:
             "retrain": {"enabled": True},
         }
     )
-    table = serving.routes(owner, MODEL)
+    table = server_manifests.routes(owner, MODEL)
     found = serving_objects.children(
-        owner, spec, table, [MODEL], serving.ServingConfig.from_operator(CONFIG)
+        owner, spec, table, [MODEL], server_manifests.ServingConfig.from_operator(CONFIG)
     )
     return [o for o in found if o["kind"] in ("ConfigMap", "Deployment")]
 

@@ -16,8 +16,8 @@ import yaml
 
 from bertops.api.steps import StepResult
 from bertops.operator.engines import argo, argo_template
-from bertops.operator.engines.argo_runtime import ArgoRuntime
 from bertops.operator.kube import Kube
+from bertops.operator.runtime.argo import ArgoRuntime
 from bertops.operator.runtime.base import StepPhase
 from tests.operator.argo_helpers import CONFIG, example_workflows, needs_argo
 from tests.waiting import wait_for

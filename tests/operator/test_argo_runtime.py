@@ -10,7 +10,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from bertops.api.steps import StepResult
 from bertops.operator.engines import argo
-from bertops.operator.engines.argo_runtime import ArgoNotInstalledError, ArgoRuntime, observation
+from bertops.operator.runtime.argo import ArgoNotInstalledError, ArgoRuntime, observation
 from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE, StepPhase
 from tests.operator.argo_helpers import CONFIG
 

@@ -15,20 +15,20 @@ from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.limits import request_body_limit
 from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment import server_manifests, serving_objects
+from bertops.operator.deployment.gateway_manifests import CREDENTIALS_MOUNT, feedback_access_flags
 from bertops.operator.deployment.local import LocalServing
 from bertops.operator.deployment.target import feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime import serving, serving_objects
-from bertops.operator.runtime.gateway_manifests import CREDENTIALS_MOUNT, feedback_access_flags
 from bertops.operator.runtime.manifests import container_security_context
 from tests.integration import manifests as m
 
 IMAGE = "registry.example/bertops-server:test"
-STABLE = serving.ModelVersion(
+STABLE = server_manifests.ModelVersion(
     "sentiment-v1", "/artifacts/ml/models/v1/g1", "a" * 64, ("negative", "positive")
 )
-CANARY = serving.ModelVersion("sentiment-v2", "/artifacts/ml/models/v2/g1", "b" * 64)
+CANARY = server_manifests.ModelVersion("sentiment-v2", "/artifacts/ml/models/v2/g1", "b" * 64)
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": 1000,
@@ -62,15 +62,15 @@ def owner(namespace: str = "ml", uid: str = "1234-uid") -> ObjectRef:
 def objects(
     owner_ref: ObjectRef,
     deployment_spec: BertDeploymentSpec,
-    config: serving.ServingConfig | None = None,
+    config: server_manifests.ServingConfig | None = None,
 ) -> list[dict[str, Any]]:
-    table = serving.routes(owner_ref, STABLE, CANARY, 10, revision="3")
+    table = server_manifests.routes(owner_ref, STABLE, CANARY, 10, revision="3")
     return serving_objects.children(
         owner_ref,
         deployment_spec,
         table,
         [STABLE, CANARY],
-        config or serving.ServingConfig(image=IMAGE),
+        config or server_manifests.ServingConfig(image=IMAGE),
     )
 
 
@@ -230,16 +230,18 @@ def test_autoscaler_and_budgets() -> None:
     ],
 )
 def test_object_names_are_service_safe(parts: tuple[str, ...], expected: str | None) -> None:
-    name = serving.object_name(*parts)
+    name = server_manifests.object_name(*parts)
     assert len(name) <= 63 and name[0].isalpha()
     if expected is not None:
         assert name == expected
     else:
-        assert name != serving.object_name("a" * 40, "b" * 41)  # the digest keeps it unique
+        assert name != server_manifests.object_name(
+            "a" * 40, "b" * 41
+        )  # the digest keeps it unique
 
 
 def test_config_from_the_operator() -> None:
-    config = serving.ServingConfig.from_operator(
+    config = server_manifests.ServingConfig.from_operator(
         OperatorConfig(artifact_pvc="store", artifact_mount="/data"), image=IMAGE
     )
     assert (config.artifact_pvc, config.artifact_mount, config.image) == ("store", "/data", IMAGE)
@@ -281,7 +283,7 @@ def test_both_runtimes_write_where_drift_and_retraining_read(tmp_path: Path) -> 
     assert feedback == f"{tmp_path}/store/ml/deployments/sentiment/feedback"
     # The kubernetes subPaths are the same folders below the namespace's artifact PVC
     # (its folder of the store).
-    assert serving.deployment_subpath("sentiment", serving.PREDICTIONS) == (
+    assert server_manifests.deployment_subpath("sentiment", server_manifests.PREDICTIONS) == (
         predictions.removeprefix(f"{tmp_path}/store/ml/")
     )
     local = LocalServing(config)
@@ -368,7 +370,7 @@ def pod(ip: str | None, ready: str) -> dict[str, Any]:
 
 def test_the_analysis_scrapes_each_ready_gateway_pod_not_the_service() -> None:
     """Each replica counts on its own: through the Service the sums jumped between them."""
-    from bertops.operator.deployment.cluster import metrics_urls
+    from bertops.operator.deployment.kubernetes import metrics_urls
 
     service = "http://sentiment-gateway.ml.svc:9091/metrics"
     pods = [pod("10.4.0.9", "True"), pod("10.4.0.7", "True"), pod("10.4.0.8", "False")]

@@ -5,7 +5,7 @@ stable's.
 
 A contract between two components, like the step specs: the operator writes it (a
 ConfigMap mounted into the gateway, see
-:mod:`bertops.operator.runtime.gateway_manifests`, or ``PUT /admin/routes`` on the
+:mod:`bertops.operator.deployment.gateway_manifests`, or ``PUT /admin/routes`` on the
 gateway's loopback admin port) and the gateway (:mod:`bertops.server.gateway`) reads it.
 camelCase on the wire like the CRDs::
 

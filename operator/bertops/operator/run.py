@@ -33,12 +33,12 @@ def run_operator(
     """Run until stop_flag is set (or forever). Used by the CLI and the tests."""
     import kopf
 
-    from bertops.operator.engines.argo_runtime import ArgoRuntime
     from bertops.operator.handlers import build_registry
     from bertops.operator.kube import Kube
     from bertops.operator.metrics import OperatorMetrics
     from bertops.operator.reconcile import Reconciler
     from bertops.operator.runtime import make_runtime
+    from bertops.operator.runtime.argo import ArgoRuntime
 
     kube = Kube.from_kubeconfig(kubeconfig)
     metrics = OperatorMetrics()

@@ -8,8 +8,8 @@
   processes (local runtime);
 - :mod:`~bertops.operator.deployment.local` orders a local route change (start, wait
   ready, shift, drain, stop);
-- :mod:`~bertops.operator.deployment.cluster` applies the pure builders of
-  :mod:`bertops.operator.runtime.serving` through the kube layer (kubernetes runtime).
+- :mod:`~bertops.operator.deployment.kubernetes` applies the pure builders of
+  :mod:`bertops.operator.deployment.server_manifests` through the kube layer (kubernetes runtime).
 
 Called by :class:`bertops.operator.reconcile.Reconciler` for the kind BertDeployment.
 """

@@ -49,17 +49,17 @@ from bertops.api.artifacts import local_path
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes, Sticky
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.gateway_manifests import feedback_access_flags
 from bertops.operator.deployment.processes import (
     ServingProcess,
     executable,
     free_port,
     write_atomically,
 )
+from bertops.operator.deployment.server_manifests import ModelVersion, keeps_feedback, server_name
 from bertops.operator.deployment.target import Served, Target, feedback_uri, predictions_uri
 from bertops.operator.kube import Kube
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime.gateway_manifests import feedback_access_flags
-from bertops.operator.runtime.serving import ModelVersion, keeps_feedback, server_name
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"

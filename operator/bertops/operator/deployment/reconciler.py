@@ -41,6 +41,7 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.challenge import OfflineChallenge
 from bertops.operator.deployment.monitor import DriftMonitor
 from bertops.operator.deployment.monitor_steps import MonitorPlan
+from bertops.operator.deployment.server_manifests import gateway_name
 from bertops.operator.deployment.target import Served, ServingBackend, Target, version_of
 from bertops.operator.kube import Kube
 from bertops.operator.metrics import OperatorMetrics
@@ -57,7 +58,6 @@ from bertops.operator.rollout.metrics import (
 from bertops.operator.rollout.prometheus import PrometheusSource
 from bertops.operator.rollout.state import Decision, decide
 from bertops.operator.runtime.base import Runtime
-from bertops.operator.runtime.serving import gateway_name
 
 log = logging.getLogger(__name__)
 SETTLING_SECONDS = 1.0  # look again this soon while serving still moves
@@ -90,9 +90,9 @@ def make_backend(config: OperatorConfig, kube: Kube) -> ServingBackend:
         from bertops.operator.deployment.local import LocalServing
 
         return LocalServing(config, kube)
-    from bertops.operator.deployment.cluster import ClusterServing
+    from bertops.operator.deployment.kubernetes import KubernetesServing
 
-    return ClusterServing(kube, config)
+    return KubernetesServing(kube, config)
 
 
 class DeploymentReconciler:

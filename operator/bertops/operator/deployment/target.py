@@ -15,8 +15,13 @@ from typing import Any, Literal, Protocol
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment.server_manifests import (
+    FEEDBACK,
+    PREDICTIONS,
+    ModelVersion,
+    deployment_parts,
+)
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime.serving import FEEDBACK, PREDICTIONS, ModelVersion, deployment_parts
 
 
 @dataclass(frozen=True)

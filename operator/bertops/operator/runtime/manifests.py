@@ -149,8 +149,8 @@ POD_FAILURE_POLICY: dict[str, Any] = {
 def container_security_context() -> dict[str, Any]:
     """The "restricted" Pod Security Standard for a container: no root, no privilege
     escalation, no capabilities, a read-only root filesystem. Also used by the serving
-    pods (:mod:`bertops.operator.runtime.serving`,
-    :mod:`bertops.operator.runtime.gateway_manifests`)."""
+    pods (:mod:`bertops.operator.deployment.server_manifests`,
+    :mod:`bertops.operator.deployment.gateway_manifests`)."""
     return {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,

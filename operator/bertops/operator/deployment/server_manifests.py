@@ -3,8 +3,8 @@ Deployment + Service per model version in play (stable, and the canary during a 
 optionally an HPA per server and PodDisruptionBudgets, and the gateway's routes table.
 Every object is owned by the BertDeployment, so deleting it deletes them all. Also the
 names, labels, ports and pod template that the gateway's objects
-(:mod:`bertops.operator.runtime.gateway_manifests`) share; every serving object in apply
-order is :mod:`bertops.operator.runtime.serving_objects`'s ``children``.
+(:mod:`bertops.operator.deployment.gateway_manifests`) share; every serving object in apply
+order is :mod:`bertops.operator.deployment.serving_objects`'s ``children``.
 
 Servers are named after the model version, not the role: promoting a canary only
 rewrites the routes (the canary's pods become stable's without a restart), and the old

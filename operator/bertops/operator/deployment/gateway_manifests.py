@@ -4,9 +4,9 @@ servers. Every object carries an owner reference to the BertDeployment.
 
 The gateway is never restarted for a route change: the ConfigMap volume is updated in
 place and the gateway re-reads it. Names, labels, ports and the pod template it shares
-with the model servers come from :mod:`bertops.operator.runtime.serving`.
+with the model servers come from :mod:`bertops.operator.deployment.server_manifests`.
 
-No I/O: called by :func:`bertops.operator.runtime.serving_objects.children`, which lists every
+No I/O: called by :func:`bertops.operator.deployment.serving_objects.children`, which lists every
 serving object in the order the BertDeployment reconciler applies them.
 """
 
@@ -18,9 +18,7 @@ from typing import Any
 from bertops.api.deployment import BertDeploymentSpec, FeedbackAccess, Serving
 from bertops.api.limits import GATEWAY_CONCURRENCY, request_body_limit
 from bertops.api.routes import Routes
-from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime.manifests import container_security_context, folder_init_container
-from bertops.operator.runtime.serving import (
+from bertops.operator.deployment.server_manifests import (
     FEEDBACK,
     GATEWAY_PORT,
     ROUTES_FILE,
@@ -35,6 +33,8 @@ from bertops.operator.runtime.serving import (
     pod_spec,
     routes_name,
 )
+from bertops.operator.objects import ObjectRef
+from bertops.operator.runtime.manifests import container_security_context, folder_init_container
 
 ROUTES_MOUNT = "/etc/bertops/routes"
 FEEDBACK_MOUNT = "/var/bertops/feedback"

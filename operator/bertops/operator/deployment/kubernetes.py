@@ -1,5 +1,5 @@
 """Kubernetes serving of a BertDeployment (kubernetes runtime): applies the pure builders
-of :mod:`bertops.operator.runtime.serving` through the kube layer (server-side apply,
+of :mod:`bertops.operator.deployment.server_manifests` through the kube layer (server-side apply,
 owner references on every object), in the order that never drops a request:
 
 1. start: the Deployment + Service of every model the target names;
@@ -24,11 +24,12 @@ from typing import Any
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
 from bertops.operator.config import OperatorConfig
+from bertops.operator.deployment import server_manifests as manifests
+from bertops.operator.deployment import serving_objects
+from bertops.operator.deployment.gateway_manifests import METRICS_PORT
 from bertops.operator.deployment.target import Served, Target
 from bertops.operator.kube import Kube
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime import serving, serving_objects
-from bertops.operator.runtime.gateway_manifests import METRICS_PORT
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 120.0  # kubelet ConfigMap sync (up to ~60 s) + gateway poll + drain
@@ -40,11 +41,11 @@ SERVER_KINDS = (
 )
 
 
-class ClusterServing:
+class KubernetesServing:
     def __init__(self, kube: Kube, config: OperatorConfig) -> None:
         self.kube = kube
         self.config = config
-        self.serving = serving.ServingConfig.from_operator(config, image=config.serving_image)
+        self.serving = manifests.ServingConfig.from_operator(config, image=config.serving_image)
         # (namespace, server object name) -> when the routes stopped naming it. In memory:
         # after an operator restart the drain simply starts again (later, never sooner).
         self._retired: dict[tuple[str, str], float] = {}
@@ -54,11 +55,11 @@ class ClusterServing:
         ready = {
             m.name
             for m in target.models
-            if self._available(serving.server_name(owner.name, m.name), owner.namespace)
+            if self._available(manifests.server_name(owner.name, m.name), owner.namespace)
         }
         current = self._routes_in_force(owner)
         canary = target.canary if target.canary and target.canary.name in ready else None
-        table = serving.routes(
+        table = manifests.routes(
             owner,
             target.stable,
             None if target.shadow else canary,
@@ -74,12 +75,12 @@ class ClusterServing:
         for manifest in serving_objects.children(owner, spec, table, models, self.serving):
             self.kube.apply(manifest)
         keep = {m.name for m in models} | {table.stable.name}
-        drained = self._drain(owner, {serving.server_name(owner.name, n) for n in keep})
-        gateway = self._available(serving.gateway_name(owner.name), owner.namespace)
+        drained = self._drain(owner, {manifests.server_name(owner.name, n) for n in keep})
+        gateway = self._available(manifests.gateway_name(owner.name), owner.namespace)
         # Serving means the gateway and the server it routes stable traffic to both answer
         # (a first rollout's gateway is up well before its model server has loaded).
         stable_up = table.stable.name in ready or self._available(
-            serving.server_name(owner.name, table.stable.name), owner.namespace
+            manifests.server_name(owner.name, table.stable.name), owner.namespace
         )
         settled = gateway and drained and ready >= {m.name for m in models}
         serving_now = gateway and stable_up
@@ -107,7 +108,7 @@ class ClusterServing:
         """Each ready gateway pod's /metrics, for the analysis to sum. Through the Service
         every scrape would land on one replica or another, each with its own counters: the
         sums jumped back and forth and a canary step never saw its traffic add up."""
-        labels = serving.object_labels(owner, "gateway")
+        labels = manifests.object_labels(owner, "gateway")
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         pods = self.kube.list_resources("v1", "Pod", owner.namespace, selector)
         return metrics_urls(pods, metrics_endpoint(owner) + "/metrics")
@@ -117,15 +118,19 @@ class ClusterServing:
         return bool(((found or {}).get("status") or {}).get("availableReplicas"))
 
     def _routes_in_force(self, owner: ObjectRef) -> Routes | None:
-        found = self.kube.read("v1", "ConfigMap", owner.namespace, serving.routes_name(owner.name))
-        data = ((found or {}).get("data") or {}).get(serving.ROUTES_FILE)
+        found = self.kube.read(
+            "v1", "ConfigMap", owner.namespace, manifests.routes_name(owner.name)
+        )
+        data = ((found or {}).get("data") or {}).get(manifests.ROUTES_FILE)
         try:
             return Routes.model_validate(json.loads(data)) if data else None
         except ValueError:
             return None
 
     def _drain(self, owner: ObjectRef, keep: set[str]) -> bool:
-        selector = f"{serving.DEPLOYMENT_LABEL}={owner.name},{serving.COMPONENT_LABEL}=model-server"
+        selector = (
+            f"{manifests.DEPLOYMENT_LABEL}={owner.name},{manifests.COMPONENT_LABEL}=model-server"
+        )
         found = self.kube.list_resources("apps/v1", "Deployment", owner.namespace, selector)
         settled = True
         now = time.monotonic()
@@ -164,8 +169,8 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _endpoint(owner: ObjectRef, port: int = serving.GATEWAY_PORT) -> str:
-    host = f"{serving.gateway_name(owner.name)}.{owner.namespace}.svc"
+def _endpoint(owner: ObjectRef, port: int = manifests.GATEWAY_PORT) -> str:
+    host = f"{manifests.gateway_name(owner.name)}.{owner.namespace}.svc"
     return f"http://{host}:{port}"
 
 

@@ -2,10 +2,10 @@
 applies them: each model version's server Deployment and Service, the gateway's routes
 ConfigMap, Deployment and Service, then the optional autoscalers and disruption budgets.
 
-Pure: assembles the builders of :mod:`bertops.operator.runtime.serving` (servers, shared
-names and pod template) and :mod:`bertops.operator.runtime.gateway_manifests` (the
+Pure: assembles the builders of :mod:`bertops.operator.deployment.server_manifests` (servers, shared
+names and pod template) and :mod:`bertops.operator.deployment.gateway_manifests` (the
 gateway), which depend on each other only in that direction. Called by
-:class:`bertops.operator.deployment.cluster.ClusterServing`.
+:class:`bertops.operator.deployment.kubernetes.KubernetesServing`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Routes
-from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime import gateway_manifests
-from bertops.operator.runtime.serving import (
+from bertops.operator.deployment import gateway_manifests
+from bertops.operator.deployment.server_manifests import (
     ModelVersion,
     ServingConfig,
     autoscaler,
@@ -27,6 +26,7 @@ from bertops.operator.runtime.serving import (
     server_name,
     server_service,
 )
+from bertops.operator.objects import ObjectRef
 
 
 def children(
