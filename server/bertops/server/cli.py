@@ -15,6 +15,8 @@ from typing import Any
 
 import typer
 
+from bertops.server.settings import ServerSettings
+
 app = typer.Typer(
     help="Serve a BertModel (Open Inference Protocol v2) and run the gateway.",
     no_args_is_help=True,
@@ -58,28 +60,41 @@ def serve(
     name: str = typer.Option(None, help="Served model name (default: the manifest's name)."),
     host: str = typer.Option("0.0.0.0", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
-    max_batch_size: int = typer.Option(32, min=1, help="Most texts in one model call."),
-    max_batch_wait_ms: float = typer.Option(5.0, min=0, help="Longest wait to fill a batch."),
-    max_texts_per_request: int = typer.Option(64, min=1, help="Most texts in one request."),
-    max_chars: int = typer.Option(5000, min=1, help="Most characters in one text."),
+    max_batch_size: int = typer.Option(
+        ServerSettings.max_batch_size, min=1, help="Most texts in one model call."
+    ),
+    max_batch_wait_ms: float = typer.Option(
+        ServerSettings.max_batch_wait_ms, min=0, help="Longest wait to fill a batch."
+    ),
+    max_texts_per_request: int = typer.Option(
+        ServerSettings.max_texts_per_request, min=1, help="Most texts in one request."
+    ),
+    max_chars: int = typer.Option(
+        ServerSettings.max_chars, min=1, help="Most characters in one text."
+    ),
     prediction_log: str = typer.Option(
-        "hash", help="What the prediction log keeps of a text: text, hash or off."
+        ServerSettings.prediction_log,
+        help="What the prediction log keeps of a text: text, hash or off.",
     ),
     prediction_log_path: Path = typer.Option(
         None,
         envvar="BERTOPS_PREDICTION_LOG",
         help="JSON-lines prediction log (rotated by size); without it no log is written.",
     ),
-    prediction_log_max_bytes: int = typer.Option(64 << 20, help="Rotate the log at this size."),
-    prediction_log_backups: int = typer.Option(5, help="Rotated log files to keep."),
+    prediction_log_max_bytes: int = typer.Option(
+        ServerSettings.prediction_log_max_bytes, help="Rotate the log at this size."
+    ),
+    prediction_log_backups: int = typer.Option(
+        ServerSettings.prediction_log_backups, help="Rotated log files to keep."
+    ),
     threads: int = typer.Option(None, help="Inference threads (default: all cores)."),
     graceful_seconds: int = typer.Option(30, help="Time to drain in-flight requests."),
     access_log: bool = typer.Option(False, help="Log every request."),
     max_body_bytes: int = typer.Option(
-        4 << 20, min=1024, help="Largest request body (413 above it)."
+        ServerSettings.max_body_bytes, min=1024, help="Largest request body (413 above it)."
     ),
     request_timeout: float = typer.Option(
-        30.0,
+        ServerSettings.request_timeout_seconds,
         min=0.1,
         help="Seconds to receive a body and to wait for the model's answer (408/503 after).",
     ),
@@ -93,7 +108,9 @@ def serve(
         min=1,
         help="Requests and connections served at once before 503 (default: queue + 64).",
     ),
-    keep_alive_seconds: float = typer.Option(5.0, min=0, help="Idle keep-alive timeout."),
+    keep_alive_seconds: float = typer.Option(
+        ServerSettings.keep_alive_seconds, min=0, help="Idle keep-alive timeout."
+    ),
     expect_manifest_sha256: str = typer.Option(
         None,
         envvar="BERTOPS_EXPECT_MANIFEST_SHA256",
@@ -102,31 +119,12 @@ def serve(
     ),
 ) -> None:
     """Verify the artifact, start listening, load + warm the model, then serve it."""
-    from bertops.server.app import ServerSettings, create_app
-    from bertops.server.artifact import ArtifactError
-    from bertops.server.model import ServedModel
+    from bertops.server.app import create_app
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr()
     if prediction_log not in ("text", "hash", "off"):
         raise typer.BadParameter("must be text, hash or off", param_hint="--prediction-log")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    served = ServedModel(model, name=name, threads=threads)
-    try:
-        verified = served.verify()
-    except ArtifactError as error:
-        typer.echo(f"error: refusing to serve: {error}", err=True)
-        raise typer.Exit(2) from error
-    # Compared with the hash of the very manifest bytes that verified the files.
-    if expect_manifest_sha256 and verified.manifest_sha256 != expect_manifest_sha256.lower():
-        typer.echo(
-            f"error: refusing to serve: manifest sha256 {verified.manifest_sha256} "
-            f"is not the expected {expect_manifest_sha256}",
-            err=True,
-        )
-        raise typer.Exit(2)
+    served = _verified_model(model, name, threads, expect_manifest_sha256)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_batch_wait_ms=max_batch_wait_ms,
@@ -161,6 +159,39 @@ def serve(
     if failed:
         typer.echo(f"error: model failed to load: {failed[0]}", err=True)
         raise typer.Exit(1)
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _verified_model(
+    model: str, name: str | None, threads: int | None, expect_manifest_sha256: str | None
+) -> Any:
+    """The artifact at ``model``, its files verified against its manifest (and the
+    manifest against the expected sha256), not yet loaded; exits 2 when refused."""
+    from bertops.server.artifact import ArtifactError
+    from bertops.server.model import ServedModel
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    served = ServedModel(model, name=name, threads=threads)
+    try:
+        verified = served.verify()
+    except ArtifactError as error:
+        typer.echo(f"error: refusing to serve: {error}", err=True)
+        raise typer.Exit(2) from error
+    # Compared with the hash of the very manifest bytes that verified the files.
+    if expect_manifest_sha256 and verified.manifest_sha256 != expect_manifest_sha256.lower():
+        typer.echo(
+            f"error: refusing to serve: manifest sha256 {verified.manifest_sha256} "
+            f"is not the expected {expect_manifest_sha256}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return served
 
 
 @app.command("gateway")
@@ -239,9 +270,7 @@ def gateway(
     from bertops.server.gateway.app import Gateway
     from bertops.server.gateway.routes import RouteSource
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr()
     source = RouteSource(routes)
     try:
         initial = source.fetch()

@@ -17,16 +17,19 @@ from bertops.api.deployment import Serving
 from bertops.server.predictionlog import Privacy
 from bertops.server.protocol import DEFAULT_MAX_BODY_BYTES
 
+# The serving block's defaults are the server's: one place to change them (bertops.api).
+_SERVING_DEFAULTS = Serving()
+
 
 @dataclass
 class ServerSettings:
     """The knobs of one server; :meth:`from_serving` takes them from a BertDeployment."""
 
-    max_batch_size: int = 32
-    max_batch_wait_ms: float = 5.0
-    max_texts_per_request: int = 64
-    max_chars: int = 5000
-    prediction_log: Privacy = "hash"
+    max_batch_size: int = _SERVING_DEFAULTS.max_batch_size
+    max_batch_wait_ms: float = _SERVING_DEFAULTS.max_batch_wait_ms
+    max_texts_per_request: int = _SERVING_DEFAULTS.max_texts_per_request
+    max_chars: int = _SERVING_DEFAULTS.max_chars
+    prediction_log: Privacy = _SERVING_DEFAULTS.prediction_log
     prediction_log_path: Path | None = None
     prediction_log_max_bytes: int = 64 << 20
     prediction_log_backups: int = 5

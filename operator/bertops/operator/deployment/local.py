@@ -48,6 +48,7 @@ import httpx
 from bertops.api.artifacts import local_path
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes, Sticky
+from bertops.api.server_command import server_args
 from bertops.operator.config import OperatorConfig
 from bertops.operator.deployment.gateway_manifests import feedback_access_flags
 from bertops.operator.deployment.processes import (
@@ -172,17 +173,15 @@ class LocalServing:
     ) -> list[str]:
         serving = spec.serving
         command = [
-            *executable(self.config.serve_command), "serve",
-            "--model", model.artifact_uri,
-            "--expect-manifest-sha256", model.manifest_sha256,
-            "--name", model.name,
-            "--host", "127.0.0.1",
-            "--max-batch-size", str(serving.max_batch_size),
-            "--max-batch-wait-ms", str(serving.max_batch_wait_ms),
-            "--max-texts-per-request", str(serving.max_texts_per_request),
-            "--max-chars", str(serving.max_chars),
-            "--prediction-log", serving.prediction_log,
-            "--threads", "1",
+            *executable(self.config.serve_command), "serve", "--host", "127.0.0.1",
+            # One thread a local server: the canary and stable share this machine's cores.
+            *server_args(
+                serving,
+                model_uri=model.artifact_uri,
+                manifest_sha256=model.manifest_sha256,
+                name=model.name,
+                threads=1,
+            ),
         ]  # fmt: skip
         if serving.prediction_log != "off":
             folder = self._folder(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from bertops.api.deployment import BertDeploymentSpec
 from bertops.api.routes import Backend, Routes, Sticky
+from bertops.api.server_command import server_args
 from bertops.operator.config import OperatorConfig
 from bertops.operator.objects import ObjectRef
 from bertops.operator.runtime.manifests import (
@@ -153,17 +154,14 @@ def _server_container(
 ) -> dict[str, Any]:
     serving = spec.serving
     command = [
-        "bertops", "server", "serve",
-        "--model", model.artifact_uri,
-        "--expect-manifest-sha256", model.manifest_sha256,
-        "--name", model.name,
-        "--port", str(SERVER_PORT),
-        "--max-batch-size", str(serving.max_batch_size),
-        "--max-batch-wait-ms", str(serving.max_batch_wait_ms),
-        "--max-texts-per-request", str(serving.max_texts_per_request),
-        "--max-chars", str(serving.max_chars),
-        "--prediction-log", serving.prediction_log,
-        "--threads", str(_threads(serving.resources.cpu)),
+        "bertops", "server", "serve", "--port", str(SERVER_PORT),
+        *server_args(
+            serving,
+            model_uri=model.artifact_uri,
+            manifest_sha256=model.manifest_sha256,
+            name=model.name,
+            threads=_threads(serving.resources.cpu),
+        ),
     ]  # fmt: skip
     mounts = [
         {
