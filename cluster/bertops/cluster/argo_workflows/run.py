@@ -11,13 +11,13 @@ Called by tests/operator/test_argo_cluster.py.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bertops.cluster.apply import server_side_apply, wait_served
 from bertops.cluster.argo_workflows.build import (
     ARGO_VERSION,
     controller_path,
@@ -49,44 +49,10 @@ def config_objects() -> list[dict[str, Any]]:
     ]
 
 
-def apply(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
-    """Server-side apply each document (the CRDs are too big for client-side apply)."""
-    from kubernetes import config, dynamic
-
-    api_client = config.new_client_from_config(config_file=str(kubeconfig))
-    try:
-        client = dynamic.DynamicClient(api_client)
-        for doc in docs:
-            resource = client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-            resource.server_side_apply(
-                body=doc,
-                namespace=doc["metadata"].get("namespace"),
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            )
-    finally:
-        api_client.close()
-
-
 def install_crds(kubeconfig: Path, timeout: float = 60.0) -> None:
     """Argo's full CRDs, waiting until the Workflow kind is served."""
-    apply(kubeconfig, crd_documents())
-    from kubernetes import config, dynamic
-
-    deadline = time.monotonic() + timeout
-    while True:
-        api_client = config.new_client_from_config(config_file=str(kubeconfig))
-        try:
-            dynamic.DynamicClient(api_client).resources.get(
-                api_version="argoproj.io/v1alpha1", kind="Workflow"
-            )
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-        finally:
-            api_client.close()
+    server_side_apply(kubeconfig, crd_documents(), FIELD_MANAGER)
+    wait_served(kubeconfig, "argoproj.io/v1alpha1", "Workflow", timeout)
 
 
 @dataclass
@@ -102,7 +68,7 @@ class WorkflowController:
     def up(self) -> None:
         ensure_argo_workflows()
         install_crds(self.kubeconfig)
-        apply(self.kubeconfig, config_objects())
+        server_side_apply(self.kubeconfig, config_objects(), FIELD_MANAGER)
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [
             str(controller_path()),

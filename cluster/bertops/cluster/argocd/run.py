@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from bertops.cluster.apply import apply_when_served, server_side_apply
 from bertops.cluster.argocd.build import crds_dir, ensure_argocd
 from bertops.cluster.controlplane.processes import _CHILDREN, alive, free_port, spawn, terminate
 
@@ -157,41 +158,16 @@ class ArgoCD:
     reconcile_seconds: int = 5
     pids: dict[str, int] = field(default_factory=dict)
 
-    def _apply(self, docs: list[dict[str, Any]]) -> None:
-        from kubernetes import config, dynamic
-
-        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
-        try:
-            client = dynamic.DynamicClient(api_client)
-            for doc in docs:
-                resource = client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-                resource.server_side_apply(
-                    body=doc,
-                    namespace=doc["metadata"].get("namespace"),
-                    field_manager=FIELD_MANAGER,
-                    force_conflicts=True,
-                )
-        finally:
-            api_client.close()
-
     def install(self) -> None:
         """Argo CD's CRDs (from the module), then its namespace and configuration."""
         crds = [yaml.safe_load(p.read_text()) for p in sorted(crds_dir().glob("*-crd.yaml"))]
-        self._apply(crds)
-        deadline = time.monotonic() + 60
-        while True:  # the AppProject below needs its CRD served
-            try:
-                self._apply(
-                    [
-                        *config_objects(self.gitops, self.reconcile_seconds),
-                        cluster_secret(self.kubeconfig),
-                    ]
-                )
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        server_side_apply(self.kubeconfig, crds, FIELD_MANAGER)
+        config = [
+            *config_objects(self.gitops, self.reconcile_seconds),
+            cluster_secret(self.kubeconfig),
+        ]
+        # The AppProject among them needs its CRD served.
+        apply_when_served(self.kubeconfig, config, FIELD_MANAGER, timeout=60)
 
     def _path(self) -> str:
         # The repo-server runs git-verify-wrapper.sh (installed beside argocd) from PATH.

@@ -6,23 +6,18 @@ from __future__ import annotations
 
 import time
 
-from kubernetes import client, config, dynamic
+from kubernetes import client, config
 
 from bertops.api.crdgen import load_crds
+from bertops.cluster.apply import server_side_apply
 
 FIELD_MANAGER = "bertops"
 
 
 def install(kubeconfig: str | None = None, timeout: float = 30.0) -> list[str]:
+    names = server_side_apply(kubeconfig, load_crds(), FIELD_MANAGER)
     api_client = config.new_client_from_config(config_file=kubeconfig)
     try:
-        crd_api = dynamic.DynamicClient(api_client).resources.get(
-            api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-        )
-        names = []
-        for crd in load_crds():
-            crd_api.server_side_apply(body=crd, field_manager=FIELD_MANAGER, force_conflicts=True)
-            names.append(crd["metadata"]["name"])
         extensions = client.ApiextensionsV1Api(api_client)
         deadline = time.monotonic() + timeout
         pending = set(names)
