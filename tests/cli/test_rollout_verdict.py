@@ -23,7 +23,7 @@ from bertops.cli.rollout_client import counts_or_reason, in_cluster_service, new
 from bertops.operator.rollout.actions import parse_action
 from bertops.server.gateway.metrics import GatewayMetrics
 from tests.cli.rollout_states import STATES
-from tests.cluster.test_extras_gate import bertops_without
+from tests.cli.test_extras_gate import bertops_without
 
 
 def body(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:

@@ -4,7 +4,7 @@ component.
 ``cluster``, ``crds`` and ``demo`` live here; ``trainer``, ``server`` and ``operator`` are
 each component's own Typer app. The wheel always ships every component's code, so a
 component is mounted only when its extra's libraries are installed
-(:mod:`bertops.cluster.extras`); otherwise its name is still listed, and running it says
+(:mod:`bertops.cli.extras`); otherwise its name is still listed, and running it says
 which extra to install and exits 2 instead of failing with a ModuleNotFoundError. The
 component CLI modules import torch/uvicorn/kopf lazily, so ``bertops --help`` stays fast.
 """
@@ -19,9 +19,9 @@ import rich.markup
 import typer
 
 from bertops.api import crdgen
+from bertops.cli import extras
 from bertops.cli.argocd import argocd_app
 from bertops.cli.monitoring import monitoring_app
-from bertops.cluster import extras
 
 BAD_INPUT = 2  # the exit code for "cannot run as asked; retrying will not help"
 
@@ -220,7 +220,14 @@ def demo(
     _require("demo", "operator", "trainer")
     from bertops.cluster import demo as demo_module
 
-    raise typer.Exit(demo_module.run(per_label=per_label, epochs=epochs, replicas=replicas))
+    raise typer.Exit(
+        demo_module.run(
+            per_label=per_label,
+            epochs=epochs,
+            replicas=replicas,
+            compression=extras.compression_available(),
+        )
+    )
 
 
 def _not_installed(name: str, extra: str) -> None:

