@@ -225,29 +225,8 @@ def main(
     """Reconcile BertDataset, BertTraining, BertModel and BertDeployment objects."""
     if runtime not in ("local", "kubernetes"):
         raise typer.BadParameter("runtime must be local or kubernetes")
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        # kopf logs two lines per watch event and object ("Handler 'track' succeeded"): at
-        # a few hundred objects that is most of the log and a real share of the CPU. The
-        # reconcilers log each meaningful transition themselves; kopf's warnings stay.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        # httpx logs every request at INFO: the rollout analysis scrapes each gateway's
-        # /metrics every few seconds, which buried the reconcilers' lines in `kubectl logs`.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    overrides: dict[str, object] = {}
-    if artifact_root:
-        overrides["artifact_root"] = artifact_root
-    elif runtime == "kubernetes":
-        # Steps see the artifact volume at its mount path; the operator pod mounts the
-        # same volume there (read-only) to verify model manifests.
-        overrides["artifact_root"] = OperatorConfig.artifact_mount
-    if state_dir:
-        overrides["state_dir"] = state_dir
-    if step_command:
-        overrides["step_command"] = tuple(shlex.split(step_command))
+    _configure_logging(verbose)
+    overrides = _path_overrides(runtime, artifact_root, state_dir, step_command)
     config = OperatorConfig(
         runtime=runtime,  # type: ignore[arg-type]
         namespaces=tuple(namespace),
@@ -266,3 +245,37 @@ def main(
         **overrides,  # type: ignore[arg-type]
     )
     run_operator(config, kubeconfig=kubeconfig)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # kopf logs two lines per watch event and object ("Handler 'track' succeeded"): at
+        # a few hundred objects that is most of the log and a real share of the CPU. The
+        # reconcilers log each meaningful transition themselves; kopf's warnings stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # httpx logs every request at INFO: the rollout analysis scrapes each gateway's
+        # /metrics every few seconds, which buried the reconcilers' lines in `kubectl logs`.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _path_overrides(
+    runtime: str, artifact_root: str | None, state_dir: Path | None, step_command: str
+) -> dict[str, object]:
+    """The config fields whose default depends on the runtime or that are only set when
+    given: where artifacts and step folders live, and the local step command."""
+    overrides: dict[str, object] = {}
+    if artifact_root:
+        overrides["artifact_root"] = artifact_root
+    elif runtime == "kubernetes":
+        # Steps see the artifact volume at its mount path; the operator pod mounts the
+        # same volume there (read-only) to verify model manifests.
+        overrides["artifact_root"] = OperatorConfig.artifact_mount
+    if state_dir:
+        overrides["state_dir"] = state_dir
+    if step_command:
+        overrides["step_command"] = tuple(shlex.split(step_command))
+    return overrides
