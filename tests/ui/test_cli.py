@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bertops(cluster: Any, namespace: str) -> Iterator[Any]:
     """Run ``bertops ARGS... --kubeconfig K -n NS``; returns the click Result."""
+    from bertops.cli import models as cli
     from bertops.cli.main import app
-    from bertops.ui import cli
 
     width = cli.console.width
     cli.console.width = 220  # tables unabridged: the tests read names in them

@@ -270,9 +270,9 @@ else:
 # The management service (bertops.ui; README, "Managing models"): three command groups and the
 # web UI, all gated on the `ui` extra (the kubernetes client, starlette, uvicorn).
 for module_name, attribute, name in (
-    ("bertops.ui.cli", "models_app", "models"),
-    ("bertops.ui.cli_runs", "datasets_app", "datasets"),
-    ("bertops.ui.cli_runs", "trainings_app", "trainings"),
+    ("bertops.cli.models", "models_app", "models"),
+    ("bertops.cli.runs", "datasets_app", "datasets"),
+    ("bertops.cli.runs", "trainings_app", "trainings"),
 ):
     if extras.missing("ui"):
         _not_installed(name, "ui")
@@ -281,7 +281,7 @@ for module_name, attribute, name in (
 if extras.missing("ui"):
     _not_installed("ui", "ui")
 else:
-    app.command("ui")(importlib.import_module("bertops.ui.cli").serve)
+    app.command("ui")(importlib.import_module("bertops.cli.models").serve)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 (``static/``, shipped in the wheel and served here: nothing is fetched at run time), the
 login form, all behind :class:`bertops.ui.auth.AuthMiddleware`.
 
-Built by :func:`create_app`, called by ``bertops ui`` (:mod:`bertops.ui.cli`) and by the
+Built by :func:`create_app`, called by ``bertops ui`` (:mod:`bertops.cli.models`) and by the
 tests, which run it with uvicorn on loopback.
 """
 

@@ -2,7 +2,7 @@
 bertops objects, delete a model that no deployment serves, write the rollout-action
 annotation, read a step's pod logs.
 
-Used by the ``bertops models|datasets|trainings`` commands (:mod:`bertops.ui.cli`) and by
+Used by the ``bertops models|datasets|trainings`` commands (:mod:`bertops.cli.models`) and by
 the web UI and its JSON API (:mod:`bertops.ui.api`), so both see and change exactly the
 same things. It returns plain dicts (the objects as the API server has them); shaping them
 for people is :mod:`bertops.ui.views`. Errors of the API server become

@@ -3,7 +3,7 @@ runtime's step folder (``<state>/steps/<namespace>/<step>/stdout.log`` and
 ``stderr.log``, see :mod:`bertops.operator.runtime.local`) or, with the kubernetes
 runtime, the logs of the step's pods (label ``bertops.io/step``).
 
-Used by ``bertops trainings logs [--follow]`` (:mod:`bertops.ui.cli_runs`). A step's
+Used by ``bertops trainings logs [--follow]`` (:mod:`bertops.cli.runs`). A step's
 stdout is JSON progress lines (:class:`bertops.api.steps.ProgressEvent`); :func:`render`
 turns each into one readable line and leaves any other line as it is.
 """

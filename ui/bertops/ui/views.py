@@ -2,7 +2,7 @@
 lineage chains, side-by-side comparisons, deployment and training summaries.
 
 Pure functions of the objects the API server returned (no I/O), called by the CLI
-(:mod:`bertops.ui.cli`), the JSON API (:mod:`bertops.ui.api`) and, through the API's
+(:mod:`bertops.cli.models`), the JSON API (:mod:`bertops.ui.api`) and, through the API's
 data, the HTML pages; so the terminal, the JSON and the browser say the same thing.
 """
 

@@ -2,7 +2,7 @@
 the runs behind the models, with a run's logs and progress, followed live with
 ``--follow`` until it succeeds or fails.
 
-Mounted by :mod:`bertops.cli.main` beside :mod:`bertops.ui.cli` (same options, same
+Mounted by :mod:`bertops.cli.main` beside :mod:`bertops.cli.models` (same options, same
 exit codes); reads through :class:`bertops.ui.catalog.Catalog`, logs through
 :mod:`bertops.ui.logs`.
 """
@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from bertops.ui.cli import (
+from bertops.cli.models import (
     JsonOption,
     KubeconfigOption,
     NamespaceOption,

@@ -1,7 +1,7 @@
 """``bertops models list|show|compare|download|delete`` and ``bertops ui``.
 
 Mounted by :mod:`bertops.cli.main` when the ``ui`` extra is installed (with
-``bertops datasets`` and ``bertops trainings`` from :mod:`bertops.ui.cli_runs`). Reads and
+``bertops datasets`` and ``bertops trainings`` from :mod:`bertops.cli.runs`). Reads and
 changes go through :class:`bertops.ui.catalog.Catalog`, the layer the web UI uses too, and
 what is printed comes from :mod:`bertops.ui.views`. Exit codes: 0 ok, 1 refused or failed
 (a served model, an artifact that does not verify), 2 bad input (no such object).
