@@ -15,44 +15,28 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-if TYPE_CHECKING:  # the kubernetes client loads only when a command runs (fast --help)
-    from bertops.ui.catalog import Catalog, CatalogError
+from bertops.cli.catalog_output import (
+    Column,
+    JsonOption,
+    KubeconfigOption,
+    NamespaceOption,
+    connect,
+    console,
+    fail,
+    fmt,
+    print_list,
+    readiness,
+)
 
-console = Console()
 models_app = typer.Typer(
     help="The model catalogue: list, show, compare, download, delete.", no_args_is_help=True
 )
-NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: the context's.")
-KubeconfigOption = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG")
-JsonOption = typer.Option(False, "--json", help="Print JSON instead of tables.")
-
-
-def connect(namespace: str | None, kubeconfig: str | None) -> Catalog:
-    from bertops.ui.catalog import Catalog
-
-    try:
-        return Catalog.connect(kubeconfig, namespace)
-    except Exception as error:  # no kubeconfig, unreadable file: say so, no traceback
-        console.print(f"[red]error:[/] cannot reach Kubernetes: {error}")
-        raise typer.Exit(2) from error
-
-
-def fail(error: CatalogError) -> typer.Exit:
-    console.print(f"[red]error:[/] {error.message}", highlight=False)
-    return typer.Exit(2 if error.status in (404, 422) else 1)
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def lineage_text(chain: list[dict[str, Any]]) -> str:
@@ -62,50 +46,28 @@ def lineage_text(chain: list[dict[str, Any]]) -> str:
     )
 
 
+MODEL_COLUMNS: list[Column] = [
+    ("model", lambda m: m["name"]),
+    ("family", lambda m: fmt(m["family"])),
+    ("format", lambda m: fmt(m["format"])),
+    ("ready", lambda m: readiness(m["ready"])),
+    ("accuracy", lambda m: fmt(m["metrics"].get("accuracy"))),
+    ("macro F1", lambda m: fmt(m["metrics"].get("macroF1"))),
+    ("size", lambda m: fmt(m["size"].get("display"))),
+    ("p50 ms", lambda m: fmt(m["latency"].get("p50Batch1Ms"), 3)),
+    ("parent", lambda m: fmt(m["parent"])),
+    ("served by", lambda m: ", ".join(m["servedBy"]) or "-"),
+]
+
+
 @models_app.command("list")
 def list_models(
     namespace: str = NamespaceOption, kubeconfig: str = KubeconfigOption, as_json: bool = JsonOption
 ) -> None:
     """The models with readiness, metrics, size, latency, parent and deployments."""
     from bertops.ui import service
-    from bertops.ui.catalog import CatalogError
 
-    catalog = connect(namespace, kubeconfig)
-    try:
-        data = service.models(catalog)
-    except CatalogError as error:
-        raise fail(error) from error
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    table = Table(title=f"BertModels in {catalog.namespace}")
-    for column in (
-        "model",
-        "family",
-        "format",
-        "ready",
-        "accuracy",
-        "macro F1",
-        "size",
-        "p50 ms",
-        "parent",
-        "served by",
-    ):
-        table.add_column(column)
-    for m in data["items"]:
-        table.add_row(
-            m["name"],
-            fmt(m["family"]),
-            fmt(m["format"]),
-            m["ready"]["reason"] or m["ready"]["status"],
-            fmt(m["metrics"].get("accuracy")),
-            fmt(m["metrics"].get("macroF1")),
-            fmt(m["size"].get("display")),
-            fmt(m["latency"].get("p50Batch1Ms"), 3),
-            fmt(m["parent"]),
-            ", ".join(m["servedBy"]) or "-",
-        )
-    console.print(table)
+    print_list(namespace, kubeconfig, as_json, service.models, "BertModels", MODEL_COLUMNS)
 
 
 @models_app.command("show")

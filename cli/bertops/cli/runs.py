@@ -15,9 +15,9 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from bertops.cli.models import (
+from bertops.cli.catalog_output import (
+    Column,
     JsonOption,
     KubeconfigOption,
     NamespaceOption,
@@ -25,10 +25,22 @@ from bertops.cli.models import (
     console,
     fail,
     fmt,
+    print_list,
+    readiness,
 )
 
 datasets_app = typer.Typer(help="Prepared datasets: list, show.", no_args_is_help=True)
 trainings_app = typer.Typer(help="Training runs: list, show, logs.", no_args_is_help=True)
+
+
+DATASET_COLUMNS: list[Column] = [
+    ("dataset", lambda d: d["name"]),
+    ("rows", lambda d: fmt(d["rows"].get("total"))),
+    ("labels", lambda d: ", ".join(d["labels"]) or "-"),
+    ("checksum", lambda d: (d["checksum"] or "-")[:12]),
+    ("ready", lambda d: readiness(d["ready"])),
+    ("source", lambda d: fmt(d["source"])),
+]
 
 
 @datasets_app.command("list")
@@ -37,29 +49,8 @@ def list_datasets(
 ) -> None:
     """The datasets with rows, labels, checksum and readiness."""
     from bertops.ui import service
-    from bertops.ui.catalog import CatalogError
 
-    catalog = connect(namespace, kubeconfig)
-    try:
-        data = service.datasets(catalog)
-    except CatalogError as error:
-        raise fail(error) from error
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    table = Table(title=f"BertDatasets in {catalog.namespace}")
-    for column in ("dataset", "rows", "labels", "checksum", "ready", "source"):
-        table.add_column(column)
-    for d in data["items"]:
-        table.add_row(
-            d["name"],
-            fmt(d["rows"].get("total")),
-            ", ".join(d["labels"]) or "-",
-            (d["checksum"] or "-")[:12],
-            d["ready"]["reason"] or d["ready"]["status"],
-            fmt(d["source"]),
-        )
-    console.print(table)
+    print_list(namespace, kubeconfig, as_json, service.datasets, "BertDatasets", DATASET_COLUMNS)
 
 
 @datasets_app.command("show")
@@ -79,36 +70,29 @@ def show_dataset(
     typer.echo(json.dumps(data, indent=2))
 
 
+def _training_columns() -> list[Column]:
+    from bertops.ui import logs
+
+    return [
+        ("training", lambda t: t["name"]),
+        ("dataset", lambda t: fmt(t["dataset"])),
+        ("ranks", lambda t: fmt(t["replicas"])),
+        ("progress", lambda t: logs.progress_line(t["progress"])),
+        ("test accuracy", lambda t: fmt(t["testMetrics"].get("accuracy"))),
+        ("model", lambda t: fmt(t["model"])),
+        ("state", lambda t: readiness(t["succeeded"])),
+    ]
+
+
 @trainings_app.command("list")
 def list_trainings(
     namespace: str = NamespaceOption, kubeconfig: str = KubeconfigOption, as_json: bool = JsonOption
 ) -> None:
     """The runs with progress, loss, test accuracy, model and outcome."""
-    from bertops.ui import logs, service
-    from bertops.ui.catalog import CatalogError
+    from bertops.ui import service
 
-    catalog = connect(namespace, kubeconfig)
-    try:
-        data = service.trainings(catalog)
-    except CatalogError as error:
-        raise fail(error) from error
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    table = Table(title=f"BertTrainings in {catalog.namespace}")
-    for column in ("training", "dataset", "ranks", "progress", "test accuracy", "model", "state"):
-        table.add_column(column)
-    for t in data["items"]:
-        table.add_row(
-            t["name"],
-            fmt(t["dataset"]),
-            fmt(t["replicas"]),
-            logs.progress_line(t["progress"]),
-            fmt(t["testMetrics"].get("accuracy")),
-            fmt(t["model"]),
-            t["succeeded"]["reason"] or t["succeeded"]["status"],
-        )
-    console.print(table)
+    columns = _training_columns()
+    print_list(namespace, kubeconfig, as_json, service.trainings, "BertTrainings", columns)
 
 
 @trainings_app.command("show")
