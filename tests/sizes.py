@@ -20,9 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # "<path>::<function>" or "<path>" -> why it may be longer.
 EXCEPTIONS: dict[str, str] = {
-    "operator/bertops/operator/run.py::main": (
-        "the `bertops operator` typer command: most lines are its option declarations"
-    ),
     "server/bertops/server/cli.py::serve": (
         "the `bertops server serve` typer command: most lines are its option declarations"
     ),
@@ -30,12 +27,6 @@ EXCEPTIONS: dict[str, str] = {
         "the `bertops server gateway` typer command: most lines are its option declarations"
     ),
     "ui/bertops/ui/openapi.py::spec": "one literal OpenAPI document, read top to bottom",
-    "trainer/bertops/trainer/compress/recipe.py::plan": (
-        "to be split by responsibility (validation per method, then the plan)"
-    ),
-    "trainer/bertops/trainer/train.py::_train": (
-        "to be split by responsibility (set-up, the epoch loop, the artifact)"
-    ),
 }
 
 

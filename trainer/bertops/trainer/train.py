@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -141,28 +142,66 @@ def _write_model(
     return manifest_sha
 
 
+@dataclass(frozen=True)
+class _FinalScores:
+    """The trained model's scores, computed on every rank: the artifact (rank 0) and the
+    step's result both read them."""
+
+    validation: dict[str, Any] | None
+    test: dict[str, Any] | None
+    summaries: dict[str, dict[str, float]]
+    majority_baseline: float | None
+    rank_weight_digests: list[str]
+    samples_per_second: float
+
+
 def _train(
     step: TrainStep, progress: Progress, ctx: distributed.DistContext, data_dir: Path
 ) -> StepResult:
     data = epochs.read_data(data_dir)
-    checksum = data.checksum
-    if (existing := _existing_result(step, checksum)) is not None:
+    if (existing := _existing_result(step, data.checksum)) is not None:
         progress.message("model artifact of this run already exists; nothing to do")
         return existing
-    spec = step.training
-    run = epochs.setup(step, progress, ctx, data, fingerprint(step, checksum))
+    run = _start(step, progress, ctx, data)
+    early_stopped = _run_epochs(run, data)
+    scores = _final_scores(run, data)
+    model_name = step.model_name or step.training.model.name or step.name
+    manifest_sha = _publish(run, data, model_name, scores)
+    progress.emit(
+        "done",
+        epoch=run.loop.epoch,
+        total_epochs=run.hp.epochs,
+        step=run.loop.global_step,
+        total_steps=run.total_steps,
+        samples_per_second=scores.samples_per_second,
+        message=f"model written to {step.output_uri}",
+    )
+    return _result(run, data, model_name, scores, manifest_sha, early_stopped=early_stopped)
+
+
+def _start(
+    step: TrainStep, progress: Progress, ctx: distributed.DistContext, data: epochs.Data
+) -> epochs.Run:
+    """Model, optimiser and sampler, resumed from this run's last checkpoint if any."""
+    run = epochs.setup(step, progress, ctx, data, fingerprint(step, data.checksum))
     epochs.resume(run)
-    hp, loop, amp_dtype = run.hp, run.loop, run.amp_dtype
     progress.emit(
         "start",
-        epoch=loop.epoch + 1,
-        total_epochs=hp.epochs,
-        step=loop.global_step,
+        epoch=run.loop.epoch + 1,
+        total_epochs=run.hp.epochs,
+        step=run.loop.global_step,
         total_steps=run.total_steps,
-        message=f"training {spec.base_model.describe()} on {len(data.ids['train'])} "
+        message=f"training {step.training.base_model.describe()} on {len(data.ids['train'])} "
         f"rows, {ctx.world_size} rank(s), device {ctx.device.type}, "
-        f"amp {amp_dtype or 'fp32'}",
+        f"amp {run.amp_dtype or 'fp32'}",
     )
+    return run
+
+
+def _run_epochs(run: epochs.Run, data: epochs.Data) -> bool:
+    """The remaining epochs, then the best epoch's weights back in the model; returns
+    whether early stopping ended the run."""
+    hp, loop = run.hp, run.loop
     early_stopped = False
     run_started, first_step = time.monotonic(), loop.global_step
     for epoch in range(loop.epoch + 1, hp.epochs + 1):
@@ -174,13 +213,20 @@ def _train(
             break
     if run.best_state is not None:
         run.base.load_state_dict(run.best_state)
+    return early_stopped
+
+
+def _final_scores(run: epochs.Run, data: epochs.Data) -> _FinalScores:
+    """Validation and test metrics of the final model; every rank takes part (the
+    forward passes and the digest gather are collective)."""
+    ctx, loop = run.ctx, run.loop
     scoring = partial(
         score,
         label_names=data.labels,
         pad_id=data.pad_id,
         batch_size=max(run.per_rank, 32),
         ctx=ctx,
-        amp_dtype=amp_dtype,
+        amp_dtype=run.amp_dtype,
     )
     validation = (
         scoring(run.base, data.ids["validation"], data.targets["validation"])
@@ -193,38 +239,53 @@ def _train(
     baseline = (
         majority_baseline(data.targets["train"], data.targets["test"]) if data.ids["test"] else None
     )
-    summaries = {k: summary(v) for k, v in (("validation", validation), ("test", test)) if v}
-    model_name = step.model_name or spec.model.name or step.name
+    return _FinalScores(
+        validation=validation,
+        test=test,
+        summaries={k: summary(v) for k, v in (("validation", validation), ("test", test)) if v},
+        majority_baseline=baseline,
+        rank_weight_digests=digests,
+        samples_per_second=throughput,
+    )
+
+
+def _publish(run: epochs.Run, data: epochs.Data, model_name: str, scores: _FinalScores) -> str:
+    """Rank 0 writes the artifact and drops the checkpoints; every rank waits for it.
+    Returns the manifest's sha256 (empty on other ranks)."""
     manifest_sha = ""
-    if ctx.is_main:
+    if run.ctx.is_main:
         manifest_sha = _write_model(
             run,
             data,
             model_name,
-            summaries,
+            scores.summaries,
             {
-                "validation": validation,
-                "test": test,
-                "history": loop.history,
-                "bestEpoch": loop.best_epoch,
-                "majorityBaselineAccuracy": baseline,
+                "validation": scores.validation,
+                "test": scores.test,
+                "history": run.loop.history,
+                "bestEpoch": run.loop.best_epoch,
+                "majorityBaselineAccuracy": scores.majority_baseline,
             },
-            throughput,
+            scores.samples_per_second,
         )
         # The artifact holds everything now; checkpoints would only cost space.
         artifacts_io.remove(run.ckpt_uri)
-    ctx.barrier()
-    progress.emit(
-        "done",
-        epoch=loop.epoch,
-        total_epochs=hp.epochs,
-        step=loop.global_step,
-        total_steps=run.total_steps,
-        samples_per_second=throughput,
-        message=f"model written to {step.output_uri}",
-    )
+    run.ctx.barrier()
+    return manifest_sha
+
+
+def _result(
+    run: epochs.Run,
+    data: epochs.Data,
+    model_name: str,
+    scores: _FinalScores,
+    manifest_sha: str,
+    *,
+    early_stopped: bool,
+) -> StepResult:
+    step, ctx, loop, summaries = run.step, run.ctx, run.loop, scores.summaries
     metrics = {f"{split}.{k}": v for split, values in summaries.items() for k, v in values.items()}
-    metrics["samplesPerSecond"] = throughput
+    metrics["samplesPerSecond"] = scores.samples_per_second
     metrics["epochs"] = float(loop.epoch)
     return StepResult(
         kind="train",
@@ -232,23 +293,23 @@ def _train(
         succeeded=True,
         metrics=metrics,
         artifacts={"model": step.output_uri},
-        checksums={"modelManifest": manifest_sha, "dataset": checksum},
+        checksums={"modelManifest": manifest_sha, "dataset": data.checksum},
         details=TrainDetails(
             artifact_uri=step.output_uri,
             model_name=model_name,
-            dataset_checksum=checksum,
+            dataset_checksum=data.checksum,
             validation_metrics=summaries.get("validation"),
             test_metrics=summaries.get("test"),
             best_epoch=loop.best_epoch,
             epochs_run=loop.epoch,
             early_stopped=early_stopped,
             resumed_from_epoch=loop.resumed_from,
-            majority_baseline_accuracy=baseline,
+            majority_baseline_accuracy=scores.majority_baseline,
             world_size=ctx.world_size,
-            rank_weight_digests=digests,
+            rank_weight_digests=scores.rank_weight_digests,
             history=loop.history,
             device=ctx.device.type,
-            mixed_precision=str(amp_dtype or "fp32"),
+            mixed_precision=str(run.amp_dtype or "fp32"),
             train_seconds=loop.train_seconds,
             train_cpu_seconds=loop.train_cpu_seconds,
             train_samples=loop.train_samples,

@@ -11,14 +11,13 @@ lineage says exactly what ran.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bertops.api.artifacts import ModelManifest
 from bertops.api.model import _METHOD_FIELDS, Compression, CompressionStep
 from bertops.trainer.errors import BadInputError
-
-KNOWN_METHODS = ("magnitudePrune", "headPrune", "quantize", "onnxExport", "distill")
 
 # Measured on the 2-core machine (benchmarks/compress_bench.py, DESIGN section 8): ONNX
 # Runtime INT8 of the fused graph beats torch.ao dynamic INT8 at batch 1 and matches it at
@@ -79,10 +78,33 @@ def _misplaced_fields(step: CompressionStep) -> list[str]:
     ]
 
 
-def plan(
-    compression: Compression, parent: ModelManifest, config: dict[str, Any], *, train_rows: int
-) -> list[Operation]:
-    """The operations to run, or :class:`BadInputError` listing every problem found."""
+@dataclass
+class _Planning:
+    """The model as the steps planned so far leave it, and every problem found so far:
+    each step is checked against what the steps before it made of the parent."""
+
+    layers: int
+    heads: int  # attention heads left in the whole model
+    head_pruned: bool  # heads were removed (by the parent or a step): distill cannot follow
+    train_rows: int
+    stage: str = "torch"  # torch -> onnx -> quantized; nothing runs after quantize
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of_parent(cls, config: dict[str, Any], train_rows: int) -> _Planning:
+        layers = int(config.get("num_hidden_layers", 0))
+        heads_per_layer = int(config.get("num_attention_heads", 0))
+        already_pruned = sum(len(v) for v in (config.get("pruned_heads") or {}).values())
+        return cls(
+            layers=layers,
+            heads=layers * heads_per_layer - already_pruned,
+            head_pruned=already_pruned > 0,
+            train_rows=train_rows,
+        )
+
+
+def _parent_problems(parent: ModelManifest) -> list[str]:
+    """Why the parent artifact cannot be compressed at all, whatever the recipe."""
     problems: list[str] = []
     if parent.format != "safetensors":
         problems.append(
@@ -95,101 +117,141 @@ def plan(
                 f"the parent carries load step {load_step.op!r} (already "
                 "quantized?); compress from an unquantized model"
             )
-    layers = int(config.get("num_hidden_layers", 0))
-    heads_per_layer = int(config.get("num_attention_heads", 0))
-    already_pruned = sum(len(v) for v in (config.get("pruned_heads") or {}).values())
-    heads = layers * heads_per_layer - already_pruned
-    stage = "torch"  # torch -> onnx -> quantized; nothing runs after quantize
-    head_pruned = already_pruned > 0
+    return problems
+
+
+def _common_step_problems(raw: CompressionStep, where: str, planning: _Planning) -> list[str]:
+    """The checks every method shares: misplaced fields, the step's place in the recipe
+    and whether it has the training rows it needs."""
+    problems = [
+        f"{where}: {name} only applies to {_METHOD_FIELDS[name]}" for name in _misplaced_fields(raw)
+    ]
+    if planning.stage == "quantized":
+        problems.append(f"{where}: nothing can follow quantize (it must be the last step)")
+    needs_torch = raw.method in ("magnitudePrune", "headPrune", "distill")
+    if needs_torch and planning.stage == "onnx":
+        problems.append(f"{where}: runs on torch weights, so it must come before onnxExport")
+    if raw.method in ("quantize", "onnxExport") and raw.fine_tune_epochs:
+        problems.append(f"{where}: fineTuneEpochs does not apply to {raw.method}")
+    trains = raw.method == "distill" or raw.fine_tune_epochs > 0
+    if trains and planning.train_rows == 0:
+        problems.append(f"{where}: needs training rows, and the dataset's train split is empty")
+    return problems
+
+
+def _operation(step: CompressionStep, defaulted: tuple[str, ...] = ()) -> Operation:
+    return Operation(step.method, step, describe(step), defaulted=defaulted)
+
+
+def _magnitude_prune(raw: CompressionStep, where: str, planning: _Planning) -> list[Operation]:
+    sparsity = raw.sparsity
+    if sparsity is None or not 0 < sparsity < 1:
+        planning.problems.append(f"{where}: sparsity must be a fraction in (0, 1), got {sparsity}")
+    step = raw.model_copy(update={"scope": raw.scope or DEFAULT_SCOPE})
+    return [_operation(step, ("scope",) if raw.scope is None else ())]
+
+
+def _head_prune(raw: CompressionStep, where: str, planning: _Planning) -> list[Operation]:
+    wanted = raw.heads_to_prune or 0
+    # Each layer keeps at least one head: an attention layer without heads is not a
+    # smaller model, it is a different architecture.
+    removable = planning.heads - planning.layers
+    if wanted < 1 or wanted > removable:
+        planning.problems.append(
+            f"{where}: headsToPrune {wanted} is impossible: the model has {planning.heads} "
+            f"head(s) in {planning.layers} layer(s) and every layer keeps at least one, so "
+            f"at most {max(removable, 0)} can be removed"
+        )
+    else:
+        planning.heads -= wanted
+    planning.head_pruned = True
+    return [_operation(raw)]
+
+
+def _distill(raw: CompressionStep, where: str, planning: _Planning) -> list[Operation]:
+    target = raw.student_layers
+    if planning.head_pruned:
+        planning.problems.append(
+            f"{where}: distill before headPrune (a student is cut from whole teacher layers)"
+        )
+    if target is None or not 1 <= target < planning.layers:
+        planning.problems.append(
+            f"{where}: studentLayers must be between 1 and {planning.layers - 1} "
+            f"(the parent has {planning.layers} layers), got {target}"
+        )
+    else:
+        planning.heads = planning.heads // planning.layers * target
+        planning.layers = target
+    step = raw.model_copy(
+        update={
+            "temperature": raw.temperature or DEFAULT_TEMPERATURE,
+            "alpha": DEFAULT_ALPHA if raw.alpha is None else raw.alpha,
+            "fine_tune_epochs": raw.fine_tune_epochs or DEFAULT_DISTILL_EPOCHS,
+        }
+    )
+    defaulted = tuple(f for f in ("temperature", "alpha") if getattr(raw, f) is None)
+    return [_operation(step, defaulted + (("fineTuneEpochs",) if not raw.fine_tune_epochs else ()))]
+
+
+def _onnx_export(raw: CompressionStep, where: str, planning: _Planning) -> list[Operation]:
+    if planning.stage != "torch":
+        planning.problems.append(f"{where}: the model is already exported")
+    planning.stage = "onnx"
+    return [_operation(raw)]
+
+
+def _quantize(raw: CompressionStep, where: str, planning: _Planning) -> list[Operation]:
+    stage = planning.stage
+    backend = raw.backend or (DEFAULT_BACKEND if stage == "torch" else "onnxruntime")
+    if stage == "onnx" and backend != "onnxruntime":
+        planning.problems.append(
+            f"{where}: an exported ONNX model is quantized with backend onnxruntime, not torch"
+        )
+    step = raw.model_copy(
+        update={"backend": backend, "granularity": raw.granularity or DEFAULT_GRANULARITY}
+    )
+    defaulted = tuple(f for f in ("backend", "granularity") if getattr(raw, f) is None)
+    ops = [_operation(step, defaulted)]
+    if backend == "onnxruntime" and stage == "torch":
+        # onnxruntime quantizes an ONNX graph: the recipe implied the export before it.
+        export = CompressionStep(method="onnxExport")
+        ops.insert(0, Operation("onnxExport", export, describe(export), implicit=True))
+    planning.stage = "quantized"
+    return ops
+
+
+# Each method's own check, all with one signature: the step as written, where it stands
+# in the recipe (for messages) and the planning so far, which it updates with what the
+# step does to the model and any problem found. It returns the step's operations, every
+# default resolved. The order is the one the "unknown method" message lists.
+Validator = Callable[[CompressionStep, str, _Planning], list[Operation]]
+VALIDATORS: dict[str, Validator] = {
+    "magnitudePrune": _magnitude_prune,
+    "headPrune": _head_prune,
+    "quantize": _quantize,
+    "onnxExport": _onnx_export,
+    "distill": _distill,
+}
+KNOWN_METHODS = tuple(VALIDATORS)
+
+
+def plan(
+    compression: Compression, parent: ModelManifest, config: dict[str, Any], *, train_rows: int
+) -> list[Operation]:
+    """The operations to run, or :class:`BadInputError` listing every problem found."""
+    planning = _Planning.of_parent(config, train_rows)
+    planning.problems.extend(_parent_problems(parent))
     ops: list[Operation] = []
     for number, raw in enumerate(compression.steps, start=1):
         where = f"step {number} ({raw.method})"
-        if raw.method not in KNOWN_METHODS:
-            problems.append(f"{where}: unknown method; known: {', '.join(KNOWN_METHODS)}")
+        validate = VALIDATORS.get(raw.method)
+        if validate is None:
+            planning.problems.append(f"{where}: unknown method; known: {', '.join(KNOWN_METHODS)}")
             continue
-        for name in _misplaced_fields(raw):
-            problems.append(f"{where}: {name} only applies to {_METHOD_FIELDS[name]}")
-        if stage == "quantized":
-            problems.append(f"{where}: nothing can follow quantize (it must be the last step)")
-        needs_torch = raw.method in ("magnitudePrune", "headPrune", "distill")
-        if needs_torch and stage == "onnx":
-            problems.append(f"{where}: runs on torch weights, so it must come before onnxExport")
-        if raw.method in ("quantize", "onnxExport") and raw.fine_tune_epochs:
-            problems.append(f"{where}: fineTuneEpochs does not apply to {raw.method}")
-        trains = raw.method == "distill" or raw.fine_tune_epochs > 0
-        if trains and train_rows == 0:
-            problems.append(f"{where}: needs training rows, and the dataset's train split is empty")
-        step = raw
-        if raw.method == "quantize":
-            chosen = tuple(f for f in ("backend", "granularity") if getattr(raw, f) is None)
-        elif raw.method == "distill":
-            chosen = tuple(f for f in ("temperature", "alpha") if getattr(raw, f) is None) + (
-                ("fineTuneEpochs",) if not raw.fine_tune_epochs else ()
-            )
-        else:
-            chosen = ("scope",) if raw.method == "magnitudePrune" and raw.scope is None else ()
-        if raw.method == "magnitudePrune":
-            sparsity = raw.sparsity
-            if sparsity is None or not 0 < sparsity < 1:
-                problems.append(f"{where}: sparsity must be a fraction in (0, 1), got {sparsity}")
-            step = raw.model_copy(update={"scope": raw.scope or DEFAULT_SCOPE})
-        elif raw.method == "headPrune":
-            wanted = raw.heads_to_prune or 0
-            # Each layer keeps at least one head: an attention layer without heads is not
-            # a smaller model, it is a different architecture.
-            removable = heads - layers
-            if wanted < 1 or wanted > removable:
-                problems.append(
-                    f"{where}: headsToPrune {wanted} is impossible: the model has {heads} "
-                    f"head(s) in {layers} layer(s) and every layer keeps at least one, so "
-                    f"at most {max(removable, 0)} can be removed"
-                )
-            else:
-                heads -= wanted
-            head_pruned = True
-        elif raw.method == "distill":
-            target = raw.student_layers
-            if head_pruned:
-                problems.append(
-                    f"{where}: distill before headPrune (a student is cut from "
-                    "whole teacher layers)"
-                )
-            if target is None or not 1 <= target < layers:
-                problems.append(
-                    f"{where}: studentLayers must be between 1 and {layers - 1} "
-                    f"(the parent has {layers} layers), got {target}"
-                )
-            else:
-                heads = heads // layers * target
-                layers = target
-            step = raw.model_copy(
-                update={
-                    "temperature": raw.temperature or DEFAULT_TEMPERATURE,
-                    "alpha": DEFAULT_ALPHA if raw.alpha is None else raw.alpha,
-                    "fine_tune_epochs": raw.fine_tune_epochs or DEFAULT_DISTILL_EPOCHS,
-                }
-            )
-        elif raw.method == "onnxExport":
-            if stage != "torch":
-                problems.append(f"{where}: the model is already exported")
-            stage = "onnx"
-        elif raw.method == "quantize":
-            backend = raw.backend or (DEFAULT_BACKEND if stage == "torch" else "onnxruntime")
-            if stage == "onnx" and backend != "onnxruntime":
-                problems.append(
-                    f"{where}: an exported ONNX model is quantized with backend "
-                    "onnxruntime, not torch"
-                )
-            step = raw.model_copy(
-                update={"backend": backend, "granularity": raw.granularity or DEFAULT_GRANULARITY}
-            )
-            if backend == "onnxruntime" and stage == "torch":
-                export = CompressionStep(method="onnxExport")
-                ops.append(Operation("onnxExport", export, describe(export), implicit=True))
-            stage = "quantized"
-        ops.append(Operation(step.method, step, describe(step), defaulted=chosen))
-    if problems:
-        raise BadInputError("compression recipe refused: " + "; ".join(problems))
+        planning.problems.extend(_common_step_problems(raw, where, planning))
+        ops.extend(validate(raw, where, planning))
+    if planning.problems:
+        raise BadInputError("compression recipe refused: " + "; ".join(planning.problems))
     return ops
 
 
