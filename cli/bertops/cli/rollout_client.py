@@ -22,12 +22,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import urllib3.exceptions
-from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
 from bertops.api import deployment as api
 from bertops.api.kinds import GROUP, VERSION, kind_info
-from bertops.operator.kube import Kube
+from bertops.operator.kube import Kube, context_namespace
 from bertops.operator.rollout.actions import ANNOTATION
 from bertops.operator.rollout.metrics import Observations, observations_for, parse_gateway
 
@@ -50,15 +49,6 @@ class Handled:
 
     value: str
     refusal: str | None = None
-
-
-def context_namespace(kubeconfig: str | None) -> str:
-    """The current context's namespace, as kubectl picks it ("default" when unset)."""
-    try:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except (config.ConfigException, OSError, TypeError):
-        return "default"  # in-cluster, or no kubeconfig: kubectl's default too
-    return str((active or {}).get("context", {}).get("namespace") or "default")
 
 
 def new_value(action: str) -> str:

@@ -1,7 +1,14 @@
 """The one layer of the operator that talks to the Kubernetes API (besides kopf's own
 watching): read bertops objects, create children, patch status through the status
 subresource, post Events, and apply the Jobs/Services/ConfigMaps of the kubernetes
-runtime. Everything above it works with plain dicts and pydantic types.
+runtime. Everything above it works with plain dicts and pydantic types. The leader
+election (:mod:`bertops.operator.leader`) uses this layer's ApiClient for its Lease.
+
+``bertops rollout`` (:mod:`bertops.cli.rollout_client`) acts through it too. The
+management service has its own, :class:`bertops.ui.catalog.Catalog`, on purpose: it acts
+with each caller's credentials (one ApiClient per bearer token) and turns API errors into
+the HTTP status to answer, while this layer acts with the operator's own identity and
+retries. Both find the kubeconfig's namespace with :func:`context_namespace`.
 """
 
 from __future__ import annotations
@@ -232,3 +239,12 @@ class Kube:
                 raise
             return False  # the uid precondition failed: another object by now
         return True
+
+
+def context_namespace(kubeconfig: str | None) -> str:
+    """The current context's namespace, as kubectl picks it ("default" when unset)."""
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError, TypeError):
+        return "default"  # in-cluster, or no kubeconfig: kubectl's default too
+    return str((active or {}).get("context", {}).get("namespace") or "default")

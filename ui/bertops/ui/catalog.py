@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from bertops.api.kinds import GROUP, VERSION, kind_info
+from bertops.operator.kube import context_namespace
 from bertops.operator.rollout.actions import ACTIONS, ANNOTATION
 from bertops.ui.views import serving_roles
 
@@ -76,15 +77,6 @@ def _translate(error: ApiException) -> CatalogError:
     return CatalogError(502, f"Kubernetes API error {status}: {message}")
 
 
-def default_namespace(kubeconfig: str | None) -> str:
-    """The namespace of the kubeconfig's current context, else ``default``."""
-    try:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except (config.ConfigException, OSError, TypeError):
-        return "default"
-    return str((active or {}).get("context", {}).get("namespace") or "default")
-
-
 def load_configuration(kubeconfig: str | None) -> client.Configuration:
     """The client configuration: in-cluster when running in a pod, else the kubeconfig."""
     configuration = client.Configuration()
@@ -117,7 +109,7 @@ class Catalog:
     @classmethod
     def connect(cls, kubeconfig: str | None = None, namespace: str | None = None) -> Catalog:
         configuration = load_configuration(kubeconfig)
-        return cls(client.ApiClient(configuration), namespace or default_namespace(kubeconfig))
+        return cls(client.ApiClient(configuration), namespace or context_namespace(kubeconfig))
 
     @property
     def custom(self) -> client.CustomObjectsApi:
