@@ -135,14 +135,14 @@ lint: deps
 	# No module over 400 lines, no function over 80; the exceptions and why: tests/sizes.py.
 	$(BIN)/python -m tests.sizes
 	$(BIN)/bertops crds generate --check
-	$(BIN)/python -m bertops.operator.engines.argo_template --check
+	$(BIN)/python -m bertops.operator.runtime.argo_template --check
 
 crds: deps
 	$(BIN)/bertops crds generate
 
 # gitops/argo/bertops-pipeline.yaml, from the operator's Argo Workflow builder.
 argo-template: deps
-	$(BIN)/python -m bertops.operator.engines.argo_template
+	$(BIN)/python -m bertops.operator.runtime.argo_template
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

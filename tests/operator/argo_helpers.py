@@ -12,7 +12,8 @@ import yaml
 
 from bertops.cluster.argo_workflows import build
 from bertops.operator.config import OperatorConfig
-from bertops.operator.engines import argo, argo_template
+from bertops.operator.runtime import argo_template
+from bertops.operator.runtime import argo_workflow as argo
 
 CONFIG = OperatorConfig(runtime="kubernetes", image="registry.example/trainer:1")
 

@@ -1,4 +1,4 @@
-"""The Argo engine's builder (bertops.operator.engines.argo), field by field: each step
+"""The Argo engine's builder (bertops.operator.runtime.argo_workflow), field by field: each step
 template, the DDP layout, the retry strategy per exit code, resources, results as output
 parameters, ownership; and the WorkflowTemplate in gitops/argo is what the builder writes."""
 
@@ -13,8 +13,8 @@ import yaml
 
 from bertops.api.steps import TrainStep
 from bertops.operator.config import OperatorConfig
-from bertops.operator.engines import argo, argo_template
-from bertops.operator.runtime import manifests
+from bertops.operator.runtime import argo_template, manifests
+from bertops.operator.runtime import argo_workflow as argo
 
 CONFIG = OperatorConfig(
     runtime="kubernetes", image="registry.example/trainer:1", step_max_attempts=4

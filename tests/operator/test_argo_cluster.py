@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from bertops.api.steps import StepResult
-from bertops.operator.engines import argo, argo_template
 from bertops.operator.kube import Kube
+from bertops.operator.runtime import argo_template
+from bertops.operator.runtime import argo_workflow as argo
 from bertops.operator.runtime.argo import ArgoRuntime
 from bertops.operator.runtime.base import StepPhase
 from tests.operator.argo_helpers import CONFIG, example_workflows, needs_argo

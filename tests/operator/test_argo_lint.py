@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertops.operator.engines import argo_template
+from bertops.operator.runtime import argo_template
 from tests.operator.argo_helpers import example_workflows, lint, needs_argo, write
 
 pytestmark = needs_argo

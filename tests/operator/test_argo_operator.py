@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client
 
 from bertops.api.steps import StepResult
-from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
+from bertops.operator.runtime import argo_workflow as argo
 from tests.operator import fake_step
 from tests.operator.argo_helpers import needs_argo
 from tests.operator.conftest import has_event, wait_events

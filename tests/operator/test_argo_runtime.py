@@ -9,7 +9,7 @@ import pytest
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from bertops.api.steps import StepResult
-from bertops.operator.engines import argo
+from bertops.operator.runtime import argo_workflow as argo
 from bertops.operator.runtime.argo import ArgoNotInstalledError, ArgoRuntime, observation
 from bertops.operator.runtime.base import REASON_RESULT_UNREADABLE, StepPhase
 from tests.operator.argo_helpers import CONFIG

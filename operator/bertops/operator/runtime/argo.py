@@ -1,5 +1,5 @@
 """A :class:`bertops.operator.runtime.base.Runtime` whose steps are Argo Workflows: ``start``
-creates the Workflow :func:`bertops.operator.engines.argo.workflow` builds for the step
+creates the Workflow :func:`bertops.operator.runtime.argo_workflow.workflow` builds for the step
 (owned by the step's object, so deleting the object deletes it), ``observe`` maps the
 Workflow's phase and its step nodes (exit code, output parameter ``result``) to a
 :class:`StepObservation`, ``stop`` deletes it, ``remove`` deletes a finished one.
@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from bertops.api.steps import StepResult
 from bertops.operator.config import OperatorConfig
-from bertops.operator.engines import argo
 from bertops.operator.kube import Kube
+from bertops.operator.runtime import argo_workflow as workflows
 from bertops.operator.runtime.base import (
     RuntimeUnavailableError,
     StepConflictError,
@@ -121,11 +121,11 @@ class ArgoRuntime:
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.kube.read(argo.API_VERSION, "Workflow", namespace, name)
+            return self.kube.read(workflows.API_VERSION, "Workflow", namespace, name)
         except ResourceNotFoundError as error:
             raise ArgoNotInstalledError(
                 "spec.engine 'argo' needs Argo Workflows: this cluster serves no "
-                f"{argo.API_VERSION} Workflow (install Argo Workflows' CRDs and controller)"
+                f"{workflows.API_VERSION} Workflow (install Argo Workflows' CRDs and controller)"
             ) from error
 
     def start(self, request: StepRequest) -> None:
@@ -139,8 +139,10 @@ class ArgoRuntime:
                     f"this object (uid {request.owner_uid})"
                 )
             return  # adopt ours: never a duplicate
-        body = argo.workflow(request.name, request.namespace, [request], self.config, request.owner)
-        self.kube.apply(argo.to_dict(body))
+        body = workflows.workflow(
+            request.name, request.namespace, [request], self.config, request.owner
+        )
+        self.kube.apply(workflows.to_dict(body))
 
     def observe(self, namespace: str, name: str, owner_uid: str = "") -> StepObservation:
         workflow = self._read(namespace, name)
@@ -148,11 +150,11 @@ class ArgoRuntime:
             return StepObservation(StepPhase.ABSENT)
         if owner_uid and owner_uid not in _owner_uids(workflow):
             return StepObservation(StepPhase.ABSENT)
-        kind = str(workflow["metadata"].get("labels", {}).get(argo.STEP_KIND_LABEL, ""))
+        kind = str(workflow["metadata"].get("labels", {}).get(workflows.STEP_KIND_LABEL, ""))
         return observation(workflow, kind)
 
     def stop(self, namespace: str, name: str) -> bool:
-        return self.kube.delete(argo.API_VERSION, "Workflow", namespace, name)
+        return self.kube.delete(workflows.API_VERSION, "Workflow", namespace, name)
 
     def remove(self, namespace: str, name: str) -> bool:
         """Delete a finished step's Workflow (its pods and rendezvous Service go with it,
@@ -163,7 +165,7 @@ class ArgoRuntime:
         if ((workflow.get("status") or {}).get("phase") or "") in RUNNING_PHASES:
             return False
         uid = workflow["metadata"]["uid"]
-        return self.kube.delete(argo.API_VERSION, "Workflow", namespace, name, uid)
+        return self.kube.delete(workflows.API_VERSION, "Workflow", namespace, name, uid)
 
     def cleanup(self, namespace: str, owner_uid: str) -> list[str]:
         """Nothing to do: the Workflow's ownerReference lets the garbage collector remove it

@@ -25,7 +25,7 @@ Layout (the native engine's steps, for comparison):
 
 The same spec serves the operator's Workflow (parameters with values) and the
 WorkflowTemplate in ``gitops/argo`` (parameters without values, supplied at submit):
-:mod:`bertops.operator.engines.argo_template` renders that. No I/O here.
+:mod:`bertops.operator.runtime.argo_template` renders that. No I/O here.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from bertops.operator.config import OperatorConfig
-from bertops.operator.engines.argo_models import (
+from bertops.operator.runtime.argo_models import (
     ApiClient,
     Arguments,
     Artifact,
