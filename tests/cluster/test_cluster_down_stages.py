@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bertops.cluster.controlplane.processes import alive
+from bertops.cluster.processes import alive
 from bertops.operator.deployment.processes import ServingProcess
 from bertops.operator.runtime.local import recorded_alive, stop_recorded
 from tests.cluster.test_cluster_down_local_runtime import cluster_down

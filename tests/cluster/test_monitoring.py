@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bertops.cluster.controlplane.processes import free_port
 from bertops.cluster.monitoring import Monitoring, write_targets
+from bertops.cluster.processes import free_port
 from bertops.operator.metrics import OperatorMetrics
 from bertops.operator.rollout.metrics import ScrapeSource
 from bertops.operator.rollout.prometheus import PrometheusSource

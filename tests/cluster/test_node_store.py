@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from bertops.cluster.controlplane.processes import alive
 from bertops.cluster.node import configs, store
+from bertops.cluster.processes import alive
 
 
 def test_one_node_at_a_time_and_back_after_release(tmp_path: Path) -> None:

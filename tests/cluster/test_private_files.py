@@ -14,7 +14,7 @@ import pytest
 from bertops.cluster.controlplane import Cluster
 from bertops.cluster.controlplane.argv import apiserver_argv, etcd_argv
 from bertops.cluster.controlplane.cluster import ClusterState
-from bertops.cluster.controlplane.files import private_dir, write_private
+from bertops.cluster.files import private_dir, write_private
 
 
 @pytest.fixture

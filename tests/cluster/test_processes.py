@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bertops.cluster.controlplane.processes import alive, exit_status, spawn, terminate
+from bertops.cluster.processes import alive, exit_status, spawn, terminate
 
 
 def test_a_just_spawned_child_is_alive_until_terminated(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from bertops.cluster.controlplane import Cluster
 from bertops.cluster.controlplane.build import cached_binaries
-from bertops.cluster.controlplane.processes import alive
+from bertops.cluster.processes import alive
 
 pytestmark = pytest.mark.integration
 

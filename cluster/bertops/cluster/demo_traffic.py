@@ -30,8 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bertops.cluster.controlplane.argv import SERVICE_SUBNET
-from bertops.cluster.node.configs import POD_SUBNET
+from bertops.cluster.node.configs import POD_SUBNET, SERVICE_SUBNET
 from bertops.cluster.node.netns import call_inside
 
 MAX_RATE = 50.0

@@ -2,7 +2,7 @@
 the operator's metrics endpoint, the gateways and the model servers on loopback.
 
 Everything lives in ``<cluster folder>/monitoring`` (0700, files 0600, see
-:mod:`bertops.cluster.controlplane.files`): ``prometheus.yml``, the TSDB in ``data/``,
+:mod:`bertops.cluster.files`): ``prometheus.yml``, the TSDB in ``data/``,
 the log, ``state.json`` (pid, port) and ``targets/<job>.json``. Targets are file_sd
 files, not static config, so whoever knows a new gateway or server (the operator, the
 demo, a test) calls :func:`write_targets` and Prometheus picks it up without a restart.
@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from bertops.cluster.controlplane.files import private_dir, write_private
-from bertops.cluster.controlplane.processes import (
+from bertops.cluster.files import private_dir, write_private
+from bertops.cluster.processes import (
     _CHILDREN,
     alive,
     free_port,

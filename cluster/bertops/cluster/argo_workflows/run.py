@@ -24,7 +24,7 @@ from bertops.cluster.argo_workflows.build import (
     crds_dir,
     ensure_argo_workflows,
 )
-from bertops.cluster.controlplane.processes import alive, spawn, terminate
+from bertops.cluster.processes import alive, spawn, terminate
 
 NAMESPACE = "argo"
 FIELD_MANAGER = "bertops-argo-workflows"

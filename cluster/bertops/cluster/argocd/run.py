@@ -28,7 +28,7 @@ import yaml
 
 from bertops.cluster.apply import apply_when_served, server_side_apply
 from bertops.cluster.argocd.build import crds_dir, ensure_argocd
-from bertops.cluster.controlplane.processes import _CHILDREN, alive, free_port, spawn, terminate
+from bertops.cluster.processes import _CHILDREN, alive, free_port, spawn, terminate
 
 NAMESPACE = "argocd"
 FIELD_MANAGER = "bertops-argocd"

@@ -11,14 +11,20 @@ tests/cluster/test_private_files.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from bertops.cluster.controlplane.cluster import ClusterState
+from bertops.cluster.node.configs import NODE_IP, SERVICE_SUBNET
 
-# Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
-SERVICE_SUBNET = "10.0.0.0/24"
-KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address: the `kubernetes` Service's
+
+class ApiserverState(Protocol):
+    """What the API server's command line needs of a cluster's state
+    (:class:`bertops.cluster.controlplane.cluster.ClusterState`)."""
+
+    name: str
+    etcd_url: str
+    node: bool
+
+
 EGRESS_SELECTOR_FILE = "egress-selector.yaml"  # in the cluster's folder, with a node
 ETCD_CLIENT = "apiserver-etcd-client"  # as certs.ETCD_CLIENT, without importing cryptography
 
@@ -50,7 +56,7 @@ def etcd_argv(etcd: Path, directory: Path, client_url: str, peer_port: int) -> l
 
 
 def apiserver_argv(
-    kube_apiserver: Path, directory: Path, state: ClusterState, api_port: int
+    kube_apiserver: Path, directory: Path, state: ApiserverState, api_port: int
 ) -> list[str]:
     """kube-apiserver on loopback: the static admin token, RBAC, etcd over mutual TLS."""
     pki = directory / "pki"
@@ -88,8 +94,6 @@ def _no_node_flags() -> list[str]:
 
 
 def _node_flags(directory: Path) -> list[str]:
-    from bertops.cluster.node.configs import NODE_IP
-
     pki = directory / "pki"
     return [
         "--authorization-mode=Node,RBAC",

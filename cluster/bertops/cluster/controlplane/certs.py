@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from bertops.cluster.controlplane.files import private_dir, write_private
+from bertops.cluster.files import private_dir, write_private
 
 ETCD_CLIENT = "apiserver-etcd-client"
 """Basename of kube-apiserver's etcd client certificate and key, in ``etcd/``."""

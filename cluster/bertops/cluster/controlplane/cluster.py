@@ -35,8 +35,8 @@ import yaml
 
 from bertops.cluster.controlplane.argv import apiserver_argv, etcd_argv
 from bertops.cluster.controlplane.build import Binaries, ensure_binaries
-from bertops.cluster.controlplane.files import private_dir, write_private
-from bertops.cluster.controlplane.processes import (
+from bertops.cluster.files import private_dir, write_private
+from bertops.cluster.processes import (
     alive,
     exit_status,
     free_port,
@@ -217,13 +217,13 @@ class Cluster:
         # Imported here: cryptography comes with the operator extra, and `cluster status`,
         # `down`, `env` and `build` work in a core install without it.
         from bertops.cluster.controlplane import certs
-        from bertops.cluster.controlplane.argv import EGRESS_SELECTOR_FILE, KUBERNETES_SERVICE_IP
+        from bertops.cluster.controlplane.argv import EGRESS_SELECTOR_FILE
         from bertops.cluster.node import configs, identity
 
         private_dir(self.directory)
         pki = private_dir(self.directory / "pki")
         if not (pki / "ca.crt").exists() or not (pki / f"{certs.KUBELET_CLIENT}.crt").exists():
-            certs.generate(pki, (KUBERNETES_SERVICE_IP, configs.NODE_IP))
+            certs.generate(pki, (configs.KUBERNETES_SERVICE_IP, configs.NODE_IP))
         if not (pki / "etcd" / "ca.crt").exists():
             certs.generate_etcd(pki / "etcd")
         token_file = self.directory / "token"

@@ -18,6 +18,9 @@ import yaml
 POD_SUBNET = "10.204.0.0/24"
 POD_GATEWAY = "10.204.0.1"
 NODE_IP = "10.203.0.2"
+# Service addresses: allocated by kube-apiserver, routed only inside a node's namespace.
+SERVICE_SUBNET = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address: the `kubernetes` Service's
 CLUSTER_DNS = "10.203.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 # The API server as the node sees it: a relay listening on the namespace's loopback.

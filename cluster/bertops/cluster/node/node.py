@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertops.cluster.controlplane.argv import SERVICE_SUBNET
-from bertops.cluster.controlplane.files import private_dir, write_private
-from bertops.cluster.controlplane.processes import alive, spawn, terminate
+from bertops.cluster.files import private_dir, write_private
 from bertops.cluster.node import cleanup, configs, identity, netns, store
+from bertops.cluster.processes import alive, spawn, terminate
 from bertops.cluster.teardown import Teardown
 
 Progress = Callable[[str], None]
@@ -165,7 +164,7 @@ class Node:
         if shared is None:
             self.progress("the shared image store is in use by another node: using its own")
         files = self.write_files(api_port, tokens, shared)
-        netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS], SERVICE_SUBNET)
+        netns.create(self.netns, [configs.NODE_IP, configs.CLUSTER_DNS], configs.SERVICE_SUBNET)
         state = NodeState(
             node_name=self.cluster_name,
             started_at=time.time(),

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bertops.cluster.controlplane.processes import alive
+from bertops.cluster.processes import alive
 
 # A claim younger than this holds even before its containerd is recorded as running.
 CLAIM_GRACE_SECONDS = 180.0

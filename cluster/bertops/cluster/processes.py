@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bertops.cluster.controlplane.files import UMASK, open_private_append
+from bertops.cluster.files import UMASK, open_private_append
 
 # Children started by this process, kept so they are reaped (not left as zombies) and so
 # Popen's destructor does not warn about a still-running process we meant to keep.
