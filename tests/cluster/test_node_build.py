@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bertops.cli.main import app
-from bertops.cluster.controlplane import build as controlplane_build
+from bertops.cluster import kubernetes_source
 from bertops.cluster.node import build
 
 
@@ -27,10 +27,10 @@ def fill(directory: Path, names: tuple[str, ...]) -> None:
 
 
 def test_wrapper_imports_several_packages(tmp_path: Path) -> None:
-    replaces = controlplane_build.staging_replaces(
+    replaces = kubernetes_source.staging_replaces(
         "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n)\n", "1.35.4"
     )
-    controlplane_build._wrapper(
+    kubernetes_source.wrapper_module(
         tmp_path, "node-build", "k8s.io/kubernetes v1.35.4", replaces, build.kubernetes_packages()
     )
     go_mod = (tmp_path / "go.mod").read_text()
@@ -45,7 +45,7 @@ def test_wrapper_imports_several_packages(tmp_path: Path) -> None:
 
 
 def test_wrapper_with_one_import_is_unchanged(tmp_path: Path) -> None:
-    controlplane_build._wrapper(tmp_path, "coredns-build", "m v1", [], build.COREDNS_MODULE)
+    kubernetes_source.wrapper_module(tmp_path, "coredns-build", "m v1", [], build.COREDNS_MODULE)
     tools = (tmp_path / "tools.go").read_text()
     assert tools == f'//go:build tools\n\npackage tools\n\nimport _ "{build.COREDNS_MODULE}"\n'
     assert "replace" not in (tmp_path / "go.mod").read_text()

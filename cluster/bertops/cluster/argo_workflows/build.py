@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bertops.cluster.controlplane.build import _stderr, cache_root, find_go
 from bertops.cluster.gomod import Progress, compile_packages, module_info
+from bertops.cluster.kubernetes_source import cache_root, find_go, say
 
 ARGO_VERSION = "4.0.5"
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
@@ -138,7 +138,7 @@ def build(go: str, bin_dir: Path, progress: Progress) -> None:
                 (crds / crd.name).write_text(crd.read_text())
 
 
-def ensure_argo_workflows(progress: Progress = _stderr, *, rebuild: bool = False) -> Path:
+def ensure_argo_workflows(progress: Progress = say, *, rebuild: bool = False) -> Path:
     """The cache folder holding bin/ and crds/, building them first when missing."""
     if not rebuild and is_cached():
         return argo_dir()

