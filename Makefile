@@ -23,7 +23,7 @@ stage = @echo "==> $(1)" >&2
 
 .PHONY: dev deps controlplane images node argo-workflows argocd system-packages \
 	demo-setup demo-node-setup test-setup demo demo-down demo-node demo-node-down test \
-	test-fast lint crds argo-template clean
+	test-fast lint crds argo-template graph clean
 
 dev: test-setup
 
@@ -134,8 +134,14 @@ lint: deps
 	$(BIN)/lint-imports
 	# No module over 400 lines, no function over 80; the exceptions and why: tests/sizes.py.
 	$(BIN)/python -m tests.sizes
+	# No import cycle between modules or packages; docs/architecture.md's graph is fresh.
+	$(BIN)/python -m tests.import_graph --check
 	$(BIN)/bertops crds generate --check
 	$(BIN)/python -m bertops.operator.runtime.argo_template --check
+
+# Redraw the package import graph in docs/architecture.md from the code.
+graph: deps
+	$(BIN)/python -m tests.import_graph
 
 crds: deps
 	$(BIN)/bertops crds generate
