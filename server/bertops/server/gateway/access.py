@@ -27,38 +27,20 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+
+from bertops.server.gateway.refusal import Refusal
 
 log = logging.getLogger(__name__)
 
 MIN_TOKEN_CHARS = 16  # shorter tokens are guessable: such a client is left out (and said)
 RELOAD_SECONDS = 5.0
 ANONYMOUS = "anonymous"
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a feedback request is refused: its status, metric reason and message."""
-
-    status: int
-    reason: str
-    message: str
-    retry_after: int | None = None
-
-    def response(self) -> Response:
-        headers = {}
-        if self.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="bertops-feedback"'
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
-        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
 
 
 def read_credentials(folder: Path) -> dict[str, bytes]:

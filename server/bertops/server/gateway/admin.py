@@ -54,7 +54,7 @@ def admin_app(
                 routes = parse_routes(await read_body(request, MAX_ADMIN_BYTES))
             except BodyRefusedError as error:
                 on_rejected()
-                return error.response()
+                return error.refusal.response()
             except (ValueError, ValidationError) as error:
                 on_rejected()
                 return JSONResponse({"error": f"invalid routes: {error}"}, status_code=400)

@@ -237,7 +237,7 @@ class Gateway:
         try:
             body = await bodies.read_body(request, self.max_body_bytes)
         except bodies.BodyRefusedError as error:
-            return error.response()
+            return error.refusal.response()
         request_id = uuid.uuid4().hex  # always ours: feedback trusts only ids we issued
         path = request.url.path
         endpoint = "inference" if is_inference(request.method, path) else "other"

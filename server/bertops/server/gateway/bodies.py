@@ -14,9 +14,9 @@ import asyncio
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from bertops.api.limits import request_body_limit
+from bertops.server.gateway.refusal import Refusal
 
 # The largest body a model server with the default limits takes (64 texts of 5000
 # characters): the gateway never buffers more than its servers would accept. The
@@ -29,16 +29,15 @@ MAX_ADMIN_BYTES = 1 << 20
 
 
 class BodyRefusedError(Exception):
-    """A request body the gateway will not take; :meth:`response` answers the client."""
+    """A request body the gateway will not take; :attr:`refusal` answers the client."""
 
     status = 400
     reason = "refused"  # the feedback_rejected metric's label
 
-    def response(self) -> JSONResponse:
+    @property
+    def refusal(self) -> Refusal:
         # Connection: close, because the rest of the body was not read.
-        return JSONResponse(
-            {"error": str(self)}, status_code=self.status, headers={"connection": "close"}
-        )
+        return Refusal(self.status, self.reason, str(self), close=True)
 
 
 class BodyTooLargeError(BodyRefusedError):

@@ -41,14 +41,13 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bertops.api.routes import Backend, Routes
-from bertops.server.gateway.access import FeedbackAccess, Refusal
+from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.bodies import (
     MAX_FEEDBACK_BYTES,
     BodyRefusedError,
@@ -59,6 +58,7 @@ from bertops.server.gateway.bodies import (
 from bertops.server.gateway.inference import metadata_labels
 from bertops.server.gateway.metrics import GatewayMetrics
 from bertops.server.gateway.pairs import score_pair
+from bertops.server.gateway.refusal import Refusal
 from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.jsonlog import JsonLinesLog
 from bertops.server.protocol import REQUEST_ID
@@ -189,44 +189,43 @@ class FeedbackDesk:
         self.client = client
         self._counts: dict[tuple[str, str], list[int]] = {}
 
-    def _reject(self, status: int, reason: str, message: str, **extra: Any) -> Response:
-        self.metrics.feedback_rejected.labels(reason).inc()
-        return JSONResponse({"error": message, **extra}, status_code=status)
+    def _reject(self, refusal: Refusal) -> Response:
+        self.metrics.feedback_rejected.labels(refusal.reason).inc()
+        return refusal.response()
 
     async def handle(self, request: Request) -> Response:
         client = self.access.identify(request)
         if isinstance(client, Refusal):
-            self.metrics.feedback_rejected.labels(client.reason).inc()
-            return client.response()
+            return self._reject(client)
         try:
             body = await read_body(request, MAX_FEEDBACK_BYTES)
             document = json.loads(body)
             items = document if isinstance(document, list) else [document]
             found = [entry for item in items for entry in entries(item)]
         except BodyRefusedError as error:
-            self.metrics.feedback_rejected.labels(error.reason).inc()
-            return error.response()
+            return self._reject(error.refusal)
         except RecursionError:
-            return self._reject(400, "invalid", "invalid feedback: JSON nested too deeply")
+            return self._reject(Refusal(400, "invalid", "invalid feedback: JSON nested too deeply"))
         except (ValueError, TypeError) as error:
-            return self._reject(400, "invalid", f"invalid feedback: {error}")
+            return self._reject(Refusal(400, "invalid", f"invalid feedback: {error}"))
         over_budget = self.access.charge(client, len(found), len(body))
         if over_budget is not None:
-            self.metrics.feedback_rejected.labels(over_budget.reason).inc()
-            return over_budget.response()
+            return self._reject(over_budget)
         served = {request_id: self.store.get(request_id) for request_id, _, _ in found}
         unknown = sorted(rid for rid, s in served.items() if s is None)
         if unknown:
             return self._reject(
-                404,
-                "unknown_id",
-                "unknown or expired request ids (feedback "
-                "is taken for ids this gateway issued, within its window)",
-                requestIds=unknown[:20],
+                Refusal(
+                    404,
+                    "unknown_id",
+                    "unknown or expired request ids (feedback "
+                    "is taken for ids this gateway issued, within its window)",
+                    details={"requestIds": unknown[:20]},
+                )
             )
         problems = await self._problems(found, served)
         if problems:
-            return self._reject(422, "invalid_label", "; ".join(problems[:20]))
+            return self._reject(Refusal(422, "invalid_label", "; ".join(problems[:20])))
         return await self._record(found, served, client)
 
     async def _problems(self, found: list[Entry], served: dict[str, Served | None]) -> list[str]:
