@@ -17,9 +17,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from bertops.cluster.controlplane import Cluster
 
 WORKER_LINES = "bertops-terminal-lines"  # say_to_terminal's lines from an xdist worker
 # Directories or modules whose tests share a session fixture worth starting only once.
@@ -75,7 +80,7 @@ def _group_scheduling(config: pytest.Config, log: object) -> object:
     have no effect.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group_of(nodeid.split("::", 1)[0])
 
@@ -132,7 +137,7 @@ def bertops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def cluster(bertops_home: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def cluster(bertops_home: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     from bertops.cluster.controlplane import Cluster, ClusterError
 
     handle = Cluster(f"pytest-{os.getpid()}")
@@ -149,7 +154,7 @@ def cluster(bertops_home: Path, request: pytest.FixtureRequest):  # type: ignore
 
 
 @pytest.fixture(scope="session")
-def kube(cluster):  # type: ignore[no-untyped-def]
+def kube(cluster: Cluster) -> Iterator[ApiClient]:
     """A kubernetes ApiClient bound to the session cluster."""
     from kubernetes import config
 
@@ -159,7 +164,7 @@ def kube(cluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def namespace(kube) -> str:  # type: ignore[no-untyped-def]
+def namespace(kube: ApiClient) -> str:
     """A fresh namespace per test (no namespace controller here, so it is not deleted)."""
     from kubernetes import client
 

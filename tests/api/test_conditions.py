@@ -35,7 +35,12 @@ def ready(status: str, reason: str = "Prepared", message: str = "ok", gen: int =
     ],
     ids=["new", "same", "message", "generation", "flip", "unknown"],
 )
-def test_set_condition(existing, args, changed, transition) -> None:  # type: ignore[no-untyped-def]
+def test_set_condition(
+    existing: list[Condition],
+    args: tuple[ConditionStatus | bool, str, str, int],
+    changed: bool,
+    transition: datetime,
+) -> None:
     status, reason, message, generation = args
     conditions = list(existing)
     assert (
@@ -52,4 +57,6 @@ def test_set_condition(existing, args, changed, transition) -> None:  # type: ig
 def test_other_types_untouched() -> None:
     conditions = [ready("True"), Condition(type="Progressing", status="False", reason="Idle")]
     set_condition(conditions, "Ready", False, "StepFailed", "x", now=T1)
-    assert find_condition(conditions, "Progressing").reason == "Idle"  # type: ignore[union-attr]
+    progressing = find_condition(conditions, "Progressing")
+    assert progressing is not None
+    assert progressing.reason == "Idle"

@@ -67,7 +67,12 @@ GATES = {
     ],
     "looks": 3,
 }
-CANARY = {"canaryModel": "sentiment-v2", "canaryWeight": 10, "rolloutStep": 0, "analysis": GATES}
+CANARY: dict[str, Any] = {
+    "canaryModel": "sentiment-v2",
+    "canaryWeight": 10,
+    "rolloutStep": 0,
+    "analysis": GATES,
+}
 ROLLED_BACK_GATES = {
     "at": AT,
     "gates": [

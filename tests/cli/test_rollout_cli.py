@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -33,9 +33,10 @@ def layer(kube: Any) -> Kube:
 @pytest.fixture
 def created(layer: Kube, namespace: str) -> dict[str, Any]:
     body = m.with_path(m.deployment(NAME), "metadata.namespace", namespace)
-    return layer.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
+    answer = layer.custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "bertdeployments", body
     )
+    return cast(dict[str, Any], answer)  # the client answers ``object``: the JSON document
 
 
 def cli(cluster: Any, namespace: str, *args: str) -> Any:

@@ -25,12 +25,16 @@ def test_demo_manifests_are_valid_and_sized_for_a_demo(tmp_path: Path) -> None:
         d["kind"]: TYPES[d["kind"]].model_validate(d)
         for d in example_manifests(tmp_path / "x.csv", 2, 2)
     }
-    dataset = docs["BertDataset"].spec  # type: ignore[attr-defined]
+    assert isinstance(docs["BertDataset"], BertDataset)
+    dataset = docs["BertDataset"].spec
     assert dataset.source.uri == str(tmp_path / "x.csv") and dataset.source.label_column == "label"
     assert not dataset.cleaning.strip_urls and not dataset.cleaning.strip_mentions
-    training = docs["BertTraining"].spec  # type: ignore[attr-defined]
+    assert isinstance(docs["BertTraining"], BertTraining)
+    training = docs["BertTraining"].spec
     assert training.hyperparameters.epochs == 2 and training.replicas == 2
-    deployment = docs["BertDeployment"].spec  # type: ignore[attr-defined]
+    assert isinstance(docs["BertDeployment"], BertDeployment)
+    deployment = docs["BertDeployment"].spec
+    assert deployment.model.selector is not None
     assert deployment.model.selector.format == "safetensors"
     assert deployment.retrain.enabled and deployment.retrain.max_retrains == 1
     assert deployment.drift.interval_seconds <= 30 and deployment.drift.window_size >= 50

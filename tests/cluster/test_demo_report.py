@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def _records() -> list[Record]:
     return out
 
 
-def _report(tmp_path: Path, **kwargs: object) -> tuple[Path, str]:
+def _report(tmp_path: Path, **kwargs: Any) -> tuple[Path, str]:
     path = demo_report.write_report(
         tmp_path / "report" / "demo.html",
         timeline=[
@@ -47,7 +48,7 @@ def _report(tmp_path: Path, **kwargs: object) -> tuple[Path, str]:
             "03:40 promoted sentiment-r1",
         ],
         total_seconds=245,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
     return path, path.read_text(encoding="utf-8")
 

@@ -76,12 +76,14 @@ def test_cache_key_of_the_checkout_uses_git_tracked_files() -> None:
 
 
 def read_archive(path: Path) -> dict[str, bytes]:
+    contents: dict[str, bytes] = {}
     with tarfile.open(path) as tar:
-        return {
-            member.name: tar.extractfile(member).read()  # type: ignore[union-attr]
-            for member in tar.getmembers()
-            if member.isfile()
-        }
+        for member in tar.getmembers():
+            if member.isfile():
+                handle = tar.extractfile(member)  # None only for what is not a file
+                assert handle is not None
+                contents[member.name] = handle.read()
+    return contents
 
 
 def check_archive(path: Path, tags: list[str], zstd: bool = False) -> tuple[dict, dict, bytes]:

@@ -76,7 +76,7 @@ def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
     load step, and its answers match what compress measured with the trainer's loader."""
     import torch
 
-    from bertops.server.model import ServedModel
+    from bertops.server.model import ServedModel, TorchClassifier
     from bertops.trainer.compress.artifact import load_torch
 
     texts = ["i love this so much", "worst day ever, everything broke", "the bus is at 5pm"]
@@ -90,7 +90,8 @@ def test_model_server_serves_compressed_variants_like_the_trainer_scores_them(
         served.load()
         answers = served.predict(texts)
         reference = load_torch(output, manifest_of(output))
-        tokenizer_out = served.classifier.tokenizer(  # type: ignore[attr-defined]
+        assert isinstance(served.classifier, TorchClassifier)
+        tokenizer_out = served.classifier.tokenizer(
             texts, padding=True, truncation=True, return_tensors="pt"
         )
         with torch.inference_mode():

@@ -118,7 +118,8 @@ def test_plan_refuses_an_unknown_method_that_bypassed_validation(trained: tuple[
 
     manifest = manifest_of(trained[0])
     config = json.loads((trained[0] / "config.json").read_text())
-    bogus = CompressionStep.model_construct(method="lowRank", fine_tune_epochs=0)
-    compression = Compression.model_construct(steps=[bogus])
+    # Built without validation on purpose: a method the API does not have, no parentRef.
+    bogus = CompressionStep.model_construct(method="lowRank", fine_tune_epochs=0)  # type: ignore[arg-type]
+    compression = Compression.model_construct(steps=[bogus])  # type: ignore[call-arg]
     with pytest.raises(BadInputError, match="unknown method"):
         recipe.plan(compression, manifest, config, train_rows=10)

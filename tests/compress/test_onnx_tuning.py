@@ -18,7 +18,7 @@ from tests.compress.conftest import _load, _logits, _parent, manifest_of
 INT8 = {"method": "quantize", "backend": "onnxruntime", "granularity": "perChannel"}
 
 
-FUSED = {"int8_graph": "fused", "embedding_bits": 8}
+FUSED: dict[str, Any] = {"int8_graph": "fused", "embedding_bits": 8}
 
 
 @pytest.mark.parametrize(

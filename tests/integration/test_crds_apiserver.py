@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client, watch
@@ -29,7 +29,18 @@ BUILDERS = {
 
 def create(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     plural = kind_info(body["kind"]).plural
-    return api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)  # type: ignore[no-any-return]
+    return document(api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body))
+
+
+def document(answer: object) -> dict[str, Any]:
+    """The client's custom-object calls answer ``object``: a JSON document (as in Kube)."""
+    return cast(dict[str, Any], answer)
+
+
+def refusal(error: ApiException) -> str:
+    """The API server's message in a refusal's body."""
+    assert error.body is not None
+    return str(json.loads(error.body)["message"])
 
 
 @pytest.fixture
@@ -43,14 +54,14 @@ def test_crud_watch_and_status(api: client.CustomObjectsApi, namespace: str, inf
     name = body["metadata"]["name"]
 
     # Watch from the resourceVersion before any change: replays every event in order.
-    before = api.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)
+    before = document(api.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural))
     start_version = before["metadata"]["resourceVersion"]
 
     created = create(api, namespace, body)
     assert created["metadata"]["generation"] == 1
-    got = api.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name)
+    got = document(api.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name))
     assert got["spec"] == created["spec"]
-    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)
+    listed = document(api.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural))
     assert [item["metadata"]["name"] for item in listed["items"]] == [name]
 
     # Status goes through the status subresource; a status in a main-resource update is
@@ -68,15 +79,19 @@ def test_crud_watch_and_status(api: client.CustomObjectsApi, namespace: str, inf
             }
         ],
     }
-    patched = api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, info.plural, name, {"status": status}
+    patched = document(
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, info.plural, name, {"status": status}
+        )
     )
     assert patched["status"]["conditions"][0]["reason"] == "Preparing"
     assert patched["metadata"]["generation"] == 1
 
     # Undeclared status fields are pruned; declared ones survive.
-    pruned = api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, info.plural, name, {"status": {"madeUpField": 1}}
+    pruned = document(
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, info.plural, name, {"status": {"madeUpField": 1}}
+        )
     )
     assert "madeUpField" not in pruned["status"]
 
@@ -116,7 +131,7 @@ def test_bertmodel_spec_is_immutable(api: client.CustomObjectsApi, namespace: st
         api.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, "bertmodels", "run-1-int8", {"spec": {"family": "other"}}
         )
-    assert "a BertModel is immutable" in json.loads(refused.value.body)["message"]
+    assert "a BertModel is immutable" in refusal(refused.value)
 
 
 INVALID = [
@@ -187,7 +202,7 @@ def test_invalid_manifest_is_refused(
     with pytest.raises(ApiException) as refused:
         create(api, namespace, body)
     assert refused.value.status == 422, case
-    assert message in json.loads(refused.value.body)["message"]
+    assert message in refusal(refused.value)
 
 
 def test_fractional_bound_message_is_the_only_one(
@@ -197,7 +212,7 @@ def test_fractional_bound_message_is_the_only_one(
     body = m.with_path(m.training(), "spec.hyperparameters.learningRate", 5)
     with pytest.raises(ApiException) as refused:
         create(api, namespace, body)
-    message = json.loads(refused.value.body)["message"]
+    message = refusal(refused.value)
     assert "between 1e-06 and 0.001" in message and "should be" not in message
 
 

@@ -4,7 +4,7 @@ someone else's object is never adopted."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,9 +23,8 @@ def layer(kube: Any) -> Kube:
 def _create(layer: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     body = m.with_path(body, "metadata.namespace", namespace)
     plural = kind_info(body["kind"]).plural
-    return layer.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-        GROUP, VERSION, namespace, plural, body
-    )
+    created = layer.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+    return cast(dict[str, Any], created)  # the client answers ``object``: the JSON document
 
 
 def _condition(type_: str, reason: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bertops.api.steps import StepResult
+from bertops.api.steps import DriftDetails, StepResult
 from bertops.trainer.cli import app
 from tests.monitor.builders import drift_spec, rows, write_log, write_reference
 
@@ -67,5 +67,6 @@ def test_drift_as_a_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = StepResult.model_validate_json(done.stdout.strip().splitlines()[-1])
     assert result.details is not None
-    assert result.details.drifted is True  # type: ignore[union-attr]
+    assert isinstance(result.details, DriftDetails)
+    assert result.details.drifted is True
     assert (tmp_path / "result.json").is_file()

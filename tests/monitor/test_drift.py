@@ -68,8 +68,8 @@ def test_shifted_world_is_drift(tmp_path: Path, reference: Path) -> None:
     assert signals["embeddings"].method == "model"
     assert signals["chars"].drifted is True
     assert found.drifted is True
-    assert found.score is not None
-    assert found.score >= found.threshold  # type: ignore[operator]
+    assert found.score is not None and found.threshold is not None
+    assert found.score >= found.threshold
     assert result.metrics["driftScore"] == pytest.approx(found.score, abs=1e-6)
     assert "embeddings" in result.message
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -29,6 +29,7 @@ from bertops.api.kinds import GROUP, VERSION
 from bertops.cluster import gitops_repo
 from bertops.cluster.gitops_repo import LocalRepo
 from bertops.operator.kube import Kube
+from tests.node.test_node_e2e import name_of
 from tests.operator.serving_helpers import SteadyClient, feedback_credentials
 from tests.operator.test_drift_loop import deployment as drift_deployment
 from tests.operator.test_drift_loop import send_shifted
@@ -140,12 +141,12 @@ def synced(
     custom.create_namespaced_custom_object(
         *ARGO, "argocd", "appprojects", gitops_repo.project(repo.url, [OPERATOR_NS, NS])
     )
-    for template, path, namespace in (
+    for template, overlay, namespace in (
         ("operator", "local/operator", OPERATOR_NS),
         ("sentiment", "local/apps/tiny", NS),
     ):
-        app = gitops_repo.application(template, repo.url, path, namespace)
-        app["metadata"]["name"] = f"bertops-{path.rsplit('/', 1)[1]}"
+        app = gitops_repo.application(template, repo.url, overlay, namespace)
+        app["metadata"]["name"] = f"bertops-{overlay.rsplit('/', 1)[1]}"
         custom.create_namespaced_custom_object(*ARGO, "argocd", "applications", app)
     return repo, artifacts
 
@@ -154,7 +155,7 @@ def app_state(node_kube: Any, name: str) -> dict[str, Any]:
     app = client.CustomObjectsApi(node_kube).get_namespaced_custom_object(
         *ARGO, "argocd", "applications", name
     )
-    status = app.get("status", {})
+    status = cast(dict[str, Any], app).get("status", {})  # the client answers ``object``
     return {
         "sync": status.get("sync", {}).get("status"),
         "health": status.get("health", {}).get("status"),
@@ -182,6 +183,7 @@ def pod_states(node_kube: Any) -> list[str]:
     """Each pod of the app's namespace: phase, readiness and why a container waits."""
     found = []
     for pod in client.CoreV1Api(node_kube).list_namespaced_pod(NS).items:
+        assert pod.metadata is not None and pod.status is not None
         waiting = [
             f"{c.name}:{c.state.waiting.reason}"
             for c in pod.status.container_statuses or []
@@ -213,6 +215,7 @@ def leader(node_kube: Any) -> str:
         if error.status == 404:
             return ""
         raise
+    assert lease.spec is not None
     return str(lease.spec.holder_identity or "")
 
 
@@ -220,7 +223,12 @@ def operator_pods(node_kube: Any) -> list[Any]:
     pods = client.CoreV1Api(node_kube).list_namespaced_pod(
         OPERATOR_NS, label_selector="app.kubernetes.io/name=bertops-operator"
     )
-    return [p for p in pods.items if p.metadata.deletion_timestamp is None]
+    alive = []
+    for p in pods.items:
+        assert p.metadata is not None
+        if p.metadata.deletion_timestamp is None:
+            alive.append(p)
+    return alive
 
 
 def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
@@ -259,6 +267,7 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
         ) from None
     generations = user_generations(kube)
     service = client.CoreV1Api(node_kube).read_namespaced_service("web-gateway", NS)
+    assert service.spec is not None
     endpoint = f"http://{service.spec.cluster_ip}:8000"
     assert ready["endpoint"] == f"http://web-gateway.{NS}.svc:8000"
 
@@ -313,13 +322,14 @@ def test_git_to_pods_drift_retrains_and_promotes_across_a_leader_change(
     assert retrains["count"] == 1, retrains
     assert [record["outcome"] for record in retrains["history"]] == ["Promoted"]
     jobs = client.BatchV1Api(node_kube).list_namespaced_job(NS).items
-    assert any("drift" in job.metadata.name for job in jobs), [j.metadata.name for j in jobs]
+    assert any("drift" in name_of(job) for job in jobs), [name_of(j) for j in jobs]
     assert user_generations(kube) == generations  # the operator never wrote a spec
     for app in ("bertops-operator", "bertops-tiny"):
         state = app_state(node_kube, app)
         assert state["sync"] == "Synced" and state["syncs"] == 1, (app, state)
     custom = client.CustomObjectsApi(node_kube)
-    models = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "bertmodels")["items"]
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "bertmodels")
+    models = cast(dict[str, Any], listed)["items"]  # the client answers ``object``
     assert {"tiny-v1", "web-retrain-1"} <= {m["metadata"]["name"] for m in models}
     # From outside the cluster, as a user runs it: the gateway's in-cluster name does not
     # resolve here, so its counts come through the API server's Service proxy.

@@ -77,7 +77,8 @@ def namespace_on_node(node_kube: Any) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-def pod(name: str, namespace: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
+def pod(name: str, namespace: str, command: list[str], env: dict[str, str]) -> Any:
+    """A plain dict body, as the operator sends them: the client validates it into a V1Pod."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -108,25 +109,21 @@ def test_a_pod_uses_in_cluster_config_within_its_rbac_and_kubectl_reaches_it(
     ns = namespace_on_node
     core = client.CoreV1Api(node_kube)
     rbac = client.RbacAuthorizationV1Api(node_kube)
-    rbac.create_namespaced_role(
-        ns,
-        {
-            "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+    role: Any = {
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+    }
+    rbac.create_namespaced_role(ns, role)
+    binding: Any = {
+        "metadata": {"name": "pod-reader"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "pod-reader",
         },
-    )
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "pod-reader"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "pod-reader",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
-        },
-    )
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
+    }
+    rbac.create_namespaced_role_binding(ns, binding)
     wait_for(lambda: core.list_namespaced_service_account(ns).items, what="the default SA")
     core.create_namespaced_pod(
         ns, pod("reader", ns, ["python", "-c", IN_CLUSTER_SCRIPT], {"NAMESPACE": ns})
@@ -192,9 +189,10 @@ def test_the_kubelet_api_authenticates_and_authorizes_through_the_api_server(
     ns = namespace_on_node
     core = client.CoreV1Api(node_kube)
     wait_for(lambda: core.list_namespaced_service_account(ns).items, what="the default SA")
-    token = core.create_namespaced_service_account_token(
-        "default", ns, {"spec": {"expirationSeconds": 600}}
-    ).status.token
+    token_request: Any = {"spec": {"expirationSeconds": 600}}
+    issued = core.create_namespaced_service_account_token("default", ns, token_request)
+    assert issued.status is not None
+    token = issued.status.token
     url = f"https://{configs.NODE_IP}:10250/pods"
 
     def status(bearer: str | None) -> int:

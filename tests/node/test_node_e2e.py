@@ -64,30 +64,28 @@ def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
     os.chown(tenant, STEP_UID, STEP_UID)
     core = client.CoreV1Api(node_kube)
     volume = f"artifacts-{node_namespace}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "5Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(tenant), "type": "Directory"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        node_namespace,
-        {
-            "metadata": {"name": "bertops-artifacts"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "5Gi"}},
-            },
+    # Plain dict bodies, as the operator sends them: the client validates them into its models.
+    persistent_volume: Any = {
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(tenant), "type": "Directory"},
         },
-    )
+    }
+    core.create_persistent_volume(persistent_volume)
+    claim: Any = {
+        "metadata": {"name": "bertops-artifacts"},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": volume,
+            "resources": {"requests": {"storage": "5Gi"}},
+        },
+    }
+    core.create_namespaced_persistent_volume_claim(node_namespace, claim)
     return root
 
 
@@ -137,6 +135,12 @@ def start_training(kube: Kube, ns: str, csv: Path, epochs: int, replicas: int = 
     spec["spec"]["replicas"] = replicas
     spec["spec"]["resources"] = {"cpu": "500m", "memory": "2Gi"}
     kube.create(spec)
+
+
+def name_of(job: client.V1Job) -> str:
+    """The name the API server gave (the client's models type every field Optional)."""
+    assert job.metadata is not None and job.metadata.name is not None
+    return job.metadata.name
 
 
 def pods(node_kube: Any, namespace: str) -> list[Any]:
@@ -198,7 +202,9 @@ def test_dataset_distributed_training_and_compression_run_in_real_pods(
         what="the compressed model Ready (verified)",
     )
     for name in ("tiny-v1", "tiny-v1-int8"):
-        status = kube.get("BertModel", ns, name)["status"]  # type: ignore[index]
+        model_body = kube.get("BertModel", ns, name)
+        assert model_body is not None, name
+        status = model_body["status"]
         assert status["manifestSha256"], name
         folder = Path(status["artifactUri"].removeprefix("file://"))
         assert (folder / "bertops-model.json").is_file(), folder
@@ -207,8 +213,11 @@ def test_dataset_distributed_training_and_compression_run_in_real_pods(
     rank0 = train_pods["0"]
     text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0.metadata.name}_*/step/*.log"))
     assert "2 rank(s)" in text, text[-2000:]
-    training_status = kube.get("BertTraining", ns, "tiny")["status"]  # type: ignore[index]
-    assert condition({"status": training_status}, "Succeeded")["status"] == "True"  # type: ignore[index]
+    training_body = kube.get("BertTraining", ns, "tiny")
+    assert training_body is not None
+    succeeded = condition({"status": training_body["status"]}, "Succeeded")
+    assert succeeded is not None
+    assert succeeded["status"] == "True"
 
 
 def test_a_step_that_exits_2_fails_its_job_at_once(
@@ -234,7 +243,9 @@ def test_a_step_that_exits_2_fails_its_job_at_once(
     assert found["reason"] == "InvalidData", found
     assert "no-such-column" in found["message"], found
     jobs = client.BatchV1Api(node_kube).list_namespaced_job(ns).items
-    assert len(jobs) == 1 and jobs[0].status.failed == 1, [j.status for j in jobs]
+    assert len(jobs) == 1 and jobs[0].status is not None and jobs[0].status.failed == 1, [
+        j.status for j in jobs
+    ]
     assert len(pods(node_kube, ns)) == 1  # FailJob: exit 2 is never retried
 
 
@@ -264,7 +275,7 @@ def test_deleting_a_training_collects_its_job_and_pods(
             and not [
                 j
                 for j in client.BatchV1Api(node_kube).list_namespaced_job(ns).items
-                if "train" in j.metadata.name
+                if "train" in name_of(j)
             ]
         ),
         timeout=120,
@@ -317,7 +328,9 @@ def test_a_killed_training_pod_is_retried_and_resumes_from_its_checkpoint(
         timeout=600,
         what="the retried training's model Ready",
     )
-    status = kube.get("BertTraining", ns, "tiny")["status"]  # type: ignore[index]
+    training_body = kube.get("BertTraining", ns, "tiny")
+    assert training_body is not None
+    status = training_body["status"]
     assert status["attempts"] == 2, status
     retried = [
         p for p in pods(node_kube, ns) if "train" in p.metadata.name and "-a2-" in p.metadata.name

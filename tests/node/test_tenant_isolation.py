@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from bertops.operator.kube import Kube
-from tests.node.test_node_e2e import STEP_UID, shared_csv
+from tests.node.test_node_e2e import STEP_UID, name_of, shared_csv
 from tests.operator.conftest import RunningOperator
 from tests.operator.test_local_runtime import dataset
 from tests.waiting import wait_for, wait_reason
@@ -69,14 +69,16 @@ def probe_pod(node_kube: Any, ns: str, artifacts: Path) -> dict[str, Any]:
     container["command"] = ["python", "-c", PROBE, str(artifacts), ns, OTHER]
     template["spec"]["restartPolicy"] = "Never"
     name = f"probe-{uuid.uuid4().hex[:6]}"
-    core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": template["spec"]})
-    pod = wait_for(
-        lambda: (
-            (p := core.read_namespaced_pod(name, ns)).status.phase in ("Succeeded", "Failed") and p
-        ),
-        timeout=300,
-        what="the probe pod finished",
-    )
+    # A plain dict body, as the operator sends them: the client validates it into a V1Pod.
+    body: Any = {"metadata": {"name": name}, "spec": template["spec"]}
+    core.create_namespaced_pod(ns, body)
+
+    def finished() -> client.V1Pod | bool:
+        p = core.read_namespaced_pod(name, ns)
+        assert p.status is not None
+        return p.status.phase in ("Succeeded", "Failed") and p
+
+    pod = wait_for(finished, timeout=300, what="the probe pod finished")
     terminated = pod.status.container_statuses[0].state.terminated
     assert pod.status.phase == "Succeeded", terminated.message
     return dict(json.loads(terminated.message))
@@ -110,5 +112,5 @@ def test_a_tenant_can_neither_name_nor_reach_another_tenants_files(
     assert (artifacts / ns / "probe.txt").read_text() == "own tree is writable"
     assert not (artifacts / OTHER / "datasets").exists()
     assert RAW in stolen.read_text()
-    jobs = [j.metadata.name for j in client.BatchV1Api(node_kube).list_namespaced_job(ns).items]
+    jobs = [name_of(j) for j in client.BatchV1Api(node_kube).list_namespaced_job(ns).items]
     assert not [name for name in jobs if "steal" in name or "spill" in name], jobs

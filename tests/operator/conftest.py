@@ -7,7 +7,7 @@ import gc
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +15,10 @@ from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
 from bertops.operator.runtime.local import recorded_alive, stop_recorded
 from tests.waiting import wait_for
+
+if TYPE_CHECKING:
+    from bertops.cluster.argo_workflows.run import WorkflowController
+    from bertops.cluster.controlplane import Cluster
 
 
 @pytest.fixture
@@ -159,7 +163,7 @@ def reasons(events: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def argo_crds(cluster):  # type: ignore[no-untyped-def]
+def argo_crds(cluster: Cluster) -> None:
     """Argo Workflows' full CRDs on the session's API server (installed once)."""
     from bertops.cluster.argo_workflows.run import install_crds
 
@@ -167,7 +171,9 @@ def argo_crds(cluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def controller(cluster, argo_crds, tmp_path_factory):  # type: ignore[no-untyped-def]
+def controller(
+    cluster: Cluster, argo_crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkflowController]:
     """Argo's real workflow controller on loopback, shared by every Argo test module: its
     start costs minutes on a busy 2-core machine."""
     from bertops.cluster.argo_workflows.run import WorkflowController

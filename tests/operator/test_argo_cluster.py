@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -22,6 +22,9 @@ from bertops.operator.runtime.argo import ArgoRuntime
 from bertops.operator.runtime.base import StepPhase
 from tests.operator.argo_helpers import CONFIG, example_workflows, needs_argo
 from tests.waiting import wait_for
+
+if TYPE_CHECKING:
+    from bertops.cluster.argo_workflows.run import WorkflowController
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_argo]
 GROUP, VERSION = "argoproj.io", "v1alpha1"
@@ -51,7 +54,9 @@ def custom(kube: Any) -> Any:
 
 
 @pytest.mark.parametrize("name", sorted(example_workflows()))
-def test_workflow_passes_server_side_dry_run(kube, namespace, argo_crds, name) -> None:  # type: ignore[no-untyped-def]
+def test_workflow_passes_server_side_dry_run(
+    kube: Any, namespace: str, argo_crds: None, name: str
+) -> None:
     body = example_workflows(namespace)[name]
     created = custom(kube).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "workflows", body, dry_run="All", field_validation="Strict"
@@ -60,7 +65,9 @@ def test_workflow_passes_server_side_dry_run(kube, namespace, argo_crds, name) -
     assert not differences(created["spec"], body["spec"])
 
 
-def test_workflow_template_passes_server_side_dry_run(kube, namespace, argo_crds) -> None:  # type: ignore[no-untyped-def]
+def test_workflow_template_passes_server_side_dry_run(
+    kube: Any, namespace: str, argo_crds: None
+) -> None:
     body = yaml.safe_load(argo_template.TEMPLATE_PATH.read_text())
     created = custom(kube).create_namespaced_custom_object(
         GROUP,
@@ -149,12 +156,14 @@ def act_as_kubelet_and_wait_container(
 def _service_account(kube: Any, namespace: str) -> None:
     from kubernetes import client
 
-    client.CoreV1Api(kube).create_namespaced_service_account(
-        namespace, {"metadata": {"name": CONFIG.service_account}}
-    )
+    # A plain dict body, as the operator sends them: the client validates it into its model.
+    body: Any = {"metadata": {"name": CONFIG.service_account}}
+    client.CoreV1Api(kube).create_namespaced_service_account(namespace, body)
 
 
-def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) -> None:  # type: ignore[no-untyped-def]
+def test_controller_creates_rank_pods_as_planned(
+    kube: Any, namespace: str, controller: WorkflowController
+) -> None:
     _service_account(kube, namespace)
     (train,) = [s for s in argo_template.example_steps(namespace, replicas=3) if s.kind == "train"]
     name = "ddp-run"
@@ -179,7 +188,7 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
     assert manifest["metadata"]["name"] == name  # {{workflow.name}} resolved
     act_as_kubelet_and_wait_container(kube, namespace, name, rendezvous)
 
-    def ranks() -> list[Any]:
+    def rank_pods() -> list[Any]:
         found = [
             p
             for p in pods(kube, namespace, name)
@@ -188,7 +197,7 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
         return found if len(found) == 3 else []
 
     by_rank = {}
-    for pod in wait_for(ranks, what="three train rank pods", log=controller.log):
+    for pod in wait_for(rank_pods, what="three train rank pods", log=controller.log):
         main = next(c for c in pod.spec.containers if c.name == "main")
         env = {e.name: e.value for e in main.env if e.value is not None}
         by_rank[env["RANK"]] = (pod, main, env)
@@ -221,7 +230,9 @@ def test_controller_creates_rank_pods_as_planned(kube, namespace, controller) ->
     assert len(ranks) == 3 and {n["phase"] for n in ranks} == {"Pending"}
 
 
-def test_runtime_runs_a_step_through_the_controller(kube, namespace, controller) -> None:  # type: ignore[no-untyped-def]
+def test_runtime_runs_a_step_through_the_controller(
+    kube: Any, namespace: str, controller: WorkflowController
+) -> None:
     """The Argo runtime creates the step's Workflow (owned by its object), the controller
     runs it (the test plays kubelet and wait container), and the runtime reads the step's
     result back from the node's output parameter."""
@@ -229,7 +240,7 @@ def test_runtime_runs_a_step_through_the_controller(kube, namespace, controller)
 
     _service_account(kube, namespace)
     (train,) = [s for s in argo_template.example_steps(namespace, replicas=1) if s.kind == "train"]
-    owner = {
+    owner: dict[str, Any] = {
         "apiVersion": "bertops.io/v1alpha1",
         "kind": "BertTraining",
         "name": "run-1",
@@ -266,7 +277,9 @@ def test_runtime_runs_a_step_through_the_controller(kube, namespace, controller)
 
 
 @pytest.mark.parametrize(("exit_code", "runs"), [(2, 1), (3, 2), (1, 2)])
-def test_controller_retries_per_exit_code(kube, namespace, controller, exit_code, runs) -> None:  # type: ignore[no-untyped-def]
+def test_controller_retries_per_exit_code(
+    kube: Any, namespace: str, controller: WorkflowController, exit_code: int, runs: int
+) -> None:
     """Argo itself applies the retry strategy: a step that exits 2 (bad input) fails the
     Workflow at once; one that exits 1 or 3 runs again (after a 1 s backoff here)."""
     import dataclasses

@@ -117,7 +117,9 @@ def test_training_runs_as_an_argo_workflow(
         what="the training to succeed",
     )
     assert succeeded["reason"] == "Completed"
-    status = kube_layer.get("BertTraining", namespace, "run")["status"]  # type: ignore[index]
+    training_body = kube_layer.get("BertTraining", namespace, "run")
+    assert training_body is not None
+    status = training_body["status"]
     assert status["artifactUri"] == str(artifact) and status["attempts"] == 1
     model_name = status["modelName"]
     ready = wait_for(

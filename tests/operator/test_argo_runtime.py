@@ -96,7 +96,7 @@ class NoArgo:
 
 
 def test_missing_argo_crds_are_named() -> None:
-    runtime = ArgoRuntime(CONFIG, NoArgo())  # type: ignore[arg-type]
+    runtime = ArgoRuntime(CONFIG, NoArgo())  # type: ignore[arg-type]  # a fake Kube
     with pytest.raises(ArgoNotInstalledError, match="needs Argo Workflows") as caught:
         runtime.observe("default", "run-1-train")
     assert caught.value.reason == "ArgoNotInstalled"
@@ -125,7 +125,7 @@ class Workflows:
 
 def test_remove_deletes_a_finished_workflow_only() -> None:
     kube = Workflows(done="Succeeded", failed="Failed", running="Running", pending="")
-    runtime = ArgoRuntime(CONFIG, kube)  # type: ignore[arg-type]
+    runtime = ArgoRuntime(CONFIG, kube)  # type: ignore[arg-type]  # a fake Kube
     assert runtime.remove("ns", "done") is True and runtime.remove("ns", "failed") is True
     assert runtime.remove("ns", "running") is False and runtime.remove("ns", "pending") is False
     assert runtime.remove("ns", "absent") is False

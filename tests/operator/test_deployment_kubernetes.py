@@ -8,6 +8,7 @@ stands in for the Deployment controller by writing Deployment status."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def test_serving_children_are_applied_owned_probed_and_routed(
         # The children are applied one after another, so the Deployments may exist
         # before the HPA and PDBs do.
         body = wait_for(
-            lambda av=api_version, k=kind, n=name: kube_layer.read(av, k, namespace, n),
+            partial(kube_layer.read, api_version, kind, namespace, name),
             what=f"{kind} {name}",
         )
         refs = body["metadata"]["ownerReferences"]

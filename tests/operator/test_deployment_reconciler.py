@@ -46,6 +46,9 @@ def deployment_body(status: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 class FakeKube:
+    """The one read the reconciler makes, not a Kube: ``type: ignore[arg-type]`` where
+    it is passed for one."""
+
     def __init__(self, models: list[dict[str, Any]]) -> None:
         self.models = models
 

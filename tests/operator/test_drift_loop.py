@@ -144,7 +144,9 @@ def test_drift_retrains_once_and_the_new_model_is_promoted(
     )
     before = user_objects(kube_layer, namespace)
     assert ready["drift"]["referenceRows"] == 27  # the validation split: 15% of 180 rows
-    assert condition({"status": ready}, "Drifted")["status"] == "Unknown"  # type: ignore[index]
+    drifted_condition = condition({"status": ready}, "Drifted")
+    assert drifted_condition is not None
+    assert drifted_condition["status"] == "Unknown"
 
     assert send_shifted(ready["endpoint"], 70, labeler) == (63, 7)
     drifted = wait_for(

@@ -54,7 +54,9 @@ OBJECTS = {
 
 
 class Kube:
-    """The reads the monitor makes; what a plan creates is added as the reconciler would."""
+    """The reads the monitor makes; what a plan creates is added as the reconciler would.
+    This Kube, Runtime and Steps are fakes, not the real types: ``type: ignore[arg-type]``
+    where the monitor is given them."""
 
     def __init__(self) -> None:
         self.objects = dict(OBJECTS)
@@ -133,7 +135,9 @@ def drifted_reason(status: api.BertDeploymentStatus) -> tuple[str, str]:
     return found.status, found.reason
 
 
-def reference_done(monitor: DriftMonitor, runtime: Runtime, the_spec: api.BertDeploymentSpec):  # type: ignore[no-untyped-def]
+def reference_done(
+    monitor: DriftMonitor, runtime: Runtime, the_spec: api.BertDeploymentSpec
+) -> api.BertDeploymentStatus:
     status = api.BertDeploymentStatus(stable_model="v1")
     out = monitor.plan(REF, the_spec, status, {"v1": MODEL})
     assert out.start is not None and isinstance(out.start.spec, ReferenceStep)
@@ -179,6 +183,7 @@ def test_failed_check_is_a_condition_then_one_interval_of_quiet(
     runtime.observation = failed("drift", 2, message, reason=reason)
     out = monitor.plan(REF, spec(), status, {"v1": MODEL})
     assert drifted_reason(status) == ("Unknown", api.REASON_DRIFT_CHECK_FAILED)
+    assert status.drift is not None
     assert message in (status.drift.message or "") and reason in (status.drift.message or "")
     assert [e.type for e in out.events] == ["Warning"] and not out.create
     for _ in range(5):  # reconciles within the interval start nothing
@@ -222,7 +227,7 @@ def test_drift_retrains_once_over_repeated_drifted_checks(world: Any) -> None:
         check_due(monitor, runtime, clock, status, at_once)
         runtime.observation = drift_result(0.8, True)
         out = monitor.plan(REF, at_once, status, {"v1": MODEL})
-        monitor.kube.apply(out.create)  # type: ignore[attr-defined]
+        monitor.kube.apply(out.create)
         created += [f"{c['kind']}/{c['metadata']['name']}" for c in out.create]
         runtime.observation = running()
     assert created == ["BertDataset/web-retrain-1", "BertTraining/web-retrain-1"]

@@ -44,7 +44,7 @@ def act_as_kubelet(
 ) -> None:
     """What a kubelet and the Job controller would do: a Pod that ran the step and wrote
     its termination message, then the Job's terminal status."""
-    pod = {
+    pod: Any = {  # a plain dict body: the client validates it into its V1Pod
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -208,7 +208,9 @@ def test_dataset_becomes_a_job_and_follows_its_status(
         what="Ready=True",
     )
     assert ready["reason"] == "Prepared"
-    status = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
+    dataset_body = kube_layer.get("BertDataset", namespace, "tweets")
+    assert dataset_body is not None
+    status = dataset_body["status"]
     assert status["rows"]["total"] == 10 and status["shortChecksum"] == "f" * 12
     wait_events(
         kube_layer,
@@ -322,7 +324,9 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
     # No finalizer: deleting the BertTraining never waits for the operator. Its Job,
     # Service and ConfigMap are owned by it, so the garbage collector removes them (this
     # API server runs no controller-manager, so here they stay).
-    assert not kube_layer.get("BertTraining", namespace, "run-1")["metadata"].get("finalizers")  # type: ignore[index]
+    training_body = kube_layer.get("BertTraining", namespace, "run-1")
+    assert training_body is not None
+    assert not training_body["metadata"].get("finalizers")
     from kubernetes import client
 
     client.CustomObjectsApi(kube_layer.api_client).delete_namespaced_custom_object(
@@ -336,5 +340,6 @@ def test_distributed_training_is_an_indexed_job_with_headless_service(
         ("NetworkPolicy", "networking.k8s.io/v1"),
     ):
         child = kube_layer.read(api_version, kind, namespace, name)
-        owner = child["metadata"]["ownerReferences"][0]  # type: ignore[index]
+        assert child is not None
+        owner = child["metadata"]["ownerReferences"][0]
         assert (owner["uid"], owner["controller"], owner["blockOwnerDeletion"]) == (uid, True, True)

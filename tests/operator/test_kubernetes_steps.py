@@ -40,9 +40,7 @@ def create_dataset(kube: Kube, namespace: str, name: str) -> str:
 
 
 def wait_job(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    return wait_for(  # type: ignore[no-any-return]
-        lambda: kube.read("batch/v1", "Job", namespace, name), what=f"Job {name}"
-    )
+    return wait_for(lambda: kube.read("batch/v1", "Job", namespace, name), what=f"Job {name}")
 
 
 def test_a_job_completed_without_a_result_is_a_failed_step(
@@ -120,7 +118,9 @@ def test_a_job_completed_with_an_unusable_message_is_a_failed_step(
     assert ready["status"] == "False"
     assert ready["message"].startswith(f"Job {job} completed but its step left no result")
     assert says in ready["message"] and f"kubectl logs job/{job}" in ready["message"]
-    status = kube_layer.get("BertDataset", namespace, "mute")["status"]  # type: ignore[index]
+    mute_body = kube_layer.get("BertDataset", namespace, "mute")
+    assert mute_body is not None
+    status = mute_body["status"]
     assert status["attempts"] == 1 and status["step"] == job  # final: no second attempt
     assert (
         kube_layer.read("batch/v1", "Job", namespace, step_name("mute", "prep", 1, uid, 2)) is None
@@ -203,7 +203,9 @@ def test_a_job_is_adopted_only_from_its_owner_and_not_while_deleted(
     held["metadata"]["finalizers"] = ["test.bertops.io/hold"]
     kube_layer.apply(held)
     kube_layer.delete("batch/v1", "Job", namespace, name)
-    assert kube_layer.read("batch/v1", "Job", namespace, name)["metadata"]["deletionTimestamp"]  # type: ignore[index]
+    deleting = kube_layer.read("batch/v1", "Job", namespace, name)
+    assert deleting is not None
+    assert deleting["metadata"]["deletionTimestamp"]
     assert runtime.observe(namespace, name, ours).phase == StepPhase.ABSENT
     with pytest.raises(StepConflictError, match="being deleted"):
         runtime.start(request)

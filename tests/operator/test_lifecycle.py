@@ -76,7 +76,9 @@ def test_transient_failures_are_retried_until_the_step_succeeds(
     flaky = script(tmp_path, "flaky", [3, 1, 0])
     uid = kube_layer.create(dataset(namespace, "flaky", flaky))["metadata"]["uid"]
     wait_reason(kube_layer, namespace, "flaky", "Prepared")
-    status = kube_layer.get("BertDataset", namespace, "flaky")["status"]  # type: ignore[index]
+    flaky_body = kube_layer.get("BertDataset", namespace, "flaky")
+    assert flaky_body is not None
+    status = flaky_body["status"]
     attempts = [step_name("flaky", "prep", 1, uid, n) for n in (1, 2, 3)]
     assert fake_step.runs(flaky) == attempts
     assert status["attempts"] == 3 and status["step"] == attempts[-1]
@@ -99,7 +101,9 @@ def test_bad_input_fails_at_once_and_attempts_are_bounded(
     assert "gave up after 2 attempts" in failed["message"]
     time.sleep(2)  # several polls and backoffs later: nothing more ran
     assert len(fake_step.runs(bad)) == 1 and len(fake_step.runs(broken)) == 2
-    assert kube_layer.get("BertDataset", namespace, "bad")["status"]["attempts"] == 1  # type: ignore[index]
+    bad_body = kube_layer.get("BertDataset", namespace, "bad")
+    assert bad_body is not None
+    assert bad_body["status"]["attempts"] == 1
 
 
 def test_a_recreated_object_gets_its_own_step(
@@ -208,6 +212,7 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over(
     holder = client.CoordinationV1Api(kube_layer.api_client).read_namespaced_lease(
         OperatorConfig.lease_name, namespace
     )
+    assert holder.spec is not None
     assert holder.spec.holder_identity
 
     first.stop()  # releases the Lease: the standby takes over within a retry period
@@ -218,6 +223,7 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over(
     taken = client.CoordinationV1Api(kube_layer.api_client).read_namespaced_lease(
         OperatorConfig.lease_name, namespace
     )
+    assert taken.spec is not None
     assert taken.spec.holder_identity not in ("", None, holder.spec.holder_identity)
 
 
@@ -307,7 +313,8 @@ def test_the_operator_process_exits_promptly_on_sigterm_and_hands_its_lease_back
             lease = leases.read_namespaced_lease(OperatorConfig.lease_name, namespace)
         except client.ApiException:
             return None
-        return lease.spec.holder_identity  # type: ignore[no-any-return]
+        assert lease.spec is not None
+        return lease.spec.holder_identity
 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

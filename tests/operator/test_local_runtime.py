@@ -138,12 +138,18 @@ def test_dataset_training_model_chain(
         what="BertModel tiny-v1 Ready",
     )
 
-    ds = kube_layer.get("BertDataset", namespace, "tweets")["status"]  # type: ignore[index]
-    assert condition({"status": ds}, "Ready")["reason"] == "Prepared"  # type: ignore[index]
+    dataset_body = kube_layer.get("BertDataset", namespace, "tweets")
+    assert dataset_body is not None
+    ds = dataset_body["status"]
+    ready = condition({"status": ds}, "Ready")
+    assert ready is not None
+    assert ready["reason"] == "Prepared"
     assert ds["rows"]["total"] == 180 and ds["numLabels"] == 3 and len(ds["checksum"]) == 64
     assert ds["labelCounts"] == {"negative": 60, "neutral": 60, "positive": 60}
 
-    tr = kube_layer.get("BertTraining", namespace, "tiny")["status"]  # type: ignore[index]
+    training_body = kube_layer.get("BertTraining", namespace, "tiny")
+    assert training_body is not None
+    tr = training_body["status"]
     succeeded = condition({"status": tr}, "Succeeded")
     assert succeeded and (succeeded["status"], succeeded["reason"]) == ("True", "Completed")
     assert tr["progress"]["display"] == "2/2" and tr["modelName"] == "tiny-v1"
@@ -330,4 +336,6 @@ def test_semantic_errors_show_as_conditions_without_retrying(
         )
     )
     # Bad input (exit code 2) is never retried.
-    assert kube_layer.get("BertDataset", namespace, "wrongcol")["status"]["attempts"] == 1  # type: ignore[index]
+    wrongcol_body = kube_layer.get("BertDataset", namespace, "wrongcol")
+    assert wrongcol_body is not None
+    assert wrongcol_body["status"]["attempts"] == 1

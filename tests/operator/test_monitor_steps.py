@@ -45,6 +45,9 @@ def test_names_are_the_monitors_own_and_never_a_training_steps() -> None:
 
 
 class Runtime:
+    """A fake: only the call remove_superseded makes of a Runtime (hence the
+    ``type: ignore[arg-type]`` where it is passed for one)."""
+
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.present = {step_name("web", "drift", 4, UID)}

@@ -42,7 +42,9 @@ def test_list_serves_what_the_events_showed_and_lists_a_cold_namespace() -> None
         "v1",
         "v2",
     ]
-    assert cache.get("BertModel", "a", "v1")["status"]["ready"] is True  # type: ignore[index]
+    v1 = cache.get("BertModel", "a", "v1")
+    assert v1 is not None
+    assert v1["status"]["ready"] is True
     assert listed == []
     cache.remove("BertModel", "a", "v1")
     cache.remove("BertModel", "a", "v2")
@@ -83,7 +85,9 @@ def test_get_answers_only_while_live_and_returns_a_private_copy() -> None:
     copy = cache.get("BertModel", "a", "m")
     assert copy is not None
     copy["status"]["phase"] = "changed by a planner"
-    assert cache.get("BertModel", "a", "m")["status"]["phase"] == "Ready"  # type: ignore[index]
+    again = cache.get("BertModel", "a", "m")
+    assert again is not None
+    assert again["status"]["phase"] == "Ready"
     assert cache.get("BertModel", "a", "other") is None
     assert cache.get("BertDataset", "a", "m") is None
 

@@ -8,7 +8,8 @@ import pytest
 
 from bertops.api.artifacts import FileDigest, ModelManifest
 from bertops.api.meta import find_condition
-from bertops.operator.objects import ArtifactInfo
+from bertops.api.steps import CompressStep, PrepareStep, TrainStep
+from bertops.operator.objects import ArtifactInfo, Plan
 from bertops.operator.planners import dataset as dataset_planner
 from bertops.operator.planners import model as model_planner
 from bertops.operator.planners import training as training_planner
@@ -17,7 +18,8 @@ from bertops.operator.runtime.base import StepObservation
 from tests.operator import builders as b
 
 
-def cond(plan: Any, type_: str) -> tuple[str, str]:
+def cond(plan: Plan, type_: str) -> tuple[str, str]:
+    assert plan.status is not None
     for c in plan.status["conditions"]:
         if c["type"] == type_:
             return c["status"], c["reason"]
@@ -70,12 +72,15 @@ def test_dataset_plan(
     )
     assert (plan.start is not None) is start
     assert cond(plan, "Ready") == ready
+    assert plan.status is not None
     assert plan.status["observedGeneration"] == 1
     assert plan.status["step"] == step_name("obj", "prep", 1, "uid-obj")
     assert [(e.type, e.reason) for e in plan.events] == [event]
     if start:
-        assert plan.start.spec.output_uri == "/store/ns/datasets/obj/g1"  # type: ignore[union-attr]
-        assert plan.start.owner["uid"] == "uid-obj"  # type: ignore[union-attr]
+        assert plan.start is not None
+        assert isinstance(plan.start.spec, PrepareStep)
+        assert plan.start.spec.output_uri == "/store/ns/datasets/obj/g1"
+        assert plan.start.owner["uid"] == "uid-obj"
     if observed is PREPARED:
         assert plan.status["rows"]["total"] == 100
         assert plan.status["shortChecksum"] == "c0ffeec0ffee"
@@ -180,16 +185,18 @@ def test_training_plan(
     assert (plan.start is not None) is start
     assert cond(plan, "Succeeded") == succeeded
     assert bool(plan.create) is creates_model
+    assert plan.status is not None
     if start:
-        step = plan.start.spec  # type: ignore[union-attr]
+        assert plan.start is not None
+        step = plan.start.spec
+        assert isinstance(step, TrainStep)
         assert step.dataset_uri == "/store/ns/datasets/tweets/g1"
         assert plan.status["progress"]["display"] == "0/3"
     if observed.progress is not None:
         assert plan.status["progress"]["display"] == "2/3"
-        assert (
-            "loss 0.7000"
-            in find_condition(b.training(plan.status).status.conditions, "Succeeded").message
-        )  # type: ignore[union-attr]
+        succeeded_condition = find_condition(b.training(plan.status).status.conditions, "Succeeded")
+        assert succeeded_condition is not None
+        assert "loss 0.7000" in succeeded_condition.message
     if creates_model:
         child = plan.create[0]
         assert child["kind"] == "BertModel" and child["metadata"]["name"] == "run"
@@ -325,6 +332,7 @@ def test_model_from_training_verifies_manifest() -> None:
         now=b.NOW,
     )
     assert cond(plan, "Ready") == ("True", "Verified")
+    assert plan.status is not None
     assert plan.status["size"]["display"] == "2.5MB"
     assert plan.status["metrics"]["macroF1"] == 0.75
 
@@ -401,11 +409,14 @@ def test_compression_plan(world: Any, start: bool, ready: tuple[str, str]) -> No
     assert (plan.start is not None) is start
     assert cond(plan, "Ready") == ready
     if start:
-        step = plan.start.spec  # type: ignore[union-attr]
+        assert plan.start is not None
+        step = plan.start.spec
+        assert isinstance(step, CompressStep)
         assert (step.kind, step.parent_uri, step.dataset_uri) == (
             "compress",
             "/store/m",
             "/store/d",
         )
     if ready[1] == "QualityGateFailed":
+        assert plan.status is not None
         assert plan.status["qualityDelta"]["macroF1"] == -0.3

@@ -15,7 +15,9 @@ from tests.operator import builders as b
 
 
 class FakeKube:
-    """Objects by (kind, name); records status writes, creates and Events."""
+    """Objects by (kind, name); records status writes, creates and Events. It and
+    AbsentRuntime are fakes, not a Kube and a Runtime: ``type: ignore[arg-type]`` where the
+    Reconciler is given them."""
 
     def __init__(self, *bodies: dict[str, Any]) -> None:
         self.objects = {(body["kind"], body["metadata"]["name"]): body for body in bodies}

@@ -48,7 +48,7 @@ def record(minutes_ago: float, outcome: str = "Promoted", n: int = 1) -> api.Ret
         dataset=f"web-retrain-{n}",
         training=f"web-retrain-{n}",
         model=f"web-retrain-{n}",
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
     )
 
 

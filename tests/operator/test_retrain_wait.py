@@ -91,7 +91,7 @@ def test_drift_waits_for_new_feedback_labels_then_retrains(world: Any) -> None:
 
     clock.now += timedelta(seconds=5)
     out = monitor.plan(REF, the_spec, status, {"v1": MODEL}, feedback_labels=250)
-    monitor.kube.apply(out.create)  # type: ignore[attr-defined]
+    monitor.kube.apply(out.create)
     assert [c["kind"] for c in out.create] == ["BertDataset", "BertTraining"]
     (started,) = [e for e in out.events if e.reason == api.REASON_RETRAIN_STARTED]
     assert "240 new feedback labels arrived (200 needed)" in started.message

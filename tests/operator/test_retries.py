@@ -92,6 +92,7 @@ def test_dataset_waits_for_the_backoff_then_starts_the_next_attempt() -> None:
     due = dataset_planner.plan(ref, obj, failed, config=CONFIG, now=b.NOW + timedelta(seconds=10))
     second = step_name("obj", "prep", 1, "uid-obj", 2)
     assert due.start is not None and due.start.name == second and due.start.spec.name == second
+    assert due.status is not None
     assert due.status["attempts"] == 2 and due.status["step"] == second
     assert cond(due, "Ready")[:2] == ("False", "Preparing")
 
@@ -103,6 +104,7 @@ def test_a_retry_due_when_the_failure_is_first_seen_still_posts_its_event() -> N
     failed = b.failed("prepare", 3, "storage hiccup", ended_at=b.NOW)
     ref, obj = b.ref("BertDataset"), b.dataset(dataset_status(1))
     due = dataset_planner.plan(ref, obj, failed, config=CONFIG, now=b.NOW + timedelta(seconds=60))
+    assert due.status is not None
     assert due.start is not None and due.status["attempts"] == 2
     retrying = [e for e in due.events if e.reason == "Retrying"]
     assert [(e.type, e.message.split(";")[0]) for e in retrying] == [
@@ -128,6 +130,7 @@ def test_dataset_gives_up_after_the_last_attempt() -> None:
         config=CONFIG,
         now=b.NOW + timedelta(hours=1),
     )
+    assert plan.status is not None
     assert plan.start is None and plan.status["attempts"] == 3
     status, reason, message = cond(plan, "Ready")
     assert (status, reason) == ("False", "StepFailed")
@@ -143,6 +146,7 @@ def test_bad_input_is_never_retried() -> None:
         now=b.NOW + timedelta(hours=1),
     )
     assert plan.start is None and cond(plan, "Ready")[:2] == ("False", "InvalidData")
+    assert plan.status is not None
     assert plan.status["attempts"] == 1
 
 
@@ -172,6 +176,7 @@ def test_a_new_generation_counts_attempts_afresh() -> None:
         now=b.NOW,
     )
     assert plan.start is not None and plan.start.name == step_name("obj", "prep", 2, "uid-obj", 1)
+    assert plan.status is not None
     assert plan.status["attempts"] == 1
     assert plan.stop == [step_name("obj", "prep", 1, "uid-obj", 3)]
 
@@ -193,6 +198,7 @@ def test_training_retries_a_transient_failure() -> None:
         ref, obj, b.ready_dataset(), failed, now=b.NOW + timedelta(seconds=10), **kwargs
     )
     assert due.start is not None and due.start.name == step_name("run", "train", 1, "uid-run", 2)
+    assert due.status is not None
     assert due.status["attempts"] == 2
 
 
@@ -224,6 +230,7 @@ def test_training_waiting_for_its_dataset_claims_no_attempt() -> None:
         config=CONFIG,
         now=b.NOW,
     )
+    assert plan.status is not None
     assert "attempts" not in plan.status
 
 
@@ -242,4 +249,5 @@ def test_evaluation_retries_a_transient_failure() -> None:
         b.ref("BertModel", "m"), obj, world, config=CONFIG, now=b.NOW + timedelta(seconds=10)
     )
     assert plan.start is not None and plan.start.name == step_name("m", "eval", 1, "uid-m", 2)
+    assert plan.status is not None
     assert plan.status["attempts"] == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from bertops.api import deployment as api
 from bertops.api.meta import find_condition
@@ -46,7 +47,9 @@ def test_not_yet_sure_holds_and_says_how_many_more() -> None:
     status, reason, message = progressing(decisions[-1])
     assert (status, reason) == ("True", api.REASON_NOT_YET_SURE)
     assert "needs about" in message
-    gate = decisions[-1].status.analysis.gates[0]  # type: ignore[union-attr]
+    analysis = decisions[-1].status.analysis
+    assert analysis is not None
+    gate = analysis.gates[0]
     assert gate.result == "NotYetSure" and gate.needed and gate.lower is not None
 
 
@@ -93,7 +96,10 @@ def test_looking_again_at_the_same_data_spends_nothing() -> None:
     decisions = run_ticks(
         spec, [*START, Tick(40, "v2", same), Tick(70, "v2", same), Tick(100, "v2", more)]
     )
-    looks = [d.status.analysis.looks for d in decisions[2:]]  # type: ignore[union-attr]
+    looks = []
+    for decision in decisions[2:]:
+        assert decision.status.analysis is not None
+        looks.append(decision.status.analysis.looks)
     assert looks == [1, 1, 2]
 
 
@@ -172,9 +178,9 @@ def shadow_spec() -> api.BertDeploymentSpec:
     return spec
 
 
-def mirrored(**fields: object) -> Observations:
+def mirrored(**fields: Any) -> Observations:
     """The candidate answers mirrored requests only: its series are the shadow's."""
-    shadow = replace(obs(**fields), paired_answers={("pos", "pos"): 90, ("neg", "pos"): 10})  # type: ignore[arg-type]
+    shadow = replace(obs(**fields), paired_answers={("pos", "pos"): 90, ("neg", "pos"): 10})
     return Observations(stable=obs(), canary=None, shadow=shadow)
 
 
@@ -185,7 +191,8 @@ def test_a_shadow_phase_is_judged_before_any_user_traffic_moves() -> None:
     assert "shadow phase" in progressing(first)[2]
     during = run_ticks(spec, [*START, Tick(40, "v2", mirrored())])[-1]
     assert during.status.shadowing and during.status.canary_weight == 0
-    gates = {g.name: g for g in during.status.analysis.gates}  # type: ignore[union-attr]
+    assert during.status.analysis is not None
+    gates = {g.name: g for g in during.status.analysis.gates}
     assert gates["agreement"].result == "Reported" and gates["agreement"].value == 0.9
     assert "neg->pos 10" in (gates["agreement"].message or "")
     after = run_ticks(spec, [*START, Tick(40, "v2", mirrored()), Tick(80, "v2", mirrored())])

@@ -37,8 +37,8 @@ def test_paired_interval_covers_the_true_difference() -> None:
     truth, alpha, misses, trials = 0.05, 0.025, 0, 1000
     for _ in range(trials):
         # both right 0.70, candidate only 0.10, stable only 0.05, both wrong 0.15
-        cells = rng.multinomial(300, [0.70, 0.10, 0.05, 0.15])
-        interval = stats.paired_difference(*cells, alpha)
+        both, candidate_only, stable_only, neither = rng.multinomial(300, [0.70, 0.10, 0.05, 0.15])
+        interval = stats.paired_difference(both, candidate_only, stable_only, neither, alpha)
         misses += not (interval.lower <= truth <= interval.upper)
     assert misses / trials <= 0.07
 

@@ -34,7 +34,7 @@ def _few_threads() -> None:
 class LiveServer:
     """A uvicorn server in a thread on 127.0.0.1 with a pre-bound port."""
 
-    def __init__(self, app: Any, port: int = 0, graceful_timeout: float | None = 10) -> None:
+    def __init__(self, app: Any, port: int = 0, graceful_timeout: int | None = 10) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from bertops.server.batcher import BatcherBusyError, BatcherClosedError, DynamicBatcher
+from bertops.server.batcher import BatcherBusyError, BatcherClosedError, DynamicBatcher, _Item
 
 
 def upper(texts: Sequence[str]) -> list[str]:
@@ -215,10 +215,10 @@ async def test_the_worker_restarts_after_a_crash_and_is_marked_dead_when_it_keep
     original = batcher._take_batch
     crashes = iter([True, False, True, True, True])
 
-    def take() -> list[object]:
+    def take() -> list[_Item[str]]:
         if next(crashes, True):
             raise RuntimeError("bookkeeping bug")
-        return original()  # type: ignore[return-value]
+        return original()
 
     monkeypatch.setattr(batcher, "_take_batch", take)
     batcher.start()

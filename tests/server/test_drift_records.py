@@ -15,7 +15,7 @@ import pytest
 from bertops.api.artifacts import LoadStep
 from bertops.server.app import ServerSettings, create_app
 from bertops.server.descriptors import DESCRIPTOR_KEYS, describe
-from bertops.server.model import ServedModel
+from bertops.server.model import ServedModel, TorchClassifier
 from bertops.server.predictionlog import PredictionLog, PredictionRecord
 from tests.server.artifacts import (
     tiny_model,
@@ -84,9 +84,10 @@ def test_pruned_and_quantized_torch_model_gives_embeddings(tmp_path: Path) -> No
     assert predictions[0].tokens == 6
     # The hook on the encoder keeps exactly what output_hidden_states=True gives last.
     classifier = served.classifier
-    encoded = classifier.tokenizer([TEXTS[2]], return_tensors="pt")  # type: ignore[union-attr]
+    assert isinstance(classifier, TorchClassifier)
+    encoded = classifier.tokenizer([TEXTS[2]], return_tensors="pt")
     with torch.inference_mode():
-        output = classifier.model(**encoded, output_hidden_states=True)  # type: ignore[union-attr]
+        output = classifier.model(**encoded, output_hidden_states=True)
     expected = output.hidden_states[-1][0].mean(0).tolist()
     # Alone, as above: INT8 dynamic quantization scales activations per batch, so a
     # quantized model's outputs move slightly (~1e-4) with the batch a text rides in.

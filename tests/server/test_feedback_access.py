@@ -19,7 +19,7 @@ from bertops.api.routes import Routes
 from bertops.server.gateway.access import FeedbackAccess, read_credentials
 from bertops.server.gateway.app import Gateway
 from tests.server.conftest import LiveServer
-from tests.server.helpers import Stub, serve_gateway
+from tests.server.helpers import GatewayUrl, Stub, serve_gateway
 from tests.server.test_feedback_log import rows
 
 LABELS = ["positive", "negative", "neutral"]
@@ -36,7 +36,9 @@ def credentials(folder: Path, **clients: str) -> Path:
     return folder
 
 
-def start(serve: Callable[..., LiveServer], access: FeedbackAccess, log: Path | None = None) -> str:
+def start(
+    serve: Callable[..., LiveServer], access: FeedbackAccess, log: Path | None = None
+) -> GatewayUrl:
     stub = serve(Stub("v1", "positive").app()).url
     table = Routes.model_validate({"stable": {"name": "v1", "url": stub, "labels": LABELS}})
     return serve_gateway(serve, Gateway(table, feedback_access=access, feedback_log=log))

@@ -50,7 +50,9 @@ def test_accepted_feedback_is_written_with_its_text(
             json={"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["meh"]}]},
         )
         first, second = plain.headers["x-request-id"], infer.headers["x-request-id"]
-        assert gateway.served.get(first).texts == ("great food", "cold soup ☹")  # type: ignore[union-attr]
+        served = gateway.served.get(first)
+        assert served is not None
+        assert served.texts == ("great food", "cold soup ☹")
         sent = client.post(
             "/feedback",
             json=[

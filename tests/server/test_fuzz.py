@@ -163,6 +163,7 @@ def test_no_request_gets_a_5xx(
     request_headers: dict[str, bytes],
 ) -> None:
     _, client = fuzz_server
+    # Raw bytes under str names, on purpose: header values no client library would build.
     answer = client.post(path, content=body, headers=request_headers)  # type: ignore[arg-type]
     event(f"status {answer.status_code}")  # --hypothesis-show-statistics: is 200 reached?
     assert answer.status_code < 500, (answer.status_code, answer.text)

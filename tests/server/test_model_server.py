@@ -8,22 +8,23 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from bertops.server.app import ServerSettings, create_app
 from bertops.server.model import Prediction, ServedModel
-from bertops.server.predictionlog import PredictionLog, PredictionRecord
+from bertops.server.predictionlog import PredictionLog, PredictionRecord, Privacy
 from tests.server.artifacts import LABELS
 from tests.server.conftest import LiveServer, wait_ready
 from tests.server.helpers import fire, metric, samples
 
 
-def start_model_server(serve: Callable[..., LiveServer], artifact: Path, **settings: object) -> str:
-    app = create_app(ServedModel(str(artifact), threads=1), ServerSettings(**settings))  # type: ignore[arg-type]
+def start_model_server(serve: Callable[..., LiveServer], artifact: Path, **settings: Any) -> str:
+    app = create_app(ServedModel(str(artifact), threads=1), ServerSettings(**settings))
     url = serve(app).url
     wait_ready(url)
     return url
@@ -241,7 +242,7 @@ def test_metrics_match_the_traffic(serve: Callable[..., LiveServer], tiny_artifa
     assert samples(text, "bertops_server_model_ready") == [1]
 
 
-def read_lines(path: Path) -> list[dict[str, object]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -250,11 +251,11 @@ def test_prediction_log_one_line_per_prediction_and_survives_restart(
 ) -> None:
     log_path = tmp_path / "log" / "predictions.jsonl"
 
-    def run_server(privacy: str, texts: list[list[str]]) -> list[str]:
+    def run_server(privacy: Privacy, texts: list[list[str]]) -> list[str]:
         app = create_app(
             ServedModel(str(tiny_artifact), threads=1),
             ServerSettings(
-                prediction_log=privacy,  # type: ignore[arg-type]
+                prediction_log=privacy,
                 prediction_log_path=log_path,
             ),
         )
@@ -278,10 +279,7 @@ def test_prediction_log_one_line_per_prediction_and_survives_restart(
     assert [line["requestId"] for line in first] == [first_ids[0]] * 2 + [first_ids[1]]
     assert all("text" not in line and len(str(line["textSha256"])) == 64 for line in first)
     assert {line["modelVersion"] for line in first} == {"tiny-v1"}
-    assert all(
-        line["label"] in LABELS and 0 < float(line["confidence"]) <= 1  # type: ignore[arg-type]
-        for line in first
-    )
+    assert all(line["label"] in LABELS and 0 < float(line["confidence"]) <= 1 for line in first)
 
     run_server("text", [["visible text"]])
     both = read_lines(log_path)
@@ -310,7 +308,7 @@ def test_ready_only_after_load_and_warmup(
     class Slow:
         labels = LABELS
 
-        def predict(self, texts: list[str]) -> list[Prediction]:
+        def predict(self, texts: Sequence[str]) -> list[Prediction]:
             warmed.append(len(texts))
             return [Prediction("neutral", 0.5, [0.25, 0.5, 0.25]) for _ in texts]
 
@@ -318,7 +316,7 @@ def test_ready_only_after_load_and_warmup(
         release.wait(10)
         return Slow()
 
-    url = serve(create_app(ServedModel(str(tiny_artifact), loader=loader))).url  # type: ignore[arg-type]
+    url = serve(create_app(ServedModel(str(tiny_artifact), loader=loader))).url
     assert httpx.get(url + "/v2/health/live").status_code == 200
     assert httpx.get(url + "/v2/health/ready").status_code == 503
     assert httpx.get(url + "/v2/models/tiny-v1/ready").status_code == 503
@@ -341,7 +339,7 @@ def test_load_warm_up_and_every_batch_run_on_one_thread(
     class Recording:
         labels = LABELS
 
-        def predict(self, texts: list[str]) -> list[Prediction]:
+        def predict(self, texts: Sequence[str]) -> list[Prediction]:
             threads.append(threading.current_thread().name)
             return [Prediction("neutral", 0.5, [0.25, 0.5, 0.25]) for _ in texts]
 
@@ -349,7 +347,7 @@ def test_load_warm_up_and_every_batch_run_on_one_thread(
         threads.append(threading.current_thread().name)
         return Recording()
 
-    url = serve(create_app(ServedModel(str(tiny_artifact), loader=loader))).url  # type: ignore[arg-type]
+    url = serve(create_app(ServedModel(str(tiny_artifact), loader=loader))).url
     wait_ready(url)
     for _ in range(3):
         assert httpx.post(url + "/predict", json={"texts": ["hi"]}).status_code == 200

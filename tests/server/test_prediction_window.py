@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ def record(second: float, request_id: str, model: str = "m1") -> PredictionRecor
     )  # fmt: skip
 
 
-def write(path: Path, records: list[PredictionRecord], **options: int) -> None:
+def write(path: Path, records: list[PredictionRecord], **options: Any) -> None:
     log = PredictionLog(path, "hash", **options)
     for one in records:  # one batch each, so rotation can happen between them
         log.write([one])

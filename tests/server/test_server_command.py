@@ -9,6 +9,7 @@ import dataclasses
 
 import pytest
 import typer
+from typer.core import TyperGroup
 
 from bertops.api.deployment import Serving
 from bertops.api.server_command import server_args
@@ -19,7 +20,9 @@ SHARED = ("max_batch_size", "max_batch_wait_ms", "max_texts_per_request", "max_c
 
 
 def _parse(args: list[str]) -> dict[str, object]:
-    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    serve = group.commands["serve"]
     with serve.make_context("serve", args) as context:
         return dict(context.params)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -28,6 +28,9 @@ from bertops.server.protocol import Limits, ProtocolError, parse_json
 from tests.server.artifacts import LABELS
 from tests.server.conftest import LiveServer, wait_ready
 from tests.server.helpers import fire
+
+if TYPE_CHECKING:
+    import httpx2  # what Starlette's TestClient answers with
 
 INFER = "/v2/models/tiny-v1/infer"
 
@@ -59,7 +62,7 @@ def infer_body(texts: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
-def post_raw(client: TestClient, path: str, document: Any) -> httpx.Response:
+def post_raw(client: TestClient, path: str, document: Any) -> httpx2.Response:
     # json.dumps keeps a lone surrogate as the escape \ud800, exactly what a client sends.
     return client.post(
         path, content=json.dumps(document).encode(), headers={"content-type": "application/json"}
@@ -89,7 +92,7 @@ def test_text_and_ids_that_are_not_valid_text_get_400(
 
 
 def test_a_bad_request_id_header_gets_400_and_a_good_one_is_echoed(client: TestClient) -> None:
-    refused = client.post("/predict", json={"texts": ["hi"]}, headers={"x-request-id": b"caf\xe9"})
+    refused = client.post("/predict", json={"texts": ["hi"]}, headers={b"x-request-id": b"caf\xe9"})
     assert refused.status_code == 400 and "x-request-id must be" in refused.json()["error"]
     answer = client.post("/predict", json={"texts": ["hi"]}, headers={"x-request-id": "req-7"})
     assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-7"
@@ -142,7 +145,7 @@ class Stub:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if "boom" in texts:
             raise RuntimeError("the tokenizer choked")
         if "block" in texts:
@@ -156,7 +159,7 @@ class Stub:
 
 def stub_server(artifact: Path, stub: Stub, **settings: Any) -> ModelServer:
     return ModelServer(
-        ServedModel(str(artifact), loader=stub.loader),  # type: ignore[arg-type]
+        ServedModel(str(artifact), loader=stub.loader),
         ServerSettings(**settings),
     )
 
@@ -231,13 +234,13 @@ def test_readiness_fails_when_the_inference_worker_is_dead(
 
 
 def test_a_model_with_nan_outputs_never_becomes_ready(tiny_artifact: Path) -> None:
-    model = ServedModel(str(tiny_artifact), loader=Stub(float("nan")).loader)  # type: ignore[arg-type]
+    model = ServedModel(str(tiny_artifact), loader=Stub(float("nan")).loader)
     with pytest.raises(ModelOutputError, match="not finite"):
         model.load()
     assert not model.ready.is_set()
 
     failures: list[BaseException] = []
-    model = ServedModel(str(tiny_artifact), loader=Stub(float("inf")).loader)  # type: ignore[arg-type]
+    model = ServedModel(str(tiny_artifact), loader=Stub(float("inf")).loader)
     server = ModelServer(model, on_load_error=failures.append)
     with TestClient(server.app) as test_client:
         deadline = time.monotonic() + 10

@@ -10,7 +10,7 @@ import pytest
 
 from bertops.api.artifacts import LoadStep
 from bertops.server.artifact import ArtifactError
-from bertops.server.model import ServedModel
+from bertops.server.model import ServedModel, TorchClassifier
 from tests.server.artifacts import write_manifest, write_tiny_artifact, write_tiny_onnx_artifact
 
 TEXTS = [
@@ -40,7 +40,8 @@ def test_quantize_dynamic_recipe(tmp_path: Path, granularity: str, fp32: list[fl
     folder = write_tiny_artifact(tmp_path / "int8", name="tiny-int8", recipe=recipe)
     model = ServedModel(str(folder), threads=1)
     got = probabilities(model)
-    head = repr(model.classifier.model.classifier)  # type: ignore[union-attr]
+    assert isinstance(model.classifier, TorchClassifier)
+    head = repr(model.classifier.model.classifier)
     assert head.startswith("DynamicQuantizedLinear")
     assert ("per_channel" in head) == (granularity == "perChannel")
     assert got == pytest.approx(fp32, abs=0.02)

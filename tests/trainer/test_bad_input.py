@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from bertops.api.dataset import Split
+from bertops.api.results import PrepareDetails
 from bertops.api.steps import ExitCode, StepResult
 from bertops.trainer import run_step
 from bertops.trainer.prepare import split_indices
@@ -107,11 +108,14 @@ def test_non_utf8_bytes_follow_encoding_errors(
     )
     replaced = run_step(prepare_spec(source, out, source={"encodingErrors": "replace"}))
     assert replaced.succeeded, replaced.message
+    assert isinstance(replaced.details, PrepareDetails)
     assert replaced.details.invalid_byte_sequences == 6
     ignored = run_step(prepare_spec(source, tmp_path / "out2", source={"encodingErrors": "ignore"}))
     assert ignored.succeeded, ignored.message
     latin = run_step(prepare_spec(source, tmp_path / "out3", source={"encoding": "latin-1"}))
-    assert latin.succeeded and latin.details.invalid_byte_sequences == 0
+    assert latin.succeeded
+    assert isinstance(latin.details, PrepareDetails)
+    assert latin.details.invalid_byte_sequences == 0
 
 
 def test_base_model_folder_without_weights(prepared: Path, minilm: Path, tmp_path: Path) -> None:
@@ -182,7 +186,9 @@ def test_cli_module_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_result_goes_to_the_termination_log(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_result_goes_to_the_termination_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On Kubernetes the Job sets BERTOPS_TERMINATION_LOG; the operator reads it back."""
     from bertops.api.steps import StepResult
     from bertops.trainer import run_step

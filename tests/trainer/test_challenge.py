@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bertops.api.steps import ChallengeDetails, StepResult
+from bertops.api.steps import ChallengeDetails, PrepareDetails, StepResult
 from bertops.trainer import run_step
 from bertops.trainer.challenge import REPORT_FILE
 from bertops.trainer.holdout import HOLDOUT_FILE
@@ -44,6 +44,7 @@ def retraining(
     feedback = {"uri": str(log), "format": "jsonl", "optional": True, "holdoutFraction": 0.5}
     result = run_step(prepare_spec(binary_csv, folder / "ds", additionalSources=[feedback]))
     assert result.succeeded, result.message
+    assert isinstance(result.details, PrepareDetails)
     assert result.details.holdout_rows == FEEDBACK_ROWS // 2
     return folder / "ds"
 
@@ -111,7 +112,9 @@ def test_challenge_scores_both_models_on_both_frozen_sets(
     )
     assert result.succeeded, result.message
     assert isinstance(result.details, ChallengeDetails)
-    got = {s.set: s.model_dump(by_alias=True, exclude_none=True) for s in result.details.sets or []}
+    got: dict[str, dict[str, Any]] = {
+        s.set: s.model_dump(by_alias=True, exclude_none=True) for s in result.details.sets or []
+    }
     assert list(got) == ["testSplit", "heldBackFeedback"]
     test = pd.read_parquet(prepared / "test.parquet")
     held = pd.read_parquet(holdout_uri)
@@ -125,6 +128,7 @@ def test_challenge_scores_both_models_on_both_frozen_sets(
     # The two models differ (else the paired counts would say nothing).
     assert result.details.stable_model != result.details.candidate_model
     report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    assert result.details.sets is not None
     assert report["sets"] == [s.model_dump(mode="json", by_alias=True) for s in result.details.sets]
     assert report["stableModel"]["uri"] == str(stable)
     assert result.details.report_uri == f"{tmp_path / 'out'}/{REPORT_FILE}"
@@ -148,8 +152,12 @@ def test_sets_larger_than_max_rows_are_the_same_seeded_sample(
     )
     first, second = run_step(spec), run_step({**spec, "outputUri": str(tmp_path / "again")})
     assert first.succeeded and second.succeeded, (first.message, second.message)
+    assert isinstance(first.details, ChallengeDetails)
+    assert isinstance(second.details, ChallengeDetails)
     assert first.details.sets == second.details.sets
+    assert first.details.sets is not None
     for entry in first.details.sets:
+        assert entry.available_rows is not None
         assert entry.rows == 12 and entry.available_rows > 12
         paired = entry.both_correct + entry.candidate_only + entry.stable_only + entry.both_wrong
         assert paired == 12
@@ -163,6 +171,8 @@ def test_no_holdout_is_a_set_of_zero_rows(
     stable, _ = trained
     result = run_step(_spec(stable, candidate, prepared, tmp_path / "out"))
     assert result.succeeded, result.message
+    assert isinstance(result.details, ChallengeDetails)
+    assert result.details.sets is not None
     held = result.details.sets[1]
     assert held.set == "heldBackFeedback" and held.rows == 0
     assert held.stable_accuracy is None and held.candidate_accuracy is None

@@ -17,6 +17,7 @@ import pytest
 
 from bertops.api.artifacts import DATASET_MANIFEST, DatasetManifest, verify_folder
 from bertops.api.dataset import BertDatasetStatus, Cleaning, DataSource
+from bertops.api.results import PrepareDetails
 from bertops.api.steps import StepResult
 from bertops.trainer import run_step
 from bertops.trainer.cleaning import clean_text
@@ -104,9 +105,11 @@ def test_newest_rows_by_time_are_held_out_of_every_split(
     assert not set(held["text"]) & in_splits
     older = set(feedback_rows["clean"]) - set(held["text"])
     assert older <= in_splits  # the older feedback is trained on
+    assert isinstance(result.details, PrepareDetails)
     assert result.details.holdout_rows == 10
     assert result.details.holdout_uri == f"{tmp_path / 'ds'}/{HOLDOUT_FILE}"
     assert result.artifacts["holdout"] == result.details.holdout_uri
+    assert result.details.rows is not None
     assert result.details.rows["total"] == 300 + 30
     # The manifest's sha256 covers the holdout file.
     manifest = DatasetManifest.model_validate_json((tmp_path / "ds" / DATASET_MANIFEST).read_text())
@@ -155,6 +158,7 @@ def test_rows_without_a_time_count_as_oldest(
     # 39 rows survive cleaning -> ceil(3.9) = 4 newest: 33, 34, 38 and 39; 38's label
     # is not one of the dataset's.
     assert held["text"].tolist() == rows["clean"].iloc[[33, 34, 39]].tolist()
+    assert isinstance(result.details, PrepareDetails)
     assert result.details.holdout_rows == 3
     assert result.details.labels == ["negative", "neutral", "positive"]
     assert result.details.dropped_rows == {"duplicate": 1, "unknownLabel": 1}
@@ -177,10 +181,12 @@ def test_optional_source_not_there_yet_gives_an_empty_holdout(
     plain = run_step(prepare_spec(source, tmp_path / "plain"))
     for result, folder in ((missing, "ds"), (empty, "ds2")):
         assert result.succeeded, result.message
+        assert isinstance(result.details, PrepareDetails)
         assert result.details.holdout_rows == 0
         assert len(pd.read_parquet(tmp_path / folder / HOLDOUT_FILE)) == 0
         # Nothing held out, nothing added: the same content as without the source.
         assert result.checksums == plain.checksums
+    assert isinstance(plain.details, PrepareDetails)
     assert plain.details.holdout_rows is None and plain.details.holdout_uri is None
     assert not (tmp_path / "plain" / HOLDOUT_FILE).exists()
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bertops.api.artifacts import DATASET_MANIFEST, DatasetManifest, verify_folder
+from bertops.api.results import PrepareDetails
 from bertops.trainer import run_step
 from tests.trainer.conftest import prepare_spec, tweet_slice
 
@@ -114,6 +115,7 @@ def test_artifact_layout_manifest_and_stats(
     assert manifest.labels == ["negative", "neutral", "positive"]
     assert manifest.rows == {"train": 211, "validation": 45, "test": 45, "total": 301}
     details = result.details
+    assert isinstance(details, PrepareDetails)
     assert details.dropped_rows == {"duplicate": 1, "empty": 1, "missingLabel": 1}
     assert details.label_counts == {"negative": 100, "neutral": 100, "positive": 101}
     stats = json.loads((out / "stats.json").read_text())
@@ -159,6 +161,10 @@ def test_wordpiece_vocabulary_for_chinese(minilm: Path, tmp_path: Path) -> None:
     )
     english = run_step(prepare_spec(source, tmp_path / "zh-en"))
     assert trained.succeeded and english.succeeded, (trained.message, english.message)
+    assert isinstance(trained.details, PrepareDetails)
+    assert isinstance(english.details, PrepareDetails)
+    assert trained.details.unknown_token_rate is not None
+    assert english.details.unknown_token_rate is not None
     assert trained.details.unknown_token_rate < 0.01
     assert english.details.unknown_token_rate > 0.3  # MiniLM barely knows Chinese
     manifest = DatasetManifest.model_validate_json((tmp_path / "zh" / DATASET_MANIFEST).read_text())
@@ -231,8 +237,10 @@ def test_additional_sources_are_appended_before_cleaning(
         assert not (tmp_path / "ds").exists()  # no half artifact
         return
     assert result.succeeded, result.message
+    assert isinstance(result.details, PrepareDetails)
     assert result.details.source_rows == expected
     added = sum(v for k, v in expected.items() if k != "source") // len(extra) if extra else 0
+    assert result.details.rows is not None
     assert result.details.rows["total"] == 300 + added
     texts = pd.read_parquet(tmp_path / "ds" / "train.parquet")["text"].tolist()
     assert any(t.startswith("feedback ") for t in texts) == bool(added)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, verify_folder
+from bertops.api.results import EvaluateDetails, TrainDetails
 from bertops.api.steps import ExitCode
 from bertops.trainer import run_step
 from bertops.trainer.epochs import CRASH_AFTER_EPOCH_ENV
@@ -85,6 +86,7 @@ def test_evaluate_scores_the_artifact(
     assert evaluated.succeeded, evaluated.message
     assert evaluated.metrics["accuracy"] == result.metrics["test.accuracy"]
     assert evaluated.metrics["loss"] == pytest.approx(result.metrics["test.loss"], rel=1e-4)
+    assert isinstance(evaluated.details, EvaluateDetails)
     assert evaluated.details.retokenized is False
     # A changed file is refused before anything is loaded.
     tampered = tmp_path / "tampered"
@@ -121,7 +123,9 @@ def test_finished_run_started_again_reuses_its_artifact(
     folder, result = trained
     before = (folder / MODEL_MANIFEST).read_bytes()
     again = run_step(train_spec(prepared, folder))
-    assert again.succeeded and again.details.reused is True
+    assert again.succeeded
+    assert isinstance(again.details, TrainDetails)
+    assert again.details.reused is True
     assert again.metrics["test.accuracy"] == result.metrics["test.accuracy"]
     assert (folder / MODEL_MANIFEST).read_bytes() == before
 
@@ -163,6 +167,7 @@ def test_killed_run_resumes_from_its_checkpoint(prepared: Path, tmp_path: Path) 
     # Resuming restores weights, optimizer, schedule and RNG: the same weights as a run
     # that was never interrupted.
     straight = run_step(train_spec(prepared, tmp_path / "straight", name="straight", epochs=3))
+    assert isinstance(straight.details, TrainDetails)
     assert straight.details.rank_weight_digests == result["details"]["rankWeightDigests"]
 
 
@@ -180,9 +185,12 @@ def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> 
     )
     assert result.succeeded, result.message
     details = result.details
+    assert isinstance(details, TrainDetails)
     assert details.early_stopped is True
+    assert details.epochs_run is not None
     assert details.epochs_run < 12
     assert details.best_epoch == details.epochs_run - 1
+    assert details.history is not None
     best = details.history[details.best_epoch - 1]["validation"]
     # The artifact holds the best epoch's weights, not the last epoch's.
     assert result.metrics["validation.loss"] == pytest.approx(best["loss"], rel=1e-5)

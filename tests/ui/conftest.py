@@ -102,7 +102,7 @@ class Objects:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.api.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            return self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, kind_info(kind).plural, name
             )
         except ApiException as error:
