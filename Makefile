@@ -21,7 +21,7 @@ SYSTEM_PACKAGES := containerd runc containernetworking-plugins iptables conntrac
 # One progress line per set-up stage: what it does and how long it usually takes.
 stage = @echo "==> $(1)" >&2
 
-.PHONY: dev deps controlplane images node argo-workflows argocd system-packages \
+.PHONY: dev deps controlplane images node argo-workflows argocd storage system-packages \
 	demo-setup demo-node-setup test-setup demo demo-down demo-node demo-node-down test \
 	test-fast lint crds argo-template graph clean
 
@@ -77,6 +77,12 @@ argocd: controlplane
 	$(call stage,Argo CD v3.6.1 (about 8 min cold; cached after))
 	$(BIN)/bertops cluster argocd build
 
+# The S3 server of the s3:// artifact tests and `bertops cluster storage up`: VersityGW
+# (Apache-2.0) from its Go module (about 1 min cold; cached after).
+storage: controlplane
+	$(call stage,VersityGW v1.8.0 S3 server (about 1 min cold; cached after))
+	$(BIN)/bertops cluster storage build >/dev/null
+
 # As root on Debian: install the packages above that are missing (nothing when all are
 # there). Elsewhere it says which are missing; the tests that need them skip, saying why.
 system-packages:
@@ -97,7 +103,7 @@ demo-setup: deps controlplane
 demo-node-setup: system-packages deps controlplane node images argocd
 
 # What the whole test suite needs.
-test-setup: system-packages deps controlplane node images argo-workflows argocd
+test-setup: system-packages deps controlplane node images argo-workflows argocd storage
 
 demo: demo-setup
 	$(call stage,demo: the closed loop on the embedded control plane (about 8 min))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from bertops.cluster.controlplane import Cluster
+    from bertops.cluster.storage.run import Storage
 
 WORKER_LINES = "bertops-terminal-lines"  # say_to_terminal's lines from an xdist worker
 # Directories or modules whose tests share a session fixture worth starting only once.
@@ -134,6 +135,29 @@ def bertops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("BERTOPS_HOME", None)
     else:
         os.environ["BERTOPS_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
+    """A real S3 server (VersityGW on loopback) for this test process, its bucket made."""
+    from bertops.cluster.storage.run import Storage
+
+    storage = Storage(tmp_path_factory.mktemp("s3"))
+    storage.up()
+    try:
+        yield storage
+    finally:
+        storage.down()
+
+
+@pytest.fixture
+def s3_env(s3_store: Storage, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The S3 client environment in os.environ for one test (the operator's steps and
+    servers inherit it, as they would in a pod from the artifact-store Secret)."""
+    env = s3_store.client_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
 
 
 @pytest.fixture(scope="session")

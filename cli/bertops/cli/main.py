@@ -22,6 +22,7 @@ from bertops.api import crdgen
 from bertops.cli import extras
 from bertops.cli.argocd import argocd_app
 from bertops.cli.monitoring import monitoring_app
+from bertops.cli.storage import storage_app
 
 BAD_INPUT = 2  # the exit code for "cannot run as asked; retrying will not help"
 
@@ -39,6 +40,7 @@ crds_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 cluster_app.add_typer(argocd_app, name="argocd")
 cluster_app.add_typer(monitoring_app, name="monitoring")
+cluster_app.add_typer(storage_app, name="storage")
 app.add_typer(crds_app, name="crds")
 app.add_typer(importlib.import_module("bertops.cli.images").images_app, name="images")
 
@@ -127,10 +129,13 @@ def cluster_down(
     server and gateway), then its kube-apiserver and etcd, and wait until they have exited."""
     from bertops.cluster.controlplane import Cluster
     from bertops.cluster.monitoring import Monitoring
+    from bertops.cluster.storage.run import Storage
     from bertops.cluster.teardown import DownError
 
-    # Its Prometheus first: nothing else would stop it, and purge deletes its folder.
+    # Its Prometheus and S3 server first: nothing else would stop them, and purge deletes
+    # their folders.
     Monitoring(Cluster(name).directory / "monitoring").down()
+    Storage(Cluster(name).directory / "storage").down()
     try:
         was_running = Cluster(name, progress=_say).down(purge=purge)
     except DownError as error:

@@ -46,10 +46,13 @@ def alive(pid: int | None, binary_name: str) -> bool:
     return status != "Z" and Path(cmdline).name == binary_name
 
 
-def spawn(argv: list[str], log_path: Path, umask: int = UMASK) -> int:
+def spawn(
+    argv: list[str], log_path: Path, umask: int = UMASK, env: dict[str, str] | None = None
+) -> int:
     """Start argv with stdout and stderr appended to log_path (0600); return its pid.
     The umask keeps what etcd and kube-apiserver write private; the node's containerd
-    needs the usual 022, or every image it unpacks has a root folder only root can enter."""
+    needs the usual 022, or every image it unpacks has a root folder only root can enter.
+    ``env``: variables added to this process's environment (secrets stay off argv)."""
     log = open_private_append(log_path)
     try:
         proc = subprocess.Popen(
@@ -59,6 +62,7 @@ def spawn(argv: list[str], log_path: Path, umask: int = UMASK) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI that started it; `down` stops it
             umask=umask,
+            env={**os.environ, **env} if env else None,
         )
     finally:
         os.close(log)

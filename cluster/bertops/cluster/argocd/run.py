@@ -186,16 +186,7 @@ class ArgoCD:
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(ensure_argocd())
-        old = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)  # spawn() inherits the environment
-        try:
-            pid = spawn([str(link), *argv], self.directory / f"{role}.log")
-        finally:
-            for key, value in old.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        pid = spawn([str(link), *argv], self.directory / f"{role}.log", env=env)
         self.pids[role] = pid
         return pid
 
