@@ -56,6 +56,8 @@ def classify(error: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.BAD_INPUT, REASON_INVALID_INPUT
     if isinstance(error, ConnectionError | TimeoutError | MemoryError):
         return ExitCode.TRANSIENT, REASON_TRANSIENT
+    if _object_store_unreachable(error):
+        return ExitCode.TRANSIENT, REASON_TRANSIENT
     text = str(error).lower()
     # torch reports a lost gloo/nccl peer or CUDA OOM as RuntimeError subclasses whose
     # types are not importable without torch; their messages are stable enough.
@@ -75,3 +77,21 @@ def classify(error: BaseException) -> tuple[ExitCode, str]:
     if isinstance(error, OSError):
         return ExitCode.TRANSIENT, REASON_TRANSIENT
     return ExitCode.UNEXPECTED, REASON_STEP_FAILED
+
+
+def _object_store_unreachable(error: BaseException) -> bool:
+    """botocore's connection and timeout errors (s3fs), which are not Python's
+    ConnectionError, anywhere in the chain of causes (pandas and fsspec wrap them)."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:  # no S3 driver installed: no S3 error either
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BotoConnectionError | HTTPClientError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -1,0 +1,132 @@
+"""The loop on a real S3 server (VersityGW, tests/s3.py): an operator whose artifact root
+is ``s3://bertops/<prefix>`` prepares a dataset, trains and registers a model, compresses
+it, and serves it. Every artifact is written to the bucket and read back from it (the
+operator reads the model's manifest there, the compress step its parent, the model server
+downloads and verifies every file); nothing lands on the local disk's artifact root. With
+the S3 server down for 30 s while the training runs, the step fails as transient (exit 3),
+is retried, and finishes, nothing half-written."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import s3fs
+
+from bertops.cluster.storage.run import Storage
+from bertops.operator.kube import Kube
+from tests.operator.serving_helpers import deployment
+from tests.operator.test_deployment_local import predict, serving_stable
+from tests.operator.test_local_runtime import (
+    dataset,
+    reason,
+    training,
+    tweets_csv,  # noqa: F401  (module fixture)
+)
+from tests.s3 import needs_s3
+from tests.waiting import wait_for
+
+pytestmark = needs_s3
+
+INT8: dict[str, Any] = {
+    "apiVersion": "bertops.io/v1alpha1",
+    "kind": "BertModel",
+    "metadata": {"name": "tiny-v1-int8"},
+    "spec": {
+        "family": "tiny-int8",  # not the deployment's family: it keeps serving tiny-v1
+        "compression": {
+            "parentRef": {"name": "tiny-v1"},
+            "steps": [{"method": "quantize", "granularity": "perChannel"}],
+            "gate": {"maxAccuracyDrop": 0.2, "maxF1Drop": 0.2},
+        },
+    },
+}
+
+
+def _ready(kube_layer: Kube, namespace: str, name: str, timeout: float = 300) -> Any:
+    return wait_for(
+        lambda: (
+            reason(kube_layer, "BertModel", namespace, name, "Ready") == "Verified"
+            and kube_layer.get("BertModel", namespace, name)
+        ),
+        timeout=timeout,
+        what=f"BertModel {name} Ready",
+    )
+
+
+def test_the_loop_runs_on_s3(
+    kube_layer: Kube,
+    namespace: str,
+    start_operator: Any,
+    tweets_csv: Path,  # noqa: F811
+    s3_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    prefix = f"bertops/{namespace}-store"
+    operator = start_operator(namespace, artifact_root=f"s3://{prefix}")
+    kube_layer.create(dataset(namespace, tweets_csv))
+    kube_layer.create(training(namespace))
+    kube_layer.create({**INT8, "metadata": {**INT8["metadata"], "namespace": namespace}})
+    model = _ready(kube_layer, namespace, "tiny-v1")["status"]
+    variant = _ready(kube_layer, namespace, "tiny-v1-int8")["status"]
+    assert model["artifactUri"].startswith(f"s3://{prefix}/{namespace}/models/")
+    assert variant["artifactUri"].startswith(f"s3://{prefix}/{namespace}/models/")
+    assert variant["format"] == "onnx" and len(model["manifestSha256"]) == 64
+
+    kube_layer.create(deployment(namespace))
+    endpoint = serving_stable(kube_layer, namespace, "tiny-v1", timeout=120)["endpoint"]
+    answer = wait_for(lambda: (r := predict(endpoint)).status_code == 200 and r, timeout=30)
+    assert answer.json()["predictions"][0]["label"] in ("negative", "neutral", "positive")
+
+    store = s3fs.S3FileSystem(skip_instance_cache=True)
+    written = store.find(f"{prefix}/{namespace}")
+    for folder in ("datasets/tweets/g1", "models/tiny/g1", "models/tiny-v1-int8"):
+        assert any(f"/{namespace}/{folder}" in path for path in written), folder
+    assert not any(".tmp-" in path for path in written)  # every publication completed
+    assert not (tmp_path / "artifacts").exists()  # the local root was never used
+    assert operator.thread.is_alive()
+
+
+def test_the_store_down_for_30s_during_training_is_retried(
+    kube_layer: Kube,
+    namespace: str,
+    start_operator: Any,
+    tweets_csv: Path,  # noqa: F811
+    s3_store: Storage,
+    s3_env: dict[str, str],
+) -> None:
+    prefix = f"bertops/{namespace}-store"
+    start_operator(namespace, artifact_root=f"s3://{prefix}", step_retry_base_seconds=5)
+    kube_layer.create(dataset(namespace, tweets_csv))
+    wait_for(
+        lambda: reason(kube_layer, "BertDataset", namespace, "tweets", "Ready") == "Prepared",
+        timeout=120,
+        what="dataset prepared",
+    )
+    kube_layer.create(training(namespace))
+    wait_for(
+        lambda: (
+            (kube_layer.get("BertTraining", namespace, "tiny") or {}).get("status", {}).get("step")
+        ),
+        timeout=60,
+        what="the training step started",
+    )
+    s3_store.down()
+    time.sleep(30)
+    s3_store.up()
+    model = _ready(kube_layer, namespace, "tiny-v1")
+    training_status = kube_layer.get("BertTraining", namespace, "tiny")
+    assert training_status is not None
+    assert training_status["status"]["attempts"] >= 2  # the outage failed an attempt
+    retried = [
+        e["message"]
+        for e in kube_layer.events_for(namespace, "tiny")
+        if e.get("reason") == "Retrying"
+    ]
+    # Failed as transient (exit code 3, "retry may help"), not as bad input or a bug.
+    assert retried and "exit code 3: EndpointConnectionError" in retried[0], retried
+    store = s3fs.S3FileSystem(skip_instance_cache=True)
+    written = store.find(f"{prefix}/{namespace}/models")
+    assert not any(".tmp-" in path for path in written)
+    assert model["status"]["manifestSha256"]
