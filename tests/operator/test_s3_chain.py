@@ -25,6 +25,7 @@ from tests.operator.test_local_runtime import (
     tweets_csv,  # noqa: F401  (module fixture)
 )
 from tests.s3 import needs_s3
+from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
 pytestmark = needs_s3
@@ -130,3 +131,29 @@ def test_the_store_down_for_30s_during_training_is_retried(
     written = store.find(f"{prefix}/{namespace}/models")
     assert not any(".tmp-" in path for path in written)
     assert model["status"]["manifestSha256"]
+
+
+def test_a_missing_bucket_fails_the_step_with_a_condition_naming_it(
+    kube_layer: Kube,
+    namespace: str,
+    start_operator: Any,
+    tweets_csv: Path,  # noqa: F811
+    s3_env: dict[str, str],
+) -> None:
+    start_operator(namespace, artifact_root="s3://no-such-bucket/store")
+    kube_layer.create(dataset(namespace, tweets_csv))
+
+    def settled() -> dict[str, Any] | None:
+        found = condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready")
+        return found if found and found["reason"] not in ("Preparing", "Pending") else None
+
+    ready = wait_for(
+        settled,
+        timeout=120,
+        what="the dataset's Ready condition",
+    )
+    assert ready["status"] == "False"
+    assert ready["reason"] == "InvalidData"  # exit code 2: no retry can help
+    assert "cannot publish to s3://no-such-bucket/store/" in ready["message"]
+    assert "The specified bucket does not exist" in ready["message"]
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in ready["message"]

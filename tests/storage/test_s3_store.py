@@ -141,9 +141,11 @@ def test_the_credentials_are_handed_to_the_cluster_as_a_secret(
     namespace = f"s3-{os.getpid()}"
     hand_over(cluster.kubeconfig, namespace, env)
     core = client.CoreV1Api(kube)
-    secret = core.read_namespaced_secret(NAME, namespace)
-    assert set(secret.data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    secret = core.read_namespaced_secret(NAME, namespace).data
+    assert secret is not None
+    assert set(secret) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     config = core.read_namespaced_config_map(NAME, namespace).data
+    assert config is not None
     assert config["AWS_ENDPOINT_URL_S3"] == env["AWS_ENDPOINT_URL_S3"]
     assert env["AWS_SECRET_ACCESS_KEY"] not in str(config)
     hand_over(cluster.kubeconfig, namespace, env)  # again: applied, not duplicated

@@ -131,6 +131,14 @@ def _url_to_fs(uri: str) -> tuple[Any, str]:
     return fs, path
 
 
+def _naming(error: OSError, uri: str) -> OSError:
+    message = f"cannot publish to {uri}: {error}"
+    try:
+        return type(error)(message)
+    except TypeError:  # a subclass with its own constructor (fsspec's FileExpired)
+        return OSError(error.errno, message)
+
+
 @contextlib.contextmanager
 def staged_folder(uri: str, *, last: str | Iterable[str]) -> Iterator[Path]:
     """Yield an empty local folder to fill; when the body succeeds it replaces ``uri``.
@@ -156,7 +164,13 @@ def staged_folder(uri: str, *, last: str | Iterable[str]) -> Iterator[Path]:
         if target is not None:
             publish_local(staging, target)
         else:
-            publish_remote(fs, staging, remote, finals)
+            try:
+                publish_remote(fs, staging, remote, finals)
+            except OSError as error:
+                # A store's message ("The specified bucket does not exist.") names neither
+                # bucket nor prefix: the condition a person reads must. Same type, so the
+                # step's exit code (bad input or retry) does not change.
+                raise _naming(error, uri) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a local publish
 
