@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import s3fs
 
-from bertops.api.artifacts import MODEL_MANIFEST, ModelManifest, verify_manifest
+from bertops.api.artifacts import MODEL_MANIFEST, ArtifactError, ModelManifest, verify_manifest
 from bertops.cluster.storage.run import BUCKET, Storage
 from bertops.operator.artifacts import read_model_artifact
 from bertops.server.artifact import resolve_uri
@@ -163,3 +163,28 @@ def test_storage_env_says_when_no_server_runs(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "the S3 server is not running: `bertops cluster storage up`" in result.output
+
+
+def test_models_download_fetches_from_s3_and_verifies_every_file(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    from bertops.ui import artifacts
+
+    source = write_tiny_artifact(tmp_path / "model")
+    uri = f"s3://{BUCKET}/ui-{tmp_path.name}/models/tiny/g1"
+    assert _publish(source, uri) == 0
+    info = read_model_artifact(uri)
+    assert info is not None
+    model = {"status": {"artifactUri": uri, "manifestSha256": info.manifest_sha256}}
+
+    copy = artifacts.download(model, tmp_path / "copy")
+    assert copy.manifest_sha256 == info.manifest_sha256
+    assert sorted(p.name for p in copy.folder.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert artifacts.plots_data(model)["unavailable"] is None
+
+    # A weight changed in the bucket after registration: refused, nothing left behind.
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(f"{uri}/model.safetensors", b"tampered")
+    with pytest.raises(ArtifactError, match="fails verification"):
+        artifacts.download(model, tmp_path / "copy-2")
+    assert not (tmp_path / "copy-2").exists()

@@ -59,7 +59,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "s3fs",
         "limits",
     ),
-    "ui": ("kubernetes", "starlette", "uvicorn"),
+    "ui": ("kubernetes", "starlette", "uvicorn", "fsspec", "s3fs"),
 }
 COMPRESS_EXTRAS = ("trainer", "server")
 

@@ -202,11 +202,12 @@ def download_model(
 
 def _listed_files(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's file list for the progress bar's total (best effort)."""
-    from bertops.api.artifacts import ArtifactError, ModelManifest, read_manifest
+    from bertops.api.artifacts import MODEL_MANIFEST, ArtifactError, ModelManifest, read_manifest
     from bertops.ui import artifacts
 
     try:
-        manifest, _ = read_manifest(artifacts.artifact_folder(body), ModelManifest)
+        with artifacts.artifact_source(body, only=(MODEL_MANIFEST,)) as folder:
+            manifest, _ = read_manifest(folder, ModelManifest)
     except (ArtifactError, OSError):
         return []
     return [{"bytes": f.bytes} for f in manifest.files]

@@ -6,18 +6,21 @@ Everything that decides whether bytes can be trusted is the shared verification 
 pickles); this module only chooses what to read and where the verified copy goes. A
 download copies each file by the same read that hashes it (``verify_folder(copy_to=)``),
 so what lands on disk is exactly what matched the manifest. Used by the CLI
-(``models show|download``) and the JSON API. Local paths and ``file://`` URIs only: the
-service runs beside the artifact volume (a remote store is fetched by the steps).
+(``models show|download``) and the JSON API. A local store (a path, ``file://``) is read in
+place; from an object store (``s3://``, through fsspec) the files needed are fetched into a
+private temporary folder first and verified there the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,17 +49,48 @@ class Download:
     total_bytes: int
 
 
-def artifact_folder(model: dict[str, Any]) -> Path:
-    """The local folder of a model's artifact (status.artifactUri)."""
+@contextlib.contextmanager
+def artifact_source(model: dict[str, Any], only: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A local folder holding a model's artifact (status.artifactUri): the folder itself on
+    a local store; from an object store a temporary copy (of the files named in ``only``,
+    else of all), removed afterwards. Nothing is trusted yet: callers verify it."""
     uri = (model.get("status") or {}).get("artifactUri")
     if not uri:
         raise ArtifactError("the model has no artifact yet (status.artifactUri is empty)")
     folder = local_path(str(uri))
-    if folder is None:
-        raise ArtifactError(f"{uri}: only local artifact stores can be read here")
-    if not folder.is_dir():
-        raise ArtifactError(f"{uri}: no such artifact folder")
-    return folder
+    if folder is not None:
+        if not folder.is_dir():
+            raise ArtifactError(f"{uri}: no such artifact folder")
+        yield folder
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="bertops-artifact-"))
+    try:
+        _fetch(str(uri), scratch, only)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch(uri: str, scratch: Path, only: tuple[str, ...]) -> None:
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, path = url_to_fs(uri)
+        path = path.rstrip("/")
+        if not fs.exists(f"{path}/{MODEL_MANIFEST}"):
+            raise ArtifactError(f"{uri}: no such artifact (no {MODEL_MANIFEST})")
+        if only:
+            for name in only:
+                if fs.exists(f"{path}/{name}"):
+                    fs.get_file(f"{path}/{name}", str(scratch / name))
+        else:
+            fs.get(f"{path}/", f"{scratch}/", recursive=True)
+    except ArtifactError:
+        raise
+    except Exception as error:  # the store's driver has its own errors; never the key
+        raise ArtifactError(
+            f"{uri}: cannot read the store: {type(error).__name__}: {error}"
+        ) from error
 
 
 def read_metrics(folder: Path) -> dict[str, Any]:
@@ -112,7 +146,8 @@ def confusion(metrics: dict[str, Any], labels: list[str]) -> dict[str, Any] | No
 def plots_data(model: dict[str, Any]) -> dict[str, Any]:
     """Curves and confusion matrix of a model, or the reason there are none."""
     try:
-        metrics = read_metrics(artifact_folder(model))
+        with artifact_source(model, only=(MODEL_MANIFEST, METRICS_FILE)) as folder:
+            metrics = read_metrics(folder)
     except (ArtifactError, ValueError, OSError) as error:
         return {"curves": {}, "confusion": None, "unavailable": str(error)}
     labels = (model.get("status") or {}).get("labels") or []
@@ -123,7 +158,11 @@ def download(model: dict[str, Any], target: Path) -> Download:
     """Copy a model's artifact to ``target`` (which must not exist), verifying every
     file's sha256 while it writes; the manifest must also match status.manifestSha256.
     Nothing is left at ``target`` when anything fails."""
-    folder = artifact_folder(model)
+    with artifact_source(model) as folder:
+        return _verified_copy(model, folder, target)
+
+
+def _verified_copy(model: dict[str, Any], folder: Path, target: Path) -> Download:
     manifest, raw = read_manifest(folder, ModelManifest)
     digest = hashlib.sha256(raw).hexdigest()
     expected = (model.get("status") or {}).get("manifestSha256")
