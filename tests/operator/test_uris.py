@@ -88,6 +88,31 @@ def test_refused(uri: str, why: str) -> None:
     assert problem is not None and why in problem
 
 
+S3_ROOT = OperatorConfig(artifact_root="s3://bertops/store", state_dir=Path("/state"))
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("s3://bertops/store/ns/models/m/g1", None),
+        ("s3://bertops/store/ns", None),
+        ("s3://public-data/tweets.csv", None),  # outside the store: the scheme allows it
+        ("s3://bertops/store/other/models/m/g1", "outside this namespace's part"),
+        ("s3://bertops/store/other/deployments/web/feedback", "outside this namespace's part"),
+        ("s3://bertops/store", "outside this namespace's part"),  # every tenant's tree
+        ("s3://bertops/store/nsx/data.csv", "outside this namespace's part"),
+        ("s3://bertops/store/ns/../other/models/m", "'..' segments"),
+        ("s3://bertops/store/ns/./x", "'..' segments"),
+    ],
+)
+def test_an_artifact_store_in_s3_is_split_by_namespace(uri: str, why: str | None) -> None:
+    problem = uri_problem(uri, S3_ROOT, "ns")
+    if why is None:
+        assert problem is None
+    else:
+        assert problem is not None and why in problem
+
+
 def test_loopback_and_http_when_the_operator_allows_them() -> None:
     config = OperatorConfig(
         artifact_root="/store",

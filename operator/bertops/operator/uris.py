@@ -8,7 +8,11 @@ So: a path (or ``file://``) must lie under the namespace's own part of the artif
 store, ``<root>/<namespace>`` (tenants never name each other's data, models or
 feedback), or an explicitly allowed prefix (the operator's, shared by every namespace);
 a remote URI needs an allowed scheme (or an allowed prefix), and an http(s) host may not
-be a metadata endpoint, link-local, unspecified or (unless allowed) loopback.
+be a metadata endpoint, link-local, unspecified or (unless allowed) loopback. An artifact
+root in an object store (``s3://bucket/prefix``) is split by namespace the same way, and
+object keys with ``.`` or ``..`` segments are refused. Within the store this is the
+operator's rule only: the store's own credentials decide what a step could reach, so on a
+shared cluster each tenant's steps should get a key scoped to its prefix.
 
 Pure functions of :class:`~bertops.operator.config.OperatorConfig`, called by the planners
 and the reconciler. Host checks are syntactic: a DNS name that resolves to a metadata
@@ -117,6 +121,8 @@ def uri_problem(uri: str, config: OperatorConfig, namespace: str) -> str | None:
             f"prefixes ({allowed})"
         )
     scheme = scheme_match.group(1).lower()
+    if problem := _object_store_problem(target, config, namespace):
+        return problem
     if scheme in ("http", "https"):
         problem = http_host_problem(target, config.allow_loopback_http)
         if problem:
@@ -128,6 +134,20 @@ def uri_problem(uri: str, config: OperatorConfig, namespace: str) -> str | None:
             f"uses scheme {scheme!r}; allowed: {', '.join(config.allowed_uri_schemes) or 'none'}"
             " (or an allowed prefix)"
         )
+    return None
+
+
+def _object_store_problem(target: str, config: OperatorConfig, namespace: str) -> str | None:
+    """An object store has no folders: ``..`` in a key is kept as it is by S3, but a
+    gateway in front of a filesystem may resolve it, so such keys are refused. And an
+    artifact root in an object store is split by namespace like a local one."""
+    segments = target.split("://", 1)[1].split("/")
+    if any(segment in (".", "..") for segment in segments[1:]):
+        return "has '.' or '..' segments (object keys are not paths)"
+    root = config.artifact_root.rstrip("/")
+    own = tenant_root(config, namespace).rstrip("/")
+    if _SCHEME.match(root) and _under(target, root) and not _under(target, own):
+        return f"is outside this namespace's part of the artifact store ({own})"
     return None
 
 
