@@ -42,6 +42,7 @@ SHARED_GROUPS = {
 LONGEST_FIRST = (
     "node",
     "argo",
+    "tests/operator/test_s3_chain.py",
     "tests/operator/test_deployment_local.py",
     "tests/operator/test_deployment_judgment.py",
     "tests/operator/test_drift_loop.py",

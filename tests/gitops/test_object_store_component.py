@@ -23,14 +23,14 @@ ENV = {
 }
 
 
-def _overlay(tmp_path: Path) -> Path:
+def _overlay(tmp_path: Path, namespace: str = "bertops-system") -> Path:
     """A kustomization of the operator base with the component (the way a team's own
-    overlay would use it)."""
+    overlay would use it), its objects in ``namespace``."""
     base = os.path.relpath(GITOPS / "operator" / "base", tmp_path)
     component = os.path.relpath(GITOPS / "components" / "artifacts-object-store", tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n- {base}\ncomponents:\n- {component}\n"
+        f"namespace: {namespace}\nresources:\n- {base}\ncomponents:\n- {component}\n"
     )
     return tmp_path
 
@@ -63,9 +63,13 @@ def test_the_component_reads_the_secret_storage_up_creates(tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_the_install_with_it_passes_server_side_dry_run(tmp_path: Path, cluster: Any) -> None:
-    docs = render(_overlay(tmp_path))
+    # A namespace of its own: the session's API server may hold another test's operator
+    # Deployment in bertops-system, with which an apply by another manager would merge.
+    namespace = f"bertops-s3-{os.getpid()}"
+    docs = render(_overlay(tmp_path, namespace))
     first = [d for d in docs if d["kind"] in ("CustomResourceDefinition", "Namespace")]
-    apply(cluster.kubeconfig, first + manifests("bertops-system", ENV)[1:2])  # the Secret
+    assert ("Namespace", namespace) in {(d["kind"], d["metadata"]["name"]) for d in first}
+    apply(cluster.kubeconfig, first + manifests(namespace, ENV)[1:2])  # the Secret
     rest = [d for d in docs if d not in first]
     out = apply(cluster.kubeconfig, rest, "--dry-run=server", "--field-manager=gitops-test")
     assert "deployment.apps/bertops-operator serverside-applied (server dry run)" in out
