@@ -8,10 +8,13 @@ is retried, and finishes, nothing half-written."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import s3fs
 
 from bertops.cluster.storage.run import Storage
@@ -56,6 +59,14 @@ def _ready(kube_layer: Kube, namespace: str, name: str, timeout: float = 300) ->
     )
 
 
+def _watched(namespace: str) -> dict[str, Any]:
+    """The test deployment with its prediction log on and a drift check every 10 s."""
+    body = deployment(namespace)
+    body["spec"]["serving"]["predictionLog"] = "hash"
+    body["spec"]["drift"] = {"intervalSeconds": 10, "windowSize": 50, "referenceSize": 50}
+    return body
+
+
 def test_the_loop_runs_on_s3(
     kube_layer: Kube,
     namespace: str,
@@ -63,7 +74,9 @@ def test_the_loop_runs_on_s3(
     tweets_csv: Path,  # noqa: F811
     s3_env: dict[str, str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("BERTOPS_LOG_SHIP_SECONDS", "1")  # the servers inherit it
     prefix = f"bertops/{namespace}-store"
     operator = start_operator(namespace, artifact_root=f"s3://{prefix}")
     kube_layer.create(dataset(namespace, tweets_csv))
@@ -75,14 +88,38 @@ def test_the_loop_runs_on_s3(
     assert variant["artifactUri"].startswith(f"s3://{prefix}/{namespace}/models/")
     assert variant["format"] == "onnx" and len(model["manifestSha256"]) == 64
 
-    kube_layer.create(deployment(namespace))
+    kube_layer.create(_watched(namespace))
     endpoint = serving_stable(kube_layer, namespace, "tiny-v1", timeout=120)["endpoint"]
     answer = wait_for(lambda: (r := predict(endpoint)).status_code == 200 and r, timeout=30)
     assert answer.json()["predictions"][0]["label"] in ("negative", "neutral", "positive")
+    texts = [f"flight {number} was late again" for number in range(60)]
+    assert httpx.post(f"{endpoint}/predict", json={"texts": texts}, timeout=60).is_success
+
+    # The server's prediction log is shipped to the bucket; the drift check reads its
+    # window there and publishes its report there.
+    def checked() -> dict[str, Any] | None:
+        body = kube_layer.get("BertDeployment", namespace, "web") or {}
+        drift = (body.get("status") or {}).get("drift") or {}
+        return drift if drift.get("windowRows") == 50 else None
+
+    def status() -> str:
+        body = kube_layer.get("BertDeployment", namespace, "web") or {}
+        return json.dumps(body.get("status"), indent=1)[-3000:]
+
+    drift = wait_for(checked, timeout=120, what="a drift check on the shipped log", log=status)
+    assert drift["reportUri"].startswith(f"s3://{prefix}/{namespace}/deployments/web/drift/")
 
     store = s3fs.S3FileSystem(skip_instance_cache=True)
     written = store.find(f"{prefix}/{namespace}")
-    for folder in ("datasets/tweets/g1", "models/tiny/g1", "models/tiny-v1-int8"):
+    report = drift["reportUri"].removeprefix("s3://")
+    assert store.exists(report if report.endswith(".html") else f"{report}/report.html")
+    for folder in (
+        "datasets/tweets/g1",
+        "models/tiny/g1",
+        "models/tiny-v1-int8",
+        "deployments/web/predictions",
+        "deployments/web/drift",
+    ):
         assert any(f"/{namespace}/{folder}" in path for path in written), folder
     assert not any(".tmp-" in path for path in written)  # every publication completed
     assert not (tmp_path / "artifacts").exists()  # the local root was never used

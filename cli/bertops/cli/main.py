@@ -215,8 +215,15 @@ def demo(
         "cluster's real node, and the operator pod runs everything (needs root, the images "
         "and Argo CD: `make demo-node` sets them up).",
     ),
+    artifacts: str = typer.Option(
+        "local",
+        help="The artifact store: local (a folder) or s3 (a real S3 server, VersityGW, "
+        "started beside the cluster and built from its Go module if need be).",
+    ),
 ) -> None:
     """The whole loop on this machine: control plane, operator, examples, kubectl get."""
+    if artifacts not in ("local", "s3"):
+        raise typer.BadParameter("must be local or s3", param_hint="--artifacts")
     if node:
         _require("demo --node", "operator")
         from bertops.cluster import demo_node
@@ -231,6 +238,7 @@ def demo(
             epochs=epochs,
             replicas=replicas,
             compression=extras.compression_available(),
+            artifacts=artifacts,
         )
     )
 

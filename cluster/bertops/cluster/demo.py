@@ -131,6 +131,7 @@ def run(
     replicas: int = 2,
     timeout: float = 1800,
     compression: bool = True,
+    artifacts: str = "local",
 ) -> int:
     started = time.monotonic()
     cluster = Cluster("demo", progress=say)
@@ -141,11 +142,12 @@ def run(
     cluster.stop_local_runtime()
     if home.exists():
         shutil.rmtree(home)
+    root, store_env = artifact_store(cluster, home, artifacts)
     data = write_datasets(home / "data", train_per_label=per_label)
     say(f"2/9 wrote {3 * per_label} labelled airline tweets to {data.original}")
     operator_log = home / "operator.log"
-    say(f"3/9 starting the operator (local runtime), log: {operator_log}")
-    operator = start_operator(cluster, home, data.original.parent, operator_log)
+    say(f"3/9 starting the operator (local runtime, artifacts in {root}), log: {operator_log}")
+    operator = start_operator(cluster, data.original.parent, operator_log, root, store_env)
     try:
         code = _stages(
             cluster, home, data, operator_log, epochs, replicas, started, timeout, compression
@@ -171,8 +173,27 @@ def run(
         cluster.stop_local_runtime()
 
 
+def artifact_store(cluster: Cluster, home: Path, artifacts: str) -> tuple[str, dict[str, str]]:
+    """The artifact root and its clients' environment: a folder of the demo's home, or
+    (``s3``) a prefix of the bucket on the cluster's S3 server (VersityGW, started now,
+    built first if need be), whose credentials only the operator's environment holds."""
+    if artifacts == "local":
+        return str(home / "artifacts"), {}
+    from bertops.cluster.storage.run import BUCKET, Storage
+
+    storage = Storage(cluster.directory / "storage")
+    say(f"   starting the S3 server (VersityGW) of the cluster, bucket s3://{BUCKET}")
+    storage.up()
+    # A fresh prefix per run: the previous run's objects are not this run's artifacts.
+    return f"s3://{BUCKET}/demo-{time.strftime('%Y%m%d-%H%M%S')}", storage.client_env()
+
+
 def start_operator(
-    cluster: Cluster, home: Path, data_folder: Path, log_path: Path
+    cluster: Cluster,
+    data_folder: Path,
+    log_path: Path,
+    artifact_root: str,
+    store_env: dict[str, str],
 ) -> subprocess.Popen[bytes]:
     with log_path.open("w") as log:
         return subprocess.Popen(
@@ -192,14 +213,16 @@ def start_operator(
                 "--state-dir",
                 str(cluster.runtime_state_dir),
                 "--artifact-root",
-                str(home / "artifacts"),
+                artifact_root,
                 # The user's data folder; the URI allowlist refuses every other path.
                 "--allow-uri-prefix",
                 str(data_folder),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HF_HUB_OFFLINE="1"),
+            env=dict(
+                os.environ, **store_env, KUBECONFIG=str(cluster.kubeconfig), HF_HUB_OFFLINE="1"
+            ),
         )
 
 

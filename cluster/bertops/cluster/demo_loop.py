@@ -196,8 +196,9 @@ def _report(
     histories = {}
     for body in json.loads(timeline.kubectl("get", "bertmodels", "-o", "json")).get("items", []):
         uri = (body.get("status") or {}).get("artifactUri")
-        if uri and local_path(uri).is_dir() and (body.get("spec") or {}).get("trainingRef"):
-            history = demo_report.training_history(local_path(uri))
+        if uri and (body.get("spec") or {}).get("trainingRef"):
+            # An object store's URI is read as it is; a path through local_path.
+            history = demo_report.training_history(uri if "://" in uri else local_path(uri))
             if history:
                 histories[body["metadata"]["name"]] = history
     threshold = (deployment(timeline.kubectl).get("spec") or {}).get("drift", {}).get("threshold")

@@ -27,11 +27,19 @@ METRICS_FILE = "metrics.json"  # written beside a model artifact by the train st
 PLOT_HEIGHT = 320
 
 
-def training_history(model_artifact: Path) -> list[dict[str, Any]]:
-    """The per-epoch history of a model artifact folder (its ``metrics.json``), or []."""
-    path = Path(model_artifact) / METRICS_FILE
+def training_history(model_artifact: Path | str) -> list[dict[str, Any]]:
+    """The per-epoch history of a model artifact (its ``metrics.json``), or []: a local
+    folder, or a URI in an object store (read through fsspec, credentials from the
+    environment)."""
     try:
-        history = json.loads(path.read_text(encoding="utf-8")).get("history")
+        if isinstance(model_artifact, str):
+            import fsspec
+
+            with fsspec.open(f"{model_artifact.rstrip('/')}/{METRICS_FILE}", "rb") as handle:
+                text = handle.read().decode("utf-8")
+        else:
+            text = (model_artifact / METRICS_FILE).read_text(encoding="utf-8")
+        history = json.loads(text).get("history")
     except (OSError, ValueError, AttributeError):
         return []
     return [h for h in history or [] if isinstance(h, dict)]

@@ -31,9 +31,15 @@ from starlette.routing import Route
 
 from bertops.server import binary
 from bertops.server.batcher import BatcherUnavailableError, BatchResult, DynamicBatcher
+from bertops.server.logship import LogShipper, shipped_log, shipped_rotation
 from bertops.server.metrics import RequestMetricsMiddleware, ServerMetrics
 from bertops.server.model import Prediction, ServedModel
-from bertops.server.predictionlog import PredictionLog, PredictionRecord
+from bertops.server.predictionlog import (
+    RETENTION_SECONDS,
+    PredictionLog,
+    PredictionRecord,
+    is_log_file,
+)
 from bertops.server.protocol import (
     Limits,
     ProtocolError,
@@ -131,6 +137,7 @@ class ModelServer:
             timeout=self.settings.request_timeout_seconds,
         )
         self.prediction_log: PredictionLog | None = None
+        self._log_shipper: LogShipper | None = None
         self._on_load_error = on_load_error
         self._load_task: asyncio.Task[None] | None = None
         self.app = self._build()
@@ -141,13 +148,7 @@ class ModelServer:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         settings = self.settings
         if settings.prediction_log != "off" and settings.prediction_log_path is not None:
-            self.prediction_log = PredictionLog(
-                settings.prediction_log_path,
-                settings.prediction_log,
-                max_bytes=settings.prediction_log_max_bytes,
-                backups=settings.prediction_log_backups,
-                on_drop=self.metrics.log_dropped.inc,
-            )
+            self._open_prediction_log(str(settings.prediction_log_path))
         self.batcher.start()
         self._load_task = asyncio.create_task(self._load(), name="model-load")
         try:
@@ -157,6 +158,26 @@ class ModelServer:
             await self.batcher.close()
             if self.prediction_log is not None:
                 await asyncio.to_thread(self.prediction_log.close)
+            if self._log_shipper is not None:
+                await asyncio.to_thread(self._log_shipper.close)
+
+    def _open_prediction_log(self, location: str) -> None:
+        """The prediction log, appended in place or, for an object-store URI, in a local
+        spool shipped there (:mod:`bertops.server.logship`), other writers' files of that
+        folder swept after the same retention as a local folder's."""
+        settings = self.settings
+        stale = (is_log_file, RETENTION_SECONDS)
+        path, self._log_shipper = shipped_log(location, PredictionLog.owns, "prediction log", stale)
+        max_bytes, backups = settings.prediction_log_max_bytes, settings.prediction_log_backups
+        if self._log_shipper is not None:
+            max_bytes, backups = shipped_rotation(max_bytes, backups)
+        self.prediction_log = PredictionLog(
+            path,
+            settings.prediction_log,
+            max_bytes=max_bytes,
+            backups=backups,
+            on_drop=self.metrics.log_dropped.inc,
+        )
 
     async def _load(self) -> None:
         try:

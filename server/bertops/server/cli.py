@@ -76,10 +76,11 @@ def serve(
         ServerSettings.prediction_log,
         help="What the prediction log keeps of a text: text, hash or off.",
     ),
-    prediction_log_path: Path = typer.Option(
+    prediction_log_path: str = typer.Option(
         None,
         envvar="BERTOPS_PREDICTION_LOG",
-        help="JSON-lines prediction log (rotated by size); without it no log is written.",
+        help="JSON-lines prediction log (rotated by size): a path, or a URI in an object "
+        "store (kept in a local spool, shipped every 10 s); without it no log is written.",
     ),
     prediction_log_max_bytes: int = typer.Option(
         ServerSettings.prediction_log_max_bytes, help="Rotate the log at this size."
@@ -215,10 +216,11 @@ def gateway(
     metrics_port: int = typer.Option(
         9091, help="Port of /metrics (names the canary: keep it from clients)."
     ),
-    feedback_log: Path = typer.Option(
+    feedback_log: str = typer.Option(
         None,
         envvar="BERTOPS_FEEDBACK_LOG",
-        help="JSON-lines file of accepted labelled feedback, one row per text with the RAW "
+        help="JSON-lines file (a path, or a URI in an object store: spooled, shipped every "
+        "10 s) of accepted labelled feedback, one row per text with the RAW "
         "TEXT (training data for retraining; a BertDataset jsonl source with textColumn "
         "'text', labelColumn 'label'). Default: off, and no texts are remembered.",
     ),

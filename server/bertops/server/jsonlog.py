@@ -110,6 +110,13 @@ class JsonLinesLog(Generic[T]):
                 self.dropped,
             )
 
+    @staticmethod
+    def owns(base: str, name: str) -> bool:
+        """Whether ``name`` is one of the files of a log named ``base``: itself or one of
+        its rotations (``base.1``, ``base.2``, ...). What a log shipper ships."""
+        number = name.removeprefix(f"{base}.")
+        return name == base or (number != name and number.isdigit())
+
     def rotate(self) -> None:
         """Move the full file aside (on the writer thread); see :func:`rotate`."""
         rotate(self.path, self.backups)

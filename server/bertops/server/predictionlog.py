@@ -60,7 +60,12 @@ MAX_LINE_BYTES = 256 << 10
 """Longest line :func:`read_window` reads (a 1024-float embedding plus a 5000-character
 text is about 50 KiB); a longer one is skipped without being held in memory."""
 READ_CHUNK = 64 << 10
-_LOG_FILE = re.compile(r".+\.jsonl(\.\d+)?")
+LOG_FILE = re.compile(r".+\.jsonl(\.\d+)?")
+
+
+def is_log_file(name: str) -> bool:
+    """A prediction log file's name (``*.jsonl`` or a rotation ``*.jsonl.N``)."""
+    return LOG_FILE.fullmatch(name) is not None
 
 
 RETENTION_SECONDS = 72 * 3600
@@ -75,7 +80,7 @@ def sweep_stale(folder: Path, retention_seconds: float) -> int:
     removed = 0
     for path in folder.iterdir() if folder.is_dir() else ():
         try:
-            if _LOG_FILE.fullmatch(path.name) and path.stat().st_mtime < horizon:
+            if LOG_FILE.fullmatch(path.name) and path.stat().st_mtime < horizon:
                 path.unlink()
                 removed += 1
         except OSError as error:  # another replica removed it first, or no right to
@@ -238,7 +243,7 @@ def _lines_backwards(path: Path, chunk: int | None = None) -> Iterator[bytes | N
 
 def _log_files(folder: Path) -> list[Path]:
     try:
-        return [p for p in folder.iterdir() if _LOG_FILE.fullmatch(p.name) and p.is_file()]
+        return [p for p in folder.iterdir() if LOG_FILE.fullmatch(p.name) and p.is_file()]
     except FileNotFoundError:
         return []
 

@@ -30,7 +30,8 @@ class ServerSettings:
     max_texts_per_request: int = _SERVING_DEFAULTS.max_texts_per_request
     max_chars: int = _SERVING_DEFAULTS.max_chars
     prediction_log: Privacy = _SERVING_DEFAULTS.prediction_log
-    prediction_log_path: Path | None = None
+    prediction_log_path: str | Path | None = None
+    """A local path, or a URI in an object store (shipped there: :mod:`bertops.server.logship`)."""
     prediction_log_max_bytes: int = 64 << 20
     prediction_log_backups: int = 5
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

@@ -26,9 +26,12 @@ version starts a new one. Called by
 Each server appends its prediction log to ``<predictions_uri>/<server>.jsonl`` and,
 while ``spec.retrain`` keeps feedback, the gateway its labelled feedback to
 ``<feedback_uri>/feedback.jsonl`` (:mod:`.target`): the folders a drift check and a
-retraining read, as on Kubernetes. The gateway's flags are fixed when it starts; the
-feedback credentials Secret (``serving.feedback.credentialsSecret``) is copied into its
-folder on every pass, and the gateway re-reads it, so a client is added or revoked live.
+retraining read, as on Kubernetes. With the artifact root in an object store the servers
+keep these logs in a local spool and ship them there every few seconds
+(``bertops.server.logship``), the store's credentials in the environment they inherit.
+The gateway's flags are fixed when it starts; the feedback credentials Secret
+(``serving.feedback.credentialsSecret``) is copied into its folder on every pass, and the
+gateway re-reads it, so a client is added or revoked live.
 """
 
 from __future__ import annotations
@@ -160,13 +163,12 @@ class LocalServing:
         process.start([*command, "--port", str(port)], {"http": port})
         return None
 
-    def _folder(self, uri: str, what: str) -> Path | None:
-        """The local path of an artifact-store folder; None (and said) for a remote
-        store, which local processes cannot append to."""
-        path = local_path(uri)
-        if path is None:
-            log.warning("the %s folder %s is not local; local serving keeps none there", what, uri)
-        return path
+    @staticmethod
+    def _log_file(folder_uri: str, name: str) -> str:
+        """A log file in an artifact-store folder: a local path, or a URI in an object
+        store, which the server spools locally and ships there (bertops.server.logship)."""
+        folder = local_path(folder_uri)
+        return str(folder / name) if folder is not None else f"{folder_uri.rstrip('/')}/{name}"
 
     def _server_command(
         self, owner: ObjectRef, spec: BertDeploymentSpec, model: ModelVersion
@@ -184,13 +186,10 @@ class LocalServing:
             ),
         ]  # fmt: skip
         if serving.prediction_log != "off":
-            folder = self._folder(
-                predictions_uri(self.config, owner.namespace, owner.name), "predictions"
-            )
+            folder = predictions_uri(self.config, owner.namespace, owner.name)
             # Named after the server (one process per model version): one writer a file.
-            name = server_name(owner.name, model.name)
-            path = folder / f"{name}.jsonl" if folder else Path("predictions.jsonl")
-            command += ["--prediction-log-path", str(path)]  # the server creates the folder
+            path = self._log_file(folder, f"{server_name(owner.name, model.name)}.jsonl")
+            command += ["--prediction-log-path", path]  # the server creates the folder
         return command
 
     def _gateway_flags(self, owner: ObjectRef, spec: BertDeploymentSpec, home: Path) -> list[str]:
@@ -199,8 +198,8 @@ class LocalServing:
         flags = feedback_access_flags(spec.serving.feedback, str(home / CREDENTIALS))
         if not keeps_feedback(spec):
             return flags
-        folder = self._folder(feedback_uri(self.config, owner.namespace, owner.name), "feedback")
-        return [*flags, "--feedback-log", str(folder / "feedback.jsonl")] if folder else flags
+        folder = feedback_uri(self.config, owner.namespace, owner.name)
+        return [*flags, "--feedback-log", self._log_file(folder, "feedback.jsonl")]
 
     def _sync_credentials(self, owner: ObjectRef, spec: BertDeploymentSpec, home: Path) -> None:
         """Copy the feedback credentials Secret into the gateway's folder (mode 0700, files

@@ -37,7 +37,7 @@ from bertops.server import binary
 from bertops.server.gateway import bodies
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.admin import admin_app
-from bertops.server.gateway.feedback import FeedbackDesk, FeedbackLog, LabelBook
+from bertops.server.gateway.feedback import FeedbackDesk, LabelBook
 from bertops.server.gateway.inference import (
     answer_labels,
     backend_path,
@@ -75,7 +75,7 @@ class Gateway:
         *,
         registry: CollectorRegistry | None = None,
         admin_token: str | None = None,
-        feedback_log: Path | None = None,
+        feedback_log: str | Path | None = None,
         feedback_access: FeedbackAccess | None = None,
         poll_seconds: float = 1.0,
         max_shadow_in_flight: int = 64,
@@ -188,10 +188,7 @@ class Gateway:
         # Its own pool: a slow shadow or stable pair call can never hold the connections
         # callers need.
         self.background.client = httpx.AsyncClient(limits=limits, timeout=None)
-        if self.feedback.log_path is not None:
-            self.feedback.log = FeedbackLog(
-                self.feedback.log_path, on_drop=self.metrics.feedback_log_dropped.inc
-            )
+        self.feedback.open_log()
         watcher = asyncio.create_task(self._watch()) if self.source is not None else None
         try:
             yield
@@ -201,8 +198,7 @@ class Gateway:
             await self.background.drain()
             await self._client.aclose()
             await self.background.client.aclose()
-            if self.feedback.log is not None:  # writes what is queued, then flushes
-                await asyncio.to_thread(self.feedback.log.close)
+            await asyncio.to_thread(self.feedback.close_log)
 
     def _build(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]

@@ -38,6 +38,7 @@ inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,7 @@ from bertops.server.gateway.pairs import score_pair
 from bertops.server.gateway.refusal import Refusal
 from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.jsonlog import JsonLinesLog
+from bertops.server.logship import LogShipper, shipped_log
 from bertops.server.protocol import REQUEST_ID
 
 MAX_LABEL_CHARS = 256
@@ -157,6 +159,13 @@ class FeedbackLog(JsonLinesLog[dict[str, object]]):
         """This writer's moved-aside files, oldest first (the UTC times sort by name)."""
         return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"))
 
+    @staticmethod
+    def owns(base: str, name: str) -> bool:
+        """The file itself or one of its segments (``<stem>.<UTC time><suffix>``)."""
+        path = Path(base)
+        segment = rf"{re.escape(path.stem)}\.\d{{8}}T\d{{12}}Z{re.escape(path.suffix)}"
+        return name == base or re.fullmatch(segment, name) is not None
+
     def rotate(self) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self.path.rename(self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}"))
@@ -169,14 +178,15 @@ class FeedbackLog(JsonLinesLog[dict[str, object]]):
 
 class FeedbackDesk:
     """``POST /feedback``: validates, scores per variant and, with a :class:`FeedbackLog`
-    (``log``, opened by the gateway's lifespan at ``log_path``), persists the rows."""
+    (``log``, opened by the gateway's lifespan at ``log_path``: :meth:`open_log`),
+    persists the rows."""
 
     def __init__(
         self,
         metrics: GatewayMetrics,
         store: ServedStore,
         labels: LabelBook,
-        log_path: Path | None,
+        log_path: str | Path | None,
         client: Callable[[], httpx.AsyncClient],
         access: FeedbackAccess,
     ) -> None:
@@ -184,10 +194,26 @@ class FeedbackDesk:
         self.metrics = metrics
         self.store = store
         self.labels = labels
-        self.log_path = log_path
+        self.log_path = None if log_path is None else str(log_path)
         self.log: FeedbackLog | None = None
+        self._shipper: LogShipper | None = None
         self.client = client
         self._counts: dict[tuple[str, str], list[int]] = {}
+
+    def open_log(self) -> None:
+        """Open the feedback log at ``log_path``: a local file, or a URI in an object store
+        (appended in a local spool, shipped there: :mod:`bertops.server.logship`)."""
+        if self.log_path is not None:
+            path, self._shipper = shipped_log(self.log_path, FeedbackLog.owns, "feedback log")
+            self.log = FeedbackLog(path, on_drop=self.metrics.feedback_log_dropped.inc)
+
+    def close_log(self) -> None:
+        """Write what is queued and flush (blocking: run it off the event loop), then ship
+        those last rows."""
+        if self.log is not None:
+            self.log.close()
+        if self._shipper is not None:
+            self._shipper.close()
 
     def _reject(self, refusal: Refusal) -> Response:
         self.metrics.feedback_rejected.labels(refusal.reason).inc()

@@ -16,12 +16,14 @@ Called by the trainer's step runner (``bertops trainer drift --spec FILE``). Out
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bertops.api.artifacts import local_path
 from bertops.api.steps import DriftDetails, DriftStep, StepResult
+from bertops.modelio import publish
 from bertops.server.monitor import (
     REASON_INVALID_PREDICTION_LOG,
     REASON_REPORT_WRITE_FAILED,
@@ -37,22 +39,26 @@ Say = Callable[[str], None]
 
 
 def read_log(step: DriftStep) -> tuple[list[dict[str, Any]], int]:
-    """The window (newest first) and the count of unreadable lines met on the way."""
+    """The window (newest first) and the count of unreadable lines met on the way. A log
+    folder in an object store (shipped there by the servers, ``bertops.server.logship``)
+    is fetched first; a folder not there yet reads as no rows, like a local one."""
     from bertops.server.predictionlog import read_window
 
-    folder = local_path(step.predictions_uri)
-    if folder is None:
-        # The log is appended by the model server on a volume, never an object store.
-        raise MonitorInputError(
-            f"predictions {step.predictions_uri}: prediction logs are read from a local or "
-            "mounted folder (a path or file:// URI)",
-            REASON_INVALID_PREDICTION_LOG,
-        )
-    if folder.exists() and not folder.is_dir():
-        raise MonitorInputError(
-            f"predictions {step.predictions_uri} is not a folder", REASON_INVALID_PREDICTION_LOG
-        )
-    rows, skipped = read_window(folder, step.window_size, step.model_name)
+    with contextlib.ExitStack() as stack:
+        folder = local_path(step.predictions_uri)
+        if folder is None:
+            try:
+                folder = stack.enter_context(
+                    publish.local_folder(step.predictions_uri, "prediction logs")
+                )
+            except publish.MissingInputError:
+                return [], 0
+        if folder.exists() and not folder.is_dir():
+            raise MonitorInputError(
+                f"predictions {step.predictions_uri} is not a folder",
+                REASON_INVALID_PREDICTION_LOG,
+            )
+        rows, skipped = read_window(folder, step.window_size, step.model_name)
     if not rows and skipped:
         raise MonitorInputError(
             f"no line of the prediction log in {step.predictions_uri} is readable "
