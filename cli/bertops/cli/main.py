@@ -135,6 +135,9 @@ def cluster_down(
     # Its Prometheus and S3 server first: nothing else would stop them, and purge deletes
     # their folders.
     Monitoring(Cluster(name).directory / "monitoring").down()
+    from bertops.cluster.storage.node_access import withdraw
+
+    withdraw(Cluster(name).directory / "storage")
     Storage(Cluster(name).directory / "storage").down()
     try:
         was_running = Cluster(name, progress=_say).down(purge=purge)

@@ -62,7 +62,15 @@ def storage_up(name: str = ClusterName, namespace: str = NamespaceOption) -> Non
         raise typer.Exit(1) from error
     cluster = Cluster(name)
     if cluster.status()["ready"]:
-        hand_over(cluster.kubeconfig, namespace, storage.client_env())
+        client_env = storage.client_env()
+        if cluster.state().node:  # pods reach it through the Service bertops-s3
+            from bertops.cluster.storage.node_access import expose, pod_client_env
+
+            port = int(endpoint.rsplit(":", 1)[1])
+            expose(cluster.kubeconfig, name, port, storage.directory)
+            client_env = pod_client_env(client_env, port)
+            _say(f"pods reach it at {client_env['AWS_ENDPOINT_URL_S3']}")
+        hand_over(cluster.kubeconfig, namespace, client_env)
         _say(f"Secret and ConfigMap {namespace}/bertops-artifacts-s3 hold the credentials")
     _say(
         f"S3 at {endpoint}, bucket s3://{BUCKET}; a client's environment: "

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bertops.api.artifacts import local_path
+
 RuntimeName = Literal["local", "kubernetes"]
 
 
@@ -38,6 +40,10 @@ class OperatorConfig:
     image_pull_policy: str = "IfNotPresent"
     artifact_pvc: str = "bertops-artifacts"
     artifact_mount: str = "/artifacts"
+    # With the artifact root in an object store, pods mount no volume: they take the
+    # store's endpoint and credentials from this ConfigMap and Secret of their own
+    # namespace (both optional: workload identity needs neither).
+    artifact_store_env: str = "bertops-artifacts-s3"
     service_account: str = "bertops-step"
     # A step's Job fails once it has run this long (a hung rank never holds a node for
     # ever), and its /tmp (tokenizer caches, ONNX exports) may use at most this much.
@@ -73,6 +79,12 @@ class OperatorConfig:
     serving_image: str = "ghcr.io/bertops/bertops-server:0.1.0"
     # Rollout analysis from a Prometheus server instead of scraping the gateway ("": scrape).
     prometheus_url: str = ""
+
+    @property
+    def remote_store(self) -> bool:
+        """Whether the artifact root is in an object store (an ``s3://``-like URI) rather
+        than a path on a volume the pods mount."""
+        return local_path(self.artifact_root) is None
 
     def artifact_uri(self, namespace: str, *parts: str) -> str:
         return "/".join([self.artifact_root.rstrip("/"), namespace, *parts])

@@ -34,7 +34,11 @@ from bertops.operator.deployment.server_manifests import (
     routes_name,
 )
 from bertops.operator.objects import ObjectRef
-from bertops.operator.runtime.manifests import container_security_context, folder_init_container
+from bertops.operator.runtime.manifests import (
+    container_security_context,
+    folder_init_container,
+    store_env_from,
+)
 
 ROUTES_MOUNT = "/etc/bertops/routes"
 FEEDBACK_MOUNT = "/var/bertops/feedback"
@@ -163,11 +167,17 @@ def _mount_feedback_log(
 ) -> list[dict[str, Any]]:
     """``--feedback-log``: one file per replica ($(POD_NAME), expanded by the kubelet: no
     two writers), only this deployment's feedback folder of the artifact PVC mounted; the
-    init container that makes the folder as the pod's user."""
-    container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
+    init container that makes the folder as the pod's user. With the store in an object
+    store: the log's URI there (spooled in /tmp and shipped), the store's env, no volume."""
     container["env"] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     ]
+    if config.remote_root is not None:
+        folder = config.log_uri(owner.namespace, owner.name, FEEDBACK)
+        container["command"] += ["--feedback-log", f"{folder}/$(POD_NAME).jsonl"]
+        container["envFrom"] = store_env_from(config.store_env)
+        return []
+    container["command"] += ["--feedback-log", f"{FEEDBACK_MOUNT}/$(POD_NAME).jsonl"]
     subpath = deployment_subpath(owner.name, FEEDBACK)
     container["volumeMounts"].append(
         {"name": "feedback", "mountPath": FEEDBACK_MOUNT, "subPath": subpath}

@@ -31,6 +31,7 @@ from bertops.operator.runtime.manifests import (
     container_security_context,
     folder_init_container,
     pod_security_context,
+    store_env_from,
     tenant_mount,
 )
 
@@ -55,6 +56,11 @@ class ServingConfig:
     artifact_pvc: str = "bertops-artifacts"
     artifact_mount: str = "/artifacts"
     gateway_replicas: int = 2
+    # The artifact root when it is in an object store (else None: the PVC): serving pods
+    # then mount no volume of it, take its endpoint and key from ``store_env``
+    # (runtime.manifests.store_env_from) and ship their logs there.
+    remote_root: str | None = None
+    store_env: str = "bertops-artifacts-s3"
 
     @classmethod
     def from_operator(cls, config: OperatorConfig, **overrides: Any) -> ServingConfig:
@@ -62,9 +68,19 @@ class ServingConfig:
             "image_pull_policy": config.image_pull_policy,
             "artifact_pvc": config.artifact_pvc,
             "artifact_mount": config.artifact_mount,
+            "remote_root": config.artifact_root if config.remote_store else None,
+            "store_env": config.artifact_store_env,
         }
         settings.update(overrides)
         return cls(**settings)
+
+    def log_uri(self, namespace: str, deployment: str, kind: str) -> str:
+        """The object-store folder of a deployment's ``kind`` logs (as the operator's
+        :func:`bertops.operator.deployment.target.predictions_uri`); needs ``remote_root``."""
+        assert self.remote_root is not None
+        return "/".join(
+            [self.remote_root.rstrip("/"), namespace, *deployment_parts(deployment, kind)]
+        )
 
 
 @dataclass(frozen=True)
@@ -150,7 +166,7 @@ def _threads(cpu: str) -> int:
 
 
 def _server_container(
-    spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig, namespace: str
+    spec: BertDeploymentSpec, model: ModelVersion, config: ServingConfig, owner: ObjectRef
 ) -> dict[str, Any]:
     serving = spec.serving
     command = [
@@ -163,18 +179,24 @@ def _server_container(
             threads=_threads(serving.resources.cpu),
         ),
     ]  # fmt: skip
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {
             "name": "artifacts",
-            "mountPath": tenant_mount(config.artifact_mount, namespace),
+            "mountPath": tenant_mount(config.artifact_mount, owner.namespace),
             "readOnly": True,
         },
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if config.remote_root is not None:  # the model and the log are in the object store
+        mounts = [m for m in mounts if m["name"] != "artifacts"]
     if serving.prediction_log != "off":
         # $(POD_NAME) is expanded by the kubelet: one log per replica, no two writers.
-        command += ["--prediction-log-path", f"{PREDICTIONS_MOUNT}/$(POD_NAME).jsonl"]
-        mounts.append({"name": "predictions", "mountPath": PREDICTIONS_MOUNT})
+        if config.remote_root is not None:  # spooled in /tmp, shipped (server.logship)
+            folder = config.log_uri(owner.namespace, owner.name, PREDICTIONS)
+            command += ["--prediction-log-path", f"{folder}/$(POD_NAME).jsonl"]
+        else:
+            command += ["--prediction-log-path", f"{PREDICTIONS_MOUNT}/$(POD_NAME).jsonl"]
+            mounts.append({"name": "predictions", "mountPath": PREDICTIONS_MOUNT})
     resources = serving.resources
     limits: dict[str, Any] = {"memory": resources.memory}
     requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
@@ -198,6 +220,7 @@ def _server_container(
         "resources": {"requests": requests, "limits": limits},
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
+        **({"envFrom": store_env_from(config.store_env)} if config.remote_root else {}),
     }
 
 
@@ -232,12 +255,14 @@ def server_deployment(
         },
         {"name": "tmp", "emptyDir": {}},
     ]
-    if spec.serving.prediction_log != "off":
+    if config.remote_root is not None:
+        volumes = [{"name": "tmp", "emptyDir": {}}]
+    elif spec.serving.prediction_log != "off":
         volumes.append(
             {"name": "predictions", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
         )
     # Only the predictions of this deployment are writable, under its own folder.
-    container = _server_container(spec, model, config, owner.namespace)
+    container = _server_container(spec, model, config, owner)
     init: list[dict[str, Any]] = []
     for mount in container["volumeMounts"]:
         if mount["name"] == "predictions":

@@ -38,6 +38,16 @@ def _metadata(request: StepRequest, name: str) -> dict[str, Any]:
     return meta
 
 
+def store_env_from(name: str) -> list[dict[str, Any]]:
+    """A pod's ``envFrom`` for an artifact store in an object store: the endpoint and
+    region (ConfigMap) and the credentials (Secret) named ``name`` in its own namespace,
+    each optional (workload identity, or a public endpoint, needs neither)."""
+    return [
+        {"configMapRef": {"name": name, "optional": True}},
+        {"secretRef": {"name": name, "optional": True}},
+    ]
+
+
 def tenant_mount(artifact_mount: str, namespace: str) -> str:
     """Where a pod of ``namespace`` mounts its namespace's artifact PVC: that PVC's
     volume is the namespace's own folder of the store (gitops/tenant), so its paths are
@@ -57,6 +67,10 @@ def spec_configmap(request: StepRequest, config: OperatorConfig) -> dict[str, An
 
 
 def _result_uri(request: StepRequest, config: OperatorConfig) -> str:
+    """A copy of the step's result beside its artifacts (the operator reads the
+    termination message): on the namespace's volume, or in the object store."""
+    if config.remote_store:
+        return config.artifact_uri(request.namespace, "steps", request.name, "result.json")
     return (
         f"{tenant_mount(config.artifact_mount, request.namespace)}/steps/{request.name}/result.json"
     )
@@ -189,11 +203,42 @@ def folder_init_container(
     }
 
 
+def _storage(
+    request: StepRequest, config: OperatorConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A step's mounts, volumes and ``envFrom``: the spec, /tmp and either the namespace's
+    artifact PVC or, for an object store, that store's endpoint and key."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": request.name}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": config.step_tmp_size}},
+    ]
+    env_from = [{"secretRef": {"name": name}} for name in request.env_secrets]
+    if config.remote_store:
+        return mounts, volumes, store_env_from(config.artifact_store_env) + env_from
+    # The namespace's own PVC, whose volume is its folder of the store: a step sees its
+    # namespace's data and models at the paths the operator sees, and nothing of another
+    # namespace.
+    mounts.insert(
+        1,
+        {"name": "artifacts", "mountPath": tenant_mount(config.artifact_mount, request.namespace)},
+    )
+    volumes.insert(
+        1, {"name": "artifacts", "persistentVolumeClaim": {"claimName": config.artifact_pvc}}
+    )
+    return mounts, volumes, env_from
+
+
 def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
     """The Job running the step: non-root, read-only root filesystem, spec from the
-    ConfigMap, artifacts on the shared volume, result via the termination message."""
+    ConfigMap, artifacts on the shared volume (or in the object store), result via the
+    termination message."""
     distributed = request.replicas > 1
-    container = {
+    mounts, volumes, env_from = _storage(request, config)
+    container: dict[str, Any] = {
         "name": "step",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
@@ -203,20 +248,10 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         "securityContext": container_security_context(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
-            # The namespace's own PVC, whose volume is its folder of the store: a step
-            # sees its namespace's data and models at the paths the operator sees, and
-            # nothing of another namespace.
-            {
-                "name": "artifacts",
-                "mountPath": tenant_mount(config.artifact_mount, request.namespace),
-            },
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
-    if request.env_secrets:
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in request.env_secrets]
+    if env_from:
+        container["envFrom"] = env_from
     if distributed:
         container["ports"] = [{"name": "dist", "containerPort": MASTER_PORT}]
     pod_spec: dict[str, Any] = {
@@ -225,11 +260,7 @@ def job(request: StepRequest, config: OperatorConfig) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [
-            {"name": "spec", "configMap": {"name": request.name}},
-            {"name": "artifacts", "persistentVolumeClaim": {"claimName": config.artifact_pvc}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": config.step_tmp_size}},
-        ],
+        "volumes": volumes,
     }
     if distributed:
         pod_spec["subdomain"] = request.name  # pod DNS: <job>-<index>.<service>
