@@ -1,8 +1,9 @@
-"""The kubernetes runtime in real pods on a real node (bertops.cluster.node): the example
-dataset → a 2-replica training (an Indexed Job whose pods find each other by DNS and train
-over gloo) → its model → a compressed model, all Ready with verified artifacts; a step
-that exits 2 failing its Job at once; and a deleted BertTraining whose Job and pods the
-garbage collector removes. No kubelet stand-in anywhere in this file."""
+"""The kubernetes runtime in real pods on a real node (bertops.cluster.node), the artifact
+store on a hostPath volume: a step that exits 2 failing its Job at once, a deleted
+BertTraining whose Job and pods the garbage collector removes, and a killed training pod
+retried from its checkpoint. (The chain itself, dataset → 2-rank training → model →
+compressed model → served, runs in pods with the store on S3: test_node_s3.py.) No
+kubelet stand-in anywhere in this file."""
 
 from __future__ import annotations
 
@@ -145,79 +146,6 @@ def name_of(job: client.V1Job) -> str:
 
 def pods(node_kube: Any, namespace: str) -> list[Any]:
     return list(client.CoreV1Api(node_kube).list_namespaced_pod(namespace).items)
-
-
-def test_dataset_distributed_training_and_compression_run_in_real_pods(
-    node_cluster: Any,
-    node_kube: Any,
-    node_namespace: str,
-    node_operator: RunningOperator,
-    artifacts: Path,
-    tweets_csv: Path,
-) -> None:
-    kube = Kube(node_kube)
-    ns = node_namespace
-    start_training(kube, ns, shared_csv(tweets_csv, artifacts, ns), epochs=1, replicas=2)
-    kube.create(
-        {
-            "apiVersion": "bertops.io/v1alpha1",
-            "kind": "BertModel",
-            "metadata": {"name": "tiny-v1-int8", "namespace": ns},
-            "spec": {
-                "family": "tiny",
-                "compression": {
-                    "parentRef": {"name": "tiny-v1"},
-                    "steps": [{"method": "quantize", "granularity": "perChannel"}],
-                    "gate": {"maxAccuracyDrop": 0.3, "maxF1Drop": 0.3},
-                },
-            },
-        }
-    )
-    wait_for(
-        lambda: reason(kube, "BertDataset", ns, "tweets") == "Prepared",
-        timeout=300,
-        what="the dataset prepared in a pod",
-    )
-    # Both ranks of the Indexed Job ran as pods on the node (the Job controller creates
-    # them one after the other: collect what each look sees).
-    train_pods: dict[str, Any] = {}  # rank -> its pod, as first seen
-
-    def both_ranks() -> bool:
-        for p in pods(node_kube, ns):
-            index = p.metadata.labels.get(INDEX_LABEL)
-            if index is not None and "train" in p.metadata.name:
-                train_pods.setdefault(index, p)
-        return set(train_pods) >= {"0", "1"}
-
-    wait_for(both_ranks, timeout=300, what="both training ranks as pods")
-    wait_for(
-        lambda: reason(kube, "BertModel", ns, "tiny-v1") == "Verified",
-        timeout=600,
-        what="the trained model Ready (verified)",
-    )
-    assert set(train_pods) == {"0", "1"}
-    wait_for(
-        lambda: reason(kube, "BertModel", ns, "tiny-v1-int8") == "Verified",
-        timeout=600,
-        what="the compressed model Ready (verified)",
-    )
-    for name in ("tiny-v1", "tiny-v1-int8"):
-        model_body = kube.get("BertModel", ns, name)
-        assert model_body is not None, name
-        status = model_body["status"]
-        assert status["manifestSha256"], name
-        folder = Path(status["artifactUri"].removeprefix("file://"))
-        assert (folder / "bertops-model.json").is_file(), folder
-    # Rank 0's log (the node's podLogsDir) says both ranks joined one gloo group.
-    logs = node_cluster.directory / "node" / "pod-logs"
-    rank0 = train_pods["0"]
-    text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0.metadata.name}_*/step/*.log"))
-    assert "2 rank(s)" in text, text[-2000:]
-    training_body = kube.get("BertTraining", ns, "tiny")
-    assert training_body is not None
-    succeeded = condition({"status": training_body["status"]}, "Succeeded")
-    assert succeeded is not None
-    assert succeeded["status"] == "True"
 
 
 def test_a_step_that_exits_2_fails_its_job_at_once(

@@ -24,7 +24,7 @@ from bertops.cluster.storage.node_access import expose, pod_client_env, withdraw
 from bertops.cluster.storage.run import Storage
 from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
-from tests.node.test_node_e2e import node_namespace, reason, start_training
+from tests.node.test_node_e2e import INDEX_LABEL, node_namespace, pods, reason, start_training
 from tests.operator.conftest import RunningOperator, delete_deployments
 from tests.operator.serving_helpers import deployment
 from tests.s3 import needs_s3
@@ -91,6 +91,18 @@ def test_the_chain_runs_in_pods_on_s3(
     try:
         start_training(kube, ns, data, epochs=1, replicas=2)  # type: ignore[arg-type]
         kube.create(int8_model(ns))
+        # Both ranks of the Indexed Job ran as pods (the Job controller creates them one
+        # after the other: collect what each look sees).
+        ranks: dict[str, Any] = {}
+
+        def both_ranks() -> bool:
+            for found in pods(node_kube, ns):
+                index = found.metadata.labels.get(INDEX_LABEL)
+                if index is not None and "train" in found.metadata.name:
+                    ranks.setdefault(index, found)
+            return set(ranks) >= {"0", "1"}
+
+        wait_for(both_ranks, timeout=300, what="both training ranks as pods")
         for name in ("tiny-v1", "tiny-v1-int8"):
 
             def verified(name: str = name) -> bool:
@@ -99,9 +111,13 @@ def test_the_chain_runs_in_pods_on_s3(
             wait_for(verified, timeout=600, what=f"{name} Ready from pods on S3")
             status = (kube.get("BertModel", ns, name) or {})["status"]
             assert status["artifactUri"].startswith(f"{root}/{ns}/models/"), status
-        job_pods = client.CoreV1Api(node_kube).list_namespaced_pod(ns).items
-        volumes = {v.name for p in job_pods if p.spec for v in p.spec.volumes or ()}
+        volumes = {v.name for p in pods(node_kube, ns) if p.spec for v in p.spec.volumes or ()}
         assert "artifacts" not in volumes, volumes  # no volume of the store at all
+        # Rank 0's log (the node's podLogsDir) says both ranks joined one gloo group.
+        logs = node_cluster.directory / "node" / "pod-logs"
+        rank0 = ranks["0"].metadata.name
+        text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0}_*/step/*.log"))
+        assert "2 rank(s)" in text, text[-2000:]
 
         body = deployment(ns)
         body["spec"]["serving"]["predictionLog"] = "hash"

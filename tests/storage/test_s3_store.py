@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import s3fs
 
 from bertops.api.artifacts import MODEL_MANIFEST, ArtifactError, ModelManifest, verify_manifest
 from bertops.cluster.storage.run import BUCKET, Storage
+from bertops.modelio.publish import sweep_stale_temps
 from bertops.operator.artifacts import read_model_artifact
 from bertops.server.artifact import resolve_uri
 from tests.s3 import needs_s3
@@ -109,8 +111,16 @@ def test_a_killed_upload_publishes_nothing_and_the_retry_a_whole_model(
     assert _publish(source, uri, "put_file", 3) == -signal.SIGKILL
     assert not fs.exists(uri)
     assert read_model_artifact(uri) is None  # the operator waits; no Ready from it
-    # The retry publishes the whole model, the manifest written last.
+    # The retry publishes the whole model, the manifest written last. The killed one's
+    # temporary prefix is fresh (it might be a live upload): kept, and readers skip it.
     assert _publish(source, uri) == 0
+    parent = uri.removeprefix("s3://").rpartition("/")[0]
+    left = [p for p in fs.ls(parent, refresh=True) if ".g1.tmp-" in p]
+    assert len(left) == 1
+    time.sleep(1.1)  # S3 keeps whole seconds
+    # Once stale, the next publication of the target deletes it.
+    assert sweep_stale_temps(fs, uri.removeprefix("s3://"), stale_seconds=0.5) == 1
+    assert not [p for p in fs.ls(parent, refresh=True) if ".g1.tmp-" in p]
     info = read_model_artifact(uri)
     assert info is not None and info.problems == [] and info.manifest is not None
     fetched = resolve_uri(uri, tmp_path / "cache")  # what a model server does

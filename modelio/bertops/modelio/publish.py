@@ -25,8 +25,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,41 @@ def _key(path: str) -> str:
     return "/" + path.strip("/")
 
 
+STALE_TEMP_SECONDS = 3600.0
+"""A temporary prefix of a publication untouched this long is a killed publisher's (a live
+one writes a file at least every few minutes): the next publication of its target
+deletes it (:func:`sweep_stale_temps`)."""
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    stamp = info.get("LastModified", info.get("mtime"))
+    if isinstance(stamp, datetime):
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    return float(stamp) if isinstance(stamp, int | float) else None
+
+
+def sweep_stale_temps(fs: Any, path: str, stale_seconds: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temporary prefixes that publications of ``path`` left (a SIGKILL runs no
+    clean-up) whose newest file is older than ``stale_seconds``; how many. Readers never
+    look at them (they are dot-prefixed siblings, not the target)."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    horizon = time.time() - stale_seconds
+    try:
+        siblings = fs.ls(parent, detail=True, refresh=True) if parent else []
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in siblings:
+        if not entry["name"].rstrip("/").rpartition("/")[2].startswith(f".{name}.tmp-"):
+            continue
+        stamps = [_modified(info) for info in fs.find(entry["name"], detail=True).values()]
+        if all(stamp is not None and stamp < horizon for stamp in stamps):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(entry["name"], recursive=True)
+                removed += 1
+    return removed
+
+
 def publish_remote(fs: Any, staging: Path, path: str, last: str | Iterable[str]) -> None:
     """Publish ``staging`` at ``path`` on an fsspec filesystem, the files named in ``last``
     (relative paths, in that order) after all the others.
@@ -94,7 +131,8 @@ def publish_remote(fs: Any, staging: Path, path: str, last: str | Iterable[str])
     leaves the target untouched), take the old ``last`` files down, copy the other files
     over, delete files the new folder does not have, and write the ``last`` files. The
     target is never removed wholesale and never carries a ``last`` file that the other
-    files do not match. The temporary prefix is removed in every case.
+    files do not match. The temporary prefix is removed in every case (a killed
+    publisher's is removed by a later publication of the target: :func:`sweep_stale_temps`).
     """
     ordered = list(dict.fromkeys((last,) if isinstance(last, str) else last))
     path = path.rstrip("/")
@@ -103,6 +141,7 @@ def publish_remote(fs: Any, staging: Path, path: str, last: str | Iterable[str])
     temp = f"{parent}/{stem}" if parent else stem
     names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     finals = [n for n in ordered if n in names]
+    sweep_stale_temps(fs, path)
     try:
         for name in names:
             fs.put_file(str(staging / name), f"{temp}/{name}")
