@@ -1,8 +1,9 @@
 """The chain in real pods with the artifact store on the real S3 server (VersityGW) instead
 of a hostPath volume: pods mount no volume of the store; they reach the server through
 the Service ``bertops-s3`` (a relay into the node's network namespace,
-bertops.cluster.storage.node_access) with the key handed to their namespace as the
-Secret and ConfigMap ``bertops-artifacts-s3``. The example dataset (its CSV in the
+bertops.cluster.storage.node_access) with their namespace's own key, which the store
+allows only that namespace's prefix, handed to it as the Secret and ConfigMap
+``bertops-artifacts-s3``. The example dataset (its CSV in the
 bucket) → a 2-rank training → its model → an INT8 model, then a BertDeployment whose
 model server downloads and verifies the model from the bucket and ships its prediction
 log there, and whose answer comes through the gateway's Service."""
@@ -22,6 +23,7 @@ from bertops.cluster.node.netns import call_inside, netns_name
 from bertops.cluster.storage.cluster_objects import hand_over
 from bertops.cluster.storage.node_access import expose, pod_client_env, withdraw
 from bertops.cluster.storage.run import Storage
+from bertops.cluster.storage.tenants import Tenants
 from bertops.operator.config import OperatorConfig
 from bertops.operator.kube import Kube
 from tests.node.test_node_e2e import INDEX_LABEL, node_namespace, pods, reason, start_training
@@ -39,14 +41,18 @@ from tests.operator.test_local_runtime import tweets_csv  # noqa: E402  (module 
 def s3_in_cluster(
     node_cluster: Any, s3_store: Storage, s3_env: dict[str, str], node_namespace: str
 ) -> Iterator[str]:
-    """The S3 server reachable from the node's pods, its key handed to the namespace; the
-    artifact root, a prefix of the bucket."""
+    """The S3 server reachable from the node's pods, and the namespace's own key (allowed
+    only its prefix: storage.tenants) handed to it; the artifact root, a prefix of the
+    bucket. The operator, in this process, keeps the root key."""
     port = int(s3_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
     state = s3_store.directory
     expose(node_cluster.kubeconfig, node_cluster.name, port, state)
-    hand_over(node_cluster.kubeconfig, node_namespace, pod_client_env(s3_env, port))
+    prefix = f"{node_namespace}-store"
+    tenant = Tenants(s3_store).client_env(node_namespace, prefix)
+    assert tenant["AWS_ACCESS_KEY_ID"] != s3_env["AWS_ACCESS_KEY_ID"]
+    hand_over(node_cluster.kubeconfig, node_namespace, pod_client_env(tenant, port))
     try:
-        yield f"s3://bertops/{node_namespace}-store"
+        yield f"s3://bertops/{prefix}"
     finally:
         withdraw(state)
 

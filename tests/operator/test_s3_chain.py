@@ -18,6 +18,7 @@ import pytest
 import s3fs
 
 from bertops.cluster.storage.run import Storage
+from bertops.cluster.storage.tenants import Tenants
 from bertops.operator.kube import Kube
 from tests.operator.serving_helpers import deployment
 from tests.operator.test_deployment_local import predict, serving_stable
@@ -179,18 +180,44 @@ def test_a_missing_bucket_fails_the_step_with_a_condition_naming_it(
 ) -> None:
     start_operator(namespace, artifact_root="s3://no-such-bucket/store")
     kube_layer.create(dataset(namespace, tweets_csv))
-
-    def settled() -> dict[str, Any] | None:
-        found = condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready")
-        return found if found and found["reason"] not in ("Preparing", "Pending") else None
-
-    ready = wait_for(
-        settled,
-        timeout=120,
-        what="the dataset's Ready condition",
-    )
+    ready = _settled(kube_layer, namespace)
     assert ready["status"] == "False"
     assert ready["reason"] == "InvalidData"  # exit code 2: no retry can help
     assert "cannot publish to s3://no-such-bucket/store/" in ready["message"]
     assert "The specified bucket does not exist" in ready["message"]
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in ready["message"]
+
+
+def _settled(kube_layer: Kube, namespace: str) -> dict[str, Any]:
+    """The dataset's Ready condition once its step has ended."""
+
+    def settled() -> dict[str, Any] | None:
+        found = condition(kube_layer.get("BertDataset", namespace, "tweets"), "Ready")
+        return found if found and found["reason"] not in ("Preparing", "Pending") else None
+
+    found: dict[str, Any] = wait_for(settled, timeout=120, what="the dataset's Ready condition")
+    return found
+
+
+def test_a_denied_prefix_fails_the_step_with_a_condition_naming_it(
+    kube_layer: Kube,
+    namespace: str,
+    start_operator: Any,
+    tweets_csv: Path,  # noqa: F811
+    s3_store: Storage,
+    s3_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The key of another namespace (storage.tenants): the store refuses this one's prefix.
+    prefix = f"{namespace}-store"
+    other = Tenants(s3_store).client_env("someone-else", prefix)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, other[key])
+    start_operator(namespace, artifact_root=f"s3://bertops/{prefix}")
+    kube_layer.create(dataset(namespace, tweets_csv))
+    ready = _settled(kube_layer, namespace)
+    assert ready["status"] == "False"
+    assert ready["reason"] == "InvalidData", ready  # exit code 2: no retry can help
+    target = f"cannot publish to s3://bertops/{prefix}/{namespace}/datasets/tweets/"
+    assert target in ready["message"] and "Access Denied" in ready["message"], ready
+    assert other["AWS_SECRET_ACCESS_KEY"] not in ready["message"]

@@ -78,6 +78,40 @@ def storage_up(name: str = ClusterName, namespace: str = NamespaceOption) -> Non
     )
 
 
+@storage_app.command("tenant")
+def storage_tenant(
+    tenant_namespace: str = typer.Argument(..., help="The tenant namespace."),
+    prefix: str = typer.Option(
+        "artifacts", help="The artifact root's prefix in the bucket (s3://bertops/PREFIX)."
+    ),
+    name: str = ClusterName,
+) -> None:
+    """Give a namespace its own key, allowed only s3://bertops/PREFIX/NAMESPACE/, handed
+    to its pods as the Secret and ConfigMap bertops-artifacts-s3 of that namespace."""
+    from bertops.cluster.controlplane import Cluster
+    from bertops.cluster.storage.cluster_objects import hand_over
+    from bertops.cluster.storage.node_access import pod_client_env
+    from bertops.cluster.storage.run import BUCKET
+    from bertops.cluster.storage.tenants import Tenants, tenant_prefix
+
+    storage = _storage(name)
+    cluster = Cluster(name)
+    try:
+        client_env = Tenants(storage).client_env(tenant_namespace, prefix)
+    except RuntimeError as error:
+        _say(f"error: {error}")
+        raise typer.Exit(1) from error
+    if cluster.state().node:
+        port = int(client_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
+        client_env = pod_client_env(client_env, port)
+    hand_over(cluster.kubeconfig, tenant_namespace, client_env)
+    _say(
+        f"{tenant_namespace}: its own key, allowed only "
+        f"s3://{BUCKET}/{tenant_prefix(prefix, tenant_namespace)}/, in the Secret "
+        f"{tenant_namespace}/bertops-artifacts-s3"
+    )
+
+
 @storage_app.command("env")
 def storage_env(name: str = ClusterName) -> None:
     """Print the `export AWS_...` lines an S3 client of this server needs."""

@@ -54,6 +54,10 @@ def classify(error: BaseException) -> tuple[ExitCode, str]:
     if isinstance(error, FileNotFoundError | NotADirectoryError | IsADirectoryError):
         # Inputs are checked up front; a missing path here is still the caller's input.
         return ExitCode.BAD_INPUT, REASON_INVALID_INPUT
+    if isinstance(error, PermissionError):
+        # Refused by a file's mode or an object store's key or policy (s3fs raises it for
+        # 403): the same identity is refused the same way on a retry.
+        return ExitCode.BAD_INPUT, REASON_INVALID_INPUT
     if isinstance(error, ConnectionError | TimeoutError | MemoryError):
         return ExitCode.TRANSIENT, REASON_TRANSIENT
     if _object_store_unreachable(error):

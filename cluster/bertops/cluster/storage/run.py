@@ -83,8 +83,10 @@ class Storage:
         key = self.credentials()
         data = private_dir(self.directory / "data")
         sidecar = private_dir(self.directory / "meta")
+        iam = private_dir(self.directory / "iam")  # tenant accounts (storage.tenants)
         port = self._port()
         argv = [str(binary), "--port", f"127.0.0.1:{port}", "--region", REGION]
+        argv += ["--iam-dir", str(iam)]
         argv += ["posix", "--sidecar", str(sidecar), str(data)]
         env = {"ROOT_ACCESS_KEY_ID": key.access_key, "ROOT_SECRET_ACCESS_KEY": key.secret_key}
         pid = spawn(argv, self.log_path, env=env)
