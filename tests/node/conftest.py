@@ -1,6 +1,7 @@
 """The e2e fixtures on a real node: a cluster of its own with kubelet, containerd,
-controllers, kube-proxy and CoreDNS (bertops.cluster.node), the local images loaded, and
-an artifact volume that pods and the operator see at the same path.
+controllers, kube-proxy and CoreDNS (bertops.cluster.node), the local images loaded; per
+test, a namespace of its own, an artifact volume that pods and the operator see at the
+same path, and an operator (kubernetes runtime) watching that namespace.
 
 The node starts when this machine can run it (root, Debian's containerd, runc, CNI
 plugins and nsenter present); otherwise these tests are skipped with the reason. A node
@@ -15,13 +16,21 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from kubernetes import client
 
+from bertops.operator.config import OperatorConfig
 from tests.conftest import say_to_terminal
+from tests.operator.conftest import RunningOperator, delete_deployments
+from tests.waiting import wait_for
+
+if TYPE_CHECKING:
+    from bertops.cluster.storage.run import Storage
 
 NEEDED = ("containerd", "ctr", "runc", "nsenter", "ip", "iptables")
+STEP_UID = 1000  # the images' user, and the pods' runAsUser
 
 
 def node_prerequisites() -> str | None:
@@ -118,3 +127,164 @@ def node_kube(node_cluster: Any) -> Iterator[Any]:
     api_client = config.new_client_from_config(config_file=str(node_cluster.kubeconfig))
     yield api_client
     api_client.close()
+
+
+@pytest.fixture
+def node_namespace(node_kube: Any) -> Iterator[str]:
+    """A namespace per test, deleted afterwards: the node has 2 CPUs, and a test's pods
+    left running would keep the next test's pods Pending."""
+    import uuid
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(node_kube)
+    core.create_namespace(client.V1Namespace(metadata={"name": name}))
+    core.create_namespaced_service_account(
+        name, client.V1ServiceAccount(metadata={"name": "bertops-step"})
+    )
+    yield name
+    core.delete_namespace(name)
+    wait_for(
+        lambda: not core.list_namespaced_pod(name).items,
+        timeout=120,
+        what=f"the pods of namespace {name} gone",
+    )
+
+
+@pytest.fixture
+def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
+    """The artifact store's root, as the operator sees it. The namespace's
+    `bertops-artifacts` claim binds a hostPath PersistentVolume of its own folder of the
+    store, ``<root>/<namespace>`` (as gitops/tenant says), which its pods mount at that
+    same path."""
+    root = tmp_path / "artifacts"
+    tenant = root / node_namespace
+    tenant.mkdir(parents=True)
+    for folder in (tmp_path, root):
+        folder.chmod(0o755)
+    os.chown(tenant, STEP_UID, STEP_UID)
+    core = client.CoreV1Api(node_kube)
+    volume = f"artifacts-{node_namespace}"
+    # Plain dict bodies, as the operator sends them: the client validates them into its models.
+    persistent_volume: Any = {
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(tenant), "type": "Directory"},
+        },
+    }
+    core.create_persistent_volume(persistent_volume)
+    claim: Any = {
+        "metadata": {"name": "bertops-artifacts"},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": volume,
+            "resources": {"requests": {"storage": "5Gi"}},
+        },
+    }
+    core.create_namespaced_persistent_volume_claim(node_namespace, claim)
+    return root
+
+
+@pytest.fixture
+def node_operator(
+    node_cluster: Any, node_kube: Any, node_namespace: str, artifacts: Path, tmp_path: Path
+) -> Iterator[RunningOperator]:
+    config = OperatorConfig(
+        namespaces=(node_namespace,),
+        runtime="kubernetes",
+        artifact_root=str(artifacts),
+        artifact_mount=str(artifacts),
+        allowed_uri_prefixes=(),  # the namespace's own part of the store, nothing else
+        state_dir=tmp_path / "state",
+        poll_seconds=1.0,
+        step_retry_base_seconds=1.0,
+    )
+    operator = RunningOperator(config, str(node_cluster.kubeconfig))
+    try:
+        yield operator
+        # While the operator runs, so its finalizer lets the deployments go.
+        delete_deployments(node_kube, {node_namespace})
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def s3_in_cluster(
+    node_cluster: Any, s3_store: Storage, s3_env: dict[str, str], node_namespace: str
+) -> Iterator[tuple[str, int]]:
+    """The S3 server reachable from the node's pods (the relay and the Service
+    ``bertops-s3``: bertops.cluster.storage.node_access), and the namespace's own key,
+    allowed only its prefix (bertops.cluster.storage.tenants), handed to it as its Secret
+    and ConfigMap ``bertops-artifacts-s3``. The artifact root and the server's port."""
+    from bertops.cluster.storage.cluster_objects import hand_over
+    from bertops.cluster.storage.node_access import expose, pod_client_env, withdraw
+    from bertops.cluster.storage.tenants import Tenants
+
+    port = int(s3_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
+    expose(node_cluster.kubeconfig, node_cluster.name, port, s3_store.directory)
+    prefix = f"{node_namespace}-store"
+    tenant = Tenants(s3_store).client_env(node_namespace, prefix)
+    assert tenant["AWS_ACCESS_KEY_ID"] != s3_env["AWS_ACCESS_KEY_ID"]
+    hand_over(node_cluster.kubeconfig, node_namespace, pod_client_env(tenant, port))
+    try:
+        yield f"s3://bertops/{prefix}", port
+    finally:
+        withdraw(s3_store.directory)
+
+
+@pytest.fixture
+def operator_on_s3(
+    node_cluster: Any,
+    node_kube: Any,
+    node_namespace: str,
+    s3_in_cluster: tuple[str, int],
+    s3_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[list[dict[str, Any]]]:
+    """The operator as a pod, installed from the gitops base with the
+    ``artifacts-object-store`` component (tests/node/object_store.py), its root key in the
+    Secret beside it; removed afterwards, its deployments first (its finalizer). The
+    rendered install."""
+    from bertops.cluster.storage.cluster_objects import manifests
+    from bertops.cluster.storage.node_access import pod_client_env
+    from tests.gitops.render import apply
+    from tests.node.object_store import (
+        OPERATOR_NS,
+        object_store_install,
+        running_operator_pods,
+    )
+
+    root, port = s3_in_cluster
+    env = pod_client_env(s3_env, port)
+    docs = object_store_install(
+        tmp_path / "install", root, env["AWS_ENDPOINT_URL_S3"], node_namespace
+    )
+    secret = [d for d in manifests(OPERATOR_NS, env) if d["kind"] == "Secret"]
+    apply(node_cluster.kubeconfig, [d for d in docs if d["kind"] == "Namespace"] + secret)
+    apply(node_cluster.kubeconfig, [d for d in docs if d["kind"] != "Namespace"])
+    wait_for(
+        lambda: running_operator_pods(node_kube),
+        timeout=180,
+        what="the operator pod running from the object-store install",
+    )
+    apps = client.AppsV1Api(node_kube)
+    try:
+        yield docs
+        delete_deployments(node_kube, {node_namespace})
+    finally:
+        apps.delete_namespaced_deployment("bertops-operator", OPERATOR_NS)
+        wait_for(
+            lambda: (
+                not client.CoreV1Api(node_kube)
+                .list_namespaced_pod(
+                    OPERATOR_NS, label_selector="app.kubernetes.io/name=bertops-operator"
+                )
+                .items
+            ),
+            timeout=120,
+            what="the operator pod gone",
+        )

@@ -1,24 +1,30 @@
 """The kubernetes runtime in real pods on a real node (bertops.cluster.node), the artifact
 store on a hostPath volume: a step that exits 2 failing its Job at once, a deleted
 BertTraining whose Job and pods the garbage collector removes, and a killed training pod
-retried from its checkpoint. (The chain itself, dataset → 2-rank training → model →
-compressed model → served, runs in pods with the store on S3: test_node_s3.py.) No
-kubelet stand-in anywhere in this file."""
+retried from its checkpoint; and the chain with the store on the real S3 server instead,
+run by the operator as a pod (the gitops install with the artifacts-object-store
+component): dataset → 2-rank training → model → INT8 model → served, pods holding only
+their namespace's key. No kubelet stand-in anywhere in this file."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import s3fs
 from kubernetes import client
 
-from bertops.operator.config import OperatorConfig
+from bertops.cluster.node.netns import call_inside, netns_name
 from bertops.operator.kube import Kube
-from tests.operator.conftest import RunningOperator, delete_deployments
+from tests.node.conftest import STEP_UID
+from tests.node.object_store import operator_container
+from tests.operator.conftest import RunningOperator
+from tests.operator.serving_helpers import deployment
 from tests.operator.test_local_runtime import TINY, dataset, training
+from tests.s3 import needs_s3
 from tests.waiting import condition_of as condition
 from tests.waiting import wait_for
 
@@ -26,91 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 __all__ = ["tweets_csv"]
 from tests.operator.test_local_runtime import tweets_csv  # noqa: E402  (module fixture)
 
-STEP_UID = 1000  # the images' user, and the pods' runAsUser
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-
-
-@pytest.fixture
-def node_namespace(node_kube: Any) -> Iterator[str]:
-    """A namespace per test, deleted afterwards: the node has 2 CPUs, and a test's pods
-    left running would keep the next test's pods Pending."""
-    import uuid
-
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(node_kube)
-    core.create_namespace(client.V1Namespace(metadata={"name": name}))
-    core.create_namespaced_service_account(
-        name, client.V1ServiceAccount(metadata={"name": "bertops-step"})
-    )
-    yield name
-    core.delete_namespace(name)
-    wait_for(
-        lambda: not core.list_namespaced_pod(name).items,
-        timeout=120,
-        what=f"the pods of namespace {name} gone",
-    )
-
-
-@pytest.fixture
-def artifacts(node_kube: Any, node_namespace: str, tmp_path: Path) -> Path:
-    """The artifact store's root, as the operator sees it. The namespace's
-    `bertops-artifacts` claim binds a hostPath PersistentVolume of its own folder of the
-    store, ``<root>/<namespace>`` (as gitops/tenant says), which its pods mount at that
-    same path."""
-    root = tmp_path / "artifacts"
-    tenant = root / node_namespace
-    tenant.mkdir(parents=True)
-    for folder in (tmp_path, root):
-        folder.chmod(0o755)
-    os.chown(tenant, STEP_UID, STEP_UID)
-    core = client.CoreV1Api(node_kube)
-    volume = f"artifacts-{node_namespace}"
-    # Plain dict bodies, as the operator sends them: the client validates them into its models.
-    persistent_volume: Any = {
-        "metadata": {"name": volume},
-        "spec": {
-            "capacity": {"storage": "5Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(tenant), "type": "Directory"},
-        },
-    }
-    core.create_persistent_volume(persistent_volume)
-    claim: Any = {
-        "metadata": {"name": "bertops-artifacts"},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "volumeName": volume,
-            "resources": {"requests": {"storage": "5Gi"}},
-        },
-    }
-    core.create_namespaced_persistent_volume_claim(node_namespace, claim)
-    return root
-
-
-@pytest.fixture
-def node_operator(
-    node_cluster: Any, node_kube: Any, node_namespace: str, artifacts: Path, tmp_path: Path
-) -> Iterator[RunningOperator]:
-    config = OperatorConfig(
-        namespaces=(node_namespace,),
-        runtime="kubernetes",
-        artifact_root=str(artifacts),
-        artifact_mount=str(artifacts),
-        allowed_uri_prefixes=(),  # the namespace's own part of the store, nothing else
-        state_dir=tmp_path / "state",
-        poll_seconds=1.0,
-        step_retry_base_seconds=1.0,
-    )
-    operator = RunningOperator(config, str(node_cluster.kubeconfig))
-    try:
-        yield operator
-        # While the operator runs, so its finalizer lets the deployments go.
-        delete_deployments(node_kube, {node_namespace})
-    finally:
-        operator.stop()
 
 
 def shared_csv(tweets_csv: Path, artifacts: Path, namespace: str) -> Path:
@@ -128,7 +50,7 @@ def reason(kube: Kube, kind: str, namespace: str, name: str, type_: str = "Ready
     return found["reason"] if found else None
 
 
-def start_training(kube: Kube, ns: str, csv: Path, epochs: int, replicas: int = 1) -> None:
+def start_training(kube: Kube, ns: str, csv: Path | str, epochs: int, replicas: int = 1) -> None:
     """The example dataset and a tiny training of it; half a CPU per rank, so two ranks
     and the step that follows fit on the 2-CPU node together."""
     kube.create(dataset(ns, csv))
@@ -269,3 +191,100 @@ def test_a_killed_training_pod_is_retried_and_resumes_from_its_checkpoint(
         f.read_text() for f in logs.glob(f"{ns}_{retried[0].metadata.name}_*/step/*.log")
     )
     assert "resumed from the checkpoint of epoch" in text, text[-2000:]
+
+
+def int8_model(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "bertops.io/v1alpha1",
+        "kind": "BertModel",
+        "metadata": {"name": "tiny-v1-int8", "namespace": namespace},
+        "spec": {
+            "family": "tiny-int8",  # not the deployment's family: it serves tiny-v1
+            "compression": {
+                "parentRef": {"name": "tiny-v1"},
+                "steps": [{"method": "quantize", "granularity": "perChannel"}],
+                "gate": {"maxAccuracyDrop": 0.3, "maxF1Drop": 0.3},
+            },
+        },
+    }
+
+
+@needs_s3
+def test_the_chain_runs_in_pods_on_s3(
+    node_cluster: Any,
+    node_kube: Any,
+    node_namespace: str,
+    s3_in_cluster: tuple[str, int],
+    operator_on_s3: list[dict[str, Any]],
+    tweets_csv: Path,
+) -> None:
+    """The operator pod (the gitops install with the artifacts-object-store component)
+    runs the chain with the store on the real S3 server: the dataset (its CSV in the
+    bucket) → a 2-rank training → its model → an INT8 model, then a BertDeployment whose
+    server downloads and verifies the model from the bucket and ships its prediction log
+    there. Pods mount no volume of the store and hold only their namespace's key."""
+    kube, ns, (root, _) = Kube(node_kube), node_namespace, s3_in_cluster
+    env = {e["name"]: e.get("value") for e in operator_container(operator_on_s3)["env"]}
+    assert env["BERTOPS_ARTIFACT_ROOT"] == root  # the component's root, set by the overlay
+    store = s3fs.S3FileSystem(skip_instance_cache=True)
+    data = f"{root}/{ns}/data/tweets.csv"
+    store.put_file(str(tweets_csv), data.removeprefix("s3://"))
+    start_training(kube, ns, data, epochs=1, replicas=2)
+    kube.create(int8_model(ns))
+    ranks: dict[str, Any] = {}  # rank -> its pod, as first seen (created one by one)
+
+    def both_ranks() -> bool:
+        for found in pods(node_kube, ns):
+            index = found.metadata.labels.get(INDEX_LABEL)
+            if index is not None and "train" in found.metadata.name:
+                ranks.setdefault(index, found)
+        return set(ranks) >= {"0", "1"}
+
+    wait_for(both_ranks, timeout=300, what="both training ranks as pods")
+    for name in ("tiny-v1", "tiny-v1-int8"):
+
+        def verified(name: str = name) -> bool:
+            return reason(kube, "BertModel", ns, name) == "Verified"
+
+        wait_for(verified, timeout=600, what=f"{name} Ready from pods on S3")
+        status = (kube.get("BertModel", ns, name) or {})["status"]
+        assert status["artifactUri"].startswith(f"{root}/{ns}/models/"), status
+    volumes = {v.name for p in pods(node_kube, ns) if p.spec for v in p.spec.volumes or ()}
+    assert "artifacts" not in volumes, volumes  # no volume of the store at all
+    # Rank 0's log (the node's podLogsDir) says both ranks joined one gloo group.
+    logs = node_cluster.directory / "node" / "pod-logs"
+    rank0 = ranks["0"].metadata.name
+    text = "".join(f.read_text() for f in logs.glob(f"{ns}_{rank0}_*/step/*.log"))
+    assert "2 rank(s)" in text, text[-2000:]
+
+    body = deployment(ns)
+    body["spec"]["serving"]["predictionLog"] = "hash"
+    kube.create(body)
+    wait_for(
+        lambda: (
+            reason(kube, "BertDeployment", ns, "web") == "Serving"
+            and ((kube.get("BertDeployment", ns, "web") or {}).get("status") or {}).get(
+                "stableModel"
+            )
+            == "tiny-v1"
+        ),
+        timeout=300,
+        what="tiny-v1 served from S3 in pods",
+    )
+    service = client.CoreV1Api(node_kube).read_namespaced_service("web-gateway", ns)
+    assert service.spec is not None
+    endpoint = f"http://{service.spec.cluster_ip}:8000"
+    texts = {"texts": [f"the flight {n} was late" for n in range(5)]}
+    response = call_inside(
+        netns_name(node_cluster.name),
+        lambda: httpx.post(f"{endpoint}/predict", json=texts, timeout=30),
+    )
+    assert response.status_code == 200, response.text
+    # The server's prediction log, spooled in the pod's /tmp, lands in the bucket.
+    logs_uri = f"{root}/{ns}/deployments/web/predictions".removeprefix("s3://")
+    wait_for(
+        lambda: store.invalidate_cache() or (store.exists(logs_uri) and store.find(logs_uri)),
+        timeout=60,
+        what="the prediction log shipped from the pod",
+    )
+    assert not any(".tmp-" in path for path in store.find(f"{root}/{ns}".removeprefix("s3://")))

@@ -15,14 +15,14 @@ import pytest
 from kubernetes import client
 
 from bertops.operator.kube import Kube
-from tests.node.test_node_e2e import STEP_UID, name_of, shared_csv
+from tests.node.conftest import STEP_UID
+from tests.node.test_node_e2e import name_of, shared_csv
 from tests.operator.conftest import RunningOperator
 from tests.operator.test_local_runtime import dataset
 from tests.waiting import wait_for, wait_reason
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
-__all__ = ["artifacts", "node_namespace", "node_operator", "tweets_csv"]
-from tests.node.test_node_e2e import artifacts, node_namespace, node_operator  # noqa: E402
+__all__ = ["tweets_csv"]
 from tests.operator.test_local_runtime import tweets_csv  # noqa: E402
 
 OTHER = "other-team"

@@ -43,7 +43,7 @@ def tweets_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def dataset(namespace: str, csv: Path, name: str = "tweets", **source: Any) -> dict[str, Any]:
+def dataset(namespace: str, csv: Path | str, name: str = "tweets", **source: Any) -> dict[str, Any]:
     return {
         "apiVersion": "bertops.io/v1alpha1",
         "kind": "BertDataset",
