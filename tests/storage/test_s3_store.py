@@ -4,6 +4,7 @@ killed halfway leaves nothing a reader trusts while the retry publishes a whole 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -198,3 +199,18 @@ def test_models_download_fetches_from_s3_and_verifies_every_file(
     with pytest.raises(ArtifactError, match="fails verification"):
         artifacts.download(model, tmp_path / "copy-2")
     assert not (tmp_path / "copy-2").exists()
+
+
+def test_the_demo_report_reads_a_models_training_history_from_s3(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    from bertops.cluster.demo_report import training_history
+
+    uri = f"s3://{BUCKET}/demo-{tmp_path.name}/default/models/m/g1"
+    history = [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}]
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(
+        f"{uri.removeprefix('s3://')}/metrics.json", json.dumps({"history": history}).encode()
+    )
+    assert training_history(uri) == history
+    assert training_history(f"{uri}-missing") == []

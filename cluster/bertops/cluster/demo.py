@@ -184,8 +184,11 @@ def artifact_store(cluster: Cluster, home: Path, artifacts: str) -> tuple[str, d
     storage = Storage(cluster.directory / "storage")
     say(f"   starting the S3 server (VersityGW) of the cluster, bucket s3://{BUCKET}")
     storage.up()
+    env = storage.client_env()
+    # The demo reads the models' training history for its report from the bucket too.
+    os.environ.update(env)
     # A fresh prefix per run: the previous run's objects are not this run's artifacts.
-    return f"s3://{BUCKET}/demo-{time.strftime('%Y%m%d-%H%M%S')}", storage.client_env()
+    return f"s3://{BUCKET}/demo-{time.strftime('%Y%m%d-%H%M%S')}", env
 
 
 def start_operator(
