@@ -2,12 +2,12 @@
 kube-apiserver + etcd built from source, see bertops.cluster.controlplane) and a fresh
 namespace per test. Only tests that ask for ``cluster``/``kube``/``namespace`` start it.
 
-``make test`` runs the suite on two pytest-xdist workers: much of
+``make test`` runs the suite on three pytest-xdist workers (on 2 cores): much of
 it waits on subprocesses, servers and pods, so one core idles in a serial run. Each
 module is one group, so its module fixtures start once; modules that share an expensive
 session fixture form one group (:data:`SHARED_GROUPS`), and the longest groups are
-handed out first (:data:`LONGEST_FIRST`) so that neither worker ends long after the
-other. Each worker has its own control plane and BERTOPS_HOME.
+handed out first (:data:`LONGEST_FIRST`) so that no worker ends long after the
+others. Each worker has its own control plane and BERTOPS_HOME.
 """
 
 from __future__ import annotations

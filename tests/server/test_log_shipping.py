@@ -26,6 +26,7 @@ from bertops.server.app import ModelServer, ServerSettings
 from bertops.server.gateway.access import FeedbackAccess
 from bertops.server.gateway.app import Gateway
 from bertops.server.gateway.feedback import FeedbackLog
+from bertops.server.jsonlog import rotate_stamped, segments
 from bertops.server.logship import LogShipper, shipped_log, shipped_rotation, spool_location
 from bertops.server.model import ServedModel
 from bertops.server.monitor import MonitorInputError
@@ -86,13 +87,14 @@ def test_the_prediction_log_ships_to_s3_and_the_drift_window_reads_it(
 
     # Stopped cleanly: the last ship runs after the log's last flush; the spool is gone.
     assert model_server._log_shipper is not None
+    assert model_server.prediction_log is not None and model_server.prediction_log.stamped
     spool = model_server._log_shipper.spool
     server.stop()
     assert not spool.exists()
     assert len(window()) == len(texts)
 
 
-def test_a_rotation_ships_whole_lines_and_deletes_what_it_dropped(folder: str) -> None:
+def test_whole_lines_are_shipped_and_each_segment_once(folder: str) -> None:
     path, remote = spool_location(f"{folder}/predictions/b.jsonl")
     assert remote == f"{folder}/predictions" and path.parent.stat().st_mode & 0o777 == 0o700
     owned = lambda name: PredictionLog.owns(path.name, name)  # noqa: E731
@@ -102,18 +104,17 @@ def test_a_rotation_ships_whole_lines_and_deletes_what_it_dropped(folder: str) -
     assert _objects(remote) == {path.name: b'{"n": 1}\n{"n": 2}\n'}
     assert shipper.ship() == 0  # nothing changed: nothing put
 
-    # Rotated twice with one backup: b.jsonl.1 replaced, the oldest lines dropped.
-    for generation in ("x", "y"):
-        path.rename(path.with_name(f"{path.name}.1"))
-        path.write_text(f'{{"g": "{generation}"}}\n')
-    path.with_name(f"{path.name}.1").write_text('{"g": "x"}\n')
-    other = path.with_name("someone-else.jsonl")  # not this writer's: never shipped
-    other.write_text('{"n": 0}\n')
-    shipper.ship()
-    assert _objects(remote) == {path.name: b'{"g": "y"}\n', f"{path.name}.1": b'{"g": "x"}\n'}
-    path.with_name(f"{path.name}.1").unlink()
-    shipper.ship()
-    assert set(_objects(remote)) == {path.name}
+    # The shipped log's own rotation (stamped segments, two kept): each rotation puts the
+    # new segment alone (names never change, so nothing is put again), and the segment
+    # it dropped is deleted in the bucket too.
+    path.with_name("someone-else.jsonl").write_text("{}\n")  # not this writer's: never put
+    for generation in range(3):
+        path.write_text(f'{{"g": {generation}}}\n')
+        rotate_stamped(path, backups=2)
+        assert shipper.ship() == 1
+    kept = segments(path)
+    assert len(kept) == 2 and set(_objects(remote)) == {p.name for p in kept}
+    assert [_objects(remote)[p.name] for p in kept] == [b'{"g": 1}\n', b'{"g": 2}\n']
 
 
 def test_an_outage_of_the_store_loses_nothing(

@@ -177,6 +177,8 @@ class ModelServer:
             max_bytes=max_bytes,
             backups=backups,
             on_drop=self.metrics.log_dropped.inc,
+            # Shipped: segments whose names never change, each put once (not renumbered).
+            stamped=self._log_shipper is not None,
         )
 
     async def _load(self) -> None:

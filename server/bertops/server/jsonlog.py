@@ -7,7 +7,8 @@ writer thread turns them into lines (:meth:`JsonLinesLog.line`, given by the sub
 and appends them; when the queue is full records are dropped and counted. A record that
 cannot be written (not serialisable, a full disk) is dropped and counted too: the
 writer thread never dies of one. Files rotate by size (``name``, ``name.1``, ``name.2``,
-...; a subclass may name them otherwise) unless ``max_bytes`` is None. ``close`` (at
+..., or with ``stamped`` into segments named by their UTC time, whose names never change,
+as a log shipped to an object store needs) unless ``max_bytes`` is None. ``close`` (at
 shutdown) writes everything queued and flushes, and returns within its timeout even
 when the writer is stuck.
 """
@@ -17,15 +18,39 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+STAMP = "%Y%m%dT%H%M%S%fZ"
+"""A stamped segment's UTC time (microseconds: two rotations never share a name)."""
+_STAMPED = r"\.\d{8}T\d{12}Z"
+
+
+def segments(path: Path) -> list[Path]:
+    """The stamped segments of the log ``path`` (``<stem>.<UTC time><suffix>``), oldest
+    first (the times sort by name)."""
+    pattern = re.compile(re.escape(path.stem) + _STAMPED + re.escape(path.suffix))
+    found = path.parent.glob(f"{path.stem}.*{path.suffix}") if path.parent.is_dir() else []
+    return sorted(p for p in found if pattern.fullmatch(p.name))
+
+
+def rotate_stamped(path: Path, backups: int) -> None:
+    """path -> ``<stem>.<UTC time><suffix>``, keeping the ``backups`` newest segments. A
+    segment's name never changes again, so a log shipper puts each one once."""
+    stamp = datetime.now(UTC).strftime(STAMP)
+    path.rename(path.with_name(f"{path.stem}.{stamp}{path.suffix}"))
+    for old in segments(path)[:-backups] if backups > 0 else segments(path):
+        old.unlink(missing_ok=True)
 
 
 def rotate(path: Path, backups: int) -> None:
@@ -55,10 +80,12 @@ class JsonLinesLog(Generic[T]):
         backups: int = 5,
         queue_size: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
+        stamped: bool = False,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.stamped = stamped  # rotate into stamped segments (rotate_stamped)
         self.dropped = 0
         self.written = 0
         self._on_drop = on_drop
@@ -112,14 +139,24 @@ class JsonLinesLog(Generic[T]):
 
     @staticmethod
     def owns(base: str, name: str) -> bool:
-        """Whether ``name`` is one of the files of a log named ``base``: itself or one of
-        its rotations (``base.1``, ``base.2``, ...). What a log shipper ships."""
+        """Whether ``name`` is one of the files of a log named ``base``: itself, a numbered
+        rotation (``base.1``, ...) or a stamped segment. What a log shipper ships."""
         number = name.removeprefix(f"{base}.")
-        return name == base or (number != name and number.isdigit())
+        path = Path(base)
+        stamped = re.escape(path.stem) + _STAMPED + re.escape(path.suffix)
+        return (
+            name == base
+            or (number != name and number.isdigit())
+            or re.fullmatch(stamped, name) is not None
+        )
 
     def rotate(self) -> None:
-        """Move the full file aside (on the writer thread); see :func:`rotate`."""
-        rotate(self.path, self.backups)
+        """Move the full file aside (on the writer thread): numbered (:func:`rotate`), or
+        into a stamped segment (:func:`rotate_stamped`)."""
+        if self.stamped:
+            rotate_stamped(self.path, self.backups)
+        else:
+            rotate(self.path, self.backups)
 
     def line(self, record: T) -> str:
         """One record as its JSON line (ending in a newline); runs on the writer thread."""

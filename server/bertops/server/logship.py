@@ -6,15 +6,15 @@ Object stores cannot append, so each shipped file is a whole object, put again w
 has grown: a reader (the drift check, a retraining's dataset, both through fsspec) sees
 every file as it was at some ship, never a torn line, because only the bytes up to the
 last newline are put. Files are matched to the writer by the log's own naming
-(``owns``: ``<id>.jsonl`` and its rotations ``.1``, ``.2``, ... for the prediction log,
-timestamped segments for the feedback log), so writers sharing a folder (replicas, pods)
-never touch each other's objects; a file the writer's rotation deleted is deleted
-remotely too. Each process start writes files of its own (:func:`spool_location` adds
-the start time to the name), so a restarted writer never overwrites what an earlier one
-shipped; what was written after the last ship is lost with the process (at most
-``interval`` seconds of records) unless it shuts down cleanly.
+(``owns``: ``<id>.jsonl`` and its segments ``<id>.<UTC time>.jsonl``: a shipped log
+rotates into segments whose names never change, so each is put once), so writers sharing
+a folder (replicas, pods) never touch each other's objects; a segment the writer's
+rotation deleted is deleted remotely too. Each process start writes files of its own
+(:func:`spool_location` adds the start time to the name), so a restarted writer never
+overwrites what an earlier one shipped; what was written after the last ship is lost
+with the process (at most ``interval`` seconds of records) unless it shuts down cleanly.
 
-Used by :class:`bertops.server.app.ServerApp` (the prediction log) and
+Used by :class:`bertops.server.app.ModelServer` (the prediction log) and
 :class:`bertops.server.gateway.app.Gateway` (the feedback log) when their log location
 is a URI such as ``s3://bucket/root/<ns>/deployments/<name>/predictions/<id>.jsonl``;
 a local path is written in place as before (:func:`spool_location`).

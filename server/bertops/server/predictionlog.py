@@ -127,12 +127,18 @@ class PredictionLog(JsonLinesLog[PredictionRecord]):
         queue_size: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
         retention_seconds: float = RETENTION_SECONDS,
+        stamped: bool = False,
     ) -> None:
         if privacy == "off":
             raise ValueError("privacy 'off' means no prediction log; do not create one")
         self.privacy = privacy
         super().__init__(
-            path, max_bytes=max_bytes, backups=backups, queue_size=queue_size, on_drop=on_drop
+            path,
+            max_bytes=max_bytes,
+            backups=backups,
+            queue_size=queue_size,
+            on_drop=on_drop,
+            stamped=stamped,
         )
         self.retention_seconds = retention_seconds
         self.removed = sweep_stale(path.parent, retention_seconds)

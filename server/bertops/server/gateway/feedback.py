@@ -38,7 +38,6 @@ inference here and mounts :meth:`FeedbackDesk.handle` on ``POST /feedback``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +61,7 @@ from bertops.server.gateway.pairs import score_pair
 from bertops.server.gateway.refusal import Refusal
 from bertops.server.gateway.served import Served, ServedStore
 from bertops.server.jsonlog import JsonLinesLog
+from bertops.server.jsonlog import segments as stamped_segments
 from bertops.server.logship import LogShipper, shipped_log
 from bertops.server.protocol import REQUEST_ID
 
@@ -152,25 +152,17 @@ class FeedbackLog(JsonLinesLog[dict[str, object]]):
         segments: int = 15,
     ) -> None:
         super().__init__(
-            path, max_bytes=max_bytes, backups=segments, queue_size=10_000, on_drop=on_drop
+            path,
+            max_bytes=max_bytes,
+            backups=segments,
+            queue_size=10_000,
+            on_drop=on_drop,
+            stamped=True,
         )
 
     def segments(self) -> list[Path]:
         """This writer's moved-aside files, oldest first (the UTC times sort by name)."""
-        return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"))
-
-    @staticmethod
-    def owns(base: str, name: str) -> bool:
-        """The file itself or one of its segments (``<stem>.<UTC time><suffix>``)."""
-        path = Path(base)
-        segment = rf"{re.escape(path.stem)}\.\d{{8}}T\d{{12}}Z{re.escape(path.suffix)}"
-        return name == base or re.fullmatch(segment, name) is not None
-
-    def rotate(self) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self.path.rename(self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}"))
-        for old in self.segments()[: -self.backups]:
-            old.unlink(missing_ok=True)
+        return stamped_segments(self.path)
 
     def line(self, record: dict[str, object]) -> str:
         return json.dumps(record, ensure_ascii=False) + "\n"
