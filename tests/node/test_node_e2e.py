@@ -3,11 +3,13 @@ store on a hostPath volume: a step that exits 2 failing its Job at once, a delet
 BertTraining whose Job and pods the garbage collector removes, and a killed training pod
 retried from its checkpoint; and the chain with the store on the real S3 server instead,
 run by the operator as a pod (the gitops install with the artifacts-object-store
-component): dataset → 2-rank training → model → INT8 model → served, pods holding only
-their namespace's key. No kubelet stand-in anywhere in this file."""
+component): dataset → 2-rank training → model → INT8 model → served → a drift check on
+the prediction log the server pod shipped, pods holding only their namespace's key. No
+kubelet stand-in anywhere in this file."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -222,7 +224,8 @@ def test_the_chain_runs_in_pods_on_s3(
     runs the chain with the store on the real S3 server: the dataset (its CSV in the
     bucket) → a 2-rank training → its model → an INT8 model, then a BertDeployment whose
     server downloads and verifies the model from the bucket and ships its prediction log
-    there. Pods mount no volume of the store and hold only their namespace's key."""
+    there, where a drift Job reads it and publishes its report. Pods mount no volume of
+    the store and hold only their namespace's key."""
     kube, ns, (root, _) = Kube(node_kube), node_namespace, s3_in_cluster
     env = {e["name"]: e.get("value") for e in operator_container(operator_on_s3)["env"]}
     assert env["BERTOPS_ARTIFACT_ROOT"] == root  # the component's root, set by the overlay
@@ -259,6 +262,10 @@ def test_the_chain_runs_in_pods_on_s3(
 
     body = deployment(ns)
     body["spec"]["serving"]["predictionLog"] = "hash"
+    body["spec"]["drift"] = {"intervalSeconds": 10, "windowSize": 50, "referenceSize": 50}
+    # The node has 2 CPUs: the server, two gateways, the operator and a reference or
+    # drift Job must fit at once.
+    body["spec"]["serving"]["resources"] = {"cpu": "250m", "memory": "2Gi"}
     kube.create(body)
     wait_for(
         lambda: (
@@ -274,17 +281,38 @@ def test_the_chain_runs_in_pods_on_s3(
     service = client.CoreV1Api(node_kube).read_namespaced_service("web-gateway", ns)
     assert service.spec is not None
     endpoint = f"http://{service.spec.cluster_ip}:8000"
-    texts = {"texts": [f"the flight {n} was late" for n in range(5)]}
-    response = call_inside(
-        netns_name(node_cluster.name),
-        lambda: httpx.post(f"{endpoint}/predict", json=texts, timeout=30),
+    texts = {"texts": [f"the flight {n} was late" for n in range(60)]}
+
+    def answered() -> httpx.Response | None:
+        # The gateway may still be taking the new server into its routes: ask again.
+        response = call_inside(
+            netns_name(node_cluster.name),
+            lambda: httpx.post(f"{endpoint}/predict", json=texts, timeout=60),
+        )
+        return response if response.status_code == 200 else None
+
+    wait_for(answered, timeout=90, interval=2, what="an answer through the gateway Service")
+    # The server's prediction log, spooled in the pod's /tmp, is shipped to the bucket; a
+    # drift Job reads its window there and publishes its report there, and the reference
+    # Job its sample, each with the namespace's key.
+    drift = wait_for(
+        lambda: (
+            (d := ((kube.get("BertDeployment", ns, "web") or {}).get("status") or {}).get("drift"))
+            and d.get("windowRows") == 50
+            and d
+        ),
+        timeout=240,
+        what="a drift check in a pod on the log shipped from the server pod",
+        log=lambda: json.dumps(
+            {
+                "status": (kube.get("BertDeployment", ns, "web") or {}).get("status"),
+                "pods": [f"{p.metadata.name}: {p.status.phase}" for p in pods(node_kube, ns)],
+            },
+            indent=1,
+        )[-4000:],
     )
-    assert response.status_code == 200, response.text
-    # The server's prediction log, spooled in the pod's /tmp, lands in the bucket.
-    logs_uri = f"{root}/{ns}/deployments/web/predictions".removeprefix("s3://")
-    wait_for(
-        lambda: store.invalidate_cache() or (store.exists(logs_uri) and store.find(logs_uri)),
-        timeout=60,
-        what="the prediction log shipped from the pod",
-    )
+    assert drift["reportUri"].startswith(f"{root}/{ns}/deployments/web/drift/"), drift
+    assert drift["referenceUri"].startswith(f"{root}/{ns}/references/"), drift
+    store.invalidate_cache()
+    assert store.find(f"{root}/{ns}/deployments/web/predictions".removeprefix("s3://"))
     assert not any(".tmp-" in path for path in store.find(f"{root}/{ns}".removeprefix("s3://")))
