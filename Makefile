@@ -120,11 +120,11 @@ demo-node-down:
 	$(BIN)/bertops cluster argocd down --name demo-node
 	$(BIN)/bertops cluster down --name demo-node --purge
 
-# Three xdist workers on 2 cores: most of the suite waits on subprocesses, servers, pods
-# and rollout pauses (a 2-worker run kept the cores about 55% busy and took 18 min; three
-# took 14:48, same machine). tests/conftest.py groups the tests; TEST_WORKERS=0 runs
-# serially.
-TEST_WORKERS ?= 3
+# Two xdist workers: a serial run leaves one core idle while tests wait on subprocesses,
+# servers and pods. Three were faster (14:48 against 18:06, same machine) but starved the
+# node's pods: the gitops loop's model server sat in PodInitializing past its 420 s wait.
+# tests/conftest.py groups the tests; TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test: test-setup

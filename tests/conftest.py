@@ -2,7 +2,7 @@
 kube-apiserver + etcd built from source, see bertops.cluster.controlplane) and a fresh
 namespace per test. Only tests that ask for ``cluster``/``kube``/``namespace`` start it.
 
-``make test`` runs the suite on three pytest-xdist workers (on 2 cores): much of
+``make test`` runs the suite on two pytest-xdist workers: much of
 it waits on subprocesses, servers and pods, so one core idles in a serial run. Each
 module is one group, so its module fixtures start once; modules that share an expensive
 session fixture form one group (:data:`SHARED_GROUPS`), and the longest groups are
